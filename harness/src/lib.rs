@@ -1,0 +1,4 @@
+//! The OTA test harness around the virtual ECU. For now: the demo that shows an update
+//! surviving a power cut; the OTA manager, scenario engine and sweeps build on it.
+
+pub mod demo;

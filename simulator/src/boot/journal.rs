@@ -1,0 +1,354 @@
+//! Append-only records: the swap journal and the security counter.
+//!
+//! A record is 16 bytes (rounded up to the write unit), written by one flash operation:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | tag: `0x51` swap start, `0x52` swap step done, `0x53` swap finished, `0x5c` security counter |
+//! | 1 | argument: swap type byte (start) or step (`1` A, `2` B, `3` C) |
+//! | 2..4 | u16 LE: sector count (start) or sector index (step) |
+//! | 4..8 | u32 LE: swap sequence number (journal) or counter value (counter) |
+//! | 8..12 | zero |
+//! | 12..16 | CRC-32 (IEEE) of bytes 0..12 |
+//!
+//! A record whose CRC does not match (torn, or left over from a torn erase) is ignored; records
+//! are appended after the last unit that is not erased.
+//!
+//! ## The swap, step by step
+//!
+//! Image sector `i` of the swap moves through the scratch sector in three steps, each finished
+//! by a journal record. Every step starts by erasing its destination and copies from a source
+//! that the journal proves intact, so a step interrupted anywhere is simply done again:
+//!
+//! | step | erase | copy | the source is intact because |
+//! |---|---|---|---|
+//! | A | scratch | secondary\[i\] → scratch | B(i) has not started |
+//! | B | secondary\[i\] | primary\[i\] → secondary\[i\] | C(i) has not started |
+//! | C | primary\[i\] | scratch → primary\[i\] | A(i+1) has not started |
+//!
+//! After the last step the trailers are rebuilt (primary: erase, write swap type, flags, magic;
+//! secondary: erase) and a *finished* record closes the swap. A swap with a start record and no
+//! finished record is resumed at the next boot before anything else happens.
+//!
+//! Swap *k* (its sequence number) uses journal sector *k* mod 2, erased just before its start
+//! record is written. The journal in force is the one whose valid start record has the highest
+//! sequence number; the other sector holds the previous swap, finished, so a torn erase of the
+//! sector being prepared can never resurrect an older, half-done swap.
+
+use crate::flash::{Flash, FlashError};
+
+use super::layout::{Layout, Region};
+use super::trailer::SwapType;
+
+const TAG_START: u8 = 0x51;
+const TAG_STEP: u8 = 0x52;
+const TAG_DONE: u8 = 0x53;
+const TAG_COUNTER: u8 = 0x5c;
+
+/// Record size for a layout unit.
+pub fn record_size(unit: u32) -> u32 {
+    16u32.div_ceil(unit) * unit
+}
+
+/// Records a swap of `sectors` image sectors needs, plus room for records lost to torn writes.
+pub fn records_needed(sectors: usize) -> usize {
+    3 * sectors + 2 + 16
+}
+
+/// One step of moving a sector (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    A,
+    B,
+    C,
+}
+
+impl Step {
+    fn to_byte(self) -> u8 {
+        match self {
+            Step::A => 1,
+            Step::B => 2,
+            Step::C => 3,
+        }
+    }
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Step::A),
+            2 => Some(Step::B),
+            3 => Some(Step::C),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Start { seq: u32, kind: SwapType, sectors: u16 },
+    Step { seq: u32, step: Step, sector: u16 },
+    Done { seq: u32 },
+    Counter { value: u32 },
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+impl Record {
+    pub fn encode(&self, unit: u32, erased: u8) -> Vec<u8> {
+        let (tag, arg, half, word) = match *self {
+            Record::Start { seq, kind, sectors } => (TAG_START, kind.to_byte(), sectors, seq),
+            Record::Step { seq, step, sector } => (TAG_STEP, step.to_byte(), sector, seq),
+            Record::Done { seq } => (TAG_DONE, 0, 0, seq),
+            Record::Counter { value } => (TAG_COUNTER, 0, 0, value),
+        };
+        let mut out = vec![erased; record_size(unit) as usize];
+        out[0] = tag;
+        out[1] = arg;
+        out[2..4].copy_from_slice(&half.to_le_bytes());
+        out[4..8].copy_from_slice(&word.to_le_bytes());
+        out[8..12].fill(0);
+        let crc = crc32(&out[..12]);
+        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        if bytes.len() < 16 {
+            return None;
+        }
+        let crc = u32::from_le_bytes(bytes[12..16].try_into().ok()?);
+        if crc != crc32(&bytes[..12]) || bytes[8..12] != [0; 4] {
+            return None;
+        }
+        let half = u16::from_le_bytes([bytes[2], bytes[3]]);
+        let word = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
+        match bytes[0] {
+            TAG_START => Some(Record::Start {
+                seq: word,
+                kind: SwapType::from_byte(bytes[1])?,
+                sectors: half,
+            }),
+            TAG_STEP => Some(Record::Step {
+                seq: word,
+                step: Step::from_byte(bytes[1])?,
+                sector: half,
+            }),
+            TAG_DONE => Some(Record::Done { seq: word }),
+            TAG_COUNTER => Some(Record::Counter { value: word }),
+            _ => None,
+        }
+    }
+}
+
+/// The records of one sector and where the next one goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log {
+    pub records: Vec<Record>,
+    /// Address for the next record, or `None` if the sector is full.
+    pub next: Option<u32>,
+}
+
+/// Read every record of `region`.
+pub fn read_log<F: Flash>(flash: &F, layout: &Layout, region: &Region) -> Result<Log, FlashError> {
+    let size = record_size(layout.unit);
+    let mut buf = vec![0; region.size as usize];
+    flash.read(region.offset, &mut buf)?;
+    let mut records = Vec::new();
+    let mut last_used = None;
+    for (i, chunk) in buf.chunks_exact(size as usize).enumerate() {
+        if chunk.iter().any(|&b| b != layout.erased) {
+            last_used = Some(i);
+        }
+        if let Some(r) = Record::decode(chunk) {
+            records.push(r);
+        }
+    }
+    let next_index = last_used.map_or(0, |i| i + 1) as u32;
+    let next = (next_index < region.size / size).then(|| region.offset + next_index * size);
+    Ok(Log { records, next })
+}
+
+/// Progress of the swap in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwapState {
+    /// No swap in progress. `last_seq` is the sequence number of the last swap (0 if none).
+    Idle { last_seq: u32 },
+    /// A swap was started and not finished.
+    InProgress {
+        seq: u32,
+        kind: SwapType,
+        sectors: u16,
+        /// The last step recorded, if any.
+        last: Option<(Step, u16)>,
+        /// Journal sector (0 or 1) and where its next record goes.
+        journal: usize,
+        next: Option<u32>,
+    },
+}
+
+/// Decode the journal in force from both journal sectors.
+pub fn swap_state<F: Flash>(flash: &F, layout: &Layout) -> Result<SwapState, FlashError> {
+    let mut best: Option<(u32, usize, Log)> = None;
+    for (j, region) in layout.journal.iter().enumerate() {
+        let log = read_log(flash, layout, region)?;
+        let start = log.records.iter().rev().find_map(|r| match r {
+            Record::Start { seq, .. } => Some(*seq),
+            _ => None,
+        });
+        if let Some(seq) = start
+            && best.as_ref().is_none_or(|(s, _, _)| seq > *s)
+        {
+            best = Some((seq, j, log));
+        }
+    }
+    let Some((seq, journal, log)) = best else {
+        return Ok(SwapState::Idle { last_seq: 0 });
+    };
+    let mut kind = None;
+    let mut last = None;
+    for r in &log.records {
+        match *r {
+            Record::Start { seq: s, kind: k, sectors } if s == seq => kind = Some((k, sectors)),
+            Record::Step { seq: s, step, sector } if s == seq => last = Some((step, sector)),
+            Record::Done { seq: s } if s == seq => return Ok(SwapState::Idle { last_seq: seq }),
+            _ => {}
+        }
+    }
+    let Some((kind, sectors)) = kind else {
+        return Ok(SwapState::Idle { last_seq: seq });
+    };
+    Ok(SwapState::InProgress {
+        seq,
+        kind,
+        sectors,
+        last,
+        journal,
+        next: log.next,
+    })
+}
+
+/// The stored security counter: the highest valid counter record (0 if none).
+pub fn read_counter<F: Flash>(flash: &F, layout: &Layout) -> Result<(u32, Option<u32>), FlashError> {
+    let log = read_log(flash, layout, &layout.counter)?;
+    let value = log
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Counter { value } => Some(*value),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok((value, log.next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::layout::BootMode;
+    use crate::flash::{CutVariant, Geometry, SimFlash};
+    use hex_literal::hex;
+
+    #[test]
+    fn record_encoding_is_stable() {
+        let r = Record::Start {
+            seq: 7,
+            kind: SwapType::Test,
+            sectors: 3,
+        };
+        let bytes = r.encode(8, 0xFF);
+        assert_eq!(bytes[..12], hex!("51 02 03 00 07 00 00 00 00 00 00 00"));
+        assert_eq!(Record::decode(&bytes), Some(r));
+        let wide = r.encode(32, 0xFF);
+        assert_eq!(wide.len(), 32);
+        assert!(wide[16..].iter().all(|&b| b == 0xFF));
+        assert_eq!(Record::decode(&wide), Some(r));
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn any_flipped_bit_invalidates_a_record() {
+        let bytes = Record::Step {
+            seq: 1,
+            step: Step::B,
+            sector: 2,
+        }
+        .encode(8, 0xFF);
+        for i in 0..16 * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert_eq!(Record::decode(&b), None, "bit {i}");
+        }
+        assert_eq!(Record::decode(&[0xFF; 16]), None);
+        assert_eq!(Record::decode(&[0x00; 16]), None);
+    }
+
+    fn setup() -> (SimFlash, Layout) {
+        let g = Geometry::uniform(1024, 4 + 2 * 3, 8).unwrap();
+        let l = Layout::auto(&g, BootMode::Swap).unwrap();
+        (SimFlash::new(g, 5), l)
+    }
+
+    fn append(f: &mut SimFlash, l: &Layout, j: usize, r: Record) {
+        let next = read_log(f, l, &l.journal[j]).unwrap().next.unwrap();
+        f.write(next, &r.encode(l.unit, l.erased)).unwrap();
+    }
+
+    #[test]
+    fn journal_in_force_is_the_newest_start() {
+        let (mut f, l) = setup();
+        assert_eq!(swap_state(&f, &l).unwrap(), SwapState::Idle { last_seq: 0 });
+        append(&mut f, &l, 1, Record::Start { seq: 1, kind: SwapType::Test, sectors: 2 });
+        append(&mut f, &l, 1, Record::Step { seq: 1, step: Step::A, sector: 0 });
+        let SwapState::InProgress { seq, last, journal, .. } = swap_state(&f, &l).unwrap() else {
+            panic!()
+        };
+        assert_eq!((seq, last, journal), (1, Some((Step::A, 0)), 1));
+        append(&mut f, &l, 1, Record::Done { seq: 1 });
+        assert_eq!(swap_state(&f, &l).unwrap(), SwapState::Idle { last_seq: 1 });
+        // The next swap goes to the other sector; the old one stays as it is.
+        append(&mut f, &l, 0, Record::Start { seq: 2, kind: SwapType::Revert, sectors: 2 });
+        assert!(matches!(
+            swap_state(&f, &l).unwrap(),
+            SwapState::InProgress { seq: 2, kind: SwapType::Revert, journal: 0, last: None, .. }
+        ));
+    }
+
+    #[test]
+    fn torn_record_is_skipped_and_the_next_goes_after_it() {
+        let (mut f, l) = setup();
+        append(&mut f, &l, 0, Record::Start { seq: 1, kind: SwapType::Perm, sectors: 2 });
+        let next = read_log(&f, &l, &l.journal[0]).unwrap().next.unwrap();
+        f.arm_cut(f.ops(), CutVariant::Torn);
+        let rec = Record::Step { seq: 1, step: Step::A, sector: 0 }.encode(l.unit, l.erased);
+        assert!(f.write(next, &rec).is_err());
+        f.restore_power();
+        let log = read_log(&f, &l, &l.journal[0]).unwrap();
+        assert_eq!(log.records.len(), 1);
+        let SwapState::InProgress { last: None, .. } = swap_state(&f, &l).unwrap() else {
+            panic!()
+        };
+        // Append lands after the torn unit unless the tear left it looking erased.
+        assert!(log.next.unwrap() >= next);
+        f.write(log.next.unwrap(), &rec).unwrap();
+    }
+
+    #[test]
+    fn counter_is_the_highest_valid_record() {
+        let (mut f, l) = setup();
+        assert_eq!(read_counter(&f, &l).unwrap().0, 0);
+        for v in [3, 5] {
+            let next = read_counter(&f, &l).unwrap().1.unwrap();
+            f.write(next, &Record::Counter { value: v }.encode(l.unit, l.erased)).unwrap();
+        }
+        assert_eq!(read_counter(&f, &l).unwrap().0, 5);
+    }
+}

@@ -1,0 +1,161 @@
+//! The running firmware's side of an update: stage an image, request it, confirm itself.
+//!
+//! The firmware never decides what boots; it can only write the staging slot, ask for an
+//! upgrade (test or permanent) and confirm the image it runs. Calls that make no sense are
+//! refused with a named error instead of silently writing the flash.
+//!
+//! | call | writes | refused when |
+//! |---|---|---|
+//! | [`Updater::erase_staging`] | staging trailer, then image sectors | — |
+//! | [`Updater::erase_range`] | the staging sectors covering a range | range outside the staging image area |
+//! | [`Updater::write`] | staging image area | outside the area, unaligned offset, cells not erased |
+//! | [`Updater::mark_pending`] | staging trailer: swap type, image_ok (permanent), magic | trailer not erased (already requested, or dirty) |
+//! | [`Updater::confirm`] | running slot's image_ok | trailer torn (image_ok neither set nor erased) |
+
+use crate::flash::{Flash, FlashError};
+use crate::image::{ImageError, ImageInfo, Keyring};
+
+use super::journal;
+use super::layout::{BootMode, Layout, Slot};
+use super::loader::verify_slot;
+use super::trailer::{self, Field, Flag, SwapType};
+
+/// Why an update call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Flash(#[from] FlashError),
+    #[error("range 0x{offset:x}+{len} is outside the staging area (0x{capacity:x} bytes)")]
+    OutOfSlot { offset: u32, len: usize, capacity: u32 },
+    #[error("offset 0x{offset:x} is not aligned to the {align}-byte write unit")]
+    Unaligned { offset: u32, align: usize },
+    #[error("the {slot} trailer is not erased: an upgrade was already requested or the slot was not erased")]
+    TrailerNotErased { slot: Slot },
+    #[error("the {slot} trailer is torn (image_ok neither set nor erased)")]
+    TrailerCorrupt { slot: Slot },
+    #[error("staged image does not verify: {0}")]
+    Image(#[from] ImageError),
+}
+
+/// Firmware-side update API over the flash of a running ECU.
+#[derive(Debug)]
+pub struct Updater<'a, F: Flash> {
+    flash: &'a mut F,
+    layout: &'a Layout,
+    running: Slot,
+}
+
+impl<'a, F: Flash> Updater<'a, F> {
+    /// `running` is the slot the firmware executes from.
+    pub fn new(flash: &'a mut F, layout: &'a Layout, running: Slot) -> Self {
+        Updater {
+            flash,
+            layout,
+            running,
+        }
+    }
+
+    /// Where a new image goes: the secondary slot (swap) or the slot not running (A/B).
+    pub fn staging_slot(&self) -> Slot {
+        match self.layout.mode {
+            BootMode::Swap => Slot::Secondary,
+            BootMode::Ab => self.running.other(),
+        }
+    }
+
+    /// Flash address and capacity of the staging image area.
+    pub fn staging_area(&self) -> (u32, u32) {
+        let area = self.layout.slot(self.staging_slot());
+        (area.region.offset, area.image_capacity())
+    }
+
+    /// Erase the whole staging slot, trailer first (so a half-erased slot is never requested).
+    pub fn erase_staging(&mut self) -> Result<(), UpdateError> {
+        let slot = self.staging_slot();
+        trailer::erase(self.flash, self.layout, slot)?;
+        let (addr, cap) = self.staging_area();
+        self.flash.erase(addr, cap)?;
+        Ok(())
+    }
+
+    /// Erase the staging sectors that cover `offset..offset+len` (relative to the slot start),
+    /// plus the trailer so that no stale request survives.
+    pub fn erase_range(&mut self, offset: u32, len: u32) -> Result<(), UpdateError> {
+        let (addr, cap) = self.staging_area();
+        let end = offset.checked_add(len).filter(|&e| e <= cap).ok_or(UpdateError::OutOfSlot {
+            offset,
+            len: len as usize,
+            capacity: cap,
+        })?;
+        let slot = self.staging_slot();
+        trailer::erase(self.flash, self.layout, slot)?;
+        for &(s_off, s_size) in &self.layout.slot(slot).image_sectors {
+            let (rel_start, rel_end) = (s_off - addr, s_off - addr + s_size);
+            if rel_start < end && offset < rel_end {
+                self.flash.erase(s_off, s_size)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Program `data` at `offset` in the staging image area. A final chunk that is not a whole
+    /// number of write units is padded with the erased value.
+    pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), UpdateError> {
+        let (addr, cap) = self.staging_area();
+        let align = self.flash.geometry().write_align();
+        if offset as usize % align != 0 {
+            return Err(UpdateError::Unaligned { offset, align });
+        }
+        let padded = self.flash.geometry().align_up(data.len());
+        if u64::from(offset) + padded as u64 > u64::from(cap) {
+            return Err(UpdateError::OutOfSlot {
+                offset,
+                len: data.len(),
+                capacity: cap,
+            });
+        }
+        if padded == data.len() {
+            self.flash.write(addr + offset, data)?;
+        } else {
+            let mut buf = data.to_vec();
+            buf.resize(padded, self.layout.erased);
+            self.flash.write(addr + offset, &buf)?;
+        }
+        Ok(())
+    }
+
+    /// Verify the staged image as the bootloader will (hash, signature, stored counter).
+    pub fn verify_staged(&self, keys: &Keyring) -> Result<ImageInfo, UpdateError> {
+        let (stored, _) = journal::read_counter(self.flash, self.layout)?;
+        Ok(verify_slot(self.flash, self.layout, keys, stored, self.staging_slot())??)
+    }
+
+    /// Ask the bootloader to install the staged image at the next reset: on probation
+    /// (`permanent = false`) or for good.
+    pub fn mark_pending(&mut self, permanent: bool) -> Result<(), UpdateError> {
+        let slot = self.staging_slot();
+        let t = trailer::read(self.flash, self.layout, slot)?;
+        let erased = !t.magic && t.swap_type.is_none() && t.image_ok == Flag::Unset && t.copy_done == Flag::Unset && t.attempts == 0;
+        if !erased {
+            return Err(UpdateError::TrailerNotErased { slot });
+        }
+        let kind = if permanent { SwapType::Perm } else { SwapType::Test };
+        trailer::write_complete(self.flash, self.layout, slot, kind, permanent, false)?;
+        Ok(())
+    }
+
+    /// Confirm the running image. Returns `false` if it was already confirmed (or has no
+    /// trailer, as a factory image may not), `true` if this call confirmed it.
+    pub fn confirm(&mut self) -> Result<bool, UpdateError> {
+        let t = trailer::read(self.flash, self.layout, self.running)?;
+        match t.image_ok {
+            Flag::Set => Ok(false),
+            Flag::Bad => Err(UpdateError::TrailerCorrupt { slot: self.running }),
+            Flag::Unset if !t.magic => Ok(false),
+            Flag::Unset => {
+                trailer::write_field(self.flash, self.layout, self.running, Field::ImageOk, None)?;
+                Ok(true)
+            }
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The ECU: power rail, bootloader, running firmware, virtual clock and event stream.
+//!
+//! Time is simulated: it advances by the bootloader's fixed start-up cost, by every flash
+//! operation's busy time, and by [`Ecu::advance`]. Nothing here reads a wall clock.
+//!
+//! Any flash operation can lose power (a cut armed in the flash model). The ECU then turns
+//! off (`Err(EcuError::PowerLost)`, event [`EventKind::PowerLost`]) and stays off until
+//! [`Ecu::power_on`], which runs the bootloader again.
+
+use std::sync::Arc;
+
+use crate::boot::{
+    self, BootConfig, BootDecision, BootError, Bootloader, Layout, Sink, Slot, SwapType, Trailer,
+    UpdateError, Updater,
+};
+use crate::event::{Event, EventKind};
+use crate::firmware::{self, Action};
+use crate::flash::{Flash, FlashError, SimFlash};
+use crate::image::{self, ImageInfo, Version};
+
+/// Static description of an ECU.
+#[derive(Clone, Debug)]
+pub struct EcuConfig {
+    pub layout: Layout,
+    pub boot: BootConfig,
+    /// Bootloader start-up time before it touches the flash, µs.
+    pub boot_overhead_us: u64,
+}
+
+impl EcuConfig {
+    pub fn new(layout: Layout, boot: BootConfig) -> Self {
+        EcuConfig {
+            layout,
+            boot,
+            boot_overhead_us: 20_000,
+        }
+    }
+}
+
+/// Errors of ECU operations.
+#[derive(Debug, thiserror::Error)]
+pub enum EcuError {
+    #[error("power lost at flash operation {op}")]
+    PowerLost { op: u64 },
+    #[error("the ecu is powered off")]
+    PoweredOff,
+    #[error("no firmware is running")]
+    NotRunning,
+    #[error(transparent)]
+    Update(UpdateError),
+    #[error(transparent)]
+    Boot(BootError),
+    #[error(transparent)]
+    Flash(FlashError),
+}
+
+/// The firmware that runs now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub slot: Slot,
+    pub image: ImageInfo,
+    pub test: bool,
+    pub attempt: u8,
+    pub booted_at_us: u64,
+    pub confirmed: bool,
+}
+
+/// What an observer (a debugger, a test, the dashboard) sees of one slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotStatus {
+    pub slot: Slot,
+    /// Version from the header, if a header parses.
+    pub version: Option<Version>,
+    /// `None` if the image verifies, else why not.
+    pub invalid: Option<String>,
+    pub trailer: Trailer,
+}
+
+/// Observer's view of the ECU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcuStatus {
+    pub powered: bool,
+    pub running: Option<Running>,
+    pub boot_count: u64,
+    pub stored_counter: u32,
+    pub slots: [SlotStatus; 2],
+    pub last_decision: Option<BootDecision>,
+}
+
+/// A simulated ECU. Cheap to clone with [`SimFlash`] (copy-on-write sectors).
+#[derive(Clone, Debug)]
+pub struct Ecu<F: Flash = SimFlash> {
+    config: Arc<EcuConfig>,
+    flash: F,
+    now_us: u64,
+    busy_seen: u64,
+    powered: bool,
+    running: Option<Running>,
+    boot_count: u64,
+    last_decision: Option<BootDecision>,
+    events: Vec<Event>,
+}
+
+/// Write a factory image: erase every area, program `image` into the primary slot with a
+/// confirmed trailer. Used before an ECU first powers on.
+pub fn provision<F: Flash>(flash: &mut F, layout: &Layout, image: &[u8]) -> Result<(), UpdateError> {
+    for r in layout.journal.iter().chain([&layout.counter]).chain(layout.scratch.as_ref()) {
+        flash.erase(r.offset, r.size)?;
+    }
+    for slot in [Slot::Primary, Slot::Secondary] {
+        let r = &layout.slot(slot).region;
+        flash.erase(r.offset, r.size)?;
+    }
+    let area = layout.slot(Slot::Primary);
+    if image.len() > area.image_capacity() as usize {
+        return Err(UpdateError::OutOfSlot {
+            offset: 0,
+            len: image.len(),
+            capacity: area.image_capacity(),
+        });
+    }
+    let padded = flash.geometry().align_up(image.len());
+    let mut buf = image.to_vec();
+    buf.resize(padded, layout.erased);
+    flash.write(area.region.offset, &buf)?;
+    boot::trailers::write_complete(flash, layout, Slot::Primary, SwapType::Perm, true, true)?;
+    Ok(())
+}
+
+impl<F: Flash> Ecu<F> {
+    /// An ECU, powered off, around `flash` (provisioned or not).
+    pub fn new(config: EcuConfig, flash: F) -> Self {
+        let busy_seen = flash.busy_us();
+        Ecu {
+            config: Arc::new(config),
+            flash,
+            now_us: 0,
+            busy_seen,
+            powered: false,
+            running: None,
+            boot_count: 0,
+            last_decision: None,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EcuConfig {
+        &self.config
+    }
+    pub fn flash(&self) -> &F {
+        &self.flash
+    }
+    /// Direct access for fault injection (arming cuts, bit rot). Time is not accounted.
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+    pub fn now_us(&self) -> u64 {
+        self.now_us
+    }
+    pub fn is_powered(&self) -> bool {
+        self.powered
+    }
+    pub fn running(&self) -> Option<&Running> {
+        self.running.as_ref()
+    }
+    pub fn boot_count(&self) -> u64 {
+        self.boot_count
+    }
+    pub fn last_decision(&self) -> Option<&BootDecision> {
+        self.last_decision.as_ref()
+    }
+    /// Whether the running firmware answers diagnostics.
+    pub fn answers_diagnostics(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| firmware::answers_diagnostics(r.image.behaviour))
+    }
+
+    /// Take the events since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn emit(&mut self, kind: EventKind) {
+        self.events.push(Event {
+            at_us: self.now_us,
+            flash_ops: self.flash.ops(),
+            kind,
+        });
+    }
+
+    fn sync_clock(&mut self) {
+        let busy = self.flash.busy_us();
+        self.now_us += busy.saturating_sub(self.busy_seen);
+        self.busy_seen = busy;
+    }
+
+    /// Turn a flash failure into the ECU's reaction: a power loss turns it off.
+    fn fail(&mut self, e: FlashError) -> EcuError {
+        self.sync_clock();
+        match e {
+            FlashError::PowerLost { op } => {
+                let fired = self.flash.take_fired();
+                self.powered = false;
+                self.running = None;
+                self.flash.set_powered(false);
+                if let Some(cut) = fired {
+                    self.emit(EventKind::PowerLost {
+                        op: cut.op.index,
+                        variant: cut.variant,
+                    });
+                } else {
+                    self.emit(EventKind::PowerOff);
+                }
+                EcuError::PowerLost { op }
+            }
+            other => EcuError::Flash(other),
+        }
+    }
+
+    /// Apply power; the bootloader runs.
+    pub fn power_on(&mut self) -> Result<(), EcuError> {
+        if self.powered {
+            return Ok(());
+        }
+        self.powered = true;
+        self.flash.set_powered(true);
+        self.emit(EventKind::PowerOn);
+        self.boot()
+    }
+
+    /// Remove power now (not inside a flash operation).
+    pub fn power_off(&mut self) {
+        if !self.powered {
+            return;
+        }
+        self.powered = false;
+        self.running = None;
+        self.flash.set_powered(false);
+        self.emit(EventKind::PowerOff);
+    }
+
+    /// Power off, then on.
+    pub fn power_cycle(&mut self) -> Result<(), EcuError> {
+        self.power_off();
+        self.power_on()
+    }
+
+    /// Reset (watchdog, ECUReset service): the bootloader runs again, power stays on.
+    pub fn reset(&mut self) -> Result<(), EcuError> {
+        if !self.powered {
+            return Err(EcuError::PoweredOff);
+        }
+        self.running = None;
+        self.boot()
+    }
+
+    fn boot(&mut self) -> Result<(), EcuError> {
+        self.boot_count += 1;
+        self.emit(EventKind::BootStarted {
+            boot: self.boot_count,
+        });
+        self.now_us += self.config.boot_overhead_us;
+        let config = Arc::clone(&self.config);
+        let start_busy = self.flash.busy_us();
+        let start_now = self.now_us;
+        let mut sink: Sink = Vec::new();
+        let result = Bootloader::new(&config.layout, &config.boot).boot(&mut self.flash, &mut sink);
+        for (busy, ops, kind) in sink {
+            self.events.push(Event {
+                at_us: start_now + busy.saturating_sub(start_busy),
+                flash_ops: ops,
+                kind,
+            });
+        }
+        let decision = match result {
+            Ok(d) => d,
+            Err(BootError::Flash(e)) => return Err(self.fail(e)),
+            Err(e) => return Err(EcuError::Boot(e)),
+        };
+        self.sync_clock();
+        match &decision {
+            BootDecision::Boot(b) => {
+                self.emit(EventKind::Booted {
+                    slot: b.slot,
+                    version: b.image.header.version,
+                    test: b.test,
+                    attempt: b.attempt,
+                });
+                self.running = Some(Running {
+                    slot: b.slot,
+                    image: b.image.clone(),
+                    test: b.test,
+                    attempt: b.attempt,
+                    booted_at_us: self.now_us,
+                    confirmed: !b.test,
+                });
+            }
+            BootDecision::NoBootableImage { reasons } => {
+                self.emit(EventKind::NoBootableImage {
+                    reasons: reasons.clone(),
+                });
+                self.running = None;
+            }
+        }
+        self.last_decision = Some(decision);
+        Ok(())
+    }
+
+    /// Let `dt_us` of simulated time pass: the firmware confirms, crashes or hangs as its
+    /// behaviour says; resets happen on the way.
+    pub fn advance(&mut self, dt_us: u64) -> Result<(), EcuError> {
+        let until = self.now_us + dt_us;
+        loop {
+            if !self.powered {
+                self.now_us = self.now_us.max(until);
+                return Ok(());
+            }
+            let next = self
+                .running
+                .as_ref()
+                .and_then(|r| firmware::next_action(r.image.behaviour, r.booted_at_us, r.confirmed));
+            match next {
+                Some((at, action)) if at <= until => {
+                    self.now_us = self.now_us.max(at);
+                    self.act(action)?;
+                }
+                _ => {
+                    self.now_us = self.now_us.max(until);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) -> Result<(), EcuError> {
+        let Some(running) = self.running.clone() else {
+            return Ok(());
+        };
+        let version = running.image.header.version;
+        match action {
+            Action::Confirm => {
+                let confirmed = self.with_updater(|u| u.confirm());
+                match confirmed {
+                    Ok(newly) => {
+                        if newly {
+                            self.emit(EventKind::Confirmed {
+                                slot: running.slot,
+                                version,
+                            });
+                        }
+                        if let Some(r) = self.running.as_mut() {
+                            r.confirmed = true;
+                        }
+                        Ok(())
+                    }
+                    // A torn image_ok cannot be fixed by the firmware: it stays on probation.
+                    Err(EcuError::Update(UpdateError::TrailerCorrupt { .. })) => {
+                        if let Some(r) = self.running.as_mut() {
+                            r.confirmed = true;
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Action::Crash => {
+                self.emit(EventKind::FirmwareCrashed { version });
+                self.reset()
+            }
+            Action::WatchdogReset => {
+                self.emit(EventKind::WatchdogReset { version });
+                self.reset()
+            }
+        }
+    }
+
+    /// Run firmware-side update calls (see [`Updater`]) on the running ECU. Flash time is
+    /// accounted and a power loss turns the ECU off.
+    pub fn with_updater<R>(
+        &mut self,
+        f: impl FnOnce(&mut Updater<'_, F>) -> Result<R, UpdateError>,
+    ) -> Result<R, EcuError> {
+        if !self.powered {
+            return Err(EcuError::PoweredOff);
+        }
+        let slot = self.running.as_ref().ok_or(EcuError::NotRunning)?.slot;
+        let config = Arc::clone(&self.config);
+        let result = f(&mut Updater::new(&mut self.flash, &config.layout, slot));
+        self.sync_clock();
+        match result {
+            Ok(r) => Ok(r),
+            Err(UpdateError::Flash(e)) => Err(self.fail(e)),
+            Err(e) => Err(EcuError::Update(e)),
+        }
+    }
+
+    /// Stage `image` in the staging slot (erase, write) and request it. The sequence a
+    /// firmware update agent runs; each step can lose power.
+    pub fn stage_update(&mut self, image: &[u8], permanent: bool) -> Result<(), EcuError> {
+        let slot = self.with_updater(|u| {
+            u.erase_staging()?;
+            Ok(u.staging_slot())
+        })?;
+        self.emit(EventKind::StagingErased { slot });
+        const CHUNK: usize = 4096;
+        for (i, chunk) in image.chunks(CHUNK).enumerate() {
+            self.with_updater(|u| u.write((i * CHUNK) as u32, chunk))?;
+        }
+        self.with_updater(|u| u.mark_pending(permanent))?;
+        self.emit(EventKind::UpgradeRequested { slot, permanent });
+        Ok(())
+    }
+
+    /// What a debugger would see: both slots, trailers, counter, and the running firmware.
+    /// Reads the flash with power forced on and restores the power state.
+    pub fn status(&mut self) -> Result<EcuStatus, EcuError> {
+        self.flash.set_powered(true);
+        let result = self.read_status();
+        self.flash.set_powered(self.powered);
+        result.map_err(EcuError::Flash)
+    }
+
+    fn read_status(&self) -> Result<EcuStatus, FlashError> {
+        let layout = &self.config.layout;
+        let (stored, _) = boot::read_counter(&self.flash, layout)?;
+        let slot = |slot| -> Result<SlotStatus, FlashError> {
+            let bytes = boot::slot_bytes(&self.flash, layout, slot)?;
+            let version = image::Header::parse(&bytes).ok().map(|h| h.version);
+            let invalid = image::verify(&bytes, &self.config.boot.keys, 0).err().map(|e| e.to_string());
+            Ok(SlotStatus {
+                slot,
+                version,
+                invalid,
+                trailer: boot::trailers::read(&self.flash, layout, slot)?,
+            })
+        };
+        Ok(EcuStatus {
+            powered: self.powered,
+            running: self.running.clone(),
+            boot_count: self.boot_count,
+            stored_counter: stored,
+            slots: [slot(Slot::Primary)?, slot(Slot::Secondary)?],
+            last_decision: self.last_decision.clone(),
+        })
+    }
+}

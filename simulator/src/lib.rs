@@ -1,0 +1,10 @@
+//! The virtual ECU: a NOR flash model, MCUboot-format images, an MCUboot-style bootloader
+//! (swap and A/B modes with probationary boot) and the firmware model that runs once booted.
+
+pub mod boot;
+pub mod ecu;
+pub mod event;
+pub mod firmware;
+pub mod flash;
+pub mod image;
+pub mod powercut;
