@@ -35,7 +35,7 @@ fn sweep_rate(mode: BootMode, image_size: usize) -> (u64, f64, f64) {
     let geometry = Geometry::uniform(4096, 3 + 2 * sectors + 1, 8).unwrap();
     let setup = Setup::new(geometry, mode, Flow::TestConfirm, 1, image_size, 3).unwrap();
     let start = Instant::now();
-    let summary = powercut::sweep(&setup).unwrap();
+    let summary = powercut::sweep(&setup, 1).unwrap();
     let secs = start.elapsed().as_secs_f64();
     assert!(summary.failures.is_empty(), "{:?}", summary.failures);
     (summary.points, secs, summary.points as f64 / secs)

@@ -15,7 +15,10 @@
 //! | variant | effect on the cells | result |
 //! |---|---|---|
 //! | [`CutVariant::Before`] | nothing | `Err(PowerLost)` |
-//! | [`CutVariant::Torn`] | write: a seeded random prefix of the alignment units lands, the next unit is half-programmed (random subset of its bits); erase: a random subset of the sector's bytes is erased, the rest keeps old data, and the whole sector needs a new erase before any write | `Err(PowerLost)` |
+//! | [`CutVariant::Torn`] | write: a seeded random prefix of the alignment units lands, the next unit is half-programmed (random subset of its bits); erase: a random subset of the sector's bytes is erased (interrupted early, midway or late), the rest keeps old data, and the whole sector needs a new erase before any write | `Err(PowerLost)` |
+//!
+//! Torn randomness is seeded per operation (device seed and operation index), so a cut at the
+//! same operation tears the same way in every run, and different operations tear differently.
 //! | [`CutVariant::After`] | the operation completes | `Err(PowerLost)` |
 //!
 //! After a cut every operation (reads included) fails with `PowerLost` until
@@ -336,6 +339,8 @@ pub struct SimFlash {
     armed: Option<(u64, CutVariant)>,
     fired: Option<FiredCut>,
     powered: bool,
+    seed: u64,
+    tear_salt: u64,
     rng: ChaCha8Rng,
     last_op: Option<Op>,
 }
@@ -357,6 +362,8 @@ impl SimFlash {
             armed: None,
             fired: None,
             powered: true,
+            seed,
+            tear_salt: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             last_op: None,
         }
@@ -384,6 +391,10 @@ impl SimFlash {
     /// Arm a power cut at operation `op` (absolute index, see [`SimFlash::ops`]).
     pub fn arm_cut(&mut self, op: u64, variant: CutVariant) {
         self.armed = Some((op, variant));
+    }
+    /// Vary how torn operations tear without changing anything else (sweeps try several).
+    pub fn set_tear_salt(&mut self, salt: u64) {
+        self.tear_salt = salt;
     }
     pub fn disarm(&mut self) {
         self.armed = None;
@@ -470,6 +481,10 @@ impl SimFlash {
             Some((at, variant)) if at == op.index => {
                 self.armed = None;
                 self.fired = Some(FiredCut { op, variant });
+                // Each operation tears its own way, whatever happened before it.
+                self.rng = ChaCha8Rng::seed_from_u64(
+                    self.seed ^ op.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.tear_salt.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                );
                 Some(variant)
             }
             _ => None,
@@ -494,8 +509,13 @@ impl SimFlash {
         let cells = Arc::make_mut(&mut self.sectors[s]);
         if cut == Some(CutVariant::Torn) {
             // Some cells reached the erased state, others did not: the sector is neither
-            // erased nor intact, and must be erased again before any write.
-            let fraction: f64 = self.rng.gen_range(0.05..0.95);
+            // erased nor intact, and must be erased again before any write. Interrupted early,
+            // midway or late, equally likely: early tears keep most old data readable.
+            let fraction: f64 = match self.rng.gen_range(0..3) {
+                0 => self.rng.gen_range(0.0001..0.02),
+                1 => self.rng.gen_range(0.02..0.98),
+                _ => self.rng.gen_range(0.98..0.9999),
+            };
             for b in cells.bytes.iter_mut() {
                 if self.rng.gen_bool(fraction) {
                     *b = erased;

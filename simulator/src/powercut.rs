@@ -416,8 +416,9 @@ pub fn expected_version(setup: &Setup, clean: &Report, op: u64, variant: CutVari
     Some(new)
 }
 
-/// Cut at every operation of the clean update, in every variant, and check each run.
-pub fn sweep(setup: &Setup) -> Result<SweepSummary, Violation> {
+/// Cut at every operation of the clean update, in every variant (torn ones with
+/// `tear_seeds` different tears each), and check each run.
+pub fn sweep(setup: &Setup, tear_seeds: u64) -> Result<SweepSummary, Violation> {
     let clean = run(setup, CutPlan::None)?;
     let expected_clean = if setup.flow.commits() { setup.new_version } else { setup.old_version };
     if clean.final_version != expected_clean {
@@ -428,33 +429,46 @@ pub fn sweep(setup: &Setup) -> Result<SweepSummary, Violation> {
         ops: clean.ops,
         ..SweepSummary::default()
     };
+    let salted: Vec<Setup> = (0..tear_seeds.max(1))
+        .map(|salt| {
+            let mut s = setup.clone();
+            s.ecu.flash_mut().set_tear_salt(salt);
+            s
+        })
+        .collect();
     for k in 0..clean.ops {
-        for variant in CutVariant::ALL {
-            let op = base + k;
-            summary.points += 1;
-            let outcome = run(setup, CutPlan::At(vec![(op, variant)]));
-            let report = match outcome {
-                Ok(r) => r,
-                Err(v) => {
-                    summary.failures.push(format!("cut at op {op} ({variant}): {v}"));
-                    continue;
-                }
-            };
-            match report.cuts.as_slice() {
-                [(o, v)] if *o == op && *v == variant => summary.fired += 1,
-                other => summary
-                    .failures
-                    .push(format!("cut at op {op} ({variant}) fired as {other:?}")),
-            }
-            if let Some(v) = expected_version(setup, &clean, op, variant)
-                && report.final_version != v
-            {
-                summary.failures.push(format!(
-                    "cut at op {op} ({variant}): ended with {} instead of {v}",
-                    report.final_version
-                ));
+        let op = base + k;
+        let points = [(CutVariant::Before, &salted[..1]), (CutVariant::Torn, &salted[..]), (CutVariant::After, &salted[..1])];
+        for (variant, setups) in points {
+            for s in setups {
+                summary.points += 1;
+                check_point(s, &clean, op, variant, &mut summary);
             }
         }
     }
     Ok(summary)
+}
+
+fn check_point(setup: &Setup, clean: &Report, op: u64, variant: CutVariant, summary: &mut SweepSummary) {
+    let report = match run(setup, CutPlan::At(vec![(op, variant)])) {
+        Ok(r) => r,
+        Err(v) => {
+            summary.failures.push(format!("cut at op {op} ({variant}): {v}"));
+            return;
+        }
+    };
+    match report.cuts.as_slice() {
+        [(o, v)] if *o == op && *v == variant => summary.fired += 1,
+        other => summary
+            .failures
+            .push(format!("cut at op {op} ({variant}) fired as {other:?}")),
+    }
+    if let Some(v) = expected_version(setup, clean, op, variant)
+        && report.final_version != v
+    {
+        summary.failures.push(format!(
+            "cut at op {op} ({variant}): ended with {} instead of {v}",
+            report.final_version
+        ));
+    }
 }

@@ -13,6 +13,8 @@ use ecu_sim::flash::Geometry;
 use ecu_sim::powercut::{self, CutPlan, Flow, Setup};
 
 const IMAGE_SIZE: usize = 9 * 1024;
+/// Different tears tried at every torn point.
+const TEAR_SEEDS: u64 = 4;
 
 fn geometries(align: usize) -> Vec<Geometry> {
     let k = 1024;
@@ -63,7 +65,7 @@ fn sweep(mode: BootMode, align: usize) {
         let flows = Flow::ALL.iter().map(|&f| (f, 1)).chain([(Flow::TestConfirm, 3)]);
         for (flow, attempts) in flows {
             let setup = Setup::new(geometry.clone(), mode, flow, attempts, IMAGE_SIZE, 42).unwrap();
-            let s = powercut::sweep(&setup)
+            let s = powercut::sweep(&setup, TEAR_SEEDS)
                 .unwrap_or_else(|v| panic!("{mode} {name} {flow:?}: clean run: {v}"));
             assert!(
                 s.failures.is_empty(),
@@ -71,7 +73,7 @@ fn sweep(mode: BootMode, align: usize) {
                 s.failures.len(),
                 s.failures.join("\n")
             );
-            assert_eq!(s.points, 3 * s.ops, "one point per op and variant");
+            assert_eq!(s.points, (2 + TEAR_SEEDS) * s.ops, "one point per op, variant and tear");
             assert_eq!(s.fired, s.points, "every armed cut fired at its op");
             assert!(s.ops > 10, "{name} {flow:?}: suspiciously few ops ({})", s.ops);
             total_points += s.points;
