@@ -51,17 +51,35 @@ pub struct DemoSummary {
 
 /// Run the demo, writing a human-readable account to `out`.
 pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, DemoError> {
-    let geometry = Geometry::uniform(4096, 3 + 2 * 33 + 1, 8).map_err(|e| DemoError::Setup(e.to_string()))?;
-    let setup = Setup::new(geometry, opts.mode, Flow::TestConfirm, 1, opts.image_size, opts.seed)
-        .map_err(DemoError::Setup)?;
+    let geometry =
+        Geometry::uniform(4096, 3 + 2 * 33 + 1, 8).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let setup = Setup::new(
+        geometry,
+        opts.mode,
+        Flow::TestConfirm,
+        1,
+        opts.image_size,
+        opts.seed,
+    )
+    .map_err(DemoError::Setup)?;
     writeln!(
         out,
         "ECU: {} mode, {} KiB flash in 4 KiB sectors, 8-byte write unit; key \"oem\" (ed25519)",
         opts.mode,
         setup.ecu.flash().geometry().size() / 1024
     )?;
-    writeln!(out, "v{}: {} bytes signed, installed at the factory", setup.old_version, setup.old.len())?;
-    writeln!(out, "v{}: {} bytes signed, to be installed as a test upgrade", setup.new_version, setup.new.len())?;
+    writeln!(
+        out,
+        "v{}: {} bytes signed, installed at the factory",
+        setup.old_version,
+        setup.old.len()
+    )?;
+    writeln!(
+        out,
+        "v{}: {} bytes signed, to be installed as a test upgrade",
+        setup.new_version,
+        setup.new.len()
+    )?;
 
     // A dry run finds the installation window; the cut goes in its middle.
     let clean = powercut::run(&setup, CutPlan::None).map_err(DemoError::Violation)?;
@@ -83,11 +101,15 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, DemoE
     let cut_op = from + (to - from) / 2;
     writeln!(
         out,
-        "clean update: {} flash operations; the {phase} spans ops {from}..={to}; cutting power at op {cut_op} ({})\n",
-        clean.ops, opts.variant
+        "clean update: {} flash operations (ops {}..{}); the {phase} spans ops {from}..={to}; cutting power at op {cut_op} ({})\n",
+        clean.ops,
+        clean.first_op,
+        clean.first_op + clean.ops,
+        opts.variant
     )?;
 
-    let report = powercut::run(&setup, CutPlan::At(vec![(cut_op, opts.variant)])).map_err(DemoError::Violation)?;
+    let report = powercut::run(&setup, CutPlan::At(vec![(cut_op, opts.variant)]))
+        .map_err(DemoError::Violation)?;
     for e in &report.events {
         if !matches!(e.kind, EventKind::SwapProgress { .. }) {
             writeln!(out, "{e}")?;
@@ -102,12 +124,20 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, DemoE
     writeln!(
         out,
         "outcome: {} — v{} runs from the {} slot, confirmed; {} power cut(s) fired; {} boots; {}simulated {:.1} s",
-        if committed { "COMMITTED" } else { "ROLLED BACK" },
+        if committed {
+            "COMMITTED"
+        } else {
+            "ROLLED BACK"
+        },
         report.final_version,
         report.final_slot,
         report.cuts.len(),
         report.boots,
-        if resumed { "swap resumed after the cut; " } else { "" },
+        if resumed {
+            "swap resumed after the cut; "
+        } else {
+            ""
+        },
         report.simulated_us as f64 / 1e6
     )?;
     Ok(DemoSummary {

@@ -27,11 +27,14 @@ fn flash_ops_per_sec(write_len: usize) -> (f64, f64) {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    (ops as f64 / secs, flash.stats().bytes_written as f64 / secs / 1e6)
+    (
+        ops as f64 / secs,
+        flash.stats().bytes_written as f64 / secs / 1e6,
+    )
 }
 
 fn sweep_rate(mode: BootMode, image_size: usize) -> (u64, f64, f64) {
-    let sectors = (image_size / 4096 + 2) as usize;
+    let sectors = image_size / 4096 + 2;
     let geometry = Geometry::uniform(4096, 3 + 2 * sectors + 1, 8).unwrap();
     let setup = Setup::new(geometry, mode, Flow::TestConfirm, 1, image_size, 3).unwrap();
     let start = Instant::now();
@@ -46,7 +49,9 @@ fn main() {
     println!("|---|---|");
     for len in [8, 256, 4096] {
         let (ops, mbs) = flash_ops_per_sec(len);
-        println!("| flash ops/s, 4 KiB erase + {len}-byte writes | {ops:.0} ({mbs:.0} MB/s programmed) |");
+        println!(
+            "| flash ops/s, 4 KiB erase + {len}-byte writes | {ops:.0} ({mbs:.0} MB/s programmed) |"
+        );
     }
     for mode in [BootMode::Swap, BootMode::Ab] {
         for kib in [16usize, 64, 256] {

@@ -103,8 +103,17 @@ pub struct Ecu<F: Flash = SimFlash> {
 
 /// Write a factory image: erase every area, program `image` into the primary slot with a
 /// confirmed trailer. Used before an ECU first powers on.
-pub fn provision<F: Flash>(flash: &mut F, layout: &Layout, image: &[u8]) -> Result<(), UpdateError> {
-    for r in layout.journal.iter().chain([&layout.counter]).chain(layout.scratch.as_ref()) {
+pub fn provision<F: Flash>(
+    flash: &mut F,
+    layout: &Layout,
+    image: &[u8],
+) -> Result<(), UpdateError> {
+    for r in layout
+        .journal
+        .iter()
+        .chain([&layout.counter])
+        .chain(layout.scratch.as_ref())
+    {
         flash.erase(r.offset, r.size)?;
     }
     for slot in [Slot::Primary, Slot::Secondary] {
@@ -316,10 +325,9 @@ impl<F: Flash> Ecu<F> {
                 self.now_us = self.now_us.max(until);
                 return Ok(());
             }
-            let next = self
-                .running
-                .as_ref()
-                .and_then(|r| firmware::next_action(r.image.behaviour, r.booted_at_us, r.confirmed));
+            let next = self.running.as_ref().and_then(|r| {
+                firmware::next_action(r.image.behaviour, r.booted_at_us, r.confirmed)
+            });
             match next {
                 Some((at, action)) if at <= until => {
                     self.now_us = self.now_us.max(at);
@@ -427,7 +435,9 @@ impl<F: Flash> Ecu<F> {
         let slot = |slot| -> Result<SlotStatus, FlashError> {
             let bytes = boot::slot_bytes(&self.flash, layout, slot)?;
             let version = image::Header::parse(&bytes).ok().map(|h| h.version);
-            let invalid = image::verify(&bytes, &self.config.boot.keys, 0).err().map(|e| e.to_string());
+            let invalid = image::verify(&bytes, &self.config.boot.keys, 0)
+                .err()
+                .map(|e| e.to_string());
             Ok(SlotStatus {
                 slot,
                 version,

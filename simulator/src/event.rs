@@ -42,27 +42,75 @@ pub enum EventKind {
     PowerOn,
     PowerOff,
     /// Power was lost during flash operation `op` (a fault injected at that operation).
-    PowerLost { op: u64, variant: CutVariant },
-    BootStarted { boot: u64 },
-    SwapStarted { kind: SwapType, seq: u32, sectors: u16 },
+    PowerLost {
+        op: u64,
+        variant: CutVariant,
+    },
+    BootStarted {
+        boot: u64,
+    },
+    SwapStarted {
+        kind: SwapType,
+        seq: u32,
+        sectors: u16,
+    },
     /// A swap interrupted by a power loss continues; `next` is the step that runs first.
-    SwapResumed { kind: SwapType, seq: u32, next: Option<(Step, u16)> },
+    SwapResumed {
+        kind: SwapType,
+        seq: u32,
+        next: Option<(Step, u16)>,
+    },
     /// Image sector `sector` (of `of`) has been swapped.
-    SwapProgress { kind: SwapType, sector: u16, of: u16 },
-    SwapFinished { kind: SwapType, seq: u32 },
+    SwapProgress {
+        kind: SwapType,
+        sector: u16,
+        of: u16,
+    },
+    SwapFinished {
+        kind: SwapType,
+        seq: u32,
+    },
     /// An image was refused before boot (the request is dropped).
-    ImageRejected { slot: Slot, reason: String },
+    ImageRejected {
+        slot: Slot,
+        reason: String,
+    },
     /// A test image is being taken out.
-    RevertStarted { slot: Slot, reason: RevertReason },
-    Booted { slot: Slot, version: Version, test: bool, attempt: u8 },
+    RevertStarted {
+        slot: Slot,
+        reason: RevertReason,
+    },
+    Booted {
+        slot: Slot,
+        version: Version,
+        test: bool,
+        attempt: u8,
+    },
     /// The bootloader found nothing it may boot: the ECU is bricked.
-    NoBootableImage { reasons: Vec<(Slot, String)> },
-    CounterRaised { from: u32, to: u32 },
-    FirmwareCrashed { version: Version },
-    WatchdogReset { version: Version },
-    Confirmed { slot: Slot, version: Version },
-    StagingErased { slot: Slot },
-    UpgradeRequested { slot: Slot, permanent: bool },
+    NoBootableImage {
+        reasons: Vec<(Slot, String)>,
+    },
+    CounterRaised {
+        from: u32,
+        to: u32,
+    },
+    FirmwareCrashed {
+        version: Version,
+    },
+    WatchdogReset {
+        version: Version,
+    },
+    Confirmed {
+        slot: Slot,
+        version: Version,
+    },
+    StagingErased {
+        slot: Slot,
+    },
+    UpgradeRequested {
+        slot: Slot,
+        permanent: bool,
+    },
 }
 
 impl fmt::Display for EventKind {
@@ -79,7 +127,10 @@ impl fmt::Display for EventKind {
             }
             EventKind::SwapResumed { kind, seq, next } => match next {
                 Some((step, sector)) => {
-                    write!(f, "swap #{seq} ({kind:?}) resumed at step {step:?} of sector {sector}")
+                    write!(
+                        f,
+                        "swap #{seq} ({kind:?}) resumed at step {step:?} of sector {sector}"
+                    )
                 }
                 None => write!(f, "swap #{seq} ({kind:?}) resumed at trailer rebuild"),
             },

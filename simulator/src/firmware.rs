@@ -24,8 +24,13 @@ pub enum Action {
 }
 
 /// The next thing the firmware will do by itself, and when (simulated µs).
-pub fn next_action(behaviour: Behaviour, booted_at_us: u64, confirmed: bool) -> Option<(u64, Action)> {
-    let confirm_after = |ms: u32| (!confirmed).then_some((booted_at_us + u64::from(ms) * 1000, Action::Confirm));
+pub fn next_action(
+    behaviour: Behaviour,
+    booted_at_us: u64,
+    confirmed: bool,
+) -> Option<(u64, Action)> {
+    let confirm_after =
+        |ms: u32| (!confirmed).then_some((booted_at_us + u64::from(ms) * 1000, Action::Confirm));
     match behaviour {
         Behaviour::Healthy { confirm_after_ms } => confirm_after(confirm_after_ms),
         Behaviour::NoDiagnostics => match Behaviour::DEFAULT {
@@ -34,13 +39,19 @@ pub fn next_action(behaviour: Behaviour, booted_at_us: u64, confirmed: bool) -> 
         },
         Behaviour::NeverConfirm => None,
         Behaviour::CrashOnBoot => Some((booted_at_us + CRASH_AFTER_US, Action::Crash)),
-        Behaviour::Hang { watchdog_ms } => Some((booted_at_us + u64::from(watchdog_ms) * 1000, Action::WatchdogReset)),
+        Behaviour::Hang { watchdog_ms } => Some((
+            booted_at_us + u64::from(watchdog_ms) * 1000,
+            Action::WatchdogReset,
+        )),
     }
 }
 
 /// Whether the running image answers diagnostic requests.
 pub fn answers_diagnostics(behaviour: Behaviour) -> bool {
-    matches!(behaviour, Behaviour::Healthy { .. } | Behaviour::NeverConfirm)
+    matches!(
+        behaviour,
+        Behaviour::Healthy { .. } | Behaviour::NeverConfirm
+    )
 }
 
 #[cfg(test)]
@@ -49,11 +60,19 @@ mod tests {
 
     #[test]
     fn schedule_per_behaviour() {
-        let h = Behaviour::Healthy { confirm_after_ms: 200 };
-        assert_eq!(next_action(h, 1000, false), Some((201_000, Action::Confirm)));
+        let h = Behaviour::Healthy {
+            confirm_after_ms: 200,
+        };
+        assert_eq!(
+            next_action(h, 1000, false),
+            Some((201_000, Action::Confirm))
+        );
         assert_eq!(next_action(h, 1000, true), None);
         assert_eq!(next_action(Behaviour::NeverConfirm, 0, false), None);
-        assert_eq!(next_action(Behaviour::CrashOnBoot, 10, true), Some((10 + CRASH_AFTER_US, Action::Crash)));
+        assert_eq!(
+            next_action(Behaviour::CrashOnBoot, 10, true),
+            Some((10 + CRASH_AFTER_US, Action::Crash))
+        );
         assert_eq!(
             next_action(Behaviour::Hang { watchdog_ms: 100 }, 0, false),
             Some((100_000, Action::WatchdogReset))

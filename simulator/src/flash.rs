@@ -198,7 +198,11 @@ impl Geometry {
     }
 
     /// Indices of the sectors that exactly cover `addr..addr+len`.
-    pub fn sectors_covering(&self, addr: u32, len: u32) -> Result<std::ops::Range<usize>, FlashError> {
+    pub fn sectors_covering(
+        &self,
+        addr: u32,
+        len: u32,
+    ) -> Result<std::ops::Range<usize>, FlashError> {
         let bad = || FlashError::NotSectorAligned {
             addr,
             len: len as usize,
@@ -437,7 +441,10 @@ impl SimFlash {
 
     /// Whole contents (for file persistence and debugging).
     pub fn contents(&self) -> Vec<u8> {
-        self.sectors.iter().flat_map(|c| c.bytes.iter().copied()).collect()
+        self.sectors
+            .iter()
+            .flat_map(|c| c.bytes.iter().copied())
+            .collect()
     }
 
     fn check_range(&self, addr: u32, len: usize) -> Result<u32, FlashError> {
@@ -451,11 +458,14 @@ impl SimFlash {
     /// Sector index and offset inside it; `len` bytes must fit in the device.
     fn locate(&self, addr: u32, len: usize) -> Result<(usize, usize), FlashError> {
         self.check_range(addr, len)?;
-        let s = self.geometry.sector_index(addr).ok_or(FlashError::OutOfBounds {
-            addr,
-            len,
-            size: self.geometry.size(),
-        })?;
+        let s = self
+            .geometry
+            .sector_index(addr)
+            .ok_or(FlashError::OutOfBounds {
+                addr,
+                len,
+                size: self.geometry.size(),
+            })?;
         Ok((s, (addr - self.geometry.sectors[s].offset) as usize))
     }
 
@@ -483,7 +493,9 @@ impl SimFlash {
                 self.fired = Some(FiredCut { op, variant });
                 // Each operation tears its own way, whatever happened before it.
                 self.rng = ChaCha8Rng::seed_from_u64(
-                    self.seed ^ op.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.tear_salt.wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    self.seed
+                        ^ op.index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        ^ self.tear_salt.wrapping_mul(0xD1B5_4A32_D192_ED03),
                 );
                 Some(variant)
             }
@@ -615,8 +627,9 @@ impl Flash for SimFlash {
         }
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
-        self.stats.busy_us +=
-            (data.len() as u64 * u64::from(self.geometry.timing.program_ns_per_byte)).div_ceil(1000);
+        self.stats.busy_us += (data.len() as u64
+            * u64::from(self.geometry.timing.program_ns_per_byte))
+        .div_ceil(1000);
         if cut == Some(CutVariant::Torn) {
             let units = data.len() / align;
             let landed = self.rng.gen_range(0..units);
@@ -723,7 +736,9 @@ impl FileFlash {
         let read = self.inner.read(addr, &mut buf);
         self.inner.powered = was;
         read?;
-        self.file.seek(SeekFrom::Start(u64::from(addr))).map_err(io)?;
+        self.file
+            .seek(SeekFrom::Start(u64::from(addr)))
+            .map_err(io)?;
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
@@ -750,7 +765,10 @@ impl Flash for FileFlash {
     }
     fn erase(&mut self, addr: u32, len: u32) -> Result<(), FlashError> {
         let r = self.inner.erase(addr, len);
-        if !matches!(r, Err(FlashError::OutOfBounds { .. } | FlashError::NotSectorAligned { .. })) {
+        if !matches!(
+            r,
+            Err(FlashError::OutOfBounds { .. } | FlashError::NotSectorAligned { .. })
+        ) {
             self.sync(addr, len)?;
         }
         r
@@ -792,7 +810,14 @@ mod tests {
             "write 0x00000004+8 is not aligned to the 8-byte write unit"
         );
         let e = f.write(0x08, &[0; 4]).unwrap_err();
-        assert!(matches!(e, FlashError::Unaligned { addr: 8, len: 4, align: 8 }));
+        assert!(matches!(
+            e,
+            FlashError::Unaligned {
+                addr: 8,
+                len: 4,
+                align: 8
+            }
+        ));
         assert_eq!(f.ops(), 0, "rejected writes are not operations");
     }
 
@@ -807,7 +832,10 @@ mod tests {
         );
         // Even writing the erased value counts as programming.
         f.write(0x20, &[0xFF]).unwrap();
-        assert!(matches!(f.write(0x20, &[0x00]), Err(FlashError::NotErased { addr: 0x20 })));
+        assert!(matches!(
+            f.write(0x20, &[0x00]),
+            Err(FlashError::NotErased { addr: 0x20 })
+        ));
         f.erase(0, 256).unwrap();
         f.write(0x10, &[0x0F]).unwrap();
     }
@@ -815,7 +843,10 @@ mod tests {
     #[test]
     fn program_only_moves_bits_away_from_erased() {
         // With 0x00 erased, programming ORs.
-        let g = Geometry::uniform(64, 2, 1).unwrap().with_erased(0x00).unwrap();
+        let g = Geometry::uniform(64, 2, 1)
+            .unwrap()
+            .with_erased(0x00)
+            .unwrap();
         let mut f = SimFlash::new(g, 0);
         let mut b = [0xAA];
         f.read(0, &mut b).unwrap();
@@ -823,7 +854,12 @@ mod tests {
         f.write(0, &[0x5A]).unwrap();
         f.read(0, &mut b).unwrap();
         assert_eq!(b, [0x5A]);
-        assert!(Geometry::uniform(64, 2, 1).unwrap().with_erased(0x55).is_err());
+        assert!(
+            Geometry::uniform(64, 2, 1)
+                .unwrap()
+                .with_erased(0x55)
+                .is_err()
+        );
     }
 
     #[test]
@@ -838,8 +874,14 @@ mod tests {
             "erase 0x00000080+256 does not cover whole sectors"
         );
         let mut buf = [0; 2];
-        assert!(matches!(f.read(0x3FF, &mut buf), Err(FlashError::OutOfBounds { .. })));
-        assert!(matches!(f.read(u32::MAX, &mut buf), Err(FlashError::OutOfBounds { .. })));
+        assert!(matches!(
+            f.read(0x3FF, &mut buf),
+            Err(FlashError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            f.read(u32::MAX, &mut buf),
+            Err(FlashError::OutOfBounds { .. })
+        ));
     }
 
     #[test]
@@ -876,9 +918,15 @@ mod tests {
     fn cut_before_leaves_cells_untouched() {
         let mut f = small(4);
         f.arm_cut(0, CutVariant::Before);
-        assert!(matches!(f.write(0, &[0; 8]), Err(FlashError::PowerLost { op: 0 })));
+        assert!(matches!(
+            f.write(0, &[0; 8]),
+            Err(FlashError::PowerLost { op: 0 })
+        ));
         assert_eq!(f.take_fired().unwrap().variant, CutVariant::Before);
-        assert!(matches!(f.read(0, &mut [0; 1]), Err(FlashError::PowerLost { .. })));
+        assert!(matches!(
+            f.read(0, &mut [0; 1]),
+            Err(FlashError::PowerLost { .. })
+        ));
         f.restore_power();
         assert!(f.is_erased(0, 8).unwrap());
     }
@@ -924,10 +972,19 @@ mod tests {
         f.restore_power();
         let mut b = [0; 256];
         f.read(0, &mut b).unwrap();
-        assert!(b.contains(&0xFF) && b.contains(&0x00), "neither erased nor intact");
-        assert!(matches!(f.write(0, &[0]), Err(FlashError::NotErased { .. })));
+        assert!(
+            b.contains(&0xFF) && b.contains(&0x00),
+            "neither erased nor intact"
+        );
+        assert!(matches!(
+            f.write(0, &[0]),
+            Err(FlashError::NotErased { .. })
+        ));
         let pos = b.iter().position(|&x| x == 0xFF).unwrap() as u32;
-        assert!(f.write(pos, &[0]).is_err(), "even cells that read erased need an erase");
+        assert!(
+            f.write(pos, &[0]).is_err(),
+            "even cells that read erased need an erase"
+        );
         f.erase(0, 256).unwrap();
         f.write(0, &[1]).unwrap();
     }
@@ -971,7 +1028,10 @@ mod tests {
     #[test]
     fn random_factory_contents_must_be_erased_first() {
         let mut f = SimFlash::new_random(Geometry::uniform(256, 2, 4).unwrap(), 3);
-        assert!(matches!(f.write(0, &[0; 4]), Err(FlashError::NotErased { addr: 0 })));
+        assert!(matches!(
+            f.write(0, &[0; 4]),
+            Err(FlashError::NotErased { addr: 0 })
+        ));
         f.erase(0, 256).unwrap();
         f.write(0, &[0; 4]).unwrap();
     }
@@ -993,13 +1053,19 @@ mod tests {
         assert_eq!(b, [1, 2, 3, 4]);
         f.read(0x200, &mut b).unwrap();
         assert_eq!(b, [5, 6, 7, 8], "an op completed before the cut is on disk");
-        assert!(matches!(f.write(0x100, &[0; 4]), Err(FlashError::NotErased { .. })));
+        assert!(matches!(
+            f.write(0x100, &[0; 4]),
+            Err(FlashError::NotErased { .. })
+        ));
         f.erase(0x100, 0x100).unwrap();
         drop(f);
         let f = FileFlash::open(&path, g, 0).unwrap();
         f.read(0x100, &mut b).unwrap();
         assert_eq!(b, [0xFF; 4]);
         let wrong = Geometry::uniform(256, 8, 4).unwrap();
-        assert!(matches!(FileFlash::open(&path, wrong, 0), Err(FlashError::BadGeometry(_))));
+        assert!(matches!(
+            FileFlash::open(&path, wrong, 0),
+            Err(FlashError::BadGeometry(_))
+        ));
     }
 }

@@ -289,7 +289,9 @@ fn parse_area<'a>(
     protected: bool,
     tlvs: &mut Vec<Tlv<'a>>,
 ) -> Result<usize, ImageError> {
-    let info_end = start.checked_add(4).ok_or(ImageError::TlvOverflow { offset: start })?;
+    let info_end = start
+        .checked_add(4)
+        .ok_or(ImageError::TlvOverflow { offset: start })?;
     if bytes.len() < info_end {
         return Err(ImageError::Truncated {
             needed: info_end,
@@ -338,9 +340,12 @@ fn parse_area<'a>(
 pub fn parse(bytes: &[u8]) -> Result<ParsedImage<'_>, ImageError> {
     let header = Header::parse(bytes)?;
     let payload_start = usize::from(header.hdr_size);
-    let prot_start = payload_start
-        .checked_add(header.img_size as usize)
-        .ok_or(ImageError::TlvOverflow { offset: payload_start })?;
+    let prot_start =
+        payload_start
+            .checked_add(header.img_size as usize)
+            .ok_or(ImageError::TlvOverflow {
+                offset: payload_start,
+            })?;
     if bytes.len() < prot_start {
         return Err(ImageError::Truncated {
             needed: prot_start,
@@ -401,7 +406,8 @@ impl Keyring {
     }
     /// Add a `-----BEGIN PUBLIC KEY-----` (SubjectPublicKeyInfo) PEM, as `imgtool getpub -e pem` prints.
     pub fn add_pem(&mut self, pem: &str) -> Result<(), ImageError> {
-        let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| ImageError::BadKey(e.to_string()))?;
+        let key = VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|e| ImageError::BadKey(e.to_string()))?;
         self.add(key);
         Ok(())
     }
@@ -410,20 +416,31 @@ impl Keyring {
     }
     /// SHA-256 of the key's SubjectPublicKeyInfo DER, the bytes imgtool hashes.
     pub fn keyhash(key: &VerifyingKey) -> [u8; 32] {
-        let der = key.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_else(|_| {
-            // The DER form of an ed25519 key is a fixed prefix and the 32 key bytes.
-            let mut v = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-            v.extend_from_slice(key.as_bytes());
-            v
-        });
+        let der = key
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_else(|_| {
+                // The DER form of an ed25519 key is a fixed prefix and the 32 key bytes.
+                let mut v = vec![
+                    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+                ];
+                v.extend_from_slice(key.as_bytes());
+                v
+            });
         Sha256::digest(der).into()
     }
 }
 
 /// Verify structure, hash, signature (when `keys` is not empty) and security counter.
-pub fn verify(bytes: &[u8], keys: &Keyring, min_security_counter: u32) -> Result<ImageInfo, ImageError> {
+pub fn verify(
+    bytes: &[u8],
+    keys: &Keyring,
+    min_security_counter: u32,
+) -> Result<ImageInfo, ImageError> {
     let image = parse(bytes)?;
-    let hash = image.find(TLV_SHA256, false).ok_or(ImageError::MissingHash)?;
+    let hash = image
+        .find(TLV_SHA256, false)
+        .ok_or(ImageError::MissingHash)?;
     if hash.len() != 32 {
         return Err(ImageError::BadTlvLength {
             tlv: TLV_SHA256,
@@ -436,11 +453,19 @@ pub fn verify(bytes: &[u8], keys: &Keyring, min_security_counter: u32) -> Result
     }
     let mut signed = false;
     if !keys.is_empty() {
-        let (Some(keyhash), Some(sig)) = (image.find(TLV_KEYHASH, false), image.find(TLV_ED25519, false)) else {
+        let (Some(keyhash), Some(sig)) = (
+            image.find(TLV_KEYHASH, false),
+            image.find(TLV_ED25519, false),
+        ) else {
             return Err(ImageError::MissingSignature);
         };
-        let bad_len = |tlv, v: &[u8]| ImageError::BadTlvLength { tlv, len: v.len() as u16 };
-        let keyhash: [u8; 32] = keyhash.try_into().map_err(|_| bad_len(TLV_KEYHASH, keyhash))?;
+        let bad_len = |tlv, v: &[u8]| ImageError::BadTlvLength {
+            tlv,
+            len: v.len() as u16,
+        };
+        let keyhash: [u8; 32] = keyhash
+            .try_into()
+            .map_err(|_| bad_len(TLV_KEYHASH, keyhash))?;
         let sig: [u8; 64] = sig.try_into().map_err(|_| bad_len(TLV_ED25519, sig))?;
         let key = keys
             .keys
@@ -580,7 +605,11 @@ impl ImageBuilder {
         let sig = key.sign(&digest).to_bytes();
         Self::finish(
             out,
-            &[(TLV_SHA256, &digest), (TLV_KEYHASH, &keyhash), (TLV_ED25519, &sig)],
+            &[
+                (TLV_SHA256, &digest),
+                (TLV_KEYHASH, &keyhash),
+                (TLV_ED25519, &sig),
+            ],
         )
     }
 
@@ -647,7 +676,9 @@ mod tests {
 
     #[test]
     fn unsigned_and_minimal_images() {
-        let img = ImageBuilder::new(Version::new(0, 0, 1), vec![7; 10]).header_size(32).build_unsigned();
+        let img = ImageBuilder::new(Version::new(0, 0, 1), vec![7; 10])
+            .header_size(32)
+            .build_unsigned();
         let info = verify(&img, &Keyring::new(), 0).unwrap();
         assert_eq!(info.behaviour, Behaviour::DEFAULT);
         assert_eq!(info.security_counter, 0);
@@ -662,7 +693,10 @@ mod tests {
         let k = keys();
         let mut bad = img.clone();
         bad[0] = 0;
-        assert_eq!(verify(&bad, &k, 0), Err(ImageError::BadMagic { found: 0x96f3_b800 }));
+        assert_eq!(
+            verify(&bad, &k, 0),
+            Err(ImageError::BadMagic { found: 0x96f3_b800 })
+        );
         assert_eq!(
             verify(&img[..20], &k, 0),
             Err(ImageError::Truncated {
@@ -670,12 +704,21 @@ mod tests {
                 available: 20
             })
         );
-        assert!(matches!(verify(&img[..0x200 + 100], &k, 0), Err(ImageError::Truncated { .. })));
-        assert!(matches!(verify(&img[..img.len() - 1], &k, 0), Err(ImageError::Truncated { .. })));
+        assert!(matches!(
+            verify(&img[..0x200 + 100], &k, 0),
+            Err(ImageError::Truncated { .. })
+        ));
+        assert!(matches!(
+            verify(&img[..img.len() - 1], &k, 0),
+            Err(ImageError::Truncated { .. })
+        ));
         let mut bad = img.clone();
         bad[8] = 16;
         bad[9] = 0;
-        assert_eq!(verify(&bad, &k, 0), Err(ImageError::BadHeaderSize { hdr_size: 16 }));
+        assert_eq!(
+            verify(&bad, &k, 0),
+            Err(ImageError::BadHeaderSize { hdr_size: 16 })
+        );
         let prot = 0x200 + 200;
         let mut bad = img.clone();
         bad[prot] = 0x07;
@@ -689,7 +732,10 @@ mod tests {
         // The first protected TLV claims more bytes than its area has.
         let mut bad = img.clone();
         bad[prot + 6] = 0xFF;
-        assert_eq!(verify(&bad, &k, 0), Err(ImageError::TlvOverflow { offset: prot + 4 }));
+        assert_eq!(
+            verify(&bad, &k, 0),
+            Err(ImageError::TlvOverflow { offset: prot + 4 })
+        );
         let mut bad = img.clone();
         bad[0x200 + 10] ^= 1;
         assert_eq!(verify(&bad, &k, 0), Err(ImageError::HashMismatch));
@@ -698,7 +744,10 @@ mod tests {
         bad[n - 1] ^= 1;
         assert_eq!(verify(&bad, &k, 0), Err(ImageError::BadSignature));
         let other = Keyring::new().with_key(dev_key("someone else").verifying_key());
-        assert!(matches!(verify(&img, &other, 0), Err(ImageError::UnknownKey { .. })));
+        assert!(matches!(
+            verify(&img, &other, 0),
+            Err(ImageError::UnknownKey { .. })
+        ));
         assert_eq!(
             verify(&img, &k, 6),
             Err(ImageError::CounterTooLow {
@@ -706,19 +755,32 @@ mod tests {
                 required: 6
             })
         );
-        let no_hash = ImageBuilder::finish(ImageBuilder::new(Version::new(1, 0, 0), vec![1]).hashed_part().0, &[]);
+        let no_hash = ImageBuilder::finish(
+            ImageBuilder::new(Version::new(1, 0, 0), vec![1])
+                .hashed_part()
+                .0,
+            &[],
+        );
         assert_eq!(verify(&no_hash, &k, 0), Err(ImageError::MissingHash));
         let short_hash = ImageBuilder::finish(
-            ImageBuilder::new(Version::new(1, 0, 0), vec![1]).hashed_part().0,
+            ImageBuilder::new(Version::new(1, 0, 0), vec![1])
+                .hashed_part()
+                .0,
             &[(TLV_SHA256, &[0; 31])],
         );
         assert_eq!(
             verify(&short_hash, &k, 0),
             Err(ImageError::BadTlvLength { tlv: 0x10, len: 31 })
         );
-        assert_eq!(Behaviour::decode(&[9, 0, 0, 0, 0]), Err(ImageError::BadBehaviour { kind: 9 }));
+        assert_eq!(
+            Behaviour::decode(&[9, 0, 0, 0, 0]),
+            Err(ImageError::BadBehaviour { kind: 9 })
+        );
         let mut kr = Keyring::new();
-        assert!(matches!(kr.add_pem("not a key"), Err(ImageError::BadKey(_))));
+        assert!(matches!(
+            kr.add_pem("not a key"),
+            Err(ImageError::BadKey(_))
+        ));
     }
 
     #[test]
@@ -727,7 +789,9 @@ mod tests {
         img[10] += 4;
         assert!(matches!(
             verify(&img, &keys(), 0),
-            Err(ImageError::ProtectedSizeMismatch { .. } | ImageError::Truncated { .. } | ImageError::BadTlvInfoMagic { .. })
+            Err(ImageError::ProtectedSizeMismatch { .. }
+                | ImageError::Truncated { .. }
+                | ImageError::BadTlvInfoMagic { .. })
         ));
     }
 
@@ -746,6 +810,9 @@ mod tests {
         let key = dev_key("oem").verifying_key();
         let mut der = hex!("30 2a 30 05 06 03 2b 65 70 03 21 00").to_vec();
         der.extend_from_slice(key.as_bytes());
-        assert_eq!(Keyring::keyhash(&key), <[u8; 32]>::from(Sha256::digest(&der)));
+        assert_eq!(
+            Keyring::keyhash(&key),
+            <[u8; 32]>::from(Sha256::digest(&der))
+        );
     }
 }

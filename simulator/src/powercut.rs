@@ -57,7 +57,9 @@ impl Flow {
     ];
     fn behaviour(self) -> Behaviour {
         match self {
-            Flow::TestConfirm | Flow::Permanent => Behaviour::Healthy { confirm_after_ms: 300 },
+            Flow::TestConfirm | Flow::Permanent => Behaviour::Healthy {
+                confirm_after_ms: 300,
+            },
             Flow::TestNeverConfirm => Behaviour::NeverConfirm,
             Flow::TestCrash => Behaviour::CrashOnBoot,
             Flow::TestHang => Behaviour::Hang { watchdog_ms: 500 },
@@ -103,7 +105,9 @@ impl Setup {
         let new_version = Version::new(2, 0, 0);
         let old = ImageBuilder::new(old_version, payload(image_size * 9 / 10))
             .security_counter(1)
-            .behaviour(Behaviour::Healthy { confirm_after_ms: 300 })
+            .behaviour(Behaviour::Healthy {
+                confirm_after_ms: 300,
+            })
             .sign(&key);
         let new = ImageBuilder::new(new_version, payload(image_size))
             .security_counter(2)
@@ -142,13 +146,17 @@ pub enum CutPlan {
     At(Vec<(u64, CutVariant)>),
     /// Up to `max` cuts, each at a random operation within `window` operations after the
     /// power came back, in a random variant.
-    Random { rng: ChaCha8Rng, max: usize, window: u64 },
+    Random {
+        rng: Box<ChaCha8Rng>,
+        max: usize,
+        window: u64,
+    },
 }
 
 impl CutPlan {
     pub fn random(seed: u64, max: usize, window: u64) -> Self {
         CutPlan::Random {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: Box::new(ChaCha8Rng::seed_from_u64(seed)),
             max,
             window,
         }
@@ -193,16 +201,23 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Flash operations performed by the run.
     pub ops: u64,
+    /// Index of the run's first flash operation (the ECU's flash counts from provisioning on).
+    pub first_op: u64,
     pub simulated_us: u64,
 }
 
 impl Report {
     pub fn reverted(&self) -> bool {
-        self.events.iter().any(|e| matches!(e.kind, EventKind::RevertStarted { .. }))
+        self.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::RevertStarted { .. }))
     }
     /// Operation index of the first event matching `f` (the op just before it).
     pub fn op_of(&self, f: impl Fn(&EventKind) -> bool) -> Option<u64> {
-        self.events.iter().find(|e| f(&e.kind)).map(|e| e.flash_ops - 1)
+        self.events
+            .iter()
+            .find(|e| f(&e.kind))
+            .map(|e| e.flash_ops - 1)
     }
 }
 
@@ -280,17 +295,28 @@ pub fn run(setup: &Setup, mut cuts: CutPlan) -> Result<Report, Violation> {
             return finish(setup, ecu, events, ops_at_start);
         }
     }
-    Err(violation(format!("no stable state after {MAX_ROUNDS} rounds")))
+    Err(violation(format!(
+        "no stable state after {MAX_ROUNDS} rounds"
+    )))
 }
 
 /// Check every boot since the last call (never bricked, only the old or the new version), and
 /// that what runs now is byte for byte the old or the new image, never a mix.
-fn check_events(setup: &Setup, ecu: &mut Ecu, events: &mut Vec<Event>, reverted: &mut bool) -> Result<(), Violation> {
+fn check_events(
+    setup: &Setup,
+    ecu: &mut Ecu,
+    events: &mut Vec<Event>,
+    reverted: &mut bool,
+) -> Result<(), Violation> {
     for e in ecu.drain_events() {
         match &e.kind {
-            EventKind::NoBootableImage { .. } => return Err(violation(format!("bricked: {}", e.kind))),
+            EventKind::NoBootableImage { .. } => {
+                return Err(violation(format!("bricked: {}", e.kind)));
+            }
             EventKind::RevertStarted { .. } => *reverted = true,
-            EventKind::Booted { version, .. } if *version != setup.old_version && *version != setup.new_version => {
+            EventKind::Booted { version, .. }
+                if *version != setup.old_version && *version != setup.new_version =>
+            {
                 return Err(violation(format!("booted unknown version {version}")));
             }
             _ => {}
@@ -303,11 +329,15 @@ fn check_events(setup: &Setup, ecu: &mut Ecu, events: &mut Vec<Event>, reverted:
         } else if running.image.header.version == setup.old_version {
             (&setup.old, setup.old_hash)
         } else {
-            return Err(violation(format!("unknown version {} runs", running.image.header.version)));
+            return Err(violation(format!(
+                "unknown version {} runs",
+                running.image.header.version
+            )));
         };
         let slot = running.slot;
         let layout = ecu.config().layout.clone();
-        let bytes = boot::slot_bytes(ecu.flash(), &layout, slot).map_err(|e| violation(e.to_string()))?;
+        let bytes =
+            boot::slot_bytes(ecu.flash(), &layout, slot).map_err(|e| violation(e.to_string()))?;
         let n = expect.0.len();
         if bytes[..n] != expect.0[..] || <[u8; 32]>::from(Sha256::digest(&bytes[..n])) != expect.1 {
             return Err(violation(format!("{slot} runs a mixed image")));
@@ -317,10 +347,18 @@ fn check_events(setup: &Setup, ecu: &mut Ecu, events: &mut Vec<Event>, reverted:
 }
 
 fn count_cuts(events: &[Event]) -> usize {
-    events.iter().filter(|e| matches!(e.kind, EventKind::PowerLost { .. })).count()
+    events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::PowerLost { .. }))
+        .count()
 }
 
-fn finish(setup: &Setup, mut ecu: Ecu, events: Vec<Event>, ops_at_start: u64) -> Result<Report, Violation> {
+fn finish(
+    setup: &Setup,
+    mut ecu: Ecu,
+    events: Vec<Event>,
+    ops_at_start: u64,
+) -> Result<Report, Violation> {
     let cuts = events
         .iter()
         .filter_map(|e| match e.kind {
@@ -328,7 +366,10 @@ fn finish(setup: &Setup, mut ecu: Ecu, events: Vec<Event>, ops_at_start: u64) ->
             _ => None,
         })
         .collect();
-    let running = ecu.running().cloned().ok_or_else(|| violation("nothing runs at the end"))?;
+    let running = ecu
+        .running()
+        .cloned()
+        .ok_or_else(|| violation("nothing runs at the end"))?;
     if running.test {
         return Err(violation("the final image is still on probation"));
     }
@@ -337,10 +378,16 @@ fn finish(setup: &Setup, mut ecu: Ecu, events: Vec<Event>, ops_at_start: u64) ->
     let active = &status.slots[running.slot.index() as usize];
     let other = &status.slots[running.slot.other().index() as usize];
     if !active.trailer.is_confirmed() {
-        return Err(violation(format!("running {} slot is not confirmed: {:?}", running.slot, active.trailer)));
+        return Err(violation(format!(
+            "running {} slot is not confirmed: {:?}",
+            running.slot, active.trailer
+        )));
     }
     if other.trailer.is_pending() {
-        return Err(violation(format!("{} slot still requests an upgrade", running.slot.other())));
+        return Err(violation(format!(
+            "{} slot still requests an upgrade",
+            running.slot.other()
+        )));
     }
     if setup.mode == BootMode::Swap {
         if running.slot != Slot::Primary {
@@ -351,7 +398,11 @@ fn finish(setup: &Setup, mut ecu: Ecu, events: Vec<Event>, ops_at_start: u64) ->
             return Err(violation(format!("swap journal not idle: {state:?}")));
         }
     }
-    let expected_counter = if running.image.header.version == setup.new_version { 2 } else { 1 };
+    let expected_counter = if running.image.header.version == setup.new_version {
+        2
+    } else {
+        1
+    };
     if status.stored_counter != expected_counter {
         return Err(violation(format!(
             "stored security counter {} with {} running",
@@ -368,6 +419,7 @@ fn finish(setup: &Setup, mut ecu: Ecu, events: Vec<Event>, ops_at_start: u64) ->
         boots: ecu.boot_count(),
         events,
         ops: ecu.flash().ops() - ops_at_start,
+        first_op: ops_at_start,
         simulated_us: ecu.now_us(),
     })
 }
@@ -386,7 +438,12 @@ pub struct SweepSummary {
 
 /// The final version a single cut at `op`/`variant` must produce, given the clean run.
 /// `None` = either the old or the new image is right (a torn confirm).
-pub fn expected_version(setup: &Setup, clean: &Report, op: u64, variant: CutVariant) -> Option<Version> {
+pub fn expected_version(
+    setup: &Setup,
+    clean: &Report,
+    op: u64,
+    variant: CutVariant,
+) -> Option<Version> {
     if !setup.flow.commits() {
         return Some(setup.old_version);
     }
@@ -394,8 +451,10 @@ pub fn expected_version(setup: &Setup, clean: &Report, op: u64, variant: CutVari
         return Some(setup.new_version);
     }
     let new = setup.new_version;
-    let attempt_op = clean.op_of(|k| matches!(k, EventKind::Booted { test: true, version, .. } if *version == new));
-    let confirm_op = clean.op_of(|k| matches!(k, EventKind::Confirmed { version, .. } if *version == new));
+    let attempt_op = clean
+        .op_of(|k| matches!(k, EventKind::Booted { test: true, version, .. } if *version == new));
+    let confirm_op =
+        clean.op_of(|k| matches!(k, EventKind::Confirmed { version, .. } if *version == new));
     let one_attempt = setup.max_boot_attempts == 1;
     if Some(op) == attempt_op && one_attempt {
         // After: the attempt was recorded and power was lost before confirming: revert.
@@ -420,9 +479,16 @@ pub fn expected_version(setup: &Setup, clean: &Report, op: u64, variant: CutVari
 /// `tear_seeds` different tears each), and check each run.
 pub fn sweep(setup: &Setup, tear_seeds: u64) -> Result<SweepSummary, Violation> {
     let clean = run(setup, CutPlan::None)?;
-    let expected_clean = if setup.flow.commits() { setup.new_version } else { setup.old_version };
+    let expected_clean = if setup.flow.commits() {
+        setup.new_version
+    } else {
+        setup.old_version
+    };
     if clean.final_version != expected_clean {
-        return Err(violation(format!("clean run ended with {}", clean.final_version)));
+        return Err(violation(format!(
+            "clean run ended with {}",
+            clean.final_version
+        )));
     }
     let base = setup.ecu.flash().ops();
     let mut summary = SweepSummary {
@@ -438,7 +504,11 @@ pub fn sweep(setup: &Setup, tear_seeds: u64) -> Result<SweepSummary, Violation> 
         .collect();
     for k in 0..clean.ops {
         let op = base + k;
-        let points = [(CutVariant::Before, &salted[..1]), (CutVariant::Torn, &salted[..]), (CutVariant::After, &salted[..1])];
+        let points = [
+            (CutVariant::Before, &salted[..1]),
+            (CutVariant::Torn, &salted[..]),
+            (CutVariant::After, &salted[..1]),
+        ];
         for (variant, setups) in points {
             for s in setups {
                 summary.points += 1;
@@ -449,11 +519,19 @@ pub fn sweep(setup: &Setup, tear_seeds: u64) -> Result<SweepSummary, Violation> 
     Ok(summary)
 }
 
-fn check_point(setup: &Setup, clean: &Report, op: u64, variant: CutVariant, summary: &mut SweepSummary) {
+fn check_point(
+    setup: &Setup,
+    clean: &Report,
+    op: u64,
+    variant: CutVariant,
+    summary: &mut SweepSummary,
+) {
     let report = match run(setup, CutPlan::At(vec![(op, variant)])) {
         Ok(r) => r,
         Err(v) => {
-            summary.failures.push(format!("cut at op {op} ({variant}): {v}"));
+            summary
+                .failures
+                .push(format!("cut at op {op} ({variant}): {v}"));
             return;
         }
     };

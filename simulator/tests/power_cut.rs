@@ -22,10 +22,14 @@ fn geometries(align: usize) -> Vec<Geometry> {
         // 3 metadata sectors, 2 slots of 5 × 4 KiB, 1 scratch.
         Geometry::uniform(4 * k, 3 + 2 * 5 + 1, align).unwrap(),
         // Small 1 KiB slot sectors, many of them; 0x00 as the erased value.
-        Geometry::from_sizes("1Kx24", &[[4 * k; 3].as_slice(), &[k; 2 * 12 + 1]].concat(), align)
-            .unwrap()
-            .with_erased(0x00)
-            .unwrap(),
+        Geometry::from_sizes(
+            "1Kx24",
+            &[[4 * k; 3].as_slice(), &[k; 2 * 12 + 1]].concat(),
+            align,
+        )
+        .unwrap()
+        .with_erased(0x00)
+        .unwrap(),
         // Uneven slots: 2+2+4+8 KiB image sectors and a 4 KiB trailer sector.
         Geometry::from_sizes(
             "mixed",
@@ -62,7 +66,10 @@ fn sweep(mode: BootMode, align: usize) {
             geometry.name(),
             geometry.erased()
         );
-        let flows = Flow::ALL.iter().map(|&f| (f, 1)).chain([(Flow::TestConfirm, 3)]);
+        let flows = Flow::ALL
+            .iter()
+            .map(|&f| (f, 1))
+            .chain([(Flow::TestConfirm, 3)]);
         for (flow, attempts) in flows {
             let setup = Setup::new(geometry.clone(), mode, flow, attempts, IMAGE_SIZE, 42).unwrap();
             let s = powercut::sweep(&setup, TEAR_SEEDS)
@@ -73,9 +80,17 @@ fn sweep(mode: BootMode, align: usize) {
                 s.failures.len(),
                 s.failures.join("\n")
             );
-            assert_eq!(s.points, (2 + TEAR_SEEDS) * s.ops, "one point per op, variant and tear");
+            assert_eq!(
+                s.points,
+                (2 + TEAR_SEEDS) * s.ops,
+                "one point per op, variant and tear"
+            );
             assert_eq!(s.fired, s.points, "every armed cut fired at its op");
-            assert!(s.ops > 10, "{name} {flow:?}: suspiciously few ops ({})", s.ops);
+            assert!(
+                s.ops > 10,
+                "{name} {flow:?}: suspiciously few ops ({})",
+                s.ops
+            );
             total_points += s.points;
             report.push(format!("{name} {flow:?}/{attempts}: {} ops", s.ops));
         }
@@ -116,9 +131,13 @@ fn random_chains(mode: BootMode) {
             let window = powercut::run(&setup, CutPlan::None).unwrap().ops;
             for seed in 0..12u64 {
                 let seed = seed + 1000 * g as u64;
-                let report = powercut::run(&setup, CutPlan::random(seed, 5, window)).unwrap_or_else(|v| {
-                    panic!("{mode} {} {flow:?} random chain seed {seed}: {v}", geometry.name())
-                });
+                let report = powercut::run(&setup, CutPlan::random(seed, 5, window))
+                    .unwrap_or_else(|v| {
+                        panic!(
+                            "{mode} {} {flow:?} random chain seed {seed}: {v}",
+                            geometry.name()
+                        )
+                    });
                 let expected = match flow {
                     Flow::Permanent => Some(setup.new_version),
                     Flow::TestConfirm => None,
@@ -139,7 +158,10 @@ fn random_chains(mode: BootMode) {
         }
     }
     println!("{mode}: {runs} random chains, {cuts} cuts fired, 0 failures");
-    assert!(cuts > runs, "chains should fire more than one cut on average");
+    assert!(
+        cuts > runs,
+        "chains should fire more than one cut on average"
+    );
 }
 
 #[test]

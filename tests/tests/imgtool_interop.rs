@@ -50,7 +50,13 @@ fn imgtool_key(dir: &Path) -> (Keyring, PathBuf) {
 }
 
 /// Sign `payload` with imgtool; `extra` adds options (e.g. a custom TLV).
-fn imgtool_sign(dir: &Path, payload: &[u8], version: &str, counter: u32, extra: &[&str]) -> Vec<u8> {
+fn imgtool_sign(
+    dir: &Path,
+    payload: &[u8],
+    version: &str,
+    counter: u32,
+    extra: &[&str],
+) -> Vec<u8> {
     let input = dir.join(format!("in-{version}.bin"));
     let output = dir.join(format!("out-{version}.bin"));
     std::fs::write(&input, payload).unwrap();
@@ -79,7 +85,9 @@ fn imgtool_sign(dir: &Path, payload: &[u8], version: &str, counter: u32, extra: 
 }
 
 fn payload(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -119,7 +127,10 @@ fn imgtool_signed_image_verifies_with_counter_and_simulation_tlv() {
 
     let mut tampered = img.clone();
     tampered[0x200 + 1234] ^= 0x01;
-    assert_eq!(image::verify(&tampered, &keys, 0), Err(ImageError::HashMismatch));
+    assert_eq!(
+        image::verify(&tampered, &keys, 0),
+        Err(ImageError::HashMismatch)
+    );
 
     let strangers = Keyring::new().with_key(dev_key("oem").verifying_key());
     assert!(matches!(
@@ -140,7 +151,10 @@ fn our_images_pass_imgtool_verify() {
         .sign(&key);
     let path = dir.path().join("ours.bin");
     std::fs::write(&path, &img).unwrap();
-    let out = run(&["verify", "-k", "key.pem", path.to_str().unwrap()], dir.path());
+    let out = run(
+        &["verify", "-k", "key.pem", path.to_str().unwrap()],
+        dir.path(),
+    );
     assert!(out.contains("Image was correctly validated"), "{out}");
     assert!(out.contains("Image version: 3.1.4+15"), "{out}");
     // And imgtool refuses it once tampered.
@@ -153,7 +167,8 @@ fn our_images_pass_imgtool_verify() {
         .output()
         .unwrap();
     assert!(
-        !status.status.success() || !String::from_utf8_lossy(&status.stdout).contains("correctly validated"),
+        !status.status.success()
+            || !String::from_utf8_lossy(&status.stdout).contains("correctly validated"),
         "imgtool accepted a tampered image"
     );
 }
@@ -201,7 +216,10 @@ fn imgtool_images_boot_update_and_tampered_ones_are_refused() {
             Some("hash mismatch: the image is not what was signed"),
             "{mode}: {events:?}"
         );
-        assert_eq!(ecu.running().unwrap().image.header.version, Version::new(1, 0, 0));
+        assert_eq!(
+            ecu.running().unwrap().image.header.version,
+            Version::new(1, 0, 0)
+        );
 
         // The genuine v2 installs as a test upgrade and confirms itself (imgtool images carry
         // no simulation TLV: default behaviour, healthy).
@@ -215,7 +233,11 @@ fn imgtool_images_boot_update_and_tampered_ones_are_refused() {
         let r = ecu.running().unwrap();
         assert_eq!(r.image.header.version, Version::new(2, 0, 0), "{mode}");
         assert!(!r.test, "{mode}: confirmed after the power cycle");
-        let expected_slot = if mode == BootMode::Swap { Slot::Primary } else { Slot::Secondary };
+        let expected_slot = if mode == BootMode::Swap {
+            Slot::Primary
+        } else {
+            Slot::Secondary
+        };
         assert_eq!(r.slot, expected_slot);
         assert_eq!(ecu.status().unwrap().stored_counter, 2);
     }

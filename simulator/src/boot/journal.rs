@@ -84,10 +84,22 @@ impl Step {
 /// A decoded record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
-    Start { seq: u32, kind: SwapType, sectors: u16 },
-    Step { seq: u32, step: Step, sector: u16 },
-    Done { seq: u32 },
-    Counter { value: u32 },
+    Start {
+        seq: u32,
+        kind: SwapType,
+        sectors: u16,
+    },
+    Step {
+        seq: u32,
+        step: Step,
+        sector: u16,
+    },
+    Done {
+        seq: u32,
+    },
+    Counter {
+        value: u32,
+    },
 }
 
 fn crc32(data: &[u8]) -> u32 {
@@ -95,7 +107,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -216,8 +232,16 @@ pub fn swap_state<F: Flash>(flash: &F, layout: &Layout) -> Result<SwapState, Fla
     let mut last = None;
     for r in &log.records {
         match *r {
-            Record::Start { seq: s, kind: k, sectors } if s == seq => kind = Some((k, sectors)),
-            Record::Step { seq: s, step, sector } if s == seq => last = Some((step, sector)),
+            Record::Start {
+                seq: s,
+                kind: k,
+                sectors,
+            } if s == seq => kind = Some((k, sectors)),
+            Record::Step {
+                seq: s,
+                step,
+                sector,
+            } if s == seq => last = Some((step, sector)),
             Record::Done { seq: s } if s == seq => return Ok(SwapState::Idle { last_seq: seq }),
             _ => {}
         }
@@ -236,7 +260,10 @@ pub fn swap_state<F: Flash>(flash: &F, layout: &Layout) -> Result<SwapState, Fla
 }
 
 /// The stored security counter: the highest valid counter record (0 if none).
-pub fn read_counter<F: Flash>(flash: &F, layout: &Layout) -> Result<(u32, Option<u32>), FlashError> {
+pub fn read_counter<F: Flash>(
+    flash: &F,
+    layout: &Layout,
+) -> Result<(u32, Option<u32>), FlashError> {
     let log = read_log(flash, layout, &layout.counter)?;
     let value = log
         .records
@@ -306,29 +333,79 @@ mod tests {
     fn journal_in_force_is_the_newest_start() {
         let (mut f, l) = setup();
         assert_eq!(swap_state(&f, &l).unwrap(), SwapState::Idle { last_seq: 0 });
-        append(&mut f, &l, 1, Record::Start { seq: 1, kind: SwapType::Test, sectors: 2 });
-        append(&mut f, &l, 1, Record::Step { seq: 1, step: Step::A, sector: 0 });
-        let SwapState::InProgress { seq, last, journal, .. } = swap_state(&f, &l).unwrap() else {
+        append(
+            &mut f,
+            &l,
+            1,
+            Record::Start {
+                seq: 1,
+                kind: SwapType::Test,
+                sectors: 2,
+            },
+        );
+        append(
+            &mut f,
+            &l,
+            1,
+            Record::Step {
+                seq: 1,
+                step: Step::A,
+                sector: 0,
+            },
+        );
+        let SwapState::InProgress {
+            seq, last, journal, ..
+        } = swap_state(&f, &l).unwrap()
+        else {
             panic!()
         };
         assert_eq!((seq, last, journal), (1, Some((Step::A, 0)), 1));
         append(&mut f, &l, 1, Record::Done { seq: 1 });
         assert_eq!(swap_state(&f, &l).unwrap(), SwapState::Idle { last_seq: 1 });
         // The next swap goes to the other sector; the old one stays as it is.
-        append(&mut f, &l, 0, Record::Start { seq: 2, kind: SwapType::Revert, sectors: 2 });
+        append(
+            &mut f,
+            &l,
+            0,
+            Record::Start {
+                seq: 2,
+                kind: SwapType::Revert,
+                sectors: 2,
+            },
+        );
         assert!(matches!(
             swap_state(&f, &l).unwrap(),
-            SwapState::InProgress { seq: 2, kind: SwapType::Revert, journal: 0, last: None, .. }
+            SwapState::InProgress {
+                seq: 2,
+                kind: SwapType::Revert,
+                journal: 0,
+                last: None,
+                ..
+            }
         ));
     }
 
     #[test]
     fn torn_record_is_skipped_and_the_next_goes_after_it() {
         let (mut f, l) = setup();
-        append(&mut f, &l, 0, Record::Start { seq: 1, kind: SwapType::Perm, sectors: 2 });
+        append(
+            &mut f,
+            &l,
+            0,
+            Record::Start {
+                seq: 1,
+                kind: SwapType::Perm,
+                sectors: 2,
+            },
+        );
         let next = read_log(&f, &l, &l.journal[0]).unwrap().next.unwrap();
         f.arm_cut(f.ops(), CutVariant::Torn);
-        let rec = Record::Step { seq: 1, step: Step::A, sector: 0 }.encode(l.unit, l.erased);
+        let rec = Record::Step {
+            seq: 1,
+            step: Step::A,
+            sector: 0,
+        }
+        .encode(l.unit, l.erased);
         assert!(f.write(next, &rec).is_err());
         f.restore_power();
         let log = read_log(&f, &l, &l.journal[0]).unwrap();
@@ -347,7 +424,8 @@ mod tests {
         assert_eq!(read_counter(&f, &l).unwrap().0, 0);
         for v in [3, 5] {
             let next = read_counter(&f, &l).unwrap().1.unwrap();
-            f.write(next, &Record::Counter { value: v }.encode(l.unit, l.erased)).unwrap();
+            f.write(next, &Record::Counter { value: v }.encode(l.unit, l.erased))
+                .unwrap();
         }
         assert_eq!(read_counter(&f, &l).unwrap().0, 5);
     }

@@ -116,7 +116,10 @@ pub enum LayoutError {
     #[error("{0} overlaps another area")]
     Overlap(&'static str),
     #[error("slots differ in sector sizes: primary {primary:?}, secondary {secondary:?}")]
-    SlotMismatch { primary: Vec<u32>, secondary: Vec<u32> },
+    SlotMismatch {
+        primary: Vec<u32>,
+        secondary: Vec<u32>,
+    },
     #[error("slots need at least 2 sectors (image + trailer), got {0}")]
     SlotTooSmall(usize),
     #[error("swap mode needs a scratch sector")]
@@ -166,7 +169,11 @@ pub struct Layout {
 
 impl Layout {
     /// Resolve and check an explicit layout.
-    pub fn new(geometry: &Geometry, mode: BootMode, spec: &LayoutSpec) -> Result<Self, LayoutError> {
+    pub fn new(
+        geometry: &Geometry,
+        mode: BootMode,
+        spec: &LayoutSpec,
+    ) -> Result<Self, LayoutError> {
         let count = geometry.sectors().len();
         let region = |what: &'static str, r: Range<usize>| -> Result<Region, LayoutError> {
             if r.is_empty() || r.end > count {
@@ -214,7 +221,10 @@ impl Layout {
             }
         }
         let sizes = |r: &Range<usize>| -> Vec<u32> {
-            geometry.sectors()[r.clone()].iter().map(|s| s.size).collect()
+            geometry.sectors()[r.clone()]
+                .iter()
+                .map(|s| s.size)
+                .collect()
         };
         let (ps, ss) = (sizes(&primary.sectors), sizes(&secondary.sectors));
         if ps != ss {
@@ -347,7 +357,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_layouts() {
-        let g = Geometry::from_sizes("m", &[4096, 4096, 4096, 4096, 8192, 4096, 4096, 4096], 8).unwrap();
+        let g = Geometry::from_sizes("m", &[4096, 4096, 4096, 4096, 8192, 4096, 4096, 4096], 8)
+            .unwrap();
         let spec = LayoutSpec {
             journal: [0, 7],
             counter: 1,
@@ -370,7 +381,9 @@ mod tests {
             secondary: 5..7,
         };
         assert_eq!(
-            Layout::new(&g, BootMode::Swap, &spec).unwrap_err().to_string(),
+            Layout::new(&g, BootMode::Swap, &spec)
+                .unwrap_err()
+                .to_string(),
             "primary overlaps another area"
         );
         let spec = LayoutSpec {
@@ -393,13 +406,17 @@ mod tests {
         };
         assert!(matches!(
             Layout::new(&g, BootMode::Swap, &spec),
-            Err(LayoutError::NoSuchSector { what: "secondary", .. })
+            Err(LayoutError::NoSuchSector {
+                what: "secondary",
+                ..
+            })
         ));
     }
 
     #[test]
     fn scratch_must_hold_a_slot_sector() {
-        let g = Geometry::from_sizes("m", &[4096, 4096, 4096, 8192, 4096, 8192, 4096, 4096], 8).unwrap();
+        let g = Geometry::from_sizes("m", &[4096, 4096, 4096, 8192, 4096, 8192, 4096, 4096], 8)
+            .unwrap();
         let spec = LayoutSpec {
             journal: [0, 7],
             counter: 1,

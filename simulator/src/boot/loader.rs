@@ -41,7 +41,9 @@ pub struct BootConfig {
 pub enum BootDecision {
     Boot(Booted),
     /// Nothing verifies: the ECU stays in the bootloader.
-    NoBootableImage { reasons: Vec<(Slot, String)> },
+    NoBootableImage {
+        reasons: Vec<(Slot, String)>,
+    },
 }
 
 /// The image that was started.
@@ -102,7 +104,11 @@ impl<'a> Bootloader<'a> {
     }
 
     /// Run the bootloader once, after a reset.
-    pub fn boot<F: Flash>(&self, flash: &mut F, sink: &mut Sink) -> Result<BootDecision, BootError> {
+    pub fn boot<F: Flash>(
+        &self,
+        flash: &mut F,
+        sink: &mut Sink,
+    ) -> Result<BootDecision, BootError> {
         if !(1..=MAX_ATTEMPTS).contains(&self.config.max_boot_attempts) {
             return Err(BootError::BadAttempts(self.config.max_boot_attempts));
         }
@@ -116,11 +122,20 @@ impl<'a> Bootloader<'a> {
         sink.push((flash.busy_us(), flash.ops(), kind));
     }
 
-    fn verify<F: Flash>(&self, flash: &F, slot: Slot, min: u32) -> Result<Result<ImageInfo, ImageError>, FlashError> {
+    fn verify<F: Flash>(
+        &self,
+        flash: &F,
+        slot: Slot,
+        min: u32,
+    ) -> Result<Result<ImageInfo, ImageError>, FlashError> {
         verify_slot(flash, self.layout, &self.config.keys, min, slot)
     }
 
-    fn boot_swap<F: Flash>(&self, flash: &mut F, sink: &mut Sink) -> Result<BootDecision, BootError> {
+    fn boot_swap<F: Flash>(
+        &self,
+        flash: &mut F,
+        sink: &mut Sink,
+    ) -> Result<BootDecision, BootError> {
         let (stored, _) = journal::read_counter(flash, self.layout)?;
         match journal::swap_state(flash, self.layout)? {
             SwapState::InProgress {
@@ -140,7 +155,15 @@ impl<'a> Bootloader<'a> {
                     next,
                 };
                 let first = swap.next_step(last);
-                Self::emit(flash, sink, EventKind::SwapResumed { kind, seq, next: first });
+                Self::emit(
+                    flash,
+                    sink,
+                    EventKind::SwapResumed {
+                        kind,
+                        seq,
+                        next: first,
+                    },
+                );
                 swap.run(flash, first, sink)?;
             }
             SwapState::Idle { last_seq } => {
@@ -154,7 +177,9 @@ impl<'a> Bootloader<'a> {
                     }
                 } else {
                     let st = trailer::read(flash, self.layout, Slot::Secondary)?;
-                    if let (true, Some(kind @ (SwapType::Test | SwapType::Perm))) = (st.magic, st.swap_type) {
+                    if let (true, Some(kind @ (SwapType::Test | SwapType::Perm))) =
+                        (st.magic, st.swap_type)
+                    {
                         match self.verify(flash, Slot::Secondary, stored)? {
                             Ok(_) => Swap::start(self.layout, flash, last_seq + 1, kind, sink)?,
                             Err(e) => {
@@ -178,7 +203,13 @@ impl<'a> Bootloader<'a> {
         match self.verify(flash, Slot::Primary, stored)? {
             Ok(info) if pt.is_pending() && pt.copy_done.is_set() => {
                 let attempt = pt.attempts;
-                trailer::write_field(flash, self.layout, Slot::Primary, Field::Attempt(attempt), None)?;
+                trailer::write_field(
+                    flash,
+                    self.layout,
+                    Slot::Primary,
+                    Field::Attempt(attempt),
+                    None,
+                )?;
                 Ok(BootDecision::Boot(Booted {
                     slot: Slot::Primary,
                     image: info,
@@ -200,7 +231,9 @@ impl<'a> Bootloader<'a> {
                     SwapState::Idle { last_seq } => last_seq,
                     SwapState::InProgress { seq, .. } => seq,
                 };
-                let reason = RevertReason::Invalid { reason: e.to_string() };
+                let reason = RevertReason::Invalid {
+                    reason: e.to_string(),
+                };
                 self.revert_swap(flash, seq + 1, reason, sink)?;
                 match self.verify(flash, Slot::Primary, stored)? {
                     Ok(info) => {
@@ -241,15 +274,31 @@ impl<'a> Bootloader<'a> {
         Swap::start(self.layout, flash, seq, SwapType::Revert, sink)
     }
 
-    fn raise_counter<F: Flash>(&self, flash: &mut F, stored: u32, image: u32, sink: &mut Sink) -> Result<(), BootError> {
+    fn raise_counter<F: Flash>(
+        &self,
+        flash: &mut F,
+        stored: u32,
+        image: u32,
+        sink: &mut Sink,
+    ) -> Result<(), BootError> {
         if image <= stored {
             return Ok(());
         }
         let (_, next) = journal::read_counter(flash, self.layout)?;
         // A full counter area keeps the old value: downgrade protection stays at that level.
         if let Some(addr) = next {
-            flash.write(addr, &Record::Counter { value: image }.encode(self.layout.unit, self.layout.erased))?;
-            Self::emit(flash, sink, EventKind::CounterRaised { from: stored, to: image });
+            flash.write(
+                addr,
+                &Record::Counter { value: image }.encode(self.layout.unit, self.layout.erased),
+            )?;
+            Self::emit(
+                flash,
+                sink,
+                EventKind::CounterRaised {
+                    from: stored,
+                    to: image,
+                },
+            );
         }
         Ok(())
     }
@@ -263,14 +312,22 @@ impl<'a> Bootloader<'a> {
                 continue;
             }
             if t.attempts >= self.config.max_boot_attempts {
-                let reason = RevertReason::NotConfirmed { attempts: t.attempts };
+                let reason = RevertReason::NotConfirmed {
+                    attempts: t.attempts,
+                };
                 Self::emit(flash, sink, EventKind::RevertStarted { slot, reason });
                 trailer::erase(flash, self.layout, slot)?;
                 continue;
             }
             match self.verify(flash, slot, stored)? {
                 Ok(info) => {
-                    trailer::write_field(flash, self.layout, slot, Field::Attempt(t.attempts), None)?;
+                    trailer::write_field(
+                        flash,
+                        self.layout,
+                        slot,
+                        Field::Attempt(t.attempts),
+                        None,
+                    )?;
                     return Ok(BootDecision::Boot(Booted {
                         slot,
                         image: info,
@@ -300,7 +357,10 @@ impl<'a> Bootloader<'a> {
             }
             match self.verify(flash, slot, stored)? {
                 Ok(info) => {
-                    if best.as_ref().is_none_or(|(_, b)| info.header.version > b.header.version) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| info.header.version > b.header.version)
+                    {
                         best = Some((slot, info));
                     }
                 }
@@ -349,7 +409,13 @@ const COPY_CHUNK: u32 = 1024;
 
 impl<'a> Swap<'a> {
     /// Start swap `seq`: erase its journal sector, record the start, run every step.
-    fn start<F: Flash>(layout: &'a Layout, flash: &mut F, seq: u32, kind: SwapType, sink: &mut Sink) -> Result<(), BootError> {
+    fn start<F: Flash>(
+        layout: &'a Layout,
+        flash: &mut F,
+        seq: u32,
+        kind: SwapType,
+        sink: &mut Sink,
+    ) -> Result<(), BootError> {
         let image_len = |slot| -> Result<u32, FlashError> {
             let bytes = slot_bytes(flash, layout, slot)?;
             Ok(image::parse(&bytes).map_or(0, |p| p.total_size as u32))
@@ -359,7 +425,10 @@ impl<'a> Swap<'a> {
         let journal = (seq % 2) as usize;
         let region = &layout.journal[journal];
         flash.erase(region.offset, region.size)?;
-        flash.write(region.offset, &Record::Start { seq, kind, sectors }.encode(layout.unit, layout.erased))?;
+        flash.write(
+            region.offset,
+            &Record::Start { seq, kind, sectors }.encode(layout.unit, layout.erased),
+        )?;
         let mut swap = Swap {
             layout,
             seq,
@@ -368,7 +437,11 @@ impl<'a> Swap<'a> {
             journal,
             next: Some(region.offset + journal::record_size(layout.unit)),
         };
-        sink.push((flash.busy_us(), flash.ops(), EventKind::SwapStarted { kind, seq, sectors }));
+        sink.push((
+            flash.busy_us(),
+            flash.ops(),
+            EventKind::SwapStarted { kind, seq, sectors },
+        ));
         let first = swap.next_step(None);
         swap.run(flash, first, sink)
     }
@@ -384,11 +457,23 @@ impl<'a> Swap<'a> {
         (next.1 < self.sectors).then_some(next)
     }
 
-    fn run<F: Flash>(&mut self, flash: &mut F, first: Option<(Step, u16)>, sink: &mut Sink) -> Result<(), BootError> {
+    fn run<F: Flash>(
+        &mut self,
+        flash: &mut F,
+        first: Option<(Step, u16)>,
+        sink: &mut Sink,
+    ) -> Result<(), BootError> {
         let mut step = first;
         while let Some((s, i)) = step {
             self.do_step(flash, s, i)?;
-            self.append(flash, Record::Step { seq: self.seq, step: s, sector: i })?;
+            self.append(
+                flash,
+                Record::Step {
+                    seq: self.seq,
+                    step: s,
+                    sector: i,
+                },
+            )?;
             if s == Step::C {
                 sink.push((
                     flash.busy_us(),
@@ -405,7 +490,14 @@ impl<'a> Swap<'a> {
         // Rebuild both trailers, then close the swap.
         let layout = self.layout;
         trailer::erase(flash, layout, Slot::Primary)?;
-        trailer::write_complete(flash, layout, Slot::Primary, self.kind, self.kind != SwapType::Test, true)?;
+        trailer::write_complete(
+            flash,
+            layout,
+            Slot::Primary,
+            self.kind,
+            self.kind != SwapType::Test,
+            true,
+        )?;
         trailer::erase(flash, layout, Slot::Secondary)?;
         self.append(flash, Record::Done { seq: self.seq })?;
         sink.push((
@@ -422,7 +514,11 @@ impl<'a> Swap<'a> {
     fn do_step<F: Flash>(&self, flash: &mut F, step: Step, i: u16) -> Result<(), BootError> {
         let (p, size) = self.layout.primary.image_sectors[i as usize];
         let (s, _) = self.layout.secondary.image_sectors[i as usize];
-        let scratch = self.layout.scratch.as_ref().expect("swap layout has a scratch sector");
+        let scratch = self
+            .layout
+            .scratch
+            .as_ref()
+            .expect("swap layout has a scratch sector");
         let (erase_at, erase_len, from, to) = match step {
             Step::A => (scratch.offset, scratch.size, s, scratch.offset),
             Step::B => (s, size, p, s),
@@ -439,7 +535,9 @@ impl<'a> Swap<'a> {
         let addr = self
             .next
             .filter(|a| a + size <= region.offset + region.size)
-            .ok_or(BootError::JournalFull { journal: self.journal })?;
+            .ok_or(BootError::JournalFull {
+                journal: self.journal,
+            })?;
         self.next = Some(addr + size);
         flash.write(addr, &record.encode(self.layout.unit, self.layout.erased))?;
         Ok(())
@@ -448,7 +546,13 @@ impl<'a> Swap<'a> {
 
 /// Copy `len` bytes, one write per chunk, skipping chunks that are all erased (the destination
 /// was just erased, so they already hold exactly that).
-fn copy<F: Flash>(flash: &mut F, from: u32, to: u32, len: u32, erased: u8) -> Result<(), FlashError> {
+fn copy<F: Flash>(
+    flash: &mut F,
+    from: u32,
+    to: u32,
+    len: u32,
+    erased: u8,
+) -> Result<(), FlashError> {
     let mut buf = vec![0; COPY_CHUNK.min(len) as usize];
     let mut off = 0;
     while off < len {

@@ -234,14 +234,32 @@ mod tests {
         let (_, l) = setup(8);
         let base = l.primary.trailer_offset;
         assert_eq!(field_location(&l, Slot::Primary, Field::Magic), (base, 16));
-        assert_eq!(field_location(&l, Slot::Primary, Field::SwapType), (base + 16, 8));
-        assert_eq!(field_location(&l, Slot::Primary, Field::ImageOk), (base + 24, 8));
-        assert_eq!(field_location(&l, Slot::Primary, Field::CopyDone), (base + 32, 8));
-        assert_eq!(field_location(&l, Slot::Primary, Field::Attempt(2)), (base + 56, 8));
+        assert_eq!(
+            field_location(&l, Slot::Primary, Field::SwapType),
+            (base + 16, 8)
+        );
+        assert_eq!(
+            field_location(&l, Slot::Primary, Field::ImageOk),
+            (base + 24, 8)
+        );
+        assert_eq!(
+            field_location(&l, Slot::Primary, Field::CopyDone),
+            (base + 32, 8)
+        );
+        assert_eq!(
+            field_location(&l, Slot::Primary, Field::Attempt(2)),
+            (base + 56, 8)
+        );
         let (_, l) = setup(32);
         let base = l.secondary.trailer_offset;
-        assert_eq!(field_location(&l, Slot::Secondary, Field::Magic), (base, 32));
-        assert_eq!(field_location(&l, Slot::Secondary, Field::ImageOk), (base + 64, 32));
+        assert_eq!(
+            field_location(&l, Slot::Secondary, Field::Magic),
+            (base, 32)
+        );
+        assert_eq!(
+            field_location(&l, Slot::Secondary, Field::ImageOk),
+            (base + 64, 32)
+        );
     }
 
     #[test]
@@ -293,13 +311,19 @@ mod tests {
 
     #[test]
     fn erased_zero_devices_work_too() {
-        let g = Geometry::uniform(1024, 10, 4).unwrap().with_erased(0).unwrap();
+        let g = Geometry::uniform(1024, 10, 4)
+            .unwrap()
+            .with_erased(0)
+            .unwrap();
         let l = Layout::auto(&g, BootMode::Ab).unwrap();
         let mut f = SimFlash::new(g, 1);
         write_complete(&mut f, &l, Slot::Primary, SwapType::Perm, true, true).unwrap();
         let t = read(&f, &l, Slot::Primary).unwrap();
         assert!(t.is_confirmed());
         assert_eq!(t.copy_done, Flag::Set);
-        assert_eq!(encode_field(&l, Field::ImageOk, None), hex!("01 00 00 00 00 00 00 00"));
+        assert_eq!(
+            encode_field(&l, Field::ImageOk, None),
+            hex!("01 00 00 00 00 00 00 00")
+        );
     }
 }

@@ -26,10 +26,16 @@ pub enum UpdateError {
     #[error(transparent)]
     Flash(#[from] FlashError),
     #[error("range 0x{offset:x}+{len} is outside the staging area (0x{capacity:x} bytes)")]
-    OutOfSlot { offset: u32, len: usize, capacity: u32 },
+    OutOfSlot {
+        offset: u32,
+        len: usize,
+        capacity: u32,
+    },
     #[error("offset 0x{offset:x} is not aligned to the {align}-byte write unit")]
     Unaligned { offset: u32, align: usize },
-    #[error("the {slot} trailer is not erased: an upgrade was already requested or the slot was not erased")]
+    #[error(
+        "the {slot} trailer is not erased: an upgrade was already requested or the slot was not erased"
+    )]
     TrailerNotErased { slot: Slot },
     #[error("the {slot} trailer is torn (image_ok neither set nor erased)")]
     TrailerCorrupt { slot: Slot },
@@ -82,11 +88,14 @@ impl<'a, F: Flash> Updater<'a, F> {
     /// plus the trailer so that no stale request survives.
     pub fn erase_range(&mut self, offset: u32, len: u32) -> Result<(), UpdateError> {
         let (addr, cap) = self.staging_area();
-        let end = offset.checked_add(len).filter(|&e| e <= cap).ok_or(UpdateError::OutOfSlot {
-            offset,
-            len: len as usize,
-            capacity: cap,
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= cap)
+            .ok_or(UpdateError::OutOfSlot {
+                offset,
+                len: len as usize,
+                capacity: cap,
+            })?;
         let slot = self.staging_slot();
         trailer::erase(self.flash, self.layout, slot)?;
         for &(s_off, s_size) in &self.layout.slot(slot).image_sectors {
@@ -127,7 +136,13 @@ impl<'a, F: Flash> Updater<'a, F> {
     /// Verify the staged image as the bootloader will (hash, signature, stored counter).
     pub fn verify_staged(&self, keys: &Keyring) -> Result<ImageInfo, UpdateError> {
         let (stored, _) = journal::read_counter(self.flash, self.layout)?;
-        Ok(verify_slot(self.flash, self.layout, keys, stored, self.staging_slot())??)
+        Ok(verify_slot(
+            self.flash,
+            self.layout,
+            keys,
+            stored,
+            self.staging_slot(),
+        )??)
     }
 
     /// Ask the bootloader to install the staged image at the next reset: on probation
@@ -135,11 +150,19 @@ impl<'a, F: Flash> Updater<'a, F> {
     pub fn mark_pending(&mut self, permanent: bool) -> Result<(), UpdateError> {
         let slot = self.staging_slot();
         let t = trailer::read(self.flash, self.layout, slot)?;
-        let erased = !t.magic && t.swap_type.is_none() && t.image_ok == Flag::Unset && t.copy_done == Flag::Unset && t.attempts == 0;
+        let erased = !t.magic
+            && t.swap_type.is_none()
+            && t.image_ok == Flag::Unset
+            && t.copy_done == Flag::Unset
+            && t.attempts == 0;
         if !erased {
             return Err(UpdateError::TrailerNotErased { slot });
         }
-        let kind = if permanent { SwapType::Perm } else { SwapType::Test };
+        let kind = if permanent {
+            SwapType::Perm
+        } else {
+            SwapType::Test
+        };
         trailer::write_complete(self.flash, self.layout, slot, kind, permanent, false)?;
         Ok(())
     }
