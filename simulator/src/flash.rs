@@ -544,16 +544,36 @@ impl SimFlash {
         Ok(())
     }
 
+    /// Split `addr..addr+len` into (sector, offset in sector, range of the input) pieces.
+    fn spans(
+        &self,
+        addr: u32,
+        len: usize,
+    ) -> Result<Vec<(usize, usize, std::ops::Range<usize>)>, FlashError> {
+        let end = self.check_range(addr, len)?;
+        let mut out = Vec::new();
+        let mut a = addr;
+        while a < end {
+            let (s, i) = self.locate(a, 1)?;
+            let n = (self.sectors[s].bytes.len() - i).min((end - a) as usize);
+            let from = (a - addr) as usize;
+            out.push((s, i, from..from + n));
+            a += n as u32;
+        }
+        Ok(out)
+    }
+
     fn program(&mut self, addr: u32, data: &[u8], mark_all: bool) -> Result<(), FlashError> {
         let erased = self.geometry.erased;
-        for (k, &v) in data.iter().enumerate() {
-            let (s, i) = self.locate(addr + k as u32, 1)?;
+        for (s, i, range) in self.spans(addr, data.len())? {
             let cells = Arc::make_mut(&mut self.sectors[s]);
-            let old = cells.bytes[i];
-            let new = if erased == 0xFF { old & v } else { old | v };
-            cells.bytes[i] = new;
-            if mark_all || new != old {
-                cells.set_programmed(i);
+            for (k, &v) in data[range].iter().enumerate() {
+                let old = cells.bytes[i + k];
+                let new = if erased == 0xFF { old & v } else { old | v };
+                cells.bytes[i + k] = new;
+                if mark_all || new != old {
+                    cells.set_programmed(i + k);
+                }
             }
         }
         Ok(())
@@ -613,11 +633,11 @@ impl Flash for SimFlash {
             });
         }
         // Checked before the operation counts: a rejected write never touches the cells.
-        for k in 0..data.len() {
-            let (s, i) = self.locate(addr + k as u32, 1)?;
-            if self.sectors[s].is_programmed(i) {
+        for (s, i, range) in self.spans(addr, data.len())? {
+            let cells = &self.sectors[s];
+            if let Some(k) = (i..i + range.len()).find(|&k| cells.is_programmed(k)) {
                 return Err(FlashError::NotErased {
-                    addr: addr + k as u32,
+                    addr: self.geometry.sectors[s].offset + k as u32,
                 });
             }
         }

@@ -1,1 +1,239 @@
-fn main() {}
+//! `ecu-sim`: a virtual ECU whose flash lives in a file, so its state survives across runs.
+//!
+//! ```text
+//! ecu-sim --flash ecu.bin image --version 1.0.0 --out v1.bin
+//! ecu-sim --flash ecu.bin provision v1.bin
+//! ecu-sim --flash ecu.bin stage v2.bin        # as the running firmware: write + request (test)
+//! ecu-sim --flash ecu.bin boot --run-ms 1000  # reset: the bootloader swaps, v2 confirms itself
+//! ecu-sim --flash ecu.bin status
+//! ```
+//!
+//! Exit codes: 0 ok, 1 the ECU has no bootable image, 2 usage or I/O error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ecu_sim::boot::{BootConfig, BootDecision, BootMode, Layout};
+use ecu_sim::ecu::{Ecu, EcuConfig, provision};
+use ecu_sim::flash::{FileFlash, Geometry};
+use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ecu-sim",
+    version,
+    about = "Virtual ECU with file-backed flash"
+)]
+struct Cli {
+    /// Flash image file (created erased if missing).
+    #[arg(long, global = true, default_value = "ecu-flash.bin")]
+    flash: PathBuf,
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Swap)]
+    mode: Mode,
+    /// Sector size in bytes (uniform map).
+    #[arg(long, global = true, default_value_t = 4096)]
+    sector_size: u32,
+    /// Number of sectors.
+    #[arg(long, global = true, default_value_t = 132)]
+    sectors: usize,
+    /// Write unit in bytes.
+    #[arg(long, global = true, default_value_t = 8)]
+    align: usize,
+    /// Trusted public key (PEM, as `imgtool getpub -e pem` prints); repeatable.
+    #[arg(long, global = true)]
+    key: Vec<PathBuf>,
+    /// Trusted development key by name (default "oem" when no --key is given); repeatable.
+    #[arg(long, global = true)]
+    dev_key: Vec<String>,
+    /// Boots a test image gets before it is reverted.
+    #[arg(long, global = true, default_value_t = 1)]
+    max_boot_attempts: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a signed image with a development key.
+    Image {
+        #[arg(long)]
+        version: Version,
+        #[arg(long)]
+        out: PathBuf,
+        /// Payload size in bytes (deterministic filler).
+        #[arg(long, default_value_t = 32 * 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        security_counter: u32,
+        #[arg(long, value_enum, default_value_t = Kind::Healthy)]
+        behaviour: Kind,
+        #[arg(long, default_value = "oem")]
+        sign_with: String,
+    },
+    /// Erase everything and install IMAGE in the primary slot, confirmed.
+    Provision { image: PathBuf },
+    /// Power on, then stage IMAGE as an upgrade request (what a firmware update agent does).
+    Stage {
+        image: PathBuf,
+        #[arg(long)]
+        permanent: bool,
+    },
+    /// Power on (the bootloader runs) and let the firmware run.
+    Boot {
+        #[arg(long, default_value_t = 1000)]
+        run_ms: u64,
+    },
+    /// Show both slots, trailers and the stored security counter.
+    Status,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    Swap,
+    Ab,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Healthy,
+    CrashOnBoot,
+    Hang,
+    NeverConfirm,
+    NoDiagnostics,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Image {
+        version,
+        out,
+        size,
+        security_counter,
+        behaviour,
+        sign_with,
+    } = &cli.command
+    {
+        let behaviour = match behaviour {
+            Kind::Healthy => Behaviour::DEFAULT,
+            Kind::CrashOnBoot => Behaviour::CrashOnBoot,
+            Kind::Hang => Behaviour::Hang { watchdog_ms: 1000 },
+            Kind::NeverConfirm => Behaviour::NeverConfirm,
+            Kind::NoDiagnostics => Behaviour::NoDiagnostics,
+        };
+        let payload = (0..*size).map(|i| (i as u8) ^ version.major).collect();
+        let image = ImageBuilder::new(*version, payload)
+            .security_counter(*security_counter)
+            .behaviour(behaviour)
+            .sign(&dev_key(sign_with));
+        std::fs::write(out, &image).with_context(|| format!("writing {}", out.display()))?;
+        println!(
+            "{}: {version}, {} bytes, signed with dev key {sign_with:?}",
+            out.display(),
+            image.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mode = match cli.mode {
+        Mode::Swap => BootMode::Swap,
+        Mode::Ab => BootMode::Ab,
+    };
+    let geometry = Geometry::uniform(cli.sector_size, cli.sectors, cli.align)?;
+    let layout = Layout::auto(&geometry, mode)?;
+    let mut keys = Keyring::new();
+    for path in &cli.key {
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.add_pem(&pem)
+            .with_context(|| format!("key {}", path.display()))?;
+    }
+    let names = if cli.key.is_empty() && cli.dev_key.is_empty() {
+        vec!["oem".to_string()]
+    } else {
+        cli.dev_key.clone()
+    };
+    for name in names {
+        keys.add(dev_key(&name).verifying_key());
+    }
+    let mut flash = FileFlash::open(&cli.flash, geometry, 0)?;
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    if let Command::Provision { image } = &cli.command {
+        provision(&mut flash, &layout, &read(image)?)?;
+        println!(
+            "provisioned {} into the primary slot of {}",
+            image.display(),
+            cli.flash.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = EcuConfig::new(
+        layout,
+        BootConfig {
+            max_boot_attempts: cli.max_boot_attempts,
+            keys,
+        },
+    );
+    let mut ecu = Ecu::new(config, flash);
+    match &cli.command {
+        Command::Status => {}
+        Command::Stage { image, permanent } => {
+            ecu.power_on()?;
+            if ecu.running().is_none() {
+                bail!("no firmware runs to stage an update");
+            }
+            ecu.stage_update(&read(image)?, *permanent)?;
+        }
+        Command::Boot { run_ms } => {
+            ecu.power_on()?;
+            ecu.advance(run_ms * 1000)?;
+        }
+        Command::Image { .. } | Command::Provision { .. } => unreachable!("handled above"),
+    }
+    for e in ecu.drain_events() {
+        println!("{e}");
+    }
+    let status = ecu.status()?;
+    for s in &status.slots {
+        let t = &s.trailer;
+        println!(
+            "{:<9} version {:<10} {}  trailer: magic={} swap={:?} image_ok={:?} copy_done={:?} attempts={}",
+            s.slot.to_string(),
+            s.version.map_or("-".to_string(), |v| v.to_string()),
+            s.invalid
+                .as_deref()
+                .map_or("valid".to_string(), |e| format!("invalid ({e})")),
+            t.magic,
+            t.swap_type,
+            t.image_ok,
+            t.copy_done,
+            t.attempts
+        );
+    }
+    println!("stored security counter: {}", status.stored_counter);
+    if let Some(r) = &status.running {
+        println!(
+            "running: {} from {}{}",
+            r.image.header.version,
+            r.slot,
+            if r.test && !r.confirmed {
+                " (test, not confirmed)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(match status.last_decision {
+        Some(BootDecision::NoBootableImage { .. }) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}

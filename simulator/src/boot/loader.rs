@@ -86,6 +86,33 @@ pub fn slot_bytes<F: Flash>(flash: &F, layout: &Layout, slot: Slot) -> Result<Ve
     Ok(buf)
 }
 
+/// Read the image in `slot`: as many bytes as its header and TLV infos declare (bounded by the
+/// slot), or the whole image area when they do not parse (the verifier then says why).
+pub fn image_bytes<F: Flash>(
+    flash: &F,
+    layout: &Layout,
+    slot: Slot,
+) -> Result<Vec<u8>, FlashError> {
+    let area = layout.slot(slot);
+    let cap = area.image_capacity() as usize;
+    let base = area.region.offset;
+    let mut head = [0u8; image::Header::SIZE];
+    flash.read(base, &mut head)?;
+    let Ok(h) = image::Header::parse(&head) else {
+        return slot_bytes(flash, layout, slot);
+    };
+    let unprot = usize::from(h.hdr_size) + h.img_size as usize + usize::from(h.protect_tlv_size);
+    if unprot + 4 > cap {
+        return slot_bytes(flash, layout, slot);
+    }
+    let mut info = [0u8; 4];
+    flash.read(base + unprot as u32, &mut info)?;
+    let total = unprot + usize::from(u16::from_le_bytes([info[2], info[3]]));
+    let mut buf = vec![0; total.min(cap)];
+    flash.read(base, &mut buf)?;
+    Ok(buf)
+}
+
 /// Verify the image in `slot`.
 pub fn verify_slot<F: Flash>(
     flash: &F,
@@ -94,7 +121,7 @@ pub fn verify_slot<F: Flash>(
     min_counter: u32,
     slot: Slot,
 ) -> Result<Result<ImageInfo, ImageError>, FlashError> {
-    let bytes = slot_bytes(flash, layout, slot)?;
+    let bytes = image_bytes(flash, layout, slot)?;
     Ok(image::verify(&bytes, keys, min_counter))
 }
 
@@ -417,7 +444,7 @@ impl<'a> Swap<'a> {
         sink: &mut Sink,
     ) -> Result<(), BootError> {
         let image_len = |slot| -> Result<u32, FlashError> {
-            let bytes = slot_bytes(flash, layout, slot)?;
+            let bytes = image_bytes(flash, layout, slot)?;
             Ok(image::parse(&bytes).map_or(0, |p| p.total_size as u32))
         };
         let len = image_len(Slot::Primary)?.max(image_len(Slot::Secondary)?);
