@@ -15,7 +15,7 @@ use crate::boot::{
 };
 use crate::event::{Event, EventKind};
 use crate::firmware::{self, Action};
-use crate::flash::{Flash, FlashError, SimFlash};
+use crate::flash::{Flash, FlashError, FlashStats, SimFlash};
 use crate::image::{self, ImageInfo, Version};
 
 /// Static description of an ECU.
@@ -271,6 +271,7 @@ impl<F: Flash> Ecu<F> {
         });
         self.now_us += self.config.boot_overhead_us;
         let config = Arc::clone(&self.config);
+        let before = self.flash.stats();
         let start_busy = self.flash.busy_us();
         let start_now = self.now_us;
         let mut sink: Sink = Vec::new();
@@ -288,6 +289,7 @@ impl<F: Flash> Ecu<F> {
             Err(e) => return Err(EcuError::Boot(e)),
         };
         self.sync_clock();
+        self.emit_activity(before);
         match &decision {
             BootDecision::Boot(b) => {
                 self.emit(EventKind::Booted {
@@ -314,6 +316,18 @@ impl<F: Flash> Ecu<F> {
         }
         self.last_decision = Some(decision);
         Ok(())
+    }
+
+    fn emit_activity(&mut self, before: FlashStats) {
+        let now = self.flash.stats();
+        let (erases, writes) = (now.erases - before.erases, now.writes - before.writes);
+        if erases + writes > 0 {
+            self.emit(EventKind::FlashActivity {
+                erases,
+                writes,
+                bytes_written: now.bytes_written - before.bytes_written,
+            });
+        }
     }
 
     /// Let `dt_us` of simulated time pass: the firmware confirms, crashes or hangs as its
@@ -406,6 +420,7 @@ impl<F: Flash> Ecu<F> {
     /// Stage `image` in the staging slot (erase, write) and request it. The sequence a
     /// firmware update agent runs; each step can lose power.
     pub fn stage_update(&mut self, image: &[u8], permanent: bool) -> Result<(), EcuError> {
+        let before = self.flash.stats();
         let slot = self.with_updater(|u| {
             u.erase_staging()?;
             Ok(u.staging_slot())
@@ -416,6 +431,7 @@ impl<F: Flash> Ecu<F> {
             self.with_updater(|u| u.write((i * CHUNK) as u32, chunk))?;
         }
         self.with_updater(|u| u.mark_pending(permanent))?;
+        self.emit_activity(before);
         self.emit(EventKind::UpgradeRequested { slot, permanent });
         Ok(())
     }

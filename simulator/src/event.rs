@@ -107,6 +107,12 @@ pub enum EventKind {
     StagingErased {
         slot: Slot,
     },
+    /// Summary of the flash work of one boot or one staging (not emitted when there was none).
+    FlashActivity {
+        erases: u64,
+        writes: u64,
+        bytes_written: u64,
+    },
     UpgradeRequested {
         slot: Slot,
         permanent: bool,
@@ -172,6 +178,14 @@ impl fmt::Display for EventKind {
             }
             EventKind::Confirmed { slot, version } => write!(f, "{version} in {slot} confirmed"),
             EventKind::StagingErased { slot } => write!(f, "{slot} slot erased for download"),
+            EventKind::FlashActivity {
+                erases,
+                writes,
+                bytes_written,
+            } => write!(
+                f,
+                "flash: {erases} sector erase(s), {writes} write(s), {bytes_written} bytes"
+            ),
             EventKind::UpgradeRequested { slot, permanent } => write!(
                 f,
                 "upgrade from {slot} requested ({})",

@@ -303,6 +303,10 @@ pub trait Flash {
     fn ops(&self) -> u64 {
         0
     }
+    /// Operation counters, for models that keep them.
+    fn stats(&self) -> FlashStats {
+        FlashStats::default()
+    }
     /// Supply power to the device (a model may refuse every access while unpowered).
     fn set_powered(&mut self, _on: bool) {}
     /// The injected power cut that fired since the last call, if the model injects any.
@@ -385,9 +389,6 @@ impl SimFlash {
         flash
     }
 
-    pub fn stats(&self) -> FlashStats {
-        self.stats
-    }
     pub fn last_op(&self) -> Option<Op> {
         self.last_op
     }
@@ -593,6 +594,9 @@ impl Flash for SimFlash {
     fn ops(&self) -> u64 {
         self.ops
     }
+    fn stats(&self) -> FlashStats {
+        self.stats
+    }
     fn take_fired(&mut self) -> Option<FiredCut> {
         self.fired.take()
     }
@@ -776,6 +780,9 @@ impl Flash for FileFlash {
     }
     fn ops(&self) -> u64 {
         self.inner.ops
+    }
+    fn stats(&self) -> FlashStats {
+        self.inner.stats
     }
     fn take_fired(&mut self) -> Option<FiredCut> {
         self.inner.take_fired()
