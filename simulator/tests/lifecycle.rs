@@ -1,0 +1,294 @@
+//! ECU life cycles beyond one update: chains of updates, downgrades, unsigned and corrupt
+//! images, bit rot, watchdog and crash reverts, and the updater refusing illegal calls.
+
+use ecu_sim::boot::{BootConfig, BootDecision, BootMode, Layout, Slot, UpdateError};
+use ecu_sim::ecu::{Ecu, EcuConfig, EcuError, provision};
+use ecu_sim::event::{EventKind, RevertReason};
+use ecu_sim::flash::{Flash, Geometry, SimFlash};
+use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
+
+fn image(major: u8, counter: u32, behaviour: Behaviour) -> Vec<u8> {
+    ImageBuilder::new(
+        Version::new(major, 0, 0),
+        vec![major; 6000 + usize::from(major) * 100],
+    )
+    .security_counter(counter)
+    .behaviour(behaviour)
+    .sign(&dev_key("oem"))
+}
+
+fn healthy(major: u8) -> Vec<u8> {
+    image(
+        major,
+        u32::from(major),
+        Behaviour::Healthy {
+            confirm_after_ms: 100,
+        },
+    )
+}
+
+fn ecu(mode: BootMode, attempts: u8) -> Ecu {
+    let geometry = Geometry::uniform(4096, 3 + 2 * 4 + 1, 8).unwrap();
+    let layout = Layout::auto(&geometry, mode).unwrap();
+    let mut flash = SimFlash::new(geometry, 1);
+    provision(&mut flash, &layout, &healthy(1)).unwrap();
+    let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
+    let config = EcuConfig::new(
+        layout,
+        BootConfig {
+            max_boot_attempts: attempts,
+            keys,
+        },
+    );
+    let mut ecu = Ecu::new(config, flash);
+    ecu.power_on().unwrap();
+    ecu
+}
+
+fn version(ecu: &Ecu) -> u8 {
+    ecu.running()
+        .expect("firmware runs")
+        .image
+        .header
+        .version
+        .major
+}
+
+/// Stage, reset, let it run, power-cycle: the field's update cycle.
+fn update(ecu: &mut Ecu, img: &[u8], permanent: bool) -> Vec<EventKind> {
+    ecu.drain_events();
+    ecu.stage_update(img, permanent).unwrap();
+    ecu.reset().unwrap();
+    ecu.advance(2_000_000).unwrap();
+    ecu.power_cycle().unwrap();
+    ecu.advance(2_000_000).unwrap();
+    ecu.drain_events().into_iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn chains_of_updates_in_both_modes() {
+    for mode in [BootMode::Swap, BootMode::Ab] {
+        let mut e = ecu(mode, 1);
+        assert_eq!(version(&e), 1);
+        for v in 2..=5u8 {
+            let ev = update(&mut e, &healthy(v), v % 2 == 0);
+            assert_eq!(version(&e), v, "{mode}: {ev:?}");
+            assert!(!e.running().unwrap().test);
+            assert_eq!(e.status().unwrap().stored_counter, u32::from(v));
+        }
+        // A never-confirming v6 is reverted to v5 at the next reset.
+        let ev = update(&mut e, &image(6, 6, Behaviour::NeverConfirm), false);
+        assert_eq!(version(&e), 5, "{mode}: {ev:?}");
+        assert!(
+            ev.iter().any(|k| matches!(
+                k,
+                EventKind::RevertStarted {
+                    reason: RevertReason::NotConfirmed { attempts: 1 },
+                    ..
+                }
+            )),
+            "{mode}: {ev:?}"
+        );
+        assert_eq!(
+            e.status().unwrap().stored_counter,
+            5,
+            "a test boot never raises the counter"
+        );
+        // And the next good update still works after a revert.
+        update(&mut e, &healthy(7), false);
+        assert_eq!(version(&e), 7, "{mode}");
+    }
+}
+
+#[test]
+fn downgrade_unsigned_and_foreign_images_are_refused() {
+    for mode in [BootMode::Swap, BootMode::Ab] {
+        let mut e = ecu(mode, 1);
+        update(&mut e, &healthy(3), false);
+        assert_eq!(version(&e), 3);
+        let refused = |ev: &[EventKind]| {
+            ev.iter()
+                .find_map(|k| match k {
+                    EventKind::ImageRejected { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no rejection in {ev:?}"))
+        };
+        // Version 4 but security counter 2 < stored 3: a downgrade in disguise.
+        let ev = update(&mut e, &image(4, 2, Behaviour::DEFAULT), false);
+        assert_eq!(
+            refused(&ev),
+            "security counter 2 is lower than the stored 3 (downgrade)"
+        );
+        assert_eq!(version(&e), 3);
+        let unsigned = ImageBuilder::new(Version::new(5, 0, 0), vec![5; 3000])
+            .security_counter(5)
+            .build_unsigned();
+        let ev = update(&mut e, &unsigned, false);
+        assert_eq!(
+            refused(&ev),
+            "no signature (keyhash + ed25519 tlvs) but keys are configured"
+        );
+        let foreign =
+            ImageBuilder::new(Version::new(5, 0, 0), vec![5; 3000]).sign(&dev_key("attacker"));
+        let ev = update(&mut e, &foreign, false);
+        assert!(
+            refused(&ev).starts_with("signed with an unknown key"),
+            "{mode}"
+        );
+        assert_eq!(version(&e), 3, "{mode}");
+    }
+}
+
+#[test]
+fn crash_and_hang_are_reverted_by_the_bootloader() {
+    for mode in [BootMode::Swap, BootMode::Ab] {
+        for (bad, what) in [
+            (Behaviour::CrashOnBoot, "crashed"),
+            (Behaviour::Hang { watchdog_ms: 300 }, "watchdog"),
+        ] {
+            let mut e = ecu(mode, 2);
+            let ev = update(&mut e, &image(2, 2, bad), false);
+            assert_eq!(version(&e), 1, "{mode} {what}: {ev:?}");
+            let tries = ev
+                .iter()
+                .filter(|k| matches!(k, EventKind::Booted { test: true, .. }))
+                .count();
+            assert_eq!(
+                tries, 2,
+                "{mode} {what}: max_boot_attempts 2 means two tries: {ev:?}"
+            );
+            let resets = ev
+                .iter()
+                .filter(|k| {
+                    matches!(
+                        k,
+                        EventKind::FirmwareCrashed { .. } | EventKind::WatchdogReset { .. }
+                    )
+                })
+                .count();
+            assert_eq!(resets, 2, "{mode} {what}: {ev:?}");
+        }
+    }
+}
+
+#[test]
+fn bit_rot_in_a_test_image_reverts_and_in_the_only_image_bricks_loudly() {
+    // Swap mode, test image on probation with 2 attempts: rot it, reset → reverted as invalid.
+    let mut e = ecu(BootMode::Swap, 2);
+    e.stage_update(&healthy(2), false).unwrap();
+    e.reset().unwrap();
+    assert!(e.running().unwrap().test);
+    let at = e.config().layout.primary.region.offset + 0x300;
+    e.flash_mut().flip_bits(at, 0x10).unwrap();
+    e.drain_events();
+    e.reset().unwrap();
+    assert_eq!(version(&e), 1);
+    let ev: Vec<_> = e.drain_events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        ev.iter().any(|k| matches!(
+            k,
+            EventKind::RevertStarted {
+                reason: RevertReason::Invalid { .. },
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    // Rot the confirmed only image: nothing may boot, and the ECU says why.
+    let at = e.config().layout.primary.region.offset + 0x300;
+    e.flash_mut().flip_bits(at, 0x01).unwrap();
+    e.reset().unwrap();
+    assert!(e.running().is_none());
+    match e.last_decision() {
+        Some(BootDecision::NoBootableImage { reasons }) => {
+            assert_eq!(
+                reasons[0],
+                (
+                    Slot::Primary,
+                    "hash mismatch: the image is not what was signed".into()
+                )
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        e.with_updater(|u| u.confirm()),
+        Err(EcuError::NotRunning)
+    ));
+}
+
+#[test]
+fn updater_refuses_illegal_calls() {
+    let mut e = ecu(BootMode::Swap, 1);
+    let cap = e.with_updater(|u| Ok(u.staging_area().1)).unwrap();
+    let err = e.with_updater(|u| u.write(cap, &[0; 8])).unwrap_err();
+    assert!(
+        matches!(err, EcuError::Update(UpdateError::OutOfSlot { .. })),
+        "{err}"
+    );
+    let err = e.with_updater(|u| u.write(3, &[0; 8])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "offset 0x3 is not aligned to the 8-byte write unit"
+    );
+    e.stage_update(&healthy(2), false).unwrap();
+    let err = e.with_updater(|u| u.mark_pending(true)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EcuError::Update(UpdateError::TrailerNotErased {
+                slot: Slot::Secondary
+            })
+        ),
+        "{err}"
+    );
+    // Writing over staged data without erasing is a flash error naming the address.
+    let err = e.with_updater(|u| u.write(0, &[0; 8])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("which was programmed and not erased since"),
+        "{err}"
+    );
+    assert_eq!(
+        e.with_updater(
+            |u| u.verify_staged(&Keyring::new().with_key(dev_key("oem").verifying_key()))
+        )
+        .unwrap()
+        .header
+        .version,
+        Version::new(2, 0, 0)
+    );
+    // The factory image is already confirmed: confirming again changes nothing.
+    let ops = e.flash().ops();
+    assert!(!e.with_updater(|u| u.confirm()).unwrap());
+    assert_eq!(e.flash().ops(), ops);
+    e.power_off();
+    assert!(matches!(
+        e.stage_update(&healthy(3), false),
+        Err(EcuError::PoweredOff)
+    ));
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let run = || {
+        let mut e = ecu(BootMode::Swap, 1);
+        let at = e.flash().ops() + 40;
+        e.flash_mut().arm_cut(at, ecu_sim::flash::CutVariant::Torn);
+        let _ = e.stage_update(&healthy(2), false).and_then(|_| e.reset());
+        for _ in 0..3 {
+            let _ = e.power_on();
+            let _ = e.advance(1_000_000);
+            e.power_off();
+        }
+        e.drain_events()
+            .iter()
+            .map(|e| format!("{e}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let a = run();
+    assert!(a.contains("power lost at flash op"), "{a}");
+    assert_eq!(a, run());
+}
