@@ -331,6 +331,17 @@ impl Layout {
 mod tests {
     use super::*;
 
+    /// Journal in sectors 0 and 7, counter in 1.
+    fn spec(scratch: usize, primary: Range<usize>, secondary: Range<usize>) -> LayoutSpec {
+        LayoutSpec {
+            journal: [0, 7],
+            counter: 1,
+            scratch: Some(scratch),
+            primary,
+            secondary,
+        }
+    }
+
     #[test]
     fn auto_layout_on_stm32f4_uses_equal_128k_runs() {
         let g = Geometry::stm32f4_1mib(8).unwrap();
@@ -359,53 +370,27 @@ mod tests {
     fn rejects_bad_layouts() {
         let g = Geometry::from_sizes("m", &[4096, 4096, 4096, 4096, 8192, 4096, 4096, 4096], 8)
             .unwrap();
-        let spec = LayoutSpec {
-            journal: [0, 7],
-            counter: 1,
-            scratch: Some(2),
-            primary: 3..5,
-            secondary: 5..7,
-        };
+        let s = spec(2, 3..5, 5..7);
         assert_eq!(
-            Layout::new(&g, BootMode::Swap, &spec).unwrap_err(),
+            Layout::new(&g, BootMode::Swap, &s).unwrap_err(),
             LayoutError::SlotMismatch {
                 primary: vec![4096, 8192],
                 secondary: vec![4096, 4096]
             }
         );
-        let spec = LayoutSpec {
-            journal: [0, 7],
-            counter: 1,
-            scratch: Some(2),
-            primary: 2..4,
-            secondary: 5..7,
-        };
+        let s = spec(2, 2..4, 5..7);
         assert_eq!(
-            Layout::new(&g, BootMode::Swap, &spec)
-                .unwrap_err()
-                .to_string(),
+            Layout::new(&g, BootMode::Swap, &s).unwrap_err().to_string(),
             "primary overlaps another area"
         );
-        let spec = LayoutSpec {
-            journal: [0, 7],
-            counter: 1,
-            scratch: Some(2),
-            primary: 3..5,
-            secondary: 5..7,
-        };
+        let s = spec(2, 3..5, 5..7);
         assert!(matches!(
-            Layout::new(&g, BootMode::Swap, &spec),
+            Layout::new(&g, BootMode::Swap, &s),
             Err(LayoutError::SlotMismatch { .. })
         ));
-        let spec = LayoutSpec {
-            journal: [0, 7],
-            counter: 1,
-            scratch: Some(2),
-            primary: 3..5,
-            secondary: 5..9,
-        };
+        let s = spec(2, 3..5, 5..9);
         assert!(matches!(
-            Layout::new(&g, BootMode::Swap, &spec),
+            Layout::new(&g, BootMode::Swap, &s),
             Err(LayoutError::NoSuchSector {
                 what: "secondary",
                 ..
@@ -417,20 +402,14 @@ mod tests {
     fn scratch_must_hold_a_slot_sector() {
         let g = Geometry::from_sizes("m", &[4096, 4096, 4096, 8192, 4096, 8192, 4096, 4096], 8)
             .unwrap();
-        let spec = LayoutSpec {
-            journal: [0, 7],
-            counter: 1,
-            scratch: Some(2),
-            primary: 3..5,
-            secondary: 5..7,
-        };
+        let s = spec(2, 3..5, 5..7);
         assert_eq!(
-            Layout::new(&g, BootMode::Swap, &spec).unwrap_err(),
+            Layout::new(&g, BootMode::Swap, &s).unwrap_err(),
             LayoutError::ScratchTooSmall {
                 scratch: 4096,
                 largest: 8192
             }
         );
-        assert!(Layout::new(&g, BootMode::Ab, &spec).is_ok());
+        assert!(Layout::new(&g, BootMode::Ab, &s).is_ok());
     }
 }

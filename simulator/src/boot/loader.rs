@@ -145,6 +145,11 @@ impl<'a> Bootloader<'a> {
         }
     }
 
+    fn reject<F: Flash>(flash: &F, sink: &mut Sink, slot: Slot, e: &ImageError) {
+        let reason = e.to_string();
+        Self::emit(flash, sink, EventKind::ImageRejected { slot, reason });
+    }
+
     fn emit<F: Flash>(flash: &F, sink: &mut Sink, kind: EventKind) {
         sink.push((flash.busy_us(), flash.ops(), kind));
     }
@@ -210,14 +215,7 @@ impl<'a> Bootloader<'a> {
                         match self.verify(flash, Slot::Secondary, stored)? {
                             Ok(_) => Swap::start(self.layout, flash, last_seq + 1, kind, sink)?,
                             Err(e) => {
-                                Self::emit(
-                                    flash,
-                                    sink,
-                                    EventKind::ImageRejected {
-                                        slot: Slot::Secondary,
-                                        reason: e.to_string(),
-                                    },
-                                );
+                                Self::reject(flash, sink, Slot::Secondary, &e);
                                 trailer::erase(flash, self.layout, Slot::Secondary)?;
                             }
                         }
@@ -244,15 +242,7 @@ impl<'a> Bootloader<'a> {
                     attempt: attempt + 1,
                 }))
             }
-            Ok(info) => {
-                self.raise_counter(flash, stored, info.security_counter, sink)?;
-                Ok(BootDecision::Boot(Booted {
-                    slot: Slot::Primary,
-                    image: info,
-                    test: false,
-                    attempt: 0,
-                }))
-            }
+            Ok(info) => self.boot_confirmed(flash, stored, Slot::Primary, info, sink),
             Err(e) if pt.is_pending() && pt.copy_done.is_set() => {
                 let seq = match journal::swap_state(flash, self.layout)? {
                     SwapState::Idle { last_seq } => last_seq,
@@ -263,15 +253,7 @@ impl<'a> Bootloader<'a> {
                 };
                 self.revert_swap(flash, seq + 1, reason, sink)?;
                 match self.verify(flash, Slot::Primary, stored)? {
-                    Ok(info) => {
-                        self.raise_counter(flash, stored, info.security_counter, sink)?;
-                        Ok(BootDecision::Boot(Booted {
-                            slot: Slot::Primary,
-                            image: info,
-                            test: false,
-                            attempt: 0,
-                        }))
-                    }
+                    Ok(info) => self.boot_confirmed(flash, stored, Slot::Primary, info, sink),
                     Err(e) => Ok(BootDecision::NoBootableImage {
                         reasons: vec![(Slot::Primary, e.to_string())],
                     }),
@@ -281,6 +263,24 @@ impl<'a> Bootloader<'a> {
                 reasons: vec![(Slot::Primary, e.to_string())],
             }),
         }
+    }
+
+    /// Boot a confirmed image: the only moment the stored security counter rises.
+    fn boot_confirmed<F: Flash>(
+        &self,
+        flash: &mut F,
+        stored: u32,
+        slot: Slot,
+        image: ImageInfo,
+        sink: &mut Sink,
+    ) -> Result<BootDecision, BootError> {
+        self.raise_counter(flash, stored, image.security_counter, sink)?;
+        Ok(BootDecision::Boot(Booted {
+            slot,
+            image,
+            test: false,
+            attempt: 0,
+        }))
     }
 
     fn revert_swap<F: Flash>(
@@ -363,14 +363,7 @@ impl<'a> Bootloader<'a> {
                     }));
                 }
                 Err(e) => {
-                    Self::emit(
-                        flash,
-                        sink,
-                        EventKind::ImageRejected {
-                            slot,
-                            reason: e.to_string(),
-                        },
-                    );
+                    Self::reject(flash, sink, slot, &e);
                     trailer::erase(flash, self.layout, slot)?;
                 }
             }
@@ -394,28 +387,13 @@ impl<'a> Bootloader<'a> {
                 // Superseded by a newer confirmed image: not worth an event at every boot.
                 Err(e @ ImageError::CounterTooLow { .. }) => reasons.push((slot, e.to_string())),
                 Err(e) => {
-                    Self::emit(
-                        flash,
-                        sink,
-                        EventKind::ImageRejected {
-                            slot,
-                            reason: e.to_string(),
-                        },
-                    );
+                    Self::reject(flash, sink, slot, &e);
                     reasons.push((slot, e.to_string()));
                 }
             }
         }
         match best {
-            Some((slot, info)) => {
-                self.raise_counter(flash, stored, info.security_counter, sink)?;
-                Ok(BootDecision::Boot(Booted {
-                    slot,
-                    image: info,
-                    test: false,
-                    attempt: 0,
-                }))
-            }
+            Some((slot, info)) => self.boot_confirmed(flash, stored, slot, info, sink),
             None => Ok(BootDecision::NoBootableImage { reasons }),
         }
     }
