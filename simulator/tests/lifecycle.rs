@@ -292,3 +292,32 @@ fn same_seed_same_trace() {
     assert!(a.contains("power lost at flash op"), "{a}");
     assert_eq!(a, run());
 }
+
+#[test]
+fn the_rollback_image_is_untouchable_during_probation() {
+    for mode in [BootMode::Swap, BootMode::Ab] {
+        let mut e = ecu(mode, 1);
+        e.stage_update(&image(2, 2, Behaviour::NeverConfirm), false)
+            .unwrap();
+        e.reset().unwrap();
+        assert!(e.running().unwrap().test);
+        let ops = e.flash().ops();
+        let err = e.stage_update(&healthy(3), false).unwrap_err();
+        assert!(
+            matches!(err, EcuError::Update(UpdateError::OnProbation { .. })),
+            "{mode}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the running image is on probation"),
+            "{err}"
+        );
+        assert_eq!(e.flash().ops(), ops, "{mode}: nothing was written");
+        // The revert still finds v1 intact.
+        e.reset().unwrap();
+        assert_eq!(version(&e), 1, "{mode}");
+        // Once reverted (v1 confirmed), staging works again.
+        update(&mut e, &healthy(3), false);
+        assert_eq!(version(&e), 3, "{mode}");
+    }
+}

@@ -11,6 +11,10 @@
 //! | [`Updater::write`] | staging image area | outside the area, unaligned offset, cells not erased |
 //! | [`Updater::mark_pending`] | staging trailer: swap type, image_ok (permanent), magic | trailer not erased (already requested, or dirty) |
 //! | [`Updater::confirm`] | running slot's image_ok | trailer torn (image_ok neither set nor erased) |
+//!
+//! Every call that writes the staging slot is refused with [`UpdateError::OnProbation`] while
+//! the running image is an unconfirmed test image: the staging slot then holds the image the
+//! bootloader must be able to revert to.
 
 use crate::flash::{Flash, FlashError};
 use crate::image::{ImageError, ImageInfo, Keyring};
@@ -41,6 +45,10 @@ pub enum UpdateError {
     TrailerCorrupt { slot: Slot },
     #[error("staged image does not verify: {0}")]
     Image(#[from] ImageError),
+    #[error(
+        "the running image is on probation: the {slot} slot holds the image to revert to; confirm first"
+    )]
+    OnProbation { slot: Slot },
 }
 
 /// Firmware-side update API over the flash of a running ECU.
@@ -75,8 +83,20 @@ impl<'a, F: Flash> Updater<'a, F> {
         (area.region.offset, area.image_capacity())
     }
 
+    /// Refuse to touch the staging slot while it holds the rollback image.
+    fn guard(&self) -> Result<(), UpdateError> {
+        let running = trailer::read(self.flash, self.layout, self.running)?;
+        if running.is_pending() {
+            return Err(UpdateError::OnProbation {
+                slot: self.staging_slot(),
+            });
+        }
+        Ok(())
+    }
+
     /// Erase the whole staging slot, trailer first (so a half-erased slot is never requested).
     pub fn erase_staging(&mut self) -> Result<(), UpdateError> {
+        self.guard()?;
         let slot = self.staging_slot();
         trailer::erase(self.flash, self.layout, slot)?;
         let (addr, cap) = self.staging_area();
@@ -87,6 +107,7 @@ impl<'a, F: Flash> Updater<'a, F> {
     /// Erase the staging sectors that cover `offset..offset+len` (relative to the slot start),
     /// plus the trailer so that no stale request survives.
     pub fn erase_range(&mut self, offset: u32, len: u32) -> Result<(), UpdateError> {
+        self.guard()?;
         let (addr, cap) = self.staging_area();
         let end = offset
             .checked_add(len)
@@ -110,6 +131,7 @@ impl<'a, F: Flash> Updater<'a, F> {
     /// Program `data` at `offset` in the staging image area. A final chunk that is not a whole
     /// number of write units is padded with the erased value.
     pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), UpdateError> {
+        self.guard()?;
         let (addr, cap) = self.staging_area();
         let align = self.flash.geometry().write_align();
         if offset as usize % align != 0 {
@@ -148,6 +170,7 @@ impl<'a, F: Flash> Updater<'a, F> {
     /// Ask the bootloader to install the staged image at the next reset: on probation
     /// (`permanent = false`) or for good.
     pub fn mark_pending(&mut self, permanent: bool) -> Result<(), UpdateError> {
+        self.guard()?;
         let slot = self.staging_slot();
         let t = trailer::read(self.flash, self.layout, slot)?;
         let erased = !t.magic
