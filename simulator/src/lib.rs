@@ -8,3 +8,4 @@ pub mod firmware;
 pub mod flash;
 pub mod image;
 pub mod powercut;
+pub mod proto;

@@ -1,0 +1,4 @@
+//! Sans-IO protocol cores: bytes or frames and the current time in, bytes or frames, timers and
+//! events out.
+
+pub mod isotp;
