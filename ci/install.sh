@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs everything the tests need, idempotently:
+# Installs everything the tests need; idempotent, runs from any directory:
 #   - cargo-nextest (if `cargo nextest` is missing)
-#   - a Python virtualenv at .venv with the pinned tools of ci/requirements.txt (MCUboot's imgtool)
+#   - a Python virtualenv at <repo>/.venv holding the pinned tools of ci/requirements.txt
+#     (MCUboot's imgtool, used by tests/tests/imgtool_interop.rs)
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -12,13 +13,22 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 python="${PYTHON:-python3}"
+# A venv whose interpreter no longer runs (python upgraded or removed) is rebuilt.
+if [ -e .venv ] && ! .venv/bin/python -c 'import sys' >/dev/null 2>&1; then
+    echo "install.sh: .venv is broken, recreating it"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-    echo "install.sh: creating .venv"
+    echo "install.sh: creating .venv with $python"
     "$python" -m venv .venv
 fi
-if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -r ci/requirements.txt; then
-    echo "install.sh: pip install failed" >&2
+# Already-satisfied pins need no network; changed pins are installed.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r ci/requirements.txt
+
+want="$(sed -n 's/^imgtool==//p' ci/requirements.txt)"
+have="$(.venv/bin/imgtool version)"
+if [ "$have" != "$want" ]; then
+    echo "install.sh: .venv/bin/imgtool is $have, ci/requirements.txt pins $want" >&2
     exit 1
 fi
-.venv/bin/imgtool version >/dev/null
-echo "install.sh: ok (imgtool $(.venv/bin/imgtool version), $(cargo nextest --version | head -1))"
+echo "install.sh: ok (imgtool $have, $(cargo nextest --version | head -1))"

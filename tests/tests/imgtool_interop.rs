@@ -1,15 +1,20 @@
 //! Interop with MCUboot's own `imgtool` (PyPI `imgtool`, pinned in ci/requirements.txt and
-//! installed into `.venv` by `ci/install.sh`): images it signs verify and boot in the
-//! simulator, tampered ones are refused, and images we sign pass `imgtool verify`.
+//! installed into `.venv` by `ci/install.sh`; `HIL_IMGTOOL` overrides the path): images it
+//! signs verify and boot in the simulator, tampered ones are refused, and images we sign pass
+//! `imgtool verify` — byte for byte the same as imgtool's own.
+//!
+//! Without imgtool these tests fail (they never skip): run `ci/install.sh`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use ecu_sim::boot::{BootConfig, BootMode, Layout, Slot};
 use ecu_sim::ecu::{Ecu, EcuConfig, provision};
 use ecu_sim::event::EventKind;
 use ecu_sim::flash::{Geometry, SimFlash};
-use ecu_sim::image::{self, Behaviour, ImageBuilder, ImageError, Keyring, Version, dev_key};
+use ecu_sim::image::{
+    self, Behaviour, ImageBuilder, ImageError, Keyring, TLV_SIM_BEHAVIOUR, Version, dev_key,
+};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 
@@ -25,12 +30,17 @@ fn imgtool() -> PathBuf {
     path
 }
 
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(imgtool())
+fn imgtool_output(args: &[&str], dir: &Path) -> Output {
+    Command::new(imgtool())
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("imgtool runs");
+        .expect("imgtool runs")
+}
+
+/// Run imgtool in `dir`; it must succeed. Returns its stdout.
+fn run(args: &[&str], dir: &Path) -> String {
+    let out = imgtool_output(args, dir);
     assert!(
         out.status.success(),
         "imgtool {args:?} failed: {}{}",
@@ -40,16 +50,25 @@ fn run(args: &[&str], dir: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A fresh ed25519 key from imgtool, as our keyring and as imgtool's PEM file.
+/// A fresh ed25519 key from `imgtool keygen` (at `dir/key.pem`), and our keyring holding
+/// its public half, loaded from `imgtool getpub -e pem`.
 fn imgtool_key(dir: &Path) -> (Keyring, PathBuf) {
     run(&["keygen", "-k", "key.pem", "-t", "ed25519"], dir);
     let pem = run(&["getpub", "-k", "key.pem", "-e", "pem"], dir);
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
     let mut keys = Keyring::new();
     keys.add_pem(&pem).expect("imgtool's public key PEM loads");
     (keys, dir.join("key.pem"))
 }
 
-/// Sign `payload` with imgtool; `extra` adds options (e.g. a custom TLV).
+/// imgtool's private key, loaded by ed25519-dalek.
+fn signing_key(key_path: &Path) -> SigningKey {
+    let pem = std::fs::read_to_string(key_path).unwrap();
+    SigningKey::from_pkcs8_pem(&pem).expect("imgtool's private key PEM loads")
+}
+
+/// Sign `payload` with `dir/key.pem`: header 0x200 (padded), align 8, slot 0x20000, and
+/// `extra` options (a custom TLV, `--pad`, ...).
 fn imgtool_sign(
     dir: &Path,
     payload: &[u8],
@@ -57,8 +76,12 @@ fn imgtool_sign(
     counter: u32,
     extra: &[&str],
 ) -> Vec<u8> {
-    let input = dir.join(format!("in-{version}.bin"));
-    let output = dir.join(format!("out-{version}.bin"));
+    let tag = format!(
+        "{version}-{counter}-{}",
+        extra.join("_").replace(['/', ' '], "")
+    );
+    let input = dir.join(format!("in-{tag}.bin"));
+    let output = dir.join(format!("out-{tag}.bin"));
     std::fs::write(&input, payload).unwrap();
     let counter = counter.to_string();
     let mut args = vec![
@@ -84,38 +107,64 @@ fn imgtool_sign(
     std::fs::read(output).unwrap()
 }
 
-fn payload(n: usize, seed: u8) -> Vec<u8> {
+/// Deterministic pseudo-random payload (splitmix64 of `seed`).
+fn payload(n: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
     (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as u8
+        })
         .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the imgtool image of [`imgtool_signed_image`] carries.
+const BEHAVIOUR: Behaviour = Behaviour::Hang { watchdog_ms: 500 };
+const PAYLOAD_LEN: usize = 5000;
+
+// ---------------------------------------------------------------------------------------------
+// Shared fixture for other tests (e.g. booting an imgtool image in the simulated bootloader):
+// a real `imgtool sign` image and the keyring that trusts its key.
+// ---------------------------------------------------------------------------------------------
+
+/// An image signed by `imgtool sign` with a fresh imgtool ed25519 key in `dir`:
+/// `--header-size 0x200 --pad-header --align 8 --version 1.2.3+4 --slot-size 0x20000
+/// --security-counter 7 --custom-tlv 0xa5 <Behaviour::Hang { watchdog_ms: 500 }>`, payload
+/// [`PAYLOAD_LEN`] pseudo-random bytes. Returns the image and a keyring with (only) that key.
+fn imgtool_signed_image(dir: &Path) -> (Vec<u8>, Keyring) {
+    let (keys, _) = imgtool_key(dir);
+    let tag = format!("0x{TLV_SIM_BEHAVIOUR:02x}");
+    let value = format!("0x{}", hex(&BEHAVIOUR.encode()));
+    let img = imgtool_sign(
+        dir,
+        &payload(PAYLOAD_LEN, 1),
+        "1.2.3+4",
+        7,
+        &["--custom-tlv", &tag, &value],
+    );
+    (img, keys)
 }
 
 #[test]
 fn imgtool_signed_image_verifies_with_counter_and_simulation_tlv() {
     let dir = tempfile::tempdir().unwrap();
-    let (keys, _) = imgtool_key(dir.path());
-    // Our simulation TLV through imgtool's --custom-tlv: hang, watchdog 500 ms.
-    let tlv = format!("0x{}", hex(&Behaviour::Hang { watchdog_ms: 500 }.encode()));
-    let img = imgtool_sign(
-        dir.path(),
-        &payload(5000, 1),
-        "1.2.3+4",
-        7,
-        &["--custom-tlv", "0xa5", &tlv],
-    );
+    let (img, keys) = imgtool_signed_image(dir.path());
     let info = image::verify(&img, &keys, 7).expect("imgtool image verifies");
-    assert_eq!(
-        info.header.version,
-        Version {
-            major: 1,
-            minor: 2,
-            revision: 3,
-            build: 4
-        }
-    );
+    assert_eq!(info.header.version, Version::new(1, 2, 3).with_build(4));
     assert_eq!(info.security_counter, 7);
-    assert_eq!(info.behaviour, Behaviour::Hang { watchdog_ms: 500 });
+    assert_eq!(info.behaviour, BEHAVIOUR);
     assert_eq!(info.header.hdr_size, 0x200);
+    assert_eq!(info.header.img_size as usize, PAYLOAD_LEN);
+    // SEC_CNT (4 + 4) and the simulation TLV (4 + 5), after the 4-byte info.
+    assert_eq!(info.header.protect_tlv_size, 4 + 8 + 9);
+    assert_eq!(info.total_size, img.len());
     assert!(info.signed);
     assert_eq!(
         image::verify(&img, &keys, 8),
@@ -125,30 +174,79 @@ fn imgtool_signed_image_verifies_with_counter_and_simulation_tlv() {
         })
     );
 
+    // imgtool agrees on the digest.
+    let path = dir.path().join("theirs.bin");
+    std::fs::write(&path, &img).unwrap();
+    let out = run(
+        &["verify", "-k", "key.pem", path.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        out.contains(&format!("Image digest: {}", hex(&info.hash))),
+        "{out}"
+    );
+    assert!(out.contains("Image version: 1.2.3+4"), "{out}");
+}
+
+#[test]
+fn tampered_imgtool_images_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, keys) = imgtool_signed_image(dir.path());
+    // A payload byte, a header padding byte, the behaviour TLV's parameter.
+    let prot = 0x200 + PAYLOAD_LEN;
+    for at in [0x200 + 1234, 0x100, prot + 4 + 8 + 4 + 1] {
+        let mut tampered = img.clone();
+        tampered[at] ^= 0x01;
+        assert_eq!(
+            image::verify(&tampered, &keys, 0),
+            Err(ImageError::HashMismatch),
+            "byte {at}"
+        );
+    }
     let mut tampered = img.clone();
-    tampered[0x200 + 1234] ^= 0x01;
+    let last = img.len() - 1;
+    tampered[last] ^= 0x01;
     assert_eq!(
         image::verify(&tampered, &keys, 0),
-        Err(ImageError::HashMismatch)
+        Err(ImageError::BadSignature)
     );
+}
+
+#[test]
+fn a_key_not_in_the_keyring_is_unknown_and_keyhashes_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, keys) = imgtool_signed_image(dir.path());
+    let theirs = signing_key(&dir.path().join("key.pem")).verifying_key();
+    let keyhash = Keyring::keyhash(&theirs);
+    // The KEYHASH we compute is what `imgtool getpubhash` prints.
+    run(
+        &["getpubhash", "-k", "key.pem", "-e", "raw", "-o", "hash.bin"],
+        dir.path(),
+    );
+    assert_eq!(std::fs::read(dir.path().join("hash.bin")).unwrap(), keyhash);
+    assert_eq!(keys.find(&keyhash), Some(&theirs));
 
     let strangers = Keyring::new().with_key(dev_key("oem").verifying_key());
-    assert!(matches!(
+    assert_eq!(
         image::verify(&img, &strangers, 0),
-        Err(ImageError::UnknownKey { .. })
-    ));
+        Err(ImageError::UnknownKey { keyhash })
+    );
+    // Trusting both is fine; trusting none checks the hash only.
+    let both = strangers.with_key(theirs);
+    assert!(image::verify(&img, &both, 0).unwrap().signed);
+    assert!(!image::verify(&img, &Keyring::new(), 0).unwrap().signed);
 }
 
 #[test]
 fn our_images_pass_imgtool_verify() {
     let dir = tempfile::tempdir().unwrap();
     let (_, key_path) = imgtool_key(dir.path());
-    let pem = std::fs::read_to_string(&key_path).unwrap();
-    let key = SigningKey::from_pkcs8_pem(&pem).expect("imgtool's private key PEM loads");
+    let key = signing_key(&key_path);
     let img = ImageBuilder::new("3.1.4+15".parse().unwrap(), payload(3000, 9))
         .security_counter(3)
         .behaviour(Behaviour::NeverConfirm)
         .sign(&key);
+    let info = image::verify(&img, &Keyring::new().with_key(key.verifying_key()), 3).unwrap();
     let path = dir.path().join("ours.bin");
     std::fs::write(&path, &img).unwrap();
     let out = run(
@@ -157,20 +255,167 @@ fn our_images_pass_imgtool_verify() {
     );
     assert!(out.contains("Image was correctly validated"), "{out}");
     assert!(out.contains("Image version: 3.1.4+15"), "{out}");
-    // And imgtool refuses it once tampered.
+    assert!(
+        out.contains(&format!("Image digest: {}", hex(&info.hash))),
+        "{out}"
+    );
+
+    // imgtool refuses it once tampered.
     let mut bad = img;
     bad[0x200 + 5] ^= 0x80;
     std::fs::write(&path, &bad).unwrap();
-    let status = Command::new(imgtool())
-        .args(["verify", "-k", "key.pem", path.to_str().unwrap()])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        !status.status.success()
-            || !String::from_utf8_lossy(&status.stdout).contains("correctly validated"),
-        "imgtool accepted a tampered image"
+    let out = imgtool_output(
+        &["verify", "-k", "key.pem", path.to_str().unwrap()],
+        dir.path(),
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() || !stdout.contains("correctly validated"),
+        "imgtool accepted a tampered image: {stdout}"
+    );
+    assert!(stdout.contains("Image has an invalid hash"), "{stdout}");
+}
+
+/// One way to sign an image, given both to imgtool and to our builder.
+struct Case {
+    len: usize,
+    version: &'static str,
+    counter: u32,
+    header: u16,
+    erased: u8,
+    behaviour: Option<Behaviour>,
+}
+
+#[test]
+fn our_builder_writes_the_same_bytes_as_imgtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key_path) = imgtool_key(dir.path());
+    let key = signing_key(&key_path);
+    let cases = [
+        Case {
+            len: 4000,
+            version: "1.2.3+4",
+            counter: 7,
+            header: 0x200,
+            erased: 0xff,
+            behaviour: Some(BEHAVIOUR),
+        },
+        Case {
+            len: 1,
+            version: "0.0.1",
+            counter: 0,
+            header: 0x20,
+            erased: 0xff,
+            behaviour: None,
+        },
+        Case {
+            len: 777,
+            version: "255.255.65535+4294967295",
+            counter: 1,
+            header: 0x80,
+            erased: 0,
+            behaviour: Some(Behaviour::CrashOnBoot),
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let data = payload(case.len, i as u64);
+        let tag = format!("0x{TLV_SIM_BEHAVIOUR:02x}");
+        let value = case.behaviour.map(|b| format!("0x{}", hex(&b.encode())));
+        let header = format!("{:#x}", case.header);
+        let counter = case.counter.to_string();
+        let erased = if case.erased == 0 { "0" } else { "0xff" };
+        let input = dir.path().join(format!("same-{i}.bin"));
+        let output = dir.path().join(format!("same-{i}.signed"));
+        std::fs::write(&input, &data).unwrap();
+        let mut args = vec![
+            "sign",
+            "-k",
+            "key.pem",
+            "--header-size",
+            &header,
+            "--pad-header",
+            "-R",
+            erased,
+            "--align",
+            "8",
+            "--version",
+            case.version,
+            "--slot-size",
+            "0x20000",
+            "--security-counter",
+            &counter,
+        ];
+        if let Some(value) = &value {
+            args.extend_from_slice(&["--custom-tlv", &tag, value]);
+        }
+        args.push(input.to_str().unwrap());
+        args.push(output.to_str().unwrap());
+        run(&args, dir.path());
+        let theirs = std::fs::read(&output).unwrap();
+
+        let mut builder = ImageBuilder::new(case.version.parse().unwrap(), data)
+            .header_size(case.header)
+            .erased_val(case.erased)
+            .security_counter(case.counter);
+        if let Some(b) = case.behaviour {
+            builder = builder.behaviour(b);
+        }
+        let ours = builder.sign(&key);
+        let first_difference = ours.iter().zip(&theirs).position(|(a, b)| a != b);
+        assert!(
+            first_difference.is_none() && ours.len() == theirs.len(),
+            "case {i}: first difference at {first_difference:?}, lengths {} and {}",
+            ours.len(),
+            theirs.len()
+        );
+    }
+}
+
+#[test]
+fn imgtool_slot_images_with_a_trailer_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, _) = imgtool_key(dir.path());
+    // --pad fills the slot with 0xff and writes MCUboot's trailer (magic, image_ok) at its end.
+    let slot = imgtool_sign(
+        dir.path(),
+        &payload(2000, 3),
+        "2.0.0",
+        2,
+        &["--pad", "--confirm"],
+    );
+    assert_eq!(slot.len(), 0x20000);
+    let info = image::verify(&slot, &keys, 2).unwrap();
+    assert_eq!(info.header.version, Version::new(2, 0, 0));
+    assert!(info.total_size < 0x1000);
+    assert!(slot[info.total_size..0x1000].iter().all(|&b| b == 0xff));
+}
+
+/// Our bootloader is an MCUboot built for SHA-256 and ed25519 over the digest, with the
+/// unprotected TLV allow list: images made for other configurations are refused by name.
+#[test]
+fn imgtool_images_for_other_mcuboot_configurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, _) = imgtool_key(dir.path());
+    let data = payload(1000, 4);
+    // imgtool 2.5.0 writes, in the unprotected area:
+    // --sha 512: SHA512 (0x12), KEYHASH as SHA-512 of the key, ED25519 over the 64-byte digest;
+    // --pure: SHA512 too, then SIG_PURE (0x25), KEYHASH (SHA-512), ED25519 over the image;
+    // --public-key-format full: SHA256, PUBKEY (0x02, the key's DER), ED25519.
+    for (extra, tlv) in [
+        (&["--sha", "512"][..], 0x12),
+        (&["--pure"][..], 0x12),
+        (&["--public-key-format", "full"][..], 0x02),
+    ] {
+        let img = imgtool_sign(dir.path(), &data, "1.0.0", 1, extra);
+        assert_eq!(
+            image::verify(&img, &keys, 0),
+            Err(ImageError::MisplacedTlv {
+                tlv,
+                protected: false
+            }),
+            "{extra:?}"
+        );
+    }
 }
 
 fn ecu_with(keys: Keyring, mode: BootMode, factory: &[u8]) -> Ecu {
@@ -241,8 +486,4 @@ fn imgtool_images_boot_update_and_tampered_ones_are_refused() {
         assert_eq!(r.slot, expected_slot);
         assert_eq!(ecu.status().unwrap().stored_counter, 2);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
