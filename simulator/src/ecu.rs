@@ -13,7 +13,8 @@ use crate::boot::{
     self, BootConfig, BootDecision, BootError, Bootloader, Layout, Sink, Slot, SwapType, Trailer,
     UpdateError, Updater,
 };
-use crate::event::{Event, EventKind};
+use crate::dtc::{Dtc, DtcMemory};
+use crate::event::{Event, EventKind, RevertReason};
 use crate::firmware::{self, Action};
 use crate::flash::{Flash, FlashError, FlashStats, SimFlash};
 use crate::image::{self, ImageInfo, Version};
@@ -85,6 +86,49 @@ pub struct EcuStatus {
     pub stored_counter: u32,
     pub slots: [SlotStatus; 2],
     pub last_decision: Option<BootDecision>,
+    pub last_boot: Option<BootOutcome>,
+}
+
+/// How the last boot went, as the diagnostics report it (DID 0xFD00 / 0xFD04).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootOutcome {
+    /// The confirmed image booted; nothing was installed.
+    Normal,
+    /// A test image booted on probation (attempt n).
+    Test { attempt: u8 },
+    /// A permanent upgrade was installed and booted.
+    Upgraded,
+    /// The test image was taken out and the previous image booted.
+    Reverted { reason: RevertReason },
+    /// A requested image was refused; the running image booted.
+    Rejected { reason: String },
+    /// Nothing bootable.
+    NoImage,
+}
+
+impl BootOutcome {
+    /// The code in DID 0xFD00.
+    pub fn code(&self) -> u8 {
+        match self {
+            BootOutcome::Normal => 0x01,
+            BootOutcome::Test { .. } => 0x02,
+            BootOutcome::Upgraded => 0x03,
+            BootOutcome::Reverted { .. } => 0x04,
+            BootOutcome::Rejected { .. } => 0x05,
+            BootOutcome::NoImage => 0x06,
+        }
+    }
+
+    /// A human-readable reason (DID 0xFD04); empty for a normal boot.
+    pub fn reason(&self) -> String {
+        match self {
+            BootOutcome::Normal | BootOutcome::Upgraded => String::new(),
+            BootOutcome::Test { attempt } => format!("test boot, attempt {attempt}"),
+            BootOutcome::Reverted { reason } => format!("reverted: {reason}"),
+            BootOutcome::Rejected { reason } => format!("rejected: {reason}"),
+            BootOutcome::NoImage => "no bootable image".into(),
+        }
+    }
 }
 
 /// A simulated ECU. Cheap to clone with [`SimFlash`] (copy-on-write sectors).
@@ -98,6 +142,8 @@ pub struct Ecu<F: Flash = SimFlash> {
     running: Option<Running>,
     boot_count: u64,
     last_decision: Option<BootDecision>,
+    last_boot: Option<BootOutcome>,
+    dtcs: DtcMemory,
     events: Vec<Event>,
 }
 
@@ -149,6 +195,8 @@ impl<F: Flash> Ecu<F> {
             running: None,
             boot_count: 0,
             last_decision: None,
+            last_boot: None,
+            dtcs: DtcMemory::default(),
             events: Vec::new(),
         }
     }
@@ -178,6 +226,21 @@ impl<F: Flash> Ecu<F> {
     pub fn last_decision(&self) -> Option<&BootDecision> {
         self.last_decision.as_ref()
     }
+    pub fn last_boot(&self) -> Option<&BootOutcome> {
+        self.last_boot.as_ref()
+    }
+    pub fn dtcs(&self) -> &DtcMemory {
+        &self.dtcs
+    }
+    /// DTC memory, for the diagnostic server (record, clear, recording on/off).
+    pub fn dtcs_mut(&mut self) -> &mut DtcMemory {
+        &mut self.dtcs
+    }
+    /// When the running firmware will next act on its own (confirm, crash, hang), if ever.
+    pub fn next_action_at(&self) -> Option<u64> {
+        let r = self.running.as_ref()?;
+        firmware::next_action(r.image.behaviour, r.booted_at_us, r.confirmed).map(|(at, _)| at)
+    }
     /// Whether the running firmware answers diagnostics.
     pub fn answers_diagnostics(&self) -> bool {
         self.running
@@ -190,12 +253,36 @@ impl<F: Flash> Ecu<F> {
         std::mem::take(&mut self.events)
     }
 
-    fn emit(&mut self, kind: EventKind) {
-        self.events.push(Event {
+    /// Record an event at the current time (the diagnostic server reports through here too).
+    pub(crate) fn emit(&mut self, kind: EventKind) {
+        let event = Event {
             at_us: self.now_us,
             flash_ops: self.flash.ops(),
             kind,
-        });
+        };
+        self.push(event);
+    }
+
+    /// Record a DTC (if recording is on) with its event.
+    pub(crate) fn record_dtc(&mut self, dtc: Dtc) {
+        if self.dtcs.record(dtc) {
+            self.emit(EventKind::DtcRecorded { code: dtc.code() });
+        }
+    }
+
+    fn push(&mut self, event: Event) {
+        let dtc = Dtc::for_event(&event.kind);
+        let at = (event.at_us, event.flash_ops);
+        self.events.push(event);
+        if let Some(dtc) = dtc
+            && self.dtcs.record(dtc)
+        {
+            self.events.push(Event {
+                at_us: at.0,
+                flash_ops: at.1,
+                kind: EventKind::DtcRecorded { code: dtc.code() },
+            });
+        }
     }
 
     fn sync_clock(&mut self) {
@@ -276,8 +363,27 @@ impl<F: Flash> Ecu<F> {
         let start_now = self.now_us;
         let mut sink: Sink = Vec::new();
         let result = Bootloader::new(&config.layout, &config.boot).boot(&mut self.flash, &mut sink);
+        self.dtcs.new_cycle();
+        let mut outcome = None;
         for (busy, ops, kind) in sink {
-            self.events.push(Event {
+            match &kind {
+                EventKind::RevertStarted { reason, .. } => {
+                    outcome = Some(BootOutcome::Reverted {
+                        reason: reason.clone(),
+                    })
+                }
+                EventKind::ImageRejected { reason, .. } if outcome.is_none() => {
+                    outcome = Some(BootOutcome::Rejected {
+                        reason: reason.clone(),
+                    })
+                }
+                EventKind::SwapFinished {
+                    kind: SwapType::Perm,
+                    ..
+                } if outcome.is_none() => outcome = Some(BootOutcome::Upgraded),
+                _ => {}
+            }
+            self.push(Event {
                 at_us: start_now + busy.saturating_sub(start_busy),
                 flash_ops: ops,
                 kind,
@@ -290,6 +396,12 @@ impl<F: Flash> Ecu<F> {
         };
         self.sync_clock();
         self.emit_activity(before);
+        self.last_boot = Some(match (&decision, outcome) {
+            (BootDecision::NoBootableImage { .. }, _) => BootOutcome::NoImage,
+            (_, Some(o)) => o,
+            (BootDecision::Boot(b), None) if b.test => BootOutcome::Test { attempt: b.attempt },
+            (BootDecision::Boot(_), None) => BootOutcome::Normal,
+        });
         match &decision {
             BootDecision::Boot(b) => {
                 self.emit(EventKind::Booted {
@@ -328,6 +440,11 @@ impl<F: Flash> Ecu<F> {
                 bytes_written: now.bytes_written - before.bytes_written,
             });
         }
+    }
+
+    /// Let simulated time pass until `at_us` (nothing happens if that is not in the future).
+    pub fn advance_to(&mut self, at_us: u64) -> Result<(), EcuError> {
+        self.advance(at_us.saturating_sub(self.now_us))
     }
 
     /// Let `dt_us` of simulated time pass: the firmware confirms, crashes or hangs as its
@@ -468,6 +585,7 @@ impl<F: Flash> Ecu<F> {
             stored_counter: stored,
             slots: [slot(Slot::Primary)?, slot(Slot::Secondary)?],
             last_decision: self.last_decision.clone(),
+            last_boot: self.last_boot.clone(),
         })
     }
 }

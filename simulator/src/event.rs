@@ -117,6 +117,45 @@ pub enum EventKind {
         slot: Slot,
         permanent: bool,
     },
+    /// A diagnostic trouble code was stored (see [`crate::dtc`]).
+    DtcRecorded {
+        code: u32,
+    },
+    /// Diagnostics: the active session changed (0x01 default, 0x02 programming, 0x03 extended).
+    SessionChanged {
+        session: u8,
+    },
+    /// Diagnostics: a security level was unlocked.
+    SecurityUnlocked {
+        level: u8,
+    },
+    /// Diagnostics: a wrong key was sent (`attempts` so far); `locked_out` after the last one.
+    SecurityKeyRejected {
+        level: u8,
+        attempts: u8,
+        locked_out: bool,
+    },
+    /// Diagnostics: a request was answered negatively.
+    NegativeResponse {
+        sid: u8,
+        nrc: u8,
+    },
+    /// Diagnostics: a download region was accepted (RequestDownload).
+    DownloadStarted {
+        address: u32,
+        size: u32,
+    },
+    /// Diagnostics: the download ended (RequestTransferExit).
+    DownloadFinished {
+        bytes: u32,
+    },
+    /// Diagnostics: a routine ran (`ok` is its result).
+    RoutineFinished {
+        id: u16,
+        ok: bool,
+    },
+    /// Diagnostics: stored DTCs were cleared.
+    DtcsCleared,
 }
 
 impl fmt::Display for EventKind {
@@ -191,6 +230,36 @@ impl fmt::Display for EventKind {
                 "upgrade from {slot} requested ({})",
                 if *permanent { "permanent" } else { "test" }
             ),
+            EventKind::DtcRecorded { code } => write!(f, "dtc {code:06X} recorded"),
+            EventKind::SessionChanged { session } => write!(f, "session 0x{session:02x}"),
+            EventKind::SecurityUnlocked { level } => write!(f, "security level {level} unlocked"),
+            EventKind::SecurityKeyRejected {
+                level,
+                attempts,
+                locked_out,
+            } => {
+                write!(
+                    f,
+                    "security level {level}: invalid key (attempt {attempts})"
+                )?;
+                if *locked_out {
+                    write!(f, ", locked out")?;
+                }
+                Ok(())
+            }
+            EventKind::NegativeResponse { sid, nrc } => {
+                write!(f, "negative response to 0x{sid:02x}: nrc 0x{nrc:02x}")
+            }
+            EventKind::DownloadStarted { address, size } => {
+                write!(f, "download of {size} bytes to 0x{address:x} accepted")
+            }
+            EventKind::DownloadFinished { bytes } => write!(f, "download finished: {bytes} bytes"),
+            EventKind::RoutineFinished { id, ok } => write!(
+                f,
+                "routine 0x{id:04x} {}",
+                if *ok { "succeeded" } else { "failed" }
+            ),
+            EventKind::DtcsCleared => write!(f, "dtcs cleared"),
         }
     }
 }

@@ -2,3 +2,4 @@
 //! events out.
 
 pub mod isotp;
+pub mod uds;

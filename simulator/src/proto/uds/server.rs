@@ -1,0 +1,1027 @@
+//! The virtual ECU's UDS server (ISO 14229-1), sans-IO: a request's bytes and its arrival time
+//! in, timestamped response bytes out. It acts on an [`Ecu`] (flash, bootloader, DTC memory)
+//! and reports through the ECU's event stream. It never reads a clock or touches a socket.
+//!
+//! ## Driving it
+//!
+//! 1. [`DiagServer::handle_request`] with the request and the (virtual or real) time it
+//!    arrived; the ECU's clock is advanced to that time first.
+//! 2. drain [`DiagServer::poll_transmit`]: responses, each with the time it is due. A long
+//!    operation (erase, check) produces `7F SID 78` (responsePending) within P2, again every
+//!    [`ServerConfig::pending_interval_us`], and the final response when the simulated work is
+//!    done, all from one call.
+//!
+//! The ECU only answers while firmware that answers diagnostics runs (not while powered off,
+//! booting, hung or bricked). A request that arrives while the ECU is still busy with the
+//! previous one is handled when that one is done (one request at a time, like a real ECU).
+//!
+//! ## Services, sessions and security
+//!
+//! | SID | service | sessions | security |
+//! |---|---|---|---|
+//! | 0x10 | DiagnosticSessionControl 01/02/03 | all | — |
+//! | 0x11 | ECUReset 01 hard, 02 key off/on (power cycle), 03 soft | all | — |
+//! | 0x14 | ClearDiagnosticInformation | all | — |
+//! | 0x19 | ReadDTCInformation 01, 02, 0A | all | — |
+//! | 0x22 | ReadDataByIdentifier (several DIDs per request) | all | — |
+//! | 0x27 | SecurityAccess 01/02 (programming session), 03/04 (extended session) | 02, 03 | — |
+//! | 0x28 | CommunicationControl 00–03 | 02, 03 | — |
+//! | 0x2E | WriteDataByIdentifier (0xF190 VIN) | 02, 03 | any level |
+//! | 0x31 | RoutineControl 0xFF00, 0xFF01, 0x0202 (start, results) | 02 | level 1 |
+//! | 0x34/0x36/0x37 | RequestDownload, TransferData, RequestTransferExit | 02 | level 1 |
+//! | 0x3E | TesterPresent | all | — |
+//! | 0x85 | ControlDTCSetting 01 on / 02 off | 02, 03 | — |
+//!
+//! Checks run in the order of ISO 14229-1's general response behaviour: service supported
+//! (0x11), in this session (0x7F), length and sub-function (0x13, 0x12, 0x7E), security (0x33),
+//! sequence (0x24), then the request's own conditions (0x22, 0x31, 0x70, 0x72, 0x73). With
+//! functional addressing, 0x11, 0x12, 0x31, 0x7E and 0x7F are not sent.
+//!
+//! Any session change re-locks security and abandons a download; returning to the default
+//! session (explicitly or after S3 without requests) also turns DTC setting and communication
+//! back on. An ECU reset does all of that; the count of invalid keys and the lockout after
+//! the last allowed one survive resets (otherwise a reset would bypass the delay).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+use super::codec::{
+    self, BootStatusRecord, CodecError, MemoryRange, Nrc, Session, SessionTiming, SlotRecord,
+    StagingRecord, did, routine, sid,
+};
+use super::security;
+use crate::boot::{Slot, SwapType, UpdateError};
+use crate::dtc::{Dtc, STATUS_AVAILABILITY_MASK};
+use crate::ecu::{Ecu, EcuError};
+use crate::event::EventKind;
+use crate::flash::Flash;
+use crate::image::ImageError;
+
+/// Settings of the diagnostic server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub part_number: String,
+    pub serial_number: String,
+    /// VIN at first start (0xF190 can overwrite it).
+    pub vin: [u8; 17],
+    /// Secret per security level (the odd requestSeed sub-function).
+    pub secrets: BTreeMap<u8, Vec<u8>>,
+    /// Invalid keys allowed before the lockout (the last one gets 0x36).
+    pub max_key_attempts: u8,
+    /// Lockout after too many invalid keys, µs (requestSeed gets 0x37 meanwhile).
+    pub lockout_us: u64,
+    /// P2server_max and P2*server_max, reported in the session response.
+    pub timing: SessionTiming,
+    /// Interval of repeated 0x78 responses during a long operation (below P2*).
+    pub pending_interval_us: u64,
+    /// S3server: a non-default session ends after this long without requests.
+    pub s3_us: u64,
+    /// maxNumberOfBlockLength for RequestDownload (SID and counter included).
+    pub max_block_len: u32,
+    /// Time to process an ordinary request, µs.
+    pub response_time_us: u64,
+    /// Hashing speed of the ECU's CPU for image checks, bytes per second.
+    pub hash_bytes_per_sec: u64,
+    /// Time of one signature verification, µs.
+    pub signature_check_us: u64,
+    /// Seed of the security seeds.
+    pub rng_seed: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            part_number: "ECUSIM-0001".into(),
+            serial_number: "SIM0000000001".into(),
+            vin: *b"WSIM0000000000001",
+            secrets: security::default_secrets(),
+            max_key_attempts: 3,
+            lockout_us: 10_000_000,
+            timing: SessionTiming {
+                p2_us: 50_000,
+                p2_star_us: 5_000_000,
+            },
+            pending_interval_us: 2_000_000,
+            s3_us: 5_000_000,
+            max_block_len: 4096 + 2,
+            response_time_us: 1_000,
+            hash_bytes_per_sec: 4_000_000,
+            signature_check_us: 30_000,
+            rng_seed: 0,
+        }
+    }
+}
+
+/// How a request was addressed (functional requests suppress some negative responses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    Physical,
+    Functional,
+}
+
+/// A response and the time it is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub at_us: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+struct Download {
+    range: MemoryRange,
+    /// Offset of `range.address` in the staging slot.
+    slot_offset: u32,
+    received: u32,
+    /// Bytes programmed so far (a multiple of the write unit).
+    written: u32,
+    /// Received bytes not yet programmed (less than one write unit, or the tail).
+    tail: Vec<u8>,
+    next_seq: u8,
+    last_seq: Option<u8>,
+    hash: Sha256,
+}
+
+#[derive(Clone, Debug)]
+struct Downloaded {
+    size: u32,
+    sha256: [u8; 32],
+}
+
+/// What handling a request led to.
+enum Outcome {
+    Reply(Vec<u8>),
+    /// A positive response suppressed by the sub-function's bit 7.
+    Suppressed,
+    /// Power was lost (or the ECU went away) while acting: nothing is sent.
+    Silent,
+}
+
+type Handled = Result<Outcome, Nrc>;
+
+/// The diagnostic server. Clone it with the ECU to fork a simulation.
+#[derive(Clone, Debug)]
+pub struct DiagServer {
+    config: ServerConfig,
+    rng: ChaCha8Rng,
+    // Non-volatile.
+    vin: [u8; 17],
+    failed_keys: u8,
+    locked_until_us: u64,
+    // Volatile: reset by a boot.
+    boot_seen: u64,
+    available_from_us: u64,
+    session: Session,
+    last_request_us: u64,
+    unlocked: Option<u8>,
+    seed: Option<(u8, [u8; 4])>,
+    comm_control: u8,
+    erased: Option<MemoryRange>,
+    download: Option<Download>,
+    downloaded: Option<Downloaded>,
+    results: BTreeMap<u16, Vec<u8>>,
+    outbox: VecDeque<Response>,
+}
+
+impl DiagServer {
+    pub fn new(config: ServerConfig) -> Self {
+        DiagServer {
+            rng: ChaCha8Rng::seed_from_u64(config.rng_seed),
+            vin: config.vin,
+            failed_keys: 0,
+            locked_until_us: 0,
+            boot_seen: 0,
+            available_from_us: 0,
+            session: Session::Default,
+            last_request_us: 0,
+            unlocked: None,
+            seed: None,
+            comm_control: 0,
+            erased: None,
+            download: None,
+            downloaded: None,
+            results: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+    pub fn session(&self) -> Session {
+        self.session
+    }
+    /// The unlocked security level, if any.
+    pub fn unlocked(&self) -> Option<u8> {
+        self.unlocked
+    }
+    pub fn vin(&self) -> [u8; 17] {
+        self.vin
+    }
+
+    /// The next response due, if any (in the order they are due).
+    pub fn poll_transmit(&mut self) -> Option<Response> {
+        self.outbox.pop_front()
+    }
+
+    /// Handle one request that arrived at `now_us`.
+    pub fn handle_request<F: Flash>(
+        &mut self,
+        ecu: &mut Ecu<F>,
+        now_us: u64,
+        request: &[u8],
+        addressing: Addressing,
+    ) {
+        if ecu.advance_to(now_us).is_err() {
+            return;
+        }
+        if ecu.boot_count() != self.boot_seen {
+            // The ECU rebooted since the last request (crash, watchdog, power cycle).
+            self.after_boot(ecu);
+        }
+        if now_us < self.available_from_us || !ecu.answers_diagnostics() {
+            return;
+        }
+        let start = ecu.now_us();
+        self.check_s3(ecu, start);
+        self.last_request_us = start;
+        let Some(&service) = request.first() else {
+            return;
+        };
+        let outcome = self.dispatch(ecu, service, request);
+        let end = ecu.now_us();
+        let due = end.max(start) + self.config.response_time_us;
+        let bytes = match outcome {
+            Ok(Outcome::Reply(bytes)) => bytes,
+            Ok(Outcome::Silent) => return,
+            Ok(Outcome::Suppressed) if due - start <= self.config.timing.p2_us => return,
+            // After responsePending the final response is always sent.
+            Ok(Outcome::Suppressed) => positive_sid_only(request),
+            Err(nrc) => {
+                if addressing == Addressing::Functional
+                    && matches!(
+                        nrc,
+                        Nrc::ServiceNotSupported
+                            | Nrc::SubFunctionNotSupported
+                            | Nrc::RequestOutOfRange
+                            | Nrc::SubFunctionNotSupportedInActiveSession
+                            | Nrc::ServiceNotSupportedInActiveSession
+                    )
+                {
+                    return;
+                }
+                ecu.emit(EventKind::NegativeResponse {
+                    sid: service,
+                    nrc: nrc as u8,
+                });
+                codec::negative(service, nrc)
+            }
+        };
+        if due - start > self.config.timing.p2_us {
+            let mut at = start + self.config.response_time_us;
+            while at < due {
+                self.outbox.push_back(Response {
+                    at_us: at,
+                    bytes: codec::negative(service, Nrc::ResponsePending),
+                });
+                at += self.config.pending_interval_us;
+            }
+        }
+        self.outbox.push_back(Response { at_us: due, bytes });
+        self.last_request_us = end;
+    }
+
+    /// Volatile state back to power-on values.
+    fn after_boot<F: Flash>(&mut self, ecu: &mut Ecu<F>) {
+        self.boot_seen = ecu.boot_count();
+        self.available_from_us = ecu.now_us();
+        self.session = Session::Default;
+        self.unlocked = None;
+        self.seed = None;
+        self.comm_control = 0;
+        self.erased = None;
+        self.download = None;
+        self.downloaded = None;
+        self.results.clear();
+        ecu.dtcs_mut().recording_off = false;
+    }
+
+    fn check_s3<F: Flash>(&mut self, ecu: &mut Ecu<F>, now: u64) {
+        if self.session != Session::Default && now > self.last_request_us + self.config.s3_us {
+            self.change_session(ecu, Session::Default);
+        }
+    }
+
+    fn change_session<F: Flash>(&mut self, ecu: &mut Ecu<F>, to: Session) {
+        let from = self.session;
+        if from == Session::Default && to == Session::Default {
+            return;
+        }
+        self.session = to;
+        self.unlocked = None;
+        self.seed = None;
+        self.download = None;
+        if to == Session::Default {
+            self.comm_control = 0;
+            ecu.dtcs_mut().recording_off = false;
+        }
+        if from != to {
+            ecu.emit(EventKind::SessionChanged { session: to as u8 });
+        }
+    }
+
+    fn service_allowed(&self, service: u8) -> Result<(), Nrc> {
+        let ok = match service {
+            sid::DIAGNOSTIC_SESSION_CONTROL
+            | sid::ECU_RESET
+            | sid::CLEAR_DIAGNOSTIC_INFORMATION
+            | sid::READ_DTC_INFORMATION
+            | sid::READ_DATA_BY_IDENTIFIER
+            | sid::TESTER_PRESENT => true,
+            sid::SECURITY_ACCESS
+            | sid::COMMUNICATION_CONTROL
+            | sid::WRITE_DATA_BY_IDENTIFIER
+            | sid::CONTROL_DTC_SETTING => self.session != Session::Default,
+            sid::ROUTINE_CONTROL
+            | sid::REQUEST_DOWNLOAD
+            | sid::TRANSFER_DATA
+            | sid::REQUEST_TRANSFER_EXIT => self.session == Session::Programming,
+            _ => return Err(Nrc::ServiceNotSupported),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Nrc::ServiceNotSupportedInActiveSession)
+        }
+    }
+
+    fn require_programming_unlock(&self) -> Result<(), Nrc> {
+        if self.unlocked == Some(security::LEVEL_PROGRAMMING) {
+            Ok(())
+        } else {
+            Err(Nrc::SecurityAccessDenied)
+        }
+    }
+
+    fn dispatch<F: Flash>(&mut self, ecu: &mut Ecu<F>, service: u8, req: &[u8]) -> Handled {
+        self.service_allowed(service)?;
+        match service {
+            sid::DIAGNOSTIC_SESSION_CONTROL => self.session_control(ecu, req),
+            sid::ECU_RESET => self.ecu_reset(ecu, req),
+            sid::CLEAR_DIAGNOSTIC_INFORMATION => clear_dtcs(ecu, req),
+            sid::READ_DTC_INFORMATION => read_dtcs(ecu, req),
+            sid::READ_DATA_BY_IDENTIFIER => self.read_dids(ecu, req),
+            sid::SECURITY_ACCESS => self.security_access(ecu, req),
+            sid::COMMUNICATION_CONTROL => self.communication_control(req),
+            sid::WRITE_DATA_BY_IDENTIFIER => self.write_did(req),
+            sid::ROUTINE_CONTROL => self.routine_control(ecu, req),
+            sid::REQUEST_DOWNLOAD => self.request_download(ecu, req),
+            sid::TRANSFER_DATA => self.transfer_data(ecu, req),
+            sid::REQUEST_TRANSFER_EXIT => self.transfer_exit(ecu),
+            sid::TESTER_PRESENT => tester_present(req),
+            sid::CONTROL_DTC_SETTING => control_dtc_setting(ecu, req),
+            _ => Err(Nrc::ServiceNotSupported),
+        }
+    }
+
+    fn session_control<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        let sub = sub_function(req)?;
+        let to = Session::from_u8(sub & 0x7F).ok_or(Nrc::SubFunctionNotSupported)?;
+        exact_len(req, 2)?;
+        self.change_session(ecu, to);
+        let mut out = vec![0x50, to as u8];
+        out.extend_from_slice(&self.config.timing.encode());
+        Ok(reply(req[1], out))
+    }
+
+    fn ecu_reset<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        let sub = sub_function(req)?;
+        let kind = sub & 0x7F;
+        if !matches!(kind, 0x01..=0x03) {
+            return Err(Nrc::SubFunctionNotSupported);
+        }
+        exact_len(req, 2)?;
+        // The response leaves before the reset takes effect.
+        let answer = reply(req[1], vec![0x51, kind]);
+        let at = ecu.now_us() + self.config.response_time_us;
+        if let Outcome::Reply(bytes) = answer {
+            self.outbox.push_back(Response { at_us: at, bytes });
+        }
+        let _ = ecu.advance_to(at);
+        let result = match kind {
+            0x03 => ecu.reset(),
+            _ => ecu.power_cycle(),
+        };
+        self.after_boot(ecu);
+        if let Err(EcuError::PowerLost { .. }) = result {
+            self.available_from_us = u64::MAX;
+        }
+        Ok(Outcome::Silent)
+    }
+
+    fn security_access<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        let sub = sub_function(req)?;
+        let level_sub = sub & 0x7F;
+        let level = if level_sub % 2 == 1 {
+            level_sub
+        } else {
+            level_sub.wrapping_sub(1)
+        };
+        let Some(secret) = self.config.secrets.get(&level).cloned() else {
+            return Err(Nrc::SubFunctionNotSupported);
+        };
+        let session_ok = match level {
+            security::LEVEL_PROGRAMMING => self.session == Session::Programming,
+            _ => self.session == Session::Extended,
+        };
+        if !session_ok {
+            return Err(Nrc::SubFunctionNotSupportedInActiveSession);
+        }
+        let now = ecu.now_us();
+        if level_sub % 2 == 1 {
+            // requestSeed (an optional securityAccessDataRecord is ignored).
+            if now < self.locked_until_us {
+                return Err(Nrc::RequiredTimeDelayNotExpired);
+            }
+            let seed = if self.unlocked == Some(level) {
+                [0; 4]
+            } else {
+                let mut s = [0u8; 4];
+                while s == [0; 4] {
+                    self.rng.fill_bytes(&mut s);
+                }
+                self.seed = Some((level, s));
+                s
+            };
+            let mut out = vec![0x67, level_sub];
+            out.extend_from_slice(&seed);
+            return Ok(reply(req[1], out));
+        }
+        exact_len(req, 6)?;
+        let seed = match self.seed.take() {
+            Some((l, seed)) if l == level => seed,
+            _ => return Err(Nrc::RequestSequenceError),
+        };
+        if req[2..6] == security::compute_key(&secret, &seed) {
+            self.unlocked = Some(level);
+            self.failed_keys = 0;
+            ecu.emit(EventKind::SecurityUnlocked { level });
+            return Ok(reply(req[1], vec![0x67, level_sub]));
+        }
+        self.failed_keys += 1;
+        let locked_out = self.failed_keys >= self.config.max_key_attempts;
+        ecu.emit(EventKind::SecurityKeyRejected {
+            level,
+            attempts: self.failed_keys,
+            locked_out,
+        });
+        if locked_out {
+            self.failed_keys = 0;
+            self.locked_until_us = now + self.config.lockout_us;
+            Err(Nrc::ExceededNumberOfAttempts)
+        } else {
+            Err(Nrc::InvalidKey)
+        }
+    }
+
+    fn communication_control(&mut self, req: &[u8]) -> Handled {
+        let sub = sub_function(req)?;
+        let control = sub & 0x7F;
+        if control > 0x03 {
+            return Err(Nrc::SubFunctionNotSupported);
+        }
+        exact_len(req, 3)?;
+        if !matches!(req[2] & 0x03, 0x01..=0x03) {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        self.comm_control = control;
+        Ok(reply(req[1], vec![0x68, control]))
+    }
+
+    fn read_dids<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        if req.len() < 3 || req.len() % 2 == 0 {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        let mut out = vec![0x62];
+        let mut any = false;
+        for pair in req[1..].chunks_exact(2) {
+            let id = u16::from_be_bytes([pair[0], pair[1]]);
+            let Some(value) = self.read_did(ecu, id) else {
+                continue;
+            };
+            any = true;
+            out.extend_from_slice(pair);
+            out.extend_from_slice(&value);
+        }
+        if !any {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        Ok(Outcome::Reply(out))
+    }
+
+    fn read_did<F: Flash>(&mut self, ecu: &mut Ecu<F>, id: u16) -> Option<Vec<u8>> {
+        let running = ecu.running().cloned();
+        Some(match id {
+            did::BOOT_SOFTWARE_ID => {
+                format!("ECU-SIM BOOT {}", env!("CARGO_PKG_VERSION")).into_bytes()
+            }
+            did::ACTIVE_SESSION => vec![self.session as u8],
+            did::PART_NUMBER => self.config.part_number.clone().into_bytes(),
+            did::APPLICATION_VERSION => running
+                .map(|r| r.image.header.version.to_string())
+                .unwrap_or_default()
+                .into_bytes(),
+            did::SERIAL_NUMBER => self.config.serial_number.clone().into_bytes(),
+            did::VIN => self.vin.to_vec(),
+            did::BOOT_STATUS => {
+                let r = running?;
+                BootStatusRecord {
+                    slot: r.slot.index(),
+                    version: Some(r.image.header.version),
+                    on_probation: r.test && !r.confirmed,
+                    confirmed: r.confirmed,
+                    attempt: r.attempt,
+                    boot_count: ecu.boot_count().min(u64::from(u32::MAX)) as u32,
+                    outcome: ecu.last_boot().map_or(0, |o| o.code()),
+                }
+                .encode()
+            }
+            did::PRIMARY_SLOT | did::SECONDARY_SLOT => {
+                let status = ecu.status().ok()?;
+                let s = &status.slots[usize::from(id == did::SECONDARY_SLOT)];
+                let t = &s.trailer;
+                let mut flags = 0;
+                if t.magic {
+                    flags |= SlotRecord::TRAILER_MAGIC;
+                }
+                match t.swap_type {
+                    Some(SwapType::Test) => flags |= SlotRecord::TRAILER_TEST,
+                    Some(SwapType::Perm) => flags |= SlotRecord::TRAILER_PERMANENT,
+                    _ => {}
+                }
+                if t.image_ok.is_set() {
+                    flags |= SlotRecord::TRAILER_IMAGE_OK;
+                }
+                if t.copy_done.is_set() {
+                    flags |= SlotRecord::TRAILER_COPY_DONE;
+                }
+                SlotRecord {
+                    version: s.version,
+                    image: match (&s.version, &s.invalid) {
+                        (None, _) => 0,
+                        (Some(_), None) => 1,
+                        (Some(_), Some(_)) => 2,
+                    },
+                    trailer: flags,
+                }
+                .encode()
+            }
+            did::STAGING_AREA => {
+                let (slot, address, size) = staging(ecu)?;
+                let geometry = ecu.flash().geometry();
+                let erase_sector = geometry
+                    .sectors()
+                    .iter()
+                    .filter(|s| s.offset >= address && s.offset < address + size)
+                    .map(|s| s.size)
+                    .max()
+                    .unwrap_or(0);
+                StagingRecord {
+                    slot: slot.index(),
+                    address,
+                    size,
+                    erase_sector,
+                    write_align: geometry.write_align() as u8,
+                }
+                .encode()
+            }
+            did::LAST_BOOT_REASON => ecu
+                .last_boot()
+                .map(|o| o.reason())
+                .unwrap_or_default()
+                .into_bytes(),
+            did::SECURITY_COUNTER => ecu.status().ok()?.stored_counter.to_be_bytes().to_vec(),
+            _ => return None,
+        })
+    }
+
+    fn write_did(&mut self, req: &[u8]) -> Handled {
+        if req.len() < 4 {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        let id = u16::from_be_bytes([req[1], req[2]]);
+        if id != did::VIN {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        if self.unlocked.is_none() {
+            return Err(Nrc::SecurityAccessDenied);
+        }
+        let vin: [u8; 17] = req[3..]
+            .try_into()
+            .map_err(|_| Nrc::IncorrectMessageLength)?;
+        if !vin.iter().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        self.vin = vin;
+        Ok(Outcome::Reply(vec![0x6E, req[1], req[2]]))
+    }
+
+    fn routine_control<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        let sub = sub_function(req)?;
+        let control = sub & 0x7F;
+        if req.len() < 4 {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        if !(codec::routine_control::START..=codec::routine_control::RESULTS).contains(&control) {
+            return Err(Nrc::SubFunctionNotSupported);
+        }
+        let id = u16::from_be_bytes([req[2], req[3]]);
+        if !matches!(
+            id,
+            routine::ERASE_MEMORY | routine::CHECK_PROGRAMMING_DEPENDENCIES | routine::CHECK_MEMORY
+        ) {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        self.require_programming_unlock()?;
+        let record = &req[4..];
+        let status = match control {
+            codec::routine_control::START => match id {
+                routine::ERASE_MEMORY => self.erase_memory(ecu, record)?,
+                routine::CHECK_PROGRAMMING_DEPENDENCIES => self.check_dependencies(ecu, record)?,
+                _ => self.check_memory(record)?,
+            },
+            // Our routines run to completion inside the start request.
+            codec::routine_control::STOP => return Err(Nrc::SubFunctionNotSupported),
+            _ => {
+                if !record.is_empty() {
+                    return Err(Nrc::IncorrectMessageLength);
+                }
+                Some(
+                    self.results
+                        .get(&id)
+                        .cloned()
+                        .ok_or(Nrc::RequestSequenceError)?,
+                )
+            }
+        };
+        let Some(status) = status else {
+            return Ok(Outcome::Silent);
+        };
+        if control == codec::routine_control::START {
+            ecu.emit(EventKind::RoutineFinished {
+                id,
+                ok: status.first() == Some(&0),
+            });
+            self.results.insert(id, status.clone());
+        }
+        let mut out = vec![0x71, control, req[2], req[3]];
+        out.extend_from_slice(&status);
+        Ok(reply(req[1], out))
+    }
+
+    /// 0xFF00: erase the staging sectors covering `ALFID address size`. `Ok(None)`: power lost.
+    fn erase_memory<F: Flash>(
+        &mut self,
+        ecu: &mut Ecu<F>,
+        record: &[u8],
+    ) -> Result<Option<Vec<u8>>, Nrc> {
+        let (range, used) = codec::decode_memory(record).map_err(memory_nrc)?;
+        if used != record.len() {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        let offset = self.staging_offset(ecu, range)?;
+        self.download = None;
+        self.downloaded = None;
+        self.erased = None;
+        match ecu.with_updater(|u| u.erase_range(offset, range.size)) {
+            Ok(()) => {
+                self.erased = Some(range);
+                Ok(Some(vec![0x00]))
+            }
+            Err(e) => update_nrc(e).map(|_| None),
+        }
+    }
+
+    /// 0xFF01: verify the downloaded image and request it (test, or permanent with record 01).
+    fn check_dependencies<F: Flash>(
+        &mut self,
+        ecu: &mut Ecu<F>,
+        record: &[u8],
+    ) -> Result<Option<Vec<u8>>, Nrc> {
+        let permanent = match record {
+            [] | [0x00] => false,
+            [0x01] => true,
+            [_] => return Err(Nrc::RequestOutOfRange),
+            _ => return Err(Nrc::IncorrectMessageLength),
+        };
+        let Some(done) = &self.downloaded else {
+            return Err(Nrc::RequestSequenceError);
+        };
+        let keys = ecu.config().boot.keys.clone();
+        let work = u64::from(done.size) * 1_000_000 / self.config.hash_bytes_per_sec.max(1)
+            + self.config.signature_check_us;
+        let verdict = ecu.with_updater(|u| match u.verify_staged(&keys) {
+            Ok(info) => u.mark_pending(permanent).map(|()| Ok(info)),
+            Err(UpdateError::Image(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        });
+        if ecu.advance(work).is_err() {
+            return Ok(None);
+        }
+        match verdict {
+            Ok(Ok(_)) => {
+                let slot = staging(ecu).map_or(Slot::Secondary, |s| s.0);
+                ecu.emit(EventKind::UpgradeRequested { slot, permanent });
+                self.downloaded = None;
+                Ok(Some(vec![0x00]))
+            }
+            Ok(Err(e)) => {
+                ecu.record_dtc(Dtc::CheckFailed);
+                Ok(Some(vec![0x01, image_error_code(&e)]))
+            }
+            Err(e) => update_nrc(e).map(|_| None),
+        }
+    }
+
+    /// 0x0202: compare the SHA-256 of the last download with the record.
+    fn check_memory(&mut self, record: &[u8]) -> Result<Option<Vec<u8>>, Nrc> {
+        if record.len() != 32 {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        let done = self.downloaded.as_ref().ok_or(Nrc::RequestSequenceError)?;
+        Ok(Some(vec![u8::from(done.sha256[..] != *record)]))
+    }
+
+    /// Offset in the staging slot of a range that must lie inside its image area.
+    fn staging_offset<F: Flash>(&self, ecu: &mut Ecu<F>, range: MemoryRange) -> Result<u32, Nrc> {
+        let (_, address, size) = staging(ecu).ok_or(Nrc::ConditionsNotCorrect)?;
+        let end = u64::from(range.address) + u64::from(range.size);
+        if range.size == 0 || range.address < address || end > u64::from(address) + u64::from(size)
+        {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        Ok(range.address - address)
+    }
+
+    fn request_download<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        if req.len() < 3 {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        self.require_programming_unlock()?;
+        if req[1] != 0x00 {
+            // Compression and encryption are not supported.
+            return Err(Nrc::RequestOutOfRange);
+        }
+        let (range, used) = codec::decode_memory(&req[2..]).map_err(memory_nrc)?;
+        if 2 + used != req.len() {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        if self.download.is_some() {
+            return Err(Nrc::ConditionsNotCorrect);
+        }
+        let slot_offset = self.staging_offset(ecu, range)?;
+        let erased = self.erased.is_some_and(|e| {
+            e.address <= range.address
+                && u64::from(range.address) + u64::from(range.size)
+                    <= u64::from(e.address) + u64::from(e.size)
+        });
+        if !erased {
+            return Err(Nrc::UploadDownloadNotAccepted);
+        }
+        self.erased = None;
+        self.downloaded = None;
+        self.download = Some(Download {
+            range,
+            slot_offset,
+            received: 0,
+            written: 0,
+            tail: Vec::new(),
+            next_seq: 1,
+            last_seq: None,
+            hash: Sha256::new(),
+        });
+        ecu.emit(EventKind::DownloadStarted {
+            address: range.address,
+            size: range.size,
+        });
+        let max = self.config.max_block_len;
+        let mut out = vec![0x74];
+        if max <= 0xFFFF {
+            out.push(0x20);
+            out.extend_from_slice(&(max as u16).to_be_bytes());
+        } else {
+            out.push(0x40);
+            out.extend_from_slice(&max.to_be_bytes());
+        }
+        Ok(Outcome::Reply(out))
+    }
+
+    fn transfer_data<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+        self.require_programming_unlock()?;
+        let max = self.config.max_block_len as usize;
+        let Some(dl) = self.download.as_mut() else {
+            return Err(Nrc::RequestSequenceError);
+        };
+        if req.len() < 3 || req.len() > max {
+            return Err(Nrc::IncorrectMessageLength);
+        }
+        let (seq, data) = (req[1], &req[2..]);
+        if seq != dl.next_seq {
+            if dl.last_seq == Some(seq) {
+                // The tester repeats a block whose response it lost: already written.
+                return Ok(Outcome::Reply(vec![0x76, seq]));
+            }
+            return Err(Nrc::WrongBlockSequenceCounter);
+        }
+        if u64::from(dl.received) + data.len() as u64 > u64::from(dl.range.size) {
+            return Err(Nrc::RequestOutOfRange);
+        }
+        dl.hash.update(data);
+        dl.tail.extend_from_slice(data);
+        dl.received += data.len() as u32;
+        dl.last_seq = Some(seq);
+        dl.next_seq = seq.wrapping_add(1);
+        let align = ecu.flash().geometry().write_align();
+        let ready = dl.tail.len() / align * align;
+        if ready > 0 {
+            let chunk: Vec<u8> = dl.tail.drain(..ready).collect();
+            let at = dl.slot_offset + dl.written;
+            dl.written += ready as u32;
+            if let Err(e) = ecu.with_updater(|u| u.write(at, &chunk)) {
+                self.download = None;
+                return update_nrc(e).map(|()| Outcome::Silent);
+            }
+        }
+        Ok(Outcome::Reply(vec![0x76, seq]))
+    }
+
+    fn transfer_exit<F: Flash>(&mut self, ecu: &mut Ecu<F>) -> Handled {
+        self.require_programming_unlock()?;
+        let Some(dl) = self.download.as_ref() else {
+            return Err(Nrc::RequestSequenceError);
+        };
+        if dl.received < dl.range.size {
+            return Err(Nrc::RequestSequenceError);
+        }
+        let dl = self.download.take().expect("checked above");
+        if !dl.tail.is_empty() {
+            let at = dl.slot_offset + dl.written;
+            if let Err(e) = ecu.with_updater(|u| u.write(at, &dl.tail)) {
+                return update_nrc(e).map(|()| Outcome::Silent);
+            }
+        }
+        self.downloaded = Some(Downloaded {
+            size: dl.received,
+            sha256: dl.hash.finalize().into(),
+        });
+        ecu.emit(EventKind::DownloadFinished { bytes: dl.received });
+        Ok(Outcome::Reply(vec![0x77]))
+    }
+}
+
+/// Where downloads go: the staging slot and its image area (address, size).
+fn staging<F: Flash>(ecu: &mut Ecu<F>) -> Option<(Slot, u32, u32)> {
+    ecu.with_updater(|u| {
+        let (a, s) = u.staging_area();
+        Ok((u.staging_slot(), a, s))
+    })
+    .ok()
+}
+
+fn tester_present(req: &[u8]) -> Handled {
+    let sub = sub_function(req)?;
+    if sub & 0x7F != 0 {
+        return Err(Nrc::SubFunctionNotSupported);
+    }
+    exact_len(req, 2)?;
+    Ok(reply(sub, vec![0x7E, 0x00]))
+}
+
+fn control_dtc_setting<F: Flash>(ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+    let sub = sub_function(req)?;
+    let setting = sub & 0x7F;
+    let off = match setting {
+        0x01 => false,
+        0x02 => true,
+        _ => return Err(Nrc::SubFunctionNotSupported),
+    };
+    ecu.dtcs_mut().recording_off = off;
+    Ok(reply(sub, vec![0xC5, setting]))
+}
+
+fn read_dtcs<F: Flash>(ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+    let sub = sub_function(req)?;
+    match sub {
+        0x01 | 0x02 => exact_len(req, 3)?,
+        0x0A => exact_len(req, 2)?,
+        _ => return Err(Nrc::SubFunctionNotSupported),
+    }
+    let mut out = vec![0x59, sub, STATUS_AVAILABILITY_MASK];
+    match sub {
+        0x01 => {
+            let n = ecu.dtcs().matching(req[2]).len() as u16;
+            out.push(0x01); // ISO 14229-1 DTC format
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        0x02 => {
+            for (code, status) in ecu.dtcs().matching(req[2]) {
+                out.extend_from_slice(&code.to_be_bytes()[1..]);
+                out.push(status);
+            }
+        }
+        _ => {
+            for dtc in Dtc::ALL {
+                let status = ecu
+                    .dtcs()
+                    .iter()
+                    .find(|(d, _)| *d == dtc)
+                    .map_or(0, |(_, s)| s);
+                out.extend_from_slice(&dtc.code().to_be_bytes()[1..]);
+                out.push(status);
+            }
+        }
+    }
+    Ok(Outcome::Reply(out))
+}
+
+fn clear_dtcs<F: Flash>(ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
+    exact_len(req, 4)?;
+    let group = u32::from_be_bytes([0, req[1], req[2], req[3]]);
+    if !ecu.dtcs_mut().clear(group) {
+        return Err(Nrc::RequestOutOfRange);
+    }
+    ecu.emit(EventKind::DtcsCleared);
+    Ok(Outcome::Reply(vec![0x54]))
+}
+
+/// The sub-function byte (length 0x13 if missing).
+fn sub_function(req: &[u8]) -> Result<u8, Nrc> {
+    req.get(1).copied().ok_or(Nrc::IncorrectMessageLength)
+}
+
+fn exact_len(req: &[u8], len: usize) -> Result<(), Nrc> {
+    if req.len() == len {
+        Ok(())
+    } else {
+        Err(Nrc::IncorrectMessageLength)
+    }
+}
+
+/// A positive response, unless the sub-function byte asks to suppress it.
+fn reply(sub: u8, bytes: Vec<u8>) -> Outcome {
+    if sub & codec::SUPPRESS_POSITIVE_RESPONSE != 0 {
+        Outcome::Suppressed
+    } else {
+        Outcome::Reply(bytes)
+    }
+}
+
+/// The final positive response to a suppressed request that needed responsePending:
+/// `SID+0x40` and the sub-function without bit 7.
+fn positive_sid_only(req: &[u8]) -> Vec<u8> {
+    let mut out = vec![req[0] + codec::POSITIVE_RESPONSE_OFFSET];
+    if let Some(sub) = req.get(1) {
+        out.push(sub & 0x7F);
+    }
+    out
+}
+
+fn memory_nrc(e: CodecError) -> Nrc {
+    match e {
+        CodecError::BadFormat(_) => Nrc::RequestOutOfRange,
+        _ => Nrc::IncorrectMessageLength,
+    }
+}
+
+/// The NRC for a refused update call; `Ok(())` means the ECU lost power (no response).
+fn update_nrc(e: EcuError) -> Result<(), Nrc> {
+    match e {
+        EcuError::PowerLost { .. } | EcuError::PoweredOff | EcuError::NotRunning => Ok(()),
+        EcuError::Update(UpdateError::OnProbation { .. })
+        | EcuError::Update(UpdateError::TrailerNotErased { .. }) => Err(Nrc::ConditionsNotCorrect),
+        EcuError::Update(UpdateError::OutOfSlot { .. }) => Err(Nrc::RequestOutOfRange),
+        _ => Err(Nrc::GeneralProgrammingFailure),
+    }
+}
+
+/// The second status byte of a failed checkProgrammingDependencies.
+///
+/// | code | check that failed |
+/// |---|---|
+/// | 0x01 | format: header, TLV area, behaviour |
+/// | 0x02 | hash |
+/// | 0x03 | signature missing or bad |
+/// | 0x04 | signed with an unknown key |
+/// | 0x05 | security counter lower than the stored one (downgrade) |
+pub fn image_error_code(e: &ImageError) -> u8 {
+    match e {
+        ImageError::MissingHash | ImageError::HashMismatch => 0x02,
+        ImageError::MissingSignature | ImageError::BadSignature => 0x03,
+        ImageError::UnknownKey { .. } => 0x04,
+        ImageError::CounterTooLow { .. } => 0x05,
+        _ => 0x01,
+    }
+}
