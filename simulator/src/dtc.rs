@@ -102,6 +102,11 @@ impl DtcMemory {
         true
     }
 
+    /// Restore an entry (from saved non-volatile memory).
+    pub fn set(&mut self, dtc: Dtc, status: u8) {
+        self.entries.insert(dtc, status & STATUS_AVAILABILITY_MASK);
+    }
+
     /// A new operation cycle (a boot) begins.
     pub fn new_cycle(&mut self) {
         for status in self.entries.values_mut() {

@@ -681,7 +681,7 @@ impl Flash for SimFlash {
 }
 
 /// A [`SimFlash`] whose contents live in a file, written through after every operation, so a
-/// served ECU keeps its flash across process restarts.
+/// served ECU keeps its flash across process restarts (also after `kill -9`).
 ///
 /// On open, a byte that reads as the erased value counts as erased (the file stores cell values
 /// only, like a flash dump).
@@ -763,8 +763,17 @@ impl FileFlash {
         self.file
             .seek(SeekFrom::Start(u64::from(addr)))
             .map_err(io)?;
-        self.file.write_all(&buf).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        // No fsync per operation: the page cache survives the process being killed, which is
+        // what a served ECU must survive; `flush` makes it durable on a clean shutdown.
+        self.file.write_all(&buf).map_err(io)
+    }
+
+    /// Make everything written so far durable (fsync).
+    pub fn flush(&mut self) -> Result<(), FlashError> {
+        self.file.sync_all().map_err(|source| FlashError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

@@ -7,6 +7,8 @@ pub mod ecu;
 pub mod event;
 pub mod firmware;
 pub mod flash;
+pub mod host;
 pub mod image;
 pub mod powercut;
 pub mod proto;
+pub mod serve;

@@ -6,6 +6,7 @@
 //! ecu-sim --flash ecu.bin stage v2.bin        # as the running firmware: write + request (test)
 //! ecu-sim --flash ecu.bin boot --run-ms 1000  # reset: the bootloader swaps, v2 confirms itself
 //! ecu-sim --flash ecu.bin status
+//! ecu-sim serve --doip 127.0.0.1:13400 --state ecu-state   # UDS over DoIP until Ctrl-C
 //! ```
 //!
 //! Exit codes: 0 ok, 1 the ECU has no bootable image, 2 usage or I/O error.
@@ -18,7 +19,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ecu_sim::boot::{BootConfig, BootDecision, BootMode, Layout};
 use ecu_sim::ecu::{Ecu, EcuConfig, provision};
 use ecu_sim::flash::{FileFlash, Geometry};
+use ecu_sim::host::{Host, Pace};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
+use ecu_sim::proto::doip;
+use ecu_sim::proto::uds::server::{DiagServer, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -87,6 +91,43 @@ enum Command {
     },
     /// Show both slots, trailers and the stored security counter.
     Status,
+    /// Run the ECU as a DoIP node (UDS over TCP, vehicle identification over UDP) until
+    /// Ctrl-C. Flash, VIN and DTCs persist in the state directory across restarts.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// TCP (and UDP) address for DoIP; port 0 picks a free one (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:13400")]
+    doip: std::net::SocketAddr,
+    /// Directory for flash.bin and nvm.txt (created if missing).
+    #[arg(long, default_value = "ecu-state")]
+    state: PathBuf,
+    /// Image installed when the state directory has no flash yet (default: a built-in v1.0.0
+    /// signed with the "oem" development key).
+    #[arg(long)]
+    factory: Option<PathBuf>,
+    /// Simulated seconds per wall-clock second, or `max` (never wait for simulated work).
+    #[arg(long, default_value = "1")]
+    speed: Pace,
+    /// DoIP logical address of the ECU (hex with 0x, or decimal).
+    #[arg(long, default_value = "0x0010", value_parser = parse_u16)]
+    logical_address: u16,
+    /// maxNumberOfBlockLength announced in RequestDownload responses.
+    #[arg(long, default_value_t = 16 * 1024 + 2)]
+    block_len: u32,
+    /// Seed for security-access seeds (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -165,6 +206,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
     for name in names {
         keys.add(dev_key(&name).verifying_key());
     }
+    if let Command::Serve(args) = &cli.command {
+        let config = EcuConfig::new(
+            layout,
+            BootConfig {
+                max_boot_attempts: cli.max_boot_attempts,
+                keys,
+            },
+        );
+        return serve(args, geometry, config);
+    }
     let mut flash = FileFlash::open(&cli.flash, geometry, 0)?;
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     if let Command::Provision { image } = &cli.command {
@@ -197,7 +248,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ecu.power_on()?;
             ecu.advance(run_ms * 1000)?;
         }
-        Command::Image { .. } | Command::Provision { .. } => unreachable!("handled above"),
+        Command::Image { .. } | Command::Provision { .. } | Command::Serve(_) => {
+            unreachable!("handled above")
+        }
     }
     for e in ecu.drain_events() {
         println!("{e}");
@@ -236,4 +289,119 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(BootDecision::NoBootableImage { .. }) => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     })
+}
+
+fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    std::fs::create_dir_all(&args.state)
+        .with_context(|| format!("creating {}", args.state.display()))?;
+    let flash_path = args.state.join("flash.bin");
+    let fresh = !flash_path.exists();
+    let mut flash = FileFlash::open(&flash_path, geometry, 0)?;
+    if fresh {
+        let image = match &args.factory {
+            Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            None => ImageBuilder::new(Version::new(1, 0, 0), vec![0x5A; 16 * 1024])
+                .behaviour(Behaviour::DEFAULT)
+                .sign(&dev_key("oem")),
+        };
+        provision(&mut flash, &config.layout, &image)?;
+        tracing::info!(
+            "new flash {}: factory image installed",
+            flash_path.display()
+        );
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let server = DiagServer::new(ServerConfig {
+        max_block_len: args.block_len,
+        rng_seed: seed,
+        ..ServerConfig::default()
+    });
+    let mut host = Host {
+        ecu: Ecu::new(config, flash),
+        server,
+        nvm_path: Some(args.state.join("nvm.txt")),
+    };
+    if let Some(path) = host.nvm_path.clone()
+        && path.exists()
+    {
+        let path = &path;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        host.load_nvm(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    host.ecu.power_on()?;
+    for e in host.ecu.drain_events() {
+        tracing::info!(target: "ecu", "{e}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.doip)
+            .await
+            .with_context(|| format!("binding tcp {}", args.doip))?;
+        let addr = listener.local_addr()?;
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding udp {addr}"))?;
+        let mut entity = doip::EntityInfo {
+            logical_address: args.logical_address,
+            vin: host.server.vin(),
+            max_sockets: 4,
+            ..doip::EntityInfo::default()
+        };
+        entity.max_data_size = Some(doip::DEFAULT_MAX_PAYLOAD + doip::HEADER_LEN as u32);
+        let conn_config = doip::Config {
+            entity: entity.clone(),
+            ecu_address: args.logical_address,
+            ..doip::Config::default()
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let (handle, host_task) = host.spawn(args.speed, stop_rx);
+        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp(listener, handle, conn_config));
+        let udp = tokio::spawn(ecu_sim::serve::serve_udp(udp, entity));
+        println!(
+            "ecu-sim: doip listening on {addr} (tcp and udp), ecu logical address 0x{:04x}",
+            args.logical_address
+        );
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        tcp.abort();
+        udp.abort();
+        let _ = stop_tx.send(());
+        let mut host = host_task.await?;
+        host.ecu.flash_mut().flush()?;
+        if let Some(path) = &host.nvm_path {
+            ecu_sim::host::write_atomically(path, host.nvm_text().as_bytes())?;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -221,6 +221,10 @@ impl DiagServer {
     pub fn vin(&self) -> [u8; 17] {
         self.vin
     }
+    /// Restore the VIN from saved non-volatile memory.
+    pub fn set_vin(&mut self, vin: [u8; 17]) {
+        self.vin = vin;
+    }
 
     /// The next response due, if any (in the order they are due).
     pub fn poll_transmit(&mut self) -> Option<Response> {

@@ -1,0 +1,129 @@
+//! DoIP on real sockets: the I/O layer around [`crate::proto::doip`] for `ecu-sim serve`.
+//!
+//! - TCP: one task per connection drives a sans-IO [`doip::Connection`] with the wall clock;
+//!   diagnostic requests go to the ECU task ([`EcuHandle`]) and its responses are sent when
+//!   they are due. The connection stays up across ECU resets (the DoIP entity is a gateway in
+//!   front of the ECU, which reboots behind it); requests sent while the ECU boots get no
+//!   answer, as on a vehicle.
+//! - UDP on the same port: vehicle identification, entity status and power mode requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::host::EcuHandle;
+use crate::proto::doip::{self, Connection, Event};
+use crate::proto::uds::server::Addressing;
+
+/// Accept DoIP connections until the listener fails; each runs in its own task.
+pub async fn serve_tcp(listener: TcpListener, ecu: EcuHandle, config: doip::Config) {
+    let open = Arc::new(AtomicU8::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("doip: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::info!("doip: connection from {peer}");
+        let (ecu, mut config, open) = (ecu.clone(), config.clone(), Arc::clone(&open));
+        config.entity.open_sockets = open.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, ecu, config).await {
+                tracing::warn!("doip: connection from {peer}: {e}");
+            }
+            open.fetch_sub(1, Ordering::SeqCst);
+            tracing::info!("doip: {peer} disconnected");
+        });
+    }
+}
+
+/// Answer UDP vehicle identification (and status) requests.
+pub async fn serve_udp(socket: UdpSocket, entity: doip::EntityInfo) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("doip udp: {e}");
+                continue;
+            }
+        };
+        if let Some(reply) = doip::udp_response(&buf[..n], &entity)
+            && let Err(e) = socket.send_to(&reply, peer).await
+        {
+            tracing::warn!("doip udp: reply to {peer}: {e}");
+        }
+    }
+}
+
+async fn flush(conn: &mut Connection, wr: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    while let Some(bytes) = conn.poll_transmit() {
+        wr.write_all(&bytes).await?;
+    }
+    Ok(())
+}
+
+async fn connection(
+    stream: TcpStream,
+    ecu: EcuHandle,
+    config: doip::Config,
+) -> std::io::Result<()> {
+    let start = Instant::now();
+    let now = move || start.elapsed().as_micros() as u64;
+    let ecu_address = config.ecu_address;
+    let mut conn = Connection::new(now(), config);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        flush(&mut conn, &mut wr).await?;
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Diagnostic { target, data, .. } => {
+                    let addressing = if target == ecu_address {
+                        Addressing::Physical
+                    } else {
+                        Addressing::Functional
+                    };
+                    for (due, bytes) in ecu.request(data, addressing).await {
+                        tokio::time::sleep_until(due.into()).await;
+                        if let Err(e) = conn.send_diagnostic(now(), &bytes) {
+                            tracing::warn!("doip: response not sent: {e}");
+                        }
+                        flush(&mut conn, &mut wr).await?;
+                    }
+                }
+                Event::RoutingActivated { source, .. } => {
+                    tracing::info!("doip: routing activated for tester 0x{source:04x}");
+                }
+                Event::Closed(reason) => tracing::info!("doip: closing: {reason}"),
+                other => tracing::debug!("doip: {other:?}"),
+            }
+        }
+        if conn.is_closed() {
+            flush(&mut conn, &mut wr).await?;
+            return wr.shutdown().await;
+        }
+        let deadline = conn
+            .poll_timeout()
+            .map(|t| start + Duration::from_micros(t))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            n = rd.read(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                conn.handle_bytes(now(), &buf[..n]);
+            }
+            () = tokio::time::sleep_until(deadline.into()) => conn.handle_timeout(now()),
+        }
+    }
+}

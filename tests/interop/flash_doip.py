@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Flash the virtual ECU with third-party tools: udsoncan over doipclient.
+
+Runs the full programming sequence against `ecu-sim serve --doip` (session, security, erase,
+download, transfer, exit, check, reset), then reads the new version and the boot status.
+Prints one JSON object with what it saw; exits non-zero on any unexpected answer.
+
+    flash_doip.py --port 13400 --image v2.bin [--expect-version 2.0.0] [--block N]
+    flash_doip.py --port 13400 --image v2.bin --without-security   # must be refused with 0x33
+"""
+import argparse
+import hashlib
+import json
+import struct
+import sys
+import time
+
+import udsoncan
+from doipclient import DoIPClient
+from doipclient.connectors import DoIPClientUDSConnector
+from udsoncan import MemoryLocation
+from udsoncan.client import Client
+from udsoncan.exceptions import NegativeResponseException
+from udsoncan.services import ECUReset, RoutineControl
+
+SECRETS = {1: b"ecu-sim level 1 secret", 3: b"ecu-sim level 3 secret"}
+
+
+def key_algo(level, seed, params):
+    """The documented SecurityAccess algorithm: SHA-256(secret || seed)[0:4]."""
+    return hashlib.sha256(SECRETS[level] + bytes(seed)).digest()[:4]
+
+
+class Raw(udsoncan.DidCodec):
+    def __init__(self, length):
+        self.length = length
+
+    def encode(self, value):
+        return value
+
+    def decode(self, payload):
+        return bytes(payload)
+
+    def __len__(self):
+        return self.length
+
+
+def client_config():
+    config = dict(udsoncan.configs.default_client_config)
+    config["security_algo"] = key_algo
+    config["data_identifiers"] = {
+        0xF189: udsoncan.AsciiCodec(5),
+        0xFD00: Raw(16),
+        0xFD03: Raw(14),
+    }
+    config["request_timeout"] = 20
+    config["p2_timeout"] = 2
+    config["p2_star_timeout"] = 10
+    return config
+
+
+def read_raw(client, did):
+    return client.read_data_by_identifier(did).service_data.values[did]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=13400)
+    ap.add_argument("--ecu", type=lambda s: int(s, 0), default=0x0010)
+    ap.add_argument("--tester", type=lambda s: int(s, 0), default=0x0E00)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--block", type=int, default=0, help="bytes per TransferData (0: ECU max)")
+    ap.add_argument("--without-security", action="store_true")
+    ap.add_argument("--boot-wait", type=float, default=3.0)
+    args = ap.parse_args()
+
+    image = open(args.image, "rb").read()
+    doip = DoIPClient(args.host, args.ecu, tcp_port=args.port, udp_port=args.port,
+                      client_logical_address=args.tester)
+    conn = DoIPClientUDSConnector(doip)
+    report = {}
+    t0 = time.monotonic()
+    with Client(conn, config=client_config()) as client:
+        client.change_session(2)
+        if args.without_security:
+            try:
+                client.routine_control(0xFF00, RoutineControl.ControlType.startRoutine,
+                                       bytes([0x44]) + struct.pack(">II", 0, 16))
+            except NegativeResponseException as e:
+                report["refused_nrc"] = e.response.code
+                print(json.dumps(report))
+                return 0
+            print("erase without security access was accepted", file=sys.stderr)
+            return 1
+        client.unlock_security_access(1)
+        staging = read_raw(client, 0xFD03)
+        _slot, address, size = staging[0], *struct.unpack(">II", staging[1:9])
+        report["staging"] = {"address": address, "size": size}
+        client.routine_control(0xFF00, RoutineControl.ControlType.startRoutine,
+                               bytes([0x44]) + struct.pack(">II", address, size))
+        resp = client.request_download(MemoryLocation(address, len(image), 32, 32))
+        max_len = resp.service_data.max_length
+        block = args.block or (max_len - 2)
+        report["max_block_length"] = max_len
+        seq = 1
+        for off in range(0, len(image), block):
+            client.transfer_data(seq, image[off:off + block])
+            seq = (seq + 1) & 0xFF
+        client.request_transfer_exit()
+        check = client.routine_control(0xFF01, RoutineControl.ControlType.startRoutine)
+        report["check_status"] = list(check.service_data.routine_status_record)
+        report["flash_seconds"] = round(time.monotonic() - t0, 3)
+        client.ecu_reset(ECUReset.ResetType.hardReset)
+        time.sleep(args.boot_wait)
+        report["version"] = client.read_data_by_identifier(0xF189).service_data.values[0xF189]
+        status = read_raw(client, 0xFD00)
+        report["boot_status"] = {
+            "slot": status[0],
+            "on_probation": bool(status[9] & 1),
+            "confirmed": bool(status[9] & 2),
+            "boot_count": struct.unpack(">I", status[11:15])[0],
+            "outcome": status[15],
+        }
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
