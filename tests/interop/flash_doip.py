@@ -7,6 +7,7 @@ Prints one JSON object with what it saw; exits non-zero on any unexpected answer
 
     flash_doip.py --port 13400 --image v2.bin [--expect-version 2.0.0] [--block N]
     flash_doip.py --port 13400 --image v2.bin --without-security   # must be refused with 0x33
+    flash_doip.py --port 13400 --identify                          # UDP identification + status
 """
 import argparse
 import hashlib
@@ -69,50 +70,27 @@ def main():
     ap.add_argument("--port", type=int, default=13400)
     ap.add_argument("--ecu", type=lambda s: int(s, 0), default=0x0010)
     ap.add_argument("--tester", type=lambda s: int(s, 0), default=0x0E00)
-    ap.add_argument("--image", required=True)
+    ap.add_argument("--image", help="image to flash (without it: only read the status)")
+    ap.add_argument("--identify", action="store_true", help="vehicle identification over UDP")
     ap.add_argument("--block", type=int, default=0, help="bytes per TransferData (0: ECU max)")
     ap.add_argument("--without-security", action="store_true")
     ap.add_argument("--boot-wait", type=float, default=3.0)
     args = ap.parse_args()
 
-    image = open(args.image, "rb").read()
     doip = DoIPClient(args.host, args.ecu, tcp_port=args.port, udp_port=args.port,
                       client_logical_address=args.tester)
-    conn = DoIPClientUDSConnector(doip)
     report = {}
-    t0 = time.monotonic()
+    if args.identify:
+        ident = doip.request_vehicle_identification()
+        report["vin"] = ident.vin
+        report["logical_address"] = ident.logical_address
+    conn = DoIPClientUDSConnector(doip)
     with Client(conn, config=client_config()) as client:
-        client.change_session(2)
-        if args.without_security:
-            try:
-                client.routine_control(0xFF00, RoutineControl.ControlType.startRoutine,
-                                       bytes([0x44]) + struct.pack(">II", 0, 16))
-            except NegativeResponseException as e:
-                report["refused_nrc"] = e.response.code
+        if args.image:
+            flash(client, args, open(args.image, "rb").read(), report)
+            if "refused_nrc" in report:
                 print(json.dumps(report))
                 return 0
-            print("erase without security access was accepted", file=sys.stderr)
-            return 1
-        client.unlock_security_access(1)
-        staging = read_raw(client, 0xFD03)
-        _slot, address, size = staging[0], *struct.unpack(">II", staging[1:9])
-        report["staging"] = {"address": address, "size": size}
-        client.routine_control(0xFF00, RoutineControl.ControlType.startRoutine,
-                               bytes([0x44]) + struct.pack(">II", address, size))
-        resp = client.request_download(MemoryLocation(address, len(image), 32, 32))
-        max_len = resp.service_data.max_length
-        block = args.block or (max_len - 2)
-        report["max_block_length"] = max_len
-        seq = 1
-        for off in range(0, len(image), block):
-            client.transfer_data(seq, image[off:off + block])
-            seq = (seq + 1) & 0xFF
-        client.request_transfer_exit()
-        check = client.routine_control(0xFF01, RoutineControl.ControlType.startRoutine)
-        report["check_status"] = list(check.service_data.routine_status_record)
-        report["flash_seconds"] = round(time.monotonic() - t0, 3)
-        client.ecu_reset(ECUReset.ResetType.hardReset)
-        time.sleep(args.boot_wait)
         report["version"] = client.read_data_by_identifier(0xF189).service_data.values[0xF189]
         status = read_raw(client, 0xFD00)
         report["boot_status"] = {
@@ -124,6 +102,40 @@ def main():
         }
     print(json.dumps(report))
     return 0
+
+
+def flash(client, args, image, report):
+    """The programming sequence; returns after the reset and the boot wait."""
+    t0 = time.monotonic()
+    client.change_session(2)
+    if args.without_security:
+        try:
+            client.routine_control(0xFF00, RoutineControl.ControlType.startRoutine,
+                                   bytes([0x44]) + struct.pack(">II", 0, 16))
+        except NegativeResponseException as e:
+            report["refused_nrc"] = e.response.code
+            return
+        sys.exit("erase without security access was accepted")
+    client.unlock_security_access(1)
+    staging = read_raw(client, 0xFD03)
+    _slot, address, size = staging[0], *struct.unpack(">II", staging[1:9])
+    report["staging"] = {"address": address, "size": size}
+    client.routine_control(0xFF00, RoutineControl.ControlType.startRoutine,
+                           bytes([0x44]) + struct.pack(">II", address, size))
+    resp = client.request_download(MemoryLocation(address, len(image), 32, 32))
+    max_len = resp.service_data.max_length
+    block = args.block or (max_len - 2)
+    report["max_block_length"] = max_len
+    seq = 1
+    for off in range(0, len(image), block):
+        client.transfer_data(seq, image[off:off + block])
+        seq = (seq + 1) & 0xFF
+    client.request_transfer_exit()
+    check = client.routine_control(0xFF01, RoutineControl.ControlType.startRoutine)
+    report["check_status"] = list(check.service_data.routine_status_record)
+    report["flash_seconds"] = round(time.monotonic() - t0, 3)
+    client.ecu_reset(ECUReset.ResetType.hardReset)
+    time.sleep(args.boot_wait)
 
 
 if __name__ == "__main__":

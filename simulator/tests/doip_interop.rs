@@ -1,0 +1,151 @@
+//! Interop with diagnostic tools nobody here wrote: python-udsoncan over python-doipclient
+//! (PyPI, pinned in ci/requirements.txt, installed into `.venv` by `ci/install.sh`) program
+//! `ecu-sim serve` on a loopback port with the full sequence, read the new version and boot
+//! status, and are refused without security access. The served ECU keeps its state across a
+//! restart.
+//!
+//! Without the virtualenv these tests fail (they never skip): run `ci/install.sh`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use ecu_sim::image::{Behaviour, ImageBuilder, Version, dev_key};
+
+fn python() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        path.exists(),
+        "{} not found: run ci/install.sh",
+        path.display()
+    );
+    path
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/flash_doip.py")
+}
+
+/// `ecu-sim serve` on a free loopback port; killed when dropped.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Served {
+    fn start(state: &Path) -> Served {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
+            .args(["--sectors", "132", "serve", "--doip", "127.0.0.1:0"])
+            .args(["--speed", "max", "--seed", "7", "--state"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ecu-sim starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
+        Served { child, port }
+    }
+
+    /// SIGTERM, as Ctrl-C would: the server flushes and exits 0.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "ecu-sim serve exited with {status}");
+    }
+
+    /// Run the udsoncan script; returns its JSON report.
+    fn script(&self, args: &[&str]) -> String {
+        let out = Command::new(python())
+            .arg(script())
+            .args(["--port", &self.port.to_string(), "--boot-wait", "1.0"])
+            .args(args)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "flash_doip.py {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field<'a>(json: &'a str, key: &str) -> &'a str {
+    let at = json
+        .find(&format!("\"{key}\": "))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    let rest = &json[at + key.len() + 4..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim_matches('"')
+}
+
+#[test]
+fn udsoncan_flashes_the_served_ecu_and_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let image = dir.path().join("v2.bin");
+    let v2 = ImageBuilder::new(Version::new(2, 0, 0), vec![0x42; 100_000])
+        .security_counter(2)
+        .behaviour(Behaviour::Healthy {
+            confirm_after_ms: 200,
+        })
+        .sign(&dev_key("oem"));
+    std::fs::write(&image, &v2).unwrap();
+
+    let served = Served::start(&state);
+    // Identification over UDP, status over TCP: the factory image runs.
+    let before = served.script(&["--identify"]);
+    assert_eq!(field(&before, "vin"), "WSIM0000000000001", "{before}");
+    assert_eq!(field(&before, "logical_address"), "16");
+    assert_eq!(field(&before, "version"), "1.0.0");
+
+    // Programming without SecurityAccess is refused with securityAccessDenied.
+    let refused = served.script(&["--image", image.to_str().unwrap(), "--without-security"]);
+    assert_eq!(field(&refused, "refused_nrc"), "51", "0x33: {refused}");
+
+    // The full sequence: session, security, erase, download, transfer, exit, check, reset.
+    let flashed = served.script(&["--image", image.to_str().unwrap()]);
+    assert_eq!(field(&flashed, "check_status"), "[0]", "{flashed}");
+    assert_eq!(field(&flashed, "max_block_length"), "16386");
+    assert_eq!(field(&flashed, "version"), "2.0.0", "{flashed}");
+    assert_eq!(field(&flashed, "confirmed"), "true", "{flashed}");
+    assert_eq!(field(&flashed, "on_probation"), "false");
+    assert_eq!(
+        field(&flashed, "outcome"),
+        "2",
+        "booted as a test image: {flashed}"
+    );
+    served.stop();
+
+    // Same state directory: the same image, confirmed; a normal boot.
+    let served = Served::start(&state);
+    let after = served.script(&[]);
+    assert_eq!(field(&after, "version"), "2.0.0", "{after}");
+    assert_eq!(field(&after, "confirmed"), "true");
+    assert_eq!(field(&after, "outcome"), "1", "{after}");
+    served.stop();
+}
