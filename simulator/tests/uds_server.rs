@@ -335,6 +335,13 @@ fn programming_sequence_installs_a_test_image_that_confirms() {
         b.wait(300_000);
         let s = b.boot_status();
         assert!(s.confirmed && !s.on_probation, "{mode}: {s:?}");
+        if mode == BootMode::Swap {
+            // The README's example, byte for byte.
+            b.expect(
+                &hex!("22 fd 00"),
+                &hex!("62 fd 00 00 02 00 00 00 00 00 00 00 02 01 00 00 00 02 02"),
+            );
+        }
         b.expect(&hex!("22 f1 89"), b"\x62\xf1\x892.0.0");
     }
 }

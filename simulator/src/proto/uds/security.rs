@@ -46,12 +46,12 @@ mod tests {
         // python3 -c 'import hashlib; print(hashlib.sha256(b"ecu-sim level 1 secret" + bytes.fromhex("11223344")).hexdigest()[:8])'
         let secrets = default_secrets();
         let key = compute_key(&secrets[&LEVEL_PROGRAMMING], &hex!("11 22 33 44"));
-        let mut h = Sha256::new();
-        h.update(b"ecu-sim level 1 secret\x11\x22\x33\x44");
-        assert_eq!(key, h.finalize()[..4]);
+        assert_eq!(key, hex!("04 9a aa 65"));
+        let key = compute_key(&secrets[&LEVEL_PROGRAMMING], &hex!("3a 9c 51 e2"));
+        assert_eq!(key, hex!("98 3d a0 38"), "the README's example");
         assert_ne!(
             key,
-            compute_key(&secrets[&LEVEL_EXTENDED], &hex!("11 22 33 44"))
+            compute_key(&secrets[&LEVEL_EXTENDED], &hex!("3a 9c 51 e2"))
         );
     }
 }
