@@ -4,3 +4,4 @@
 pub mod doip;
 pub mod isotp;
 pub mod uds;
+pub mod uds_can;
