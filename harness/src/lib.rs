@@ -2,3 +2,6 @@
 //! surviving a power cut; the OTA manager, scenario engine and sweeps build on it.
 
 pub mod demo;
+pub mod flasher;
+pub mod transport;
+pub mod uds_client;

@@ -1,11 +1,16 @@
 //! `hil`: the OTA test harness command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ecu_sim::boot::BootMode;
 use ecu_sim::flash::CutVariant;
 use hil::demo::{self, DemoOptions};
+use hil::flasher::{FlashEvent, Flasher, FlasherConfig};
+use hil::transport::{DoipSettings, DoipTransport};
+use hil::uds_client::{UdsClient, UdsConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "hil", version, about = "ECU OTA test harness")]
@@ -31,6 +36,38 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Flash an MCUboot image over UDS on DoIP: program, reset, wait for the confirm or the
+    /// rollback. Exit 0 committed, 1 rolled back or refused by the ECU, 2 error.
+    Flash {
+        /// DoIP entity, HOST:PORT.
+        #[arg(long)]
+        doip: String,
+        /// Logical address of the ECU (hex with 0x, or decimal).
+        #[arg(long, default_value = "0x0010", value_parser = parse_u16)]
+        ecu: u16,
+        /// Our (the tester's) logical address.
+        #[arg(long, default_value = "0x0E00", value_parser = parse_u16)]
+        tester: u16,
+        /// Request a permanent upgrade instead of a test boot.
+        #[arg(long)]
+        permanent: bool,
+        /// Seconds the new image may stay on probation before a reset makes the bootloader revert it.
+        #[arg(long, default_value_t = 10.0)]
+        confirm_timeout: f64,
+        /// Seconds the ECU may stay silent after a reset.
+        #[arg(long, default_value_t = 30.0)]
+        boot_timeout: f64,
+        /// The signed image.
+        image: PathBuf,
+    },
+}
+
+fn parse_u16(s: &str) -> Result<u16, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -46,7 +83,8 @@ enum Variant {
     After,
 }
 
-/// Exit codes: 0 the update committed, 1 it did not, 2 the harness or the ECU broke.
+/// Exit codes: 0 the update committed, 1 it did not (rolled back, or refused by the ECU), 2 the
+/// harness, the link or the ECU broke.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -78,5 +116,75 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Flash {
+            doip,
+            ecu,
+            tester,
+            permanent,
+            confirm_timeout,
+            boot_timeout,
+            image,
+        } => {
+            let settings = DoipSettings {
+                ecu,
+                tester,
+                ..DoipSettings::default()
+            };
+            let config = FlasherConfig {
+                permanent,
+                confirm_timeout: Duration::from_secs_f64(confirm_timeout),
+                boot_timeout: Duration::from_secs_f64(boot_timeout),
+                ..FlasherConfig::default()
+            };
+            flash(&doip, settings, Flasher::new(config), &image)
+        }
     }
+}
+
+/// `hil flash`: one line per phase on stdout, then the result.
+fn flash(addr: &str, settings: DoipSettings, flasher: Flasher, image: &PathBuf) -> ExitCode {
+    let image = match std::fs::read(image) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: reading {}: {e}", image.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let transport = match DoipTransport::connect(addr, settings).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mut client = UdsClient::new(transport, UdsConfig::default());
+        let mut print = |e: &FlashEvent| {
+            if !matches!(e, FlashEvent::Block { .. }) {
+                println!("{e}");
+            }
+        };
+        match flasher.run(&mut client, &image, &mut print).await {
+            Ok(report) if report.outcome.is_committed() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) if e.is_refusal() => {
+                println!("result: REFUSED: {e}");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
 }

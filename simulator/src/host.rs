@@ -78,7 +78,18 @@ impl SimClock {
         }
     }
 
-    /// The wall-clock instant of simulated time `at` (now, if that has passed).
+    /// When to wake up for something the ECU does on its own at simulated `at` (a firmware
+    /// action): with [`Pace::Max`] simulated time runs at wall speed between the ECU's jumps.
+    pub fn wake_at(&self, at: u64) -> Instant {
+        match self.pace {
+            Pace::Realtime { .. } => self.real_at(at),
+            Pace::Max => {
+                self.base_real + Duration::from_micros(at.saturating_sub(self.base_sim))
+            }
+        }
+    }
+
+    /// The wall-clock instant a response due at simulated `at` leaves (now, if that has passed).
     pub fn real_at(&self, at: u64) -> Instant {
         match self.pace {
             Pace::Realtime { speed } => {
@@ -155,7 +166,7 @@ impl<F: Flash + Send + 'static> Host<F> {
             let wake = self
                 .ecu
                 .next_action_at()
-                .map(|t| clock.real_at(t))
+                .map(|t| clock.wake_at(t))
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = &mut stop => break,

@@ -93,7 +93,11 @@ async fn connection(
                         Addressing::Functional
                     };
                     for (due, bytes) in ecu.request(data, addressing).await {
-                        tokio::time::sleep_until(due.into()).await;
+                        // A deadline that has passed still costs a timer tick in tokio:
+                        // only sleep for responses that are really due later.
+                        if due > Instant::now() {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
                         if let Err(e) = conn.send_diagnostic(now(), &bytes) {
                             tracing::warn!("doip: response not sent: {e}");
                         }
