@@ -3,5 +3,6 @@
 
 pub mod demo;
 pub mod flasher;
+pub mod ota;
 pub mod transport;
 pub mod uds_client;

@@ -1,0 +1,387 @@
+//! An OTA job: its manifest, its state, and the transitions between states.
+//!
+//! ## States
+//!
+//! | state | meaning | may go to |
+//! |---|---|---|
+//! | `submitted` | accepted, nothing done | `downloading`, `failed` |
+//! | `downloading {bytes}` | artifact bytes on disk so far | `downloading`, `downloaded`, `failed` |
+//! | `downloaded` | size and SHA-256 verified | `verifying`, `failed` |
+//! | `verifying` | the image is checked against the manifest (header, version, key) | `transferring`, `downloading` (artifact gone or changed), `failed` |
+//! | `transferring {step}` | the programming sequence over UDS: `session`, `security`, `erase`, `request_download`, `block {n, of}`, `exit`, `check` | `transferring`, `applying`, `failed` |
+//! | `applying {step}` | `reset`, `await_boot`, `await_confirm` | `applying`, `transferring` (the ECU lost the staged image), `committed`, `rolled_back`, `failed` |
+//! | `committed` | the new version runs, confirmed | — |
+//! | `rolled_back {reason}` | the ECU reverted to the old image; `reason` is the ECU's | — |
+//! | `failed {reason}` | the update was abandoned | — |
+//!
+//! Every transition is recorded with its time (virtual or wall-clock microseconds). Anything
+//! not in the table is refused with [`OtaError::IllegalTransition`]. The JSON form (one document
+//! per job, see [`crate::ota::store`]) is the serde form of [`Job`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Manifest;
+
+/// A step of the programming sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransferStep {
+    Session,
+    Security,
+    Erase,
+    RequestDownload,
+    /// `n` of `of` TransferData blocks accepted.
+    Block {
+        n: u32,
+        of: u32,
+    },
+    Exit,
+    Check,
+}
+
+/// A step of activating the new image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyStep {
+    Reset,
+    AwaitBoot,
+    AwaitConfirm,
+}
+
+/// Where a job is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum State {
+    Submitted,
+    Downloading { bytes: u64 },
+    Downloaded,
+    Verifying,
+    Transferring { step: TransferStep },
+    Applying { step: ApplyStep },
+    Committed,
+    RolledBack { reason: String },
+    Failed { reason: String },
+}
+
+/// The phase of a state (the state without its data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Submitted,
+    Downloading,
+    Downloaded,
+    Verifying,
+    Transferring,
+    Applying,
+    Committed,
+    RolledBack,
+    Failed,
+}
+
+impl State {
+    pub fn phase(&self) -> Phase {
+        match self {
+            State::Submitted => Phase::Submitted,
+            State::Downloading { .. } => Phase::Downloading,
+            State::Downloaded => Phase::Downloaded,
+            State::Verifying => Phase::Verifying,
+            State::Transferring { .. } => Phase::Transferring,
+            State::Applying { .. } => Phase::Applying,
+            State::Committed => Phase::Committed,
+            State::RolledBack { .. } => Phase::RolledBack,
+            State::Failed { .. } => Phase::Failed,
+        }
+    }
+
+    /// A state the job never leaves.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.phase(),
+            Phase::Committed | Phase::RolledBack | Phase::Failed
+        )
+    }
+}
+
+impl Phase {
+    /// Whether the table in the module doc allows `self → to`.
+    pub fn may_go_to(self, to: Phase) -> bool {
+        use Phase::*;
+        match self {
+            Submitted => matches!(to, Downloading | Failed),
+            Downloading => matches!(to, Downloading | Downloaded | Failed),
+            Downloaded => matches!(to, Verifying | Failed),
+            Verifying => matches!(to, Transferring | Downloading | Failed),
+            Transferring => matches!(to, Transferring | Applying | Failed),
+            Applying => matches!(
+                to,
+                Applying | Transferring | Committed | RolledBack | Failed
+            ),
+            Committed | RolledBack | Failed => false,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Submitted => "submitted",
+            Phase::Downloading => "downloading",
+            Phase::Downloaded => "downloaded",
+            Phase::Verifying => "verifying",
+            Phase::Transferring => "transferring",
+            Phase::Applying => "applying",
+            Phase::Committed => "committed",
+            Phase::RolledBack => "rolled_back",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for TransferStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferStep::Session => write!(f, "session"),
+            TransferStep::Security => write!(f, "security"),
+            TransferStep::Erase => write!(f, "erase"),
+            TransferStep::RequestDownload => write!(f, "request_download"),
+            TransferStep::Block { n, of } => write!(f, "block {n}/{of}"),
+            TransferStep::Exit => write!(f, "exit"),
+            TransferStep::Check => write!(f, "check"),
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Downloading { bytes } => write!(f, "downloading ({bytes} bytes)"),
+            State::Transferring { step } => write!(f, "transferring: {step}"),
+            State::Applying { step } => write!(
+                f,
+                "applying: {}",
+                match step {
+                    ApplyStep::Reset => "reset",
+                    ApplyStep::AwaitBoot => "await_boot",
+                    ApplyStep::AwaitConfirm => "await_confirm",
+                }
+            ),
+            State::RolledBack { reason } => write!(f, "rolled_back: {reason}"),
+            State::Failed { reason } => write!(f, "failed: {reason}"),
+            other => f.write_str(other.phase().name()),
+        }
+    }
+}
+
+/// One recorded transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    /// Microseconds: virtual time in simulation, since the Unix epoch when live.
+    pub at_us: u64,
+    pub state: State,
+}
+
+/// Errors of the OTA layer.
+#[derive(Debug, thiserror::Error)]
+pub enum OtaError {
+    #[error("illegal transition {from} -> {to}")]
+    IllegalTransition { from: String, to: String },
+    #[error("job {id} is {state}: nothing left to do")]
+    Finished { id: String, state: String },
+    #[error("{0}")]
+    Store(#[from] super::store::StoreError),
+}
+
+/// A job as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Format version of this document.
+    pub format: u32,
+    pub id: String,
+    pub manifest: Manifest,
+    pub state: State,
+    /// Every state the job went through, with its time (progress-only updates of
+    /// `downloading` and `transferring: block` replace the last entry instead of adding one).
+    pub history: Vec<Transition>,
+    /// How many times each phase was (re)started, e.g. download attempts after a restart.
+    #[serde(default)]
+    pub attempts: std::collections::BTreeMap<String, u32>,
+}
+
+/// The current format of [`Job`] documents.
+pub const JOB_FORMAT: u32 = 1;
+
+impl Job {
+    pub fn new(id: String, manifest: Manifest, at_us: u64) -> Job {
+        Job {
+            format: JOB_FORMAT,
+            id,
+            manifest,
+            state: State::Submitted,
+            history: vec![Transition {
+                at_us,
+                state: State::Submitted,
+            }],
+            attempts: Default::default(),
+        }
+    }
+
+    /// Move to `to` at `at_us`, or refuse with [`OtaError::IllegalTransition`].
+    pub fn go(&mut self, to: State, at_us: u64) -> Result<(), OtaError> {
+        let (from, next) = (self.state.phase(), to.phase());
+        if !from.may_go_to(next) {
+            return Err(OtaError::IllegalTransition {
+                from: self.state.to_string(),
+                to: to.to_string(),
+            });
+        }
+        let progress_only = matches!(
+            (&self.state, &to),
+            (State::Downloading { .. }, State::Downloading { .. })
+                | (
+                    State::Transferring {
+                        step: TransferStep::Block { .. }
+                    },
+                    State::Transferring {
+                        step: TransferStep::Block { .. }
+                    }
+                )
+        );
+        let entry = Transition {
+            at_us,
+            state: to.clone(),
+        };
+        match self.history.last_mut() {
+            Some(last) if progress_only => *last = entry,
+            _ => self.history.push(entry),
+        }
+        self.state = to;
+        Ok(())
+    }
+
+    /// Count one more start of `what` (e.g. `download`, `transfer`); returns the count.
+    pub fn attempt(&mut self, what: &str) -> u32 {
+        let n = self.attempts.entry(what.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Whether `phase` appears anywhere in the history.
+    pub fn was(&self, phase: Phase) -> bool {
+        self.history.iter().any(|t| t.state.phase() == phase)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ota::manifest::{Artifact, Target};
+
+    fn manifest() -> Manifest {
+        Manifest {
+            artifact: Artifact {
+                url: "http://127.0.0.1:8080/v2.bin".into(),
+                size: 1000,
+                sha256: "00".repeat(32),
+            },
+            version: "2.0.0".into(),
+            target: Target::Doip {
+                host: "127.0.0.1".into(),
+                port: 13400,
+                logical_address: 0x10,
+                tester_address: 0x0E00,
+            },
+            key_id: None,
+            permanent: false,
+        }
+    }
+
+    fn all_states() -> Vec<State> {
+        vec![
+            State::Submitted,
+            State::Downloading { bytes: 5 },
+            State::Downloaded,
+            State::Verifying,
+            State::Transferring {
+                step: TransferStep::Block { n: 1, of: 2 },
+            },
+            State::Applying {
+                step: ApplyStep::AwaitBoot,
+            },
+            State::Committed,
+            State::RolledBack { reason: "r".into() },
+            State::Failed { reason: "f".into() },
+        ]
+    }
+
+    #[test]
+    fn every_transition_is_allowed_or_refused_as_the_table_says() {
+        // (from, to) pairs allowed, by phase index in all_states().
+        let allowed: &[(usize, &[usize])] = &[
+            (0, &[1, 8]),
+            (1, &[1, 2, 8]),
+            (2, &[3, 8]),
+            (3, &[1, 4, 8]),
+            (4, &[4, 5, 8]),
+            (5, &[4, 5, 6, 7, 8]),
+            (6, &[]),
+            (7, &[]),
+            (8, &[]),
+        ];
+        let states = all_states();
+        for &(from, tos) in allowed {
+            for (to, target) in states.iter().enumerate() {
+                let mut job = Job::new("j".into(), manifest(), 0);
+                job.state = states[from].clone();
+                let r = job.go(target.clone(), 10);
+                if tos.contains(&to) {
+                    assert!(r.is_ok(), "{} -> {} refused", states[from], target);
+                    assert_eq!(&job.state, target);
+                } else {
+                    let e = r.expect_err("must be refused").to_string();
+                    assert_eq!(
+                        e,
+                        format!("illegal transition {} -> {target}", states[from])
+                    );
+                    assert_eq!(job.state, states[from], "a refusal changes nothing");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn progress_replaces_the_last_history_entry() {
+        let mut job = Job::new("j".into(), manifest(), 0);
+        job.go(State::Downloading { bytes: 0 }, 1).unwrap();
+        job.go(State::Downloading { bytes: 10 }, 2).unwrap();
+        job.go(State::Downloading { bytes: 20 }, 3).unwrap();
+        job.go(State::Downloaded, 4).unwrap();
+        let states: Vec<_> = job.history.iter().map(|t| t.state.to_string()).collect();
+        assert_eq!(
+            states,
+            ["submitted", "downloading (20 bytes)", "downloaded"]
+        );
+        assert_eq!(job.history[1].at_us, 3);
+    }
+
+    #[test]
+    fn json_round_trips_every_state() {
+        let mut job = Job::new("job-0001".into(), manifest(), 7);
+        job.attempt("download");
+        for s in all_states() {
+            job.state = s.clone();
+            job.history.push(Transition { at_us: 9, state: s });
+            let text = serde_json::to_string_pretty(&job).unwrap();
+            let back: Job = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, job, "{text}");
+        }
+        let text = serde_json::to_string(&State::Transferring {
+            step: TransferStep::Block { n: 3, of: 9 },
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"state":"transferring","step":{"step":"block","n":3,"of":9}}"#
+        );
+    }
+}
