@@ -2,5 +2,6 @@
 //! download, flash and apply.
 
 pub mod job;
+pub mod manager;
 pub mod manifest;
 pub mod store;

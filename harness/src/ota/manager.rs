@@ -1,0 +1,431 @@
+//! The update manager, sans-IO: it decides the next command for a job and turns the workers'
+//! events into state transitions. Workers (downloader, verifier, flasher, applier) never
+//! change a job themselves; the driver persists the job after every call here, so the state on
+//! disk always precedes the side effect it announces.
+//!
+//! ## What the manager asks for
+//!
+//! | job state | fresh run | after a restart (resume) |
+//! |---|---|---|
+//! | `submitted`, `downloading` | [`Command::Download`] (resumes from the bytes on disk) | same |
+//! | `downloaded`, `verifying` | [`Command::Verify`] | same |
+//! | `transferring` | [`Command::Transfer`] | the programming sequence restarts from `session` |
+//! | `applying: reset` | [`Command::Apply`] (reset, then wait for the outcome) | [`Command::Observe`]: read the ECU's boot status first |
+//! | `applying: await_boot/await_confirm` | — (the apply worker is still running) | [`Command::Observe`] |
+//! | terminal | [`Command::Done`] | same |
+//!
+//! ## What an observation decides
+//!
+//! | the ECU runs | staging slot | next state |
+//! |---|---|---|
+//! | the new version, confirmed | — | `committed` |
+//! | the new version, on probation | — | `applying: await_confirm` ([`Command::AwaitOutcome`]) |
+//! | another version | the new image, requested (test or permanent) | `applying: reset` ([`Command::Apply`]) |
+//! | another version, last boot reverted or rejected | not requested | `rolled_back` with the ECU's reason |
+//! | another version | anything else | `transferring: session` (flash again) |
+
+use super::job::{ApplyStep, Job, OtaError, Phase, State, TransferStep};
+
+/// Bounds on retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Programming sequences started before the job fails (link errors are retried; refusals
+    /// such as an NRC or a failed check are not).
+    pub transfer_attempts: u32,
+    /// Downloads started (each one resumes) before the job fails.
+    pub download_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            transfer_attempts: 3,
+            download_attempts: 5,
+        }
+    }
+}
+
+/// What the driver must do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Download,
+    Verify,
+    /// The programming sequence, from the start.
+    Transfer,
+    /// Reset the ECU, then wait for the outcome.
+    Apply,
+    /// Wait for the outcome without resetting (the new image is on probation).
+    AwaitOutcome,
+    /// Read the ECU's boot status and report an [`Observation`].
+    Observe,
+    /// The job is finished.
+    Done,
+}
+
+/// What the ECU's boot status says, read after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Committed,
+    OnProbation,
+    /// The new image is staged and requested; the reset has not happened.
+    Requested,
+    RolledBack {
+        reason: String,
+    },
+    /// Nothing usable is staged.
+    NotStaged,
+}
+
+/// What a worker reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerEvent {
+    DownloadProgress {
+        bytes: u64,
+    },
+    Downloaded,
+    DownloadFailed {
+        reason: String,
+        retryable: bool,
+    },
+    Verified,
+    VerifyFailed {
+        reason: String,
+    },
+    /// The artifact on disk is gone or no longer matches: download again.
+    ArtifactMissing,
+    TransferStep(TransferStep),
+    Transferred,
+    TransferFailed {
+        reason: String,
+        retryable: bool,
+    },
+    ApplyStep(ApplyStep),
+    Committed,
+    RolledBack {
+        reason: String,
+    },
+    ApplyFailed {
+        reason: String,
+    },
+    Observed(Observation),
+}
+
+/// The manager: limits and the two decisions.
+#[derive(Clone, Debug, Default)]
+pub struct Manager {
+    pub limits: Limits,
+}
+
+impl Manager {
+    /// Decide the next command for `job` and enter the state it announces (persist `job`
+    /// before acting on the command). `resumed`: the first decision after loading the job from
+    /// the store.
+    pub fn next(&self, job: &mut Job, at_us: u64, resumed: bool) -> Result<Command, OtaError> {
+        let cmd = match &job.state {
+            s if s.is_terminal() => return Ok(Command::Done),
+            State::Submitted => {
+                job.go(State::Downloading { bytes: 0 }, at_us)?;
+                Command::Download
+            }
+            State::Downloading { .. } => Command::Download,
+            State::Downloaded => {
+                job.go(State::Verifying, at_us)?;
+                Command::Verify
+            }
+            State::Verifying => Command::Verify,
+            State::Transferring { step } => {
+                if *step != TransferStep::Session {
+                    job.go(
+                        State::Transferring {
+                            step: TransferStep::Session,
+                        },
+                        at_us,
+                    )?;
+                }
+                Command::Transfer
+            }
+            State::Applying { step } => match (step, resumed) {
+                (_, true) => Command::Observe,
+                (ApplyStep::Reset, false) => Command::Apply,
+                (_, false) => Command::AwaitOutcome,
+            },
+            _ => unreachable!("terminal states handled above"),
+        };
+        let what = match cmd {
+            Command::Download => Some("download"),
+            Command::Transfer => Some("transfer"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            let n = job.attempt(what);
+            let limit = match cmd {
+                Command::Download => self.limits.download_attempts,
+                _ => self.limits.transfer_attempts,
+            };
+            if n > limit {
+                let reason = format!("{what}: gave up after {limit} attempts");
+                job.go(State::Failed { reason }, at_us)?;
+                return Ok(Command::Done);
+            }
+        }
+        Ok(cmd)
+    }
+
+    /// Apply a worker's event to `job`.
+    pub fn handle(&self, job: &mut Job, event: WorkerEvent, at_us: u64) -> Result<(), OtaError> {
+        let to = match event {
+            WorkerEvent::DownloadProgress { bytes } => State::Downloading { bytes },
+            WorkerEvent::Downloaded => State::Downloaded,
+            WorkerEvent::DownloadFailed {
+                retryable: true, ..
+            } => return Ok(()),
+            WorkerEvent::DownloadFailed { reason, .. } => State::Failed {
+                reason: format!("download: {reason}"),
+            },
+            WorkerEvent::Verified => State::Transferring {
+                step: TransferStep::Session,
+            },
+            WorkerEvent::VerifyFailed { reason } => State::Failed {
+                reason: format!("verify: {reason}"),
+            },
+            WorkerEvent::ArtifactMissing => State::Downloading { bytes: 0 },
+            WorkerEvent::TransferStep(step) => {
+                if job.state == (State::Transferring { step: step.clone() }) {
+                    return Ok(());
+                }
+                State::Transferring { step }
+            }
+            WorkerEvent::Transferred => State::Applying {
+                step: ApplyStep::Reset,
+            },
+            // A link error: `next` restarts the sequence (bounded by the attempt limit).
+            WorkerEvent::TransferFailed {
+                retryable: true, ..
+            } => return Ok(()),
+            WorkerEvent::TransferFailed { reason, .. } => State::Failed {
+                reason: format!("transfer: {reason}"),
+            },
+            WorkerEvent::ApplyStep(step) => {
+                if job.state == (State::Applying { step }) {
+                    return Ok(());
+                }
+                State::Applying { step }
+            }
+            WorkerEvent::Committed => State::Committed,
+            WorkerEvent::RolledBack { reason } => State::RolledBack { reason },
+            WorkerEvent::ApplyFailed { reason } => State::Failed {
+                reason: format!("apply: {reason}"),
+            },
+            WorkerEvent::Observed(o) => match o {
+                Observation::Committed => State::Committed,
+                Observation::OnProbation => State::Applying {
+                    step: ApplyStep::AwaitConfirm,
+                },
+                Observation::Requested => State::Applying {
+                    step: ApplyStep::Reset,
+                },
+                Observation::RolledBack { reason } => State::RolledBack { reason },
+                Observation::NotStaged => State::Transferring {
+                    step: TransferStep::Session,
+                },
+            },
+        };
+        if job.state.phase() == Phase::Applying && to.phase() == Phase::Applying && job.state == to
+        {
+            return Ok(());
+        }
+        job.go(to, at_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ota::manifest::Manifest;
+
+    fn job() -> Job {
+        let m = Manifest::parse(
+            "artifact: {url: 'http://h:1/a', size: 5, sha256: '0000000000000000000000000000000000000000000000000000000000000000'}\nversion: 2.0.0\ntarget: {transport: doip, host: h}\n",
+            "m",
+        )
+        .unwrap();
+        Job::new("job-0001".into(), m, 0)
+    }
+
+    #[test]
+    fn a_clean_run() {
+        let m = Manager::default();
+        let mut j = job();
+        assert_eq!(m.next(&mut j, 1, false).unwrap(), Command::Download);
+        m.handle(&mut j, WorkerEvent::DownloadProgress { bytes: 3 }, 2)
+            .unwrap();
+        m.handle(&mut j, WorkerEvent::Downloaded, 3).unwrap();
+        assert_eq!(m.next(&mut j, 4, false).unwrap(), Command::Verify);
+        assert_eq!(j.state, State::Verifying);
+        m.handle(&mut j, WorkerEvent::Verified, 5).unwrap();
+        assert_eq!(m.next(&mut j, 6, false).unwrap(), Command::Transfer);
+        for step in [
+            TransferStep::Session,
+            TransferStep::Security,
+            TransferStep::Erase,
+            TransferStep::RequestDownload,
+            TransferStep::Block { n: 0, of: 2 },
+            TransferStep::Block { n: 1, of: 2 },
+            TransferStep::Block { n: 2, of: 2 },
+            TransferStep::Exit,
+            TransferStep::Check,
+        ] {
+            m.handle(&mut j, WorkerEvent::TransferStep(step), 7)
+                .unwrap();
+        }
+        m.handle(&mut j, WorkerEvent::Transferred, 8).unwrap();
+        assert_eq!(m.next(&mut j, 9, false).unwrap(), Command::Apply);
+        m.handle(&mut j, WorkerEvent::ApplyStep(ApplyStep::AwaitBoot), 10)
+            .unwrap();
+        m.handle(&mut j, WorkerEvent::ApplyStep(ApplyStep::AwaitConfirm), 11)
+            .unwrap();
+        m.handle(&mut j, WorkerEvent::Committed, 12).unwrap();
+        assert_eq!(m.next(&mut j, 13, false).unwrap(), Command::Done);
+        let phases: Vec<_> = j.history.iter().map(|t| t.state.to_string()).collect();
+        assert_eq!(
+            phases,
+            [
+                "submitted",
+                "downloading (3 bytes)",
+                "downloaded",
+                "verifying",
+                "transferring: session",
+                "transferring: security",
+                "transferring: erase",
+                "transferring: request_download",
+                "transferring: block 2/2",
+                "transferring: exit",
+                "transferring: check",
+                "applying: reset",
+                "applying: await_boot",
+                "applying: await_confirm",
+                "committed"
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_decisions() {
+        let m = Manager::default();
+        let cases = [
+            (State::Downloading { bytes: 7 }, Command::Download),
+            (State::Verifying, Command::Verify),
+            (
+                State::Transferring {
+                    step: TransferStep::Block { n: 5, of: 9 },
+                },
+                Command::Transfer,
+            ),
+            (
+                State::Applying {
+                    step: ApplyStep::Reset,
+                },
+                Command::Observe,
+            ),
+            (
+                State::Applying {
+                    step: ApplyStep::AwaitConfirm,
+                },
+                Command::Observe,
+            ),
+            (State::Committed, Command::Done),
+        ];
+        for (state, want) in cases {
+            let mut j = job();
+            j.state = state.clone();
+            assert_eq!(m.next(&mut j, 1, true).unwrap(), want, "{state}");
+        }
+        // A transfer restarts cleanly.
+        let mut j = job();
+        j.state = State::Transferring {
+            step: TransferStep::Block { n: 5, of: 9 },
+        };
+        m.next(&mut j, 1, true).unwrap();
+        assert_eq!(
+            j.state,
+            State::Transferring {
+                step: TransferStep::Session
+            }
+        );
+        // Observations decide.
+        let obs = [
+            (Observation::Committed, "committed"),
+            (Observation::OnProbation, "applying: await_confirm"),
+            (Observation::Requested, "applying: reset"),
+            (
+                Observation::RolledBack {
+                    reason: "reverted: x".into(),
+                },
+                "rolled_back: reverted: x",
+            ),
+            (Observation::NotStaged, "transferring: session"),
+        ];
+        for (o, want) in obs {
+            let mut j = job();
+            j.state = State::Applying {
+                step: ApplyStep::Reset,
+            };
+            m.handle(&mut j, WorkerEvent::Observed(o), 2).unwrap();
+            assert_eq!(j.state.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn retries_are_bounded_and_refusals_fail_at_once() {
+        let m = Manager {
+            limits: Limits {
+                transfer_attempts: 2,
+                download_attempts: 5,
+            },
+        };
+        let mut j = job();
+        j.state = State::Transferring {
+            step: TransferStep::Session,
+        };
+        for _ in 0..2 {
+            assert_eq!(m.next(&mut j, 1, false).unwrap(), Command::Transfer);
+            m.handle(
+                &mut j,
+                WorkerEvent::TransferFailed {
+                    reason: "connection reset".into(),
+                    retryable: true,
+                },
+                2,
+            )
+            .unwrap();
+        }
+        assert_eq!(m.next(&mut j, 3, false).unwrap(), Command::Done);
+        assert_eq!(
+            j.state.to_string(),
+            "failed: transfer: gave up after 2 attempts"
+        );
+
+        let mut j = job();
+        j.state = State::Transferring {
+            step: TransferStep::Security,
+        };
+        m.handle(
+            &mut j,
+            WorkerEvent::TransferFailed {
+                reason: "security access: nrc 0x35 invalidKey".into(),
+                retryable: false,
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            j.state.to_string(),
+            "failed: transfer: security access: nrc 0x35 invalidKey"
+        );
+        // Events that make no sense in the current state are refused, and change nothing.
+        let mut j = job();
+        let e = m.handle(&mut j, WorkerEvent::Committed, 1).unwrap_err();
+        assert_eq!(e.to_string(), "illegal transition submitted -> committed");
+        assert_eq!(j.state, State::Submitted);
+    }
+}
