@@ -558,18 +558,35 @@ impl Flasher {
         version: Version,
         on: &mut F,
     ) -> Result<Outcome, FlasherError> {
+        // An ECU may answer for a moment before it resets: only a new boot counts.
+        let boots = self.boot_count(client).await;
+        self.reset(client, Phase::Reset, on).await?;
+        self.conclude(client, version, boots, on).await
+    }
+
+    /// Wait, without a reset first, until `version` is confirmed or gone (an update agent
+    /// that restarted while the new image was on probation).
+    pub async fn await_outcome<T: Transport, F: FnMut(&FlashEvent) + Send>(
+        &self,
+        client: &mut UdsClient<T>,
+        version: Version,
+        on: &mut F,
+    ) -> Result<Outcome, FlasherError> {
+        self.conclude(client, version, None, on).await
+    }
+
+    /// Settle on an outcome; an image still on probation after the confirm timeout gets the
+    /// configured revert resets.
+    async fn conclude<T: Transport, F: FnMut(&FlashEvent) + Send>(
+        &self,
+        client: &mut UdsClient<T>,
+        version: Version,
+        mut boots: Option<u32>,
+        on: &mut F,
+    ) -> Result<Outcome, FlasherError> {
         let mut resets_left = self.config.revert_resets;
         loop {
-            let phase = if resets_left == self.config.revert_resets {
-                Phase::Reset
-            } else {
-                Phase::Revert
-            };
-            // An ECU may answer for a moment before it resets: only a new boot counts.
-            let boots = self.boot_count(client).await;
-            self.reset(client, phase, on).await?;
-            let phase = Phase::Confirm { version };
-            on(&FlashEvent::Phase(phase.clone()));
+            on(&FlashEvent::Phase(Phase::Confirm { version }));
             if let Some(outcome) = self.settle(client, version, boots, on).await? {
                 on(&FlashEvent::Done(outcome.clone()));
                 return Ok(outcome);
@@ -581,6 +598,8 @@ impl Flasher {
                 });
             }
             resets_left -= 1;
+            boots = self.boot_count(client).await;
+            self.reset(client, Phase::Revert, on).await?;
         }
     }
 

@@ -523,6 +523,14 @@ fn dtcs_read_clear_and_control() {
         &hex!("22 fd 04"),
         b"\x62\xfd\x04reverted: not confirmed after 1 boot attempt(s)",
     );
+    // No request survives the revert: a restarted update agent must not reset into it again.
+    let r = b.ask(&hex!("22 fd 02")).unwrap();
+    let staged = SlotRecord::decode(&r[3..]).unwrap();
+    assert_eq!(
+        staged.trailer & (SlotRecord::TRAILER_TEST | SlotRecord::TRAILER_PERMANENT),
+        0,
+        "{staged:?}"
+    );
     b.expect(&hex!("19 01 ff"), &hex!("59 01 0b 01 00 01"));
     b.expect(&hex!("19 02 ff"), &hex!("59 02 0b d0 02 00 0b"));
     b.expect(&hex!("19 02 02"), &hex!("59 02 0b d0 02 00 0b"));
