@@ -83,9 +83,7 @@ impl SimClock {
     pub fn wake_at(&self, at: u64) -> Instant {
         match self.pace {
             Pace::Realtime { .. } => self.real_at(at),
-            Pace::Max => {
-                self.base_real + Duration::from_micros(at.saturating_sub(self.base_sim))
-            }
+            Pace::Max => self.base_real + Duration::from_micros(at.saturating_sub(self.base_sim)),
         }
     }
 
@@ -163,6 +161,8 @@ impl<F: Flash + Send + 'static> Host<F> {
         let mut clock = SimClock::new(pace, self.ecu.now_us());
         let mut nvm = self.nvm_text();
         loop {
+            // Rebase (Pace::Max): the ECU's own work may have moved its clock ahead.
+            clock.sim_now(self.ecu.now_us(), Instant::now());
             let wake = self
                 .ecu
                 .next_action_at()

@@ -2,6 +2,7 @@
 //! (swap and A/B modes with probationary boot) and the firmware model that runs once booted.
 
 pub mod boot;
+pub mod can;
 pub mod dtc;
 pub mod ecu;
 pub mod event;

@@ -19,6 +19,26 @@
 //! | consecutive | `2N` (N = sequence number, 1, 2, …, 15, 0, 1, …) | next segment |
 //! | flow control | `3S BS ST` | S: 0 continue, 1 wait, 2 overflow; BS block size (0 = no limit); ST separation time |
 //!
+//! ## Addressing
+//!
+//! | [`Addressing`] | CAN payload | bytes for N_PCI + data per frame (classic / FD) |
+//! |---|---|---|
+//! | `Normal` | `PCI …` | 8 / 64 |
+//! | `Extended { tx_ta, rx_ta }` | `TA PCI …` (TA: target address byte) | 7 / 63 |
+//!
+//! With extended addressing every frame we send starts with `tx_ta`; received frames whose first
+//! byte is not `rx_ta` are ignored (they are for another node on the same CAN id). The frame
+//! types above, padding, flow control (continue, wait, overflow) and the 32-bit first-frame
+//! escape work the same after the address byte; only the room per frame shrinks by one, so a
+//! classic single frame holds up to 6 bytes and the shortest segmented message is 7 bytes.
+//!
+//! ## Frame lengths
+//!
+//! | bus | padding `Some(b)` | padding `None` |
+//! |---|---|---|
+//! | classic | every frame padded to 8 bytes with `b` | frames as short as their content |
+//! | CAN FD | up to 8 bytes: padded to 8; longer: padded to the next valid FD length (12, 16, 20, 24, 32, 48, 64) with `b` | up to 8 bytes: as short as their content; longer: padded to the next valid FD length with `0xCC` (CAN FD has no other lengths) |
+//!
 //! ## Timing (microseconds, configurable)
 //!
 //! | timer | default | runs while |
@@ -39,6 +59,38 @@ pub struct Frame {
     pub data: Vec<u8>,
 }
 
+/// How a frame names its target beyond the CAN id (ISO 15765-2 addressing formats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Addressing {
+    /// The whole payload is N_PCI and data.
+    #[default]
+    Normal,
+    /// The first payload byte is a target address: `tx_ta` on frames we send, and only frames
+    /// starting with `rx_ta` are ours.
+    Extended { tx_ta: u8, rx_ta: u8 },
+}
+
+impl Addressing {
+    /// Bytes in front of the N_PCI: 0 or 1.
+    pub fn prefix_len(self) -> usize {
+        match self {
+            Addressing::Normal => 0,
+            Addressing::Extended { .. } => 1,
+        }
+    }
+}
+
+/// The valid CAN FD data lengths (DLC 8..=15 above 8 bytes).
+pub const FD_LENGTHS: [usize; 8] = [8, 12, 16, 20, 24, 32, 48, 64];
+
+/// The shortest valid CAN FD data length that holds `len` bytes (`len` itself up to 8).
+pub fn fd_length(len: usize) -> usize {
+    if len <= 8 {
+        return len;
+    }
+    FD_LENGTHS.into_iter().find(|&l| l >= len).unwrap_or(64)
+}
+
 /// Settings of one ISO-TP connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -48,7 +100,8 @@ pub struct Config {
     pub rx_id: u32,
     /// CAN FD: frames of up to 64 bytes.
     pub fd: bool,
-    /// Pad frames to the full length with this byte (classic CAN: 8 bytes).
+    /// Pad frames with this byte: classic CAN to 8 bytes, CAN FD to at least 8 and then to
+    /// the next valid FD length (see *Frame lengths* above).
     pub padding: Option<u8>,
     /// Block size we ask senders for (0 = all frames without further flow control).
     pub block_size: u8,
@@ -58,6 +111,8 @@ pub struct Config {
     pub max_message: usize,
     pub n_bs_us: u64,
     pub n_cr_us: u64,
+    /// Normal or extended addressing.
+    pub addressing: Addressing,
 }
 
 impl Config {
@@ -73,10 +128,12 @@ impl Config {
             max_message: 4095,
             n_bs_us: 1_000_000,
             n_cr_us: 1_000_000,
+            addressing: Addressing::Normal,
         }
     }
+    /// Room for N_PCI and data in one frame (after the address byte, if any).
     fn frame_len(&self) -> usize {
-        if self.fd { 64 } else { 8 }
+        (if self.fd { 64 } else { 8 }) - self.addressing.prefix_len()
     }
 }
 
@@ -181,19 +238,19 @@ impl IsoTp {
         &self.cfg
     }
 
-    fn push(&mut self, mut data: Vec<u8>) {
-        if let Some(pad) = self.cfg.padding {
-            let target = if self.cfg.fd {
-                // CAN FD lengths: 8, 12, 16, 20, 24, 32, 48, 64.
-                [8, 12, 16, 20, 24, 32, 48, 64]
-                    .into_iter()
-                    .find(|&l| l >= data.len())
-                    .unwrap_or(64)
-            } else {
-                8
-            };
-            data.resize(target.max(data.len()), pad);
+    /// Queue a frame whose N_PCI and data are `pdu`: address byte in front, padding behind.
+    fn push(&mut self, pdu: &[u8]) {
+        let mut data = Vec::with_capacity(if self.cfg.fd { 64 } else { 8 });
+        if let Addressing::Extended { tx_ta, .. } = self.cfg.addressing {
+            data.push(tx_ta);
         }
+        data.extend_from_slice(pdu);
+        let target = match (self.cfg.fd, self.cfg.padding) {
+            (false, Some(_)) => 8,
+            (true, Some(_)) => fd_length(data.len().max(8)),
+            (_, None) => fd_length(data.len()),
+        };
+        data.resize(target.max(data.len()), self.cfg.padding.unwrap_or(0xCC));
         self.out.push_back(Frame {
             id: self.cfg.tx_id,
             data,
@@ -209,17 +266,18 @@ impl IsoTp {
             return Err(IsoTpError::Malformed("empty message"));
         }
         let fl = self.cfg.frame_len();
-        if msg.len() <= 7 && msg.len() < fl {
+        // A short single frame fits a classic 8-byte frame: 7 bytes, 6 after an address byte.
+        if msg.len() < 8 - self.cfg.addressing.prefix_len() {
             let mut d = vec![msg.len() as u8];
             d.extend_from_slice(msg);
-            self.push(d);
+            self.push(&d);
             self.events.push_back(Event::Sent);
             return Ok(());
         }
         if self.cfg.fd && msg.len() <= fl - 2 {
             let mut d = vec![0x00, msg.len() as u8];
             d.extend_from_slice(msg);
-            self.push(d);
+            self.push(&d);
             self.events.push_back(Event::Sent);
             return Ok(());
         }
@@ -234,7 +292,7 @@ impl IsoTp {
         };
         let first = fl - header;
         d.extend_from_slice(&msg[..first]);
-        self.push(d);
+        self.push(&d);
         self.tx = Tx::AwaitFc {
             msg: msg.to_vec(),
             pos: first,
@@ -250,14 +308,21 @@ impl IsoTp {
         if frame.id != self.cfg.rx_id {
             return;
         }
-        let d = &frame.data;
+        let d = match self.cfg.addressing {
+            Addressing::Normal => &frame.data[..],
+            Addressing::Extended { rx_ta, .. } => match frame.data.split_first() {
+                Some((&ta, rest)) if ta == rx_ta => rest,
+                _ => return, // Another node's frame (or no address byte at all).
+            },
+        };
+        let can_dl = frame.data.len();
         let Some(&pci) = d.first() else {
             return self
                 .events
                 .push_back(Event::Error(IsoTpError::Malformed("empty frame")));
         };
         match pci >> 4 {
-            0 => self.on_single(d),
+            0 => self.on_single(d, can_dl),
             1 => self.on_first(now, d),
             2 => self.on_consecutive(now, pci & 0x0F, &d[1..]),
             3 => self.on_flow_control(now, d),
@@ -274,9 +339,11 @@ impl IsoTp {
         self.rx = Rx::Idle;
     }
 
-    fn on_single(&mut self, d: &[u8]) {
+    /// `d`: N_PCI onwards; `can_dl`: the whole CAN payload length (the escape form is only
+    /// valid in CAN FD frames longer than 8 bytes).
+    fn on_single(&mut self, d: &[u8], can_dl: usize) {
         let (len, start) = match d[0] & 0x0F {
-            0 if self.cfg.fd && d.len() > 8 => (usize::from(*d.get(1).unwrap_or(&0)), 2),
+            0 if self.cfg.fd && can_dl > 8 => (usize::from(*d.get(1).unwrap_or(&0)), 2),
             0 => {
                 return self.events.push_back(Event::Error(IsoTpError::Malformed(
                     "single frame of length 0",
@@ -295,9 +362,11 @@ impl IsoTp {
     }
 
     fn on_first(&mut self, now: u64, d: &[u8]) {
-        if d.len() < 8 {
+        // A first frame fills a whole classic frame: 8 bytes, 7 after an address byte.
+        let min = 8 - self.cfg.addressing.prefix_len();
+        if d.len() < min {
             return self.events.push_back(Event::Error(IsoTpError::Malformed(
-                "first frame shorter than 8 bytes",
+                "first frame shorter than a full frame",
             )));
         }
         let short = (usize::from(d[0] & 0x0F) << 8) | usize::from(d[1]);
@@ -306,14 +375,14 @@ impl IsoTp {
         } else {
             (short, 2)
         };
-        if len < 8 {
+        if len < min {
             return self.events.push_back(Event::Error(IsoTpError::Malformed(
-                "first frame announces under 8 bytes",
+                "first frame announces a message that fits a single frame",
             )));
         }
         self.start_rx();
         if len > self.cfg.max_message {
-            self.push(vec![0x32, 0, 0]);
+            self.push(&[0x32, 0, 0]);
             return self.events.push_back(Event::Error(IsoTpError::TooLarge {
                 len,
                 max: self.cfg.max_message,
@@ -327,7 +396,7 @@ impl IsoTp {
             left: (self.cfg.block_size > 0).then_some(self.cfg.block_size),
             deadline: now + self.cfg.n_cr_us,
         };
-        self.push(vec![0x30, self.cfg.block_size, self.cfg.st_min]);
+        self.push(&[0x30, self.cfg.block_size, self.cfg.st_min]);
     }
 
     fn on_consecutive(&mut self, now: u64, got: u8, data: &[u8]) {
@@ -361,8 +430,8 @@ impl IsoTp {
             *l -= 1;
             if *l == 0 {
                 *l = self.cfg.block_size;
-                let fc = vec![0x30, self.cfg.block_size, self.cfg.st_min];
-                self.push(fc);
+                let fc = [0x30, self.cfg.block_size, self.cfg.st_min];
+                self.push(&fc);
             }
         }
     }
@@ -434,8 +503,9 @@ impl IsoTp {
             return None;
         }
         let take = (msg.len() - *pos).min(fl - 1);
-        let mut d = vec![0x20 | *sn];
-        d.extend_from_slice(&msg[*pos..*pos + take]);
+        let mut d = [0u8; 64];
+        d[0] = 0x20 | *sn;
+        d[1..=take].copy_from_slice(&msg[*pos..*pos + take]);
         *pos += take;
         *sn = (*sn + 1) & 0x0F;
         *next_at = now + *st_min_us;
@@ -455,7 +525,7 @@ impl IsoTp {
                 };
             }
         }
-        self.push(d);
+        self.push(&d[..=take]);
         self.out.pop_front()
     }
 
@@ -703,6 +773,314 @@ mod tests {
             b.handle_timeout(i);
             while b.poll_transmit(i).is_some() {}
             while b.poll_event().is_some() {}
+        }
+    }
+
+    /// Tester (0x6F1, target 0x12) and ECU (0x612, target 0xF1) with extended addressing.
+    fn ext_pair(fd: bool, padding: Option<u8>) -> (IsoTp, IsoTp) {
+        let mut a = Config::new(0x6F1, 0x612);
+        a.addressing = Addressing::Extended {
+            tx_ta: 0x12,
+            rx_ta: 0xF1,
+        };
+        let mut b = Config::new(0x612, 0x6F1);
+        b.addressing = Addressing::Extended {
+            tx_ta: 0xF1,
+            rx_ta: 0x12,
+        };
+        for c in [&mut a, &mut b] {
+            c.fd = fd;
+            c.padding = padding;
+            c.max_message = 8192;
+        }
+        (IsoTp::new(a), IsoTp::new(b))
+    }
+
+    fn frame(id: u32, data: &[u8]) -> Frame {
+        Frame {
+            id,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn extended_addressing_wire_bytes() {
+        let (mut a, mut b) = ext_pair(false, Some(0xCC));
+        // Single frame: TA, then at most 6 bytes.
+        a.send(0, &hex!("22 f1 90")).unwrap();
+        let sf = a.poll_transmit(0).unwrap();
+        assert_eq!(
+            (sf.id, &sf.data[..]),
+            (0x6F1, &hex!("12 03 22 f1 90 cc cc cc")[..])
+        );
+        b.handle_frame(0, &sf);
+        assert_eq!(
+            b.poll_event(),
+            Some(Event::Received(hex!("22 f1 90").to_vec()))
+        );
+        a.poll_event();
+        a.send(0, &hex!("01 02 03 04 05 06")).unwrap();
+        assert_eq!(
+            a.poll_transmit(0).unwrap().data,
+            hex!("12 06 01 02 03 04 05 06")
+        );
+        a.poll_event();
+        // Seven bytes no longer fit: first frame with 5 data bytes, flow control, one CF.
+        a.send(0, &hex!("01 02 03 04 05 06 07")).unwrap();
+        let ff = a.poll_transmit(0).unwrap();
+        assert_eq!(ff.data, hex!("12 10 07 01 02 03 04 05"));
+        // The same frame with another target address is not for b: no flow control.
+        b.handle_frame(0, &frame(0x6F1, &hex!("13 10 07 01 02 03 04 05")));
+        assert_eq!((b.poll_transmit(0), b.poll_event()), (None, None));
+        b.handle_frame(0, &ff);
+        let fc = b.poll_transmit(0).unwrap();
+        assert_eq!(
+            (fc.id, &fc.data[..]),
+            (0x612, &hex!("f1 30 00 00 cc cc cc cc")[..])
+        );
+        a.handle_frame(0, &fc);
+        let cf = a.poll_transmit(0).unwrap();
+        assert_eq!(cf.data, hex!("12 21 06 07 cc cc cc cc"));
+        b.handle_frame(0, &cf);
+        assert_eq!(
+            b.poll_event(),
+            Some(Event::Received(hex!("01 02 03 04 05 06 07").to_vec()))
+        );
+        assert_eq!(a.poll_event(), Some(Event::Sent));
+    }
+
+    #[test]
+    fn extended_addressing_flow_control_wait_and_overflow() {
+        let (mut a, _) = ext_pair(false, Some(0xCC));
+        a.send(0, &[7; 20]).unwrap();
+        assert_eq!(
+            a.poll_transmit(0).unwrap().data,
+            hex!("12 10 14 07 07 07 07 07")
+        );
+        // WAIT from the right node restarts N_Bs; a WAIT with a foreign TA does not.
+        a.handle_frame(500_000, &frame(0x612, &hex!("f1 31 00 00")));
+        a.handle_frame(900_000, &frame(0x612, &hex!("f2 31 00 00")));
+        assert_eq!(a.poll_timeout(), Some(1_500_000));
+        // OVERFLOW ends the transfer with a named error.
+        a.handle_frame(1_000_000, &frame(0x612, &hex!("f1 32 00 00")));
+        assert_eq!(
+            a.poll_event(),
+            Some(Event::Error(IsoTpError::PeerOverflow { len: 20 }))
+        );
+        assert_eq!(a.poll_timeout(), None);
+        // A receiver that refuses the length answers with an addressed overflow.
+        let (mut a, mut b) = ext_pair(false, Some(0xCC));
+        b.cfg.max_message = 100;
+        a.send(0, &[0; 200]).unwrap();
+        b.handle_frame(0, &a.poll_transmit(0).unwrap());
+        assert_eq!(
+            b.poll_transmit(0).unwrap().data,
+            hex!("f1 32 00 00 cc cc cc cc")
+        );
+    }
+
+    #[test]
+    fn extended_addressing_first_frame_escape_over_4095_bytes() {
+        let (mut a, mut b) = ext_pair(false, Some(0xCC));
+        let msg: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+        a.send(0, &msg).unwrap();
+        // 5000 = 0x1388; 7 bytes after TA leave room for one data byte.
+        let ff = a.poll_transmit(0).unwrap();
+        assert_eq!(ff.data, hex!("12 10 00 00 00 13 88 00"));
+        b.handle_frame(0, &ff);
+        let (ea, eb, _, frames) = run(&mut a, &mut b, 0);
+        assert_eq!((ea, eb), (vec![Event::Sent], vec![Event::Received(msg)]));
+        // FF + FC + ceil(4999 / 6) CFs, of which the FF was shuttled by hand.
+        assert_eq!(frames, 1 + 4999usize.div_ceil(6));
+    }
+
+    #[test]
+    fn fd_frames_are_padded_to_valid_dlc_lengths() {
+        // 20 bytes in one FD single frame: `00 14` + 20 = 22 bytes, padded to 24.
+        let (mut a, _) = pair(true, 0, 0);
+        a.cfg.padding = None;
+        a.send(0, &[0x11; 20]).unwrap();
+        let mut want = hex!("00 14").to_vec();
+        want.extend([0x11; 20]);
+        want.extend(hex!("cc cc"));
+        assert_eq!(a.poll_transmit(0).unwrap().data, want);
+        // Without padding a short frame stays short (any length up to 8 is a valid DLC).
+        a.poll_event();
+        a.send(0, &hex!("3e 00")).unwrap();
+        assert_eq!(a.poll_transmit(0).unwrap().data, hex!("02 3e 00"));
+        // Extended addressing, padding 0x55: 100 bytes = FF `TA 10 64` + 61, then CF `TA 21` +
+        // 39 bytes = 41, padded to 48.
+        let (mut a, mut b) = ext_pair(true, Some(0x55));
+        let msg: Vec<u8> = (0..100u8).collect();
+        a.send(0, &msg).unwrap();
+        let ff = a.poll_transmit(0).unwrap();
+        assert_eq!(ff.data.len(), 64);
+        assert_eq!(ff.data[..4], hex!("12 10 64 00"));
+        b.handle_frame(0, &ff);
+        let fc = b.poll_transmit(0).unwrap();
+        assert_eq!(fc.data, hex!("f1 30 00 00 55 55 55 55"));
+        a.handle_frame(0, &fc);
+        let cf = a.poll_transmit(0).unwrap();
+        let mut want = hex!("12 21").to_vec();
+        want.extend(61..100u8);
+        want.extend([0x55; 7]);
+        assert_eq!(cf.data, want);
+        b.handle_frame(0, &cf);
+        assert_eq!(b.poll_event(), Some(Event::Received(msg)));
+        // Extended FD single frame at its largest: `TA 00 3D` + 61 bytes = 64.
+        let (mut a, mut b) = ext_pair(true, None);
+        a.send(0, &[0xEE; 61]).unwrap();
+        let sf = a.poll_transmit(0).unwrap();
+        assert_eq!(
+            (sf.data.len(), &sf.data[..4]),
+            (64, &hex!("12 00 3d ee")[..])
+        );
+        b.handle_frame(0, &sf);
+        assert_eq!(b.poll_event(), Some(Event::Received(vec![0xEE; 61])));
+    }
+
+    #[test]
+    fn every_frame_length_is_a_valid_dlc_length() {
+        for ext in [false, true] {
+            for padding in [None, Some(0xAA)] {
+                for fd in [false, true] {
+                    for len in 1..=300 {
+                        let (mut a, mut b) = if ext {
+                            ext_pair(fd, padding)
+                        } else {
+                            let (mut a, mut b) = pair(fd, 0, 0);
+                            a.cfg.padding = padding;
+                            b.cfg.padding = padding;
+                            (a, b)
+                        };
+                        let msg = vec![0x5A; len];
+                        a.send(0, &msg).unwrap();
+                        let mut frames = Vec::new();
+                        for _ in 0..400 {
+                            let fa: Vec<_> = std::iter::from_fn(|| a.poll_transmit(0)).collect();
+                            let fb: Vec<_> = std::iter::from_fn(|| b.poll_transmit(0)).collect();
+                            if fa.is_empty() && fb.is_empty() {
+                                break;
+                            }
+                            fa.iter().for_each(|f| b.handle_frame(0, f));
+                            fb.iter().for_each(|f| a.handle_frame(0, f));
+                            frames.extend(fa.into_iter().chain(fb));
+                        }
+                        assert_eq!(b.poll_event(), Some(Event::Received(msg)));
+                        for f in frames {
+                            let n = f.data.len();
+                            let ok = if fd {
+                                n <= 8 || FD_LENGTHS.contains(&n)
+                            } else {
+                                n <= 8
+                            };
+                            assert!(ok, "ext {ext} fd {fd} pad {padding:?} len {len}: {n}");
+                            if padding.is_some() {
+                                assert!(n >= 8, "padded frames are at least 8 bytes");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// A frame on one of a few ids; `ours` forces the extended address byte to match.
+            Frame { id: u8, ours: bool, data: Vec<u8> },
+            /// Time passes; timers run.
+            Wait(u32),
+            /// Our side starts a message.
+            Send(u16),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0u8..4, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..=64))
+                    .prop_map(|(id, ours, data)| Op::Frame { id, ours, data }),
+                2 => (0u32..3_000_000).prop_map(Op::Wait),
+                1 => (0u16..10_000).prop_map(Op::Send),
+            ]
+        }
+
+        fn config(fd: bool, ext: bool, bs: u8, st: u8, padding: Option<u8>) -> Config {
+            let mut c = Config::new(0x7E0, 0x7E8);
+            c.fd = fd;
+            c.block_size = bs;
+            c.st_min = st;
+            c.padding = padding;
+            c.max_message = 20_000;
+            if ext {
+                c.addressing = Addressing::Extended {
+                    tx_ta: 0x01,
+                    rx_ta: 0x02,
+                };
+            }
+            c
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_frame_sequences_never_panic(
+                fd in any::<bool>(),
+                ext in any::<bool>(),
+                bs in 0u8..4,
+                ops in proptest::collection::vec(op(), 0..200),
+            ) {
+                let mut tp = IsoTp::new(config(fd, ext, bs, 0, Some(0xCC)));
+                let mut now = 0u64;
+                for op in ops {
+                    match op {
+                        Op::Frame { id, ours, mut data } => {
+                            let id = [0x7E8, 0x7E0, 0x7DF, 0x123][usize::from(id)];
+                            if ext && ours && !data.is_empty() {
+                                data[0] = 0x02;
+                            }
+                            tp.handle_frame(now, &Frame { id, data });
+                        }
+                        Op::Wait(us) => {
+                            now += u64::from(us);
+                            tp.handle_timeout(now);
+                        }
+                        Op::Send(len) => {
+                            let _ = tp.send(now, &vec![0xA5; usize::from(len)]);
+                        }
+                    }
+                    while let Some(f) = tp.poll_transmit(now) {
+                        prop_assert!(f.data.len() <= 64);
+                    }
+                    while tp.poll_event().is_some() {}
+                }
+            }
+
+            #[test]
+            fn any_message_round_trips(
+                len in 1usize..=20_000,
+                fd in any::<bool>(),
+                ext in any::<bool>(),
+                bs in any::<u8>(),
+                st in any::<u8>(),
+                padding in proptest::option::of(any::<u8>()),
+                seed in any::<u8>(),
+            ) {
+                let a = config(fd, ext, bs, st, padding);
+                let mut b = config(fd, ext, bs, st, padding);
+                std::mem::swap(&mut b.tx_id, &mut b.rx_id);
+                if ext {
+                    b.addressing = Addressing::Extended { tx_ta: 0x02, rx_ta: 0x01 };
+                }
+                let (mut a, mut b) = (IsoTp::new(a), IsoTp::new(b));
+                let msg: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+                a.send(0, &msg).unwrap();
+                let (ea, eb, _, _) = run(&mut a, &mut b, 0);
+                prop_assert_eq!(ea, vec![Event::Sent]);
+                prop_assert_eq!(eb, vec![Event::Received(msg)]);
+            }
         }
     }
 }
