@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ecu_sim::boot::{BootConfig, BootMode, Layout};
-use ecu_sim::ecu::{Ecu, EcuConfig, provision};
+use ecu_sim::boot::{BootConfig, BootMode};
+use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::{Geometry, SimFlash};
 use ecu_sim::host::{Host, Pace};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
@@ -53,23 +53,12 @@ fn geometry() -> Geometry {
 }
 
 fn ecu() -> Ecu<SimFlash> {
-    let geometry = geometry();
-    let layout = Layout::auto(&geometry, BootMode::Swap).unwrap();
-    let mut flash = SimFlash::new(geometry, 1);
-    provision(&mut flash, &layout, &image(1, 16 * 1024)).unwrap();
     let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
-    let mut ecu = Ecu::new(
-        EcuConfig::new(
-            layout,
-            BootConfig {
-                max_boot_attempts: 1,
-                keys,
-            },
-        ),
-        flash,
-    );
-    ecu.power_on().unwrap();
-    ecu
+    let boot = BootConfig {
+        max_boot_attempts: 1,
+        keys,
+    };
+    Ecu::factory(geometry(), BootMode::Swap, &image(1, 16 * 1024), boot, 1).unwrap()
 }
 
 fn server(max_block_len: u32) -> DiagServer {

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ecu_sim::boot::{BootConfig, BootMode, Layout};
-use ecu_sim::ecu::{Ecu, EcuConfig, provision};
+use ecu_sim::boot::{BootConfig, BootMode};
+use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::{Geometry, SimFlash};
 use ecu_sim::host::{Host, Pace};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
@@ -41,20 +41,18 @@ struct TestEcu {
 
 impl TestEcu {
     async fn start(server: ServerConfig) -> TestEcu {
-        let geometry = Geometry::uniform(4096, 3 + 2 * 16 + 1, 8).unwrap();
-        let layout = Layout::auto(&geometry, BootMode::Swap).unwrap();
-        let mut flash = SimFlash::new(geometry, 1);
-        provision(&mut flash, &layout, &image(1, 1, HEALTHY, "oem", 9000)).unwrap();
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
-        let config = EcuConfig::new(
-            layout,
+        let ecu = Ecu::factory(
+            Geometry::uniform(4096, 3 + 2 * 16 + 1, 8).unwrap(),
+            BootMode::Swap,
+            &image(1, 1, HEALTHY, "oem", 9000),
             BootConfig {
                 max_boot_attempts: 1,
                 keys,
             },
-        );
-        let mut ecu = Ecu::new(config, flash);
-        ecu.power_on().unwrap();
+            1,
+        )
+        .unwrap();
         let host = Host {
             ecu,
             server: DiagServer::new(server),

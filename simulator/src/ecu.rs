@@ -53,6 +53,8 @@ pub enum EcuError {
     Boot(BootError),
     #[error(transparent)]
     Flash(FlashError),
+    #[error(transparent)]
+    Layout(#[from] crate::boot::LayoutError),
 }
 
 /// The firmware that runs now.
@@ -180,6 +182,25 @@ pub fn provision<F: Flash>(
     flash.write(area.region.offset, &buf)?;
     boot::trailers::write_complete(flash, layout, Slot::Primary, SwapType::Perm, true, true)?;
     Ok(())
+}
+
+impl Ecu<SimFlash> {
+    /// A powered-on ECU on a fresh simulated flash (`seed` for its random tears), laid out for
+    /// `mode`, with `factory` installed in the primary slot and confirmed.
+    pub fn factory(
+        geometry: crate::flash::Geometry,
+        mode: boot::BootMode,
+        factory: &[u8],
+        boot: BootConfig,
+        seed: u64,
+    ) -> Result<Self, EcuError> {
+        let layout = Layout::auto(&geometry, mode)?;
+        let mut flash = SimFlash::new(geometry, seed);
+        provision(&mut flash, &layout, factory).map_err(EcuError::Update)?;
+        let mut ecu = Ecu::new(EcuConfig::new(layout, boot), flash);
+        ecu.power_on()?;
+        Ok(ecu)
+    }
 }
 
 impl<F: Flash> Ecu<F> {

@@ -5,12 +5,12 @@
 
 use std::collections::VecDeque;
 
-use ecu_sim::boot::{BootConfig, BootMode, Layout};
+use ecu_sim::boot::{BootConfig, BootMode};
 use ecu_sim::can::bus::{Bus, BusConfig, BusEvent, NodeId};
 use ecu_sim::can::fault::{Fault, FaultRule};
 use ecu_sim::can::frame::Frame;
-use ecu_sim::ecu::{Ecu, EcuConfig, provision};
-use ecu_sim::flash::{Geometry, SimFlash};
+use ecu_sim::ecu::Ecu;
+use ecu_sim::flash::Geometry;
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::isotp::{self, IsoTp};
 use ecu_sim::proto::uds::codec::{self, BootStatusRecord, MemoryRange, Reply, StagingRecord};
@@ -35,25 +35,16 @@ struct CanBench {
 
 impl CanBench {
     fn new(bus: BusConfig, fd: bool) -> CanBench {
-        let geometry = Geometry::uniform(4096, 3 + 2 * 20 + 1, 8).unwrap();
-        let layout = Layout::auto(&geometry, BootMode::Swap).unwrap();
-        let mut flash = SimFlash::new(geometry, 1);
         let v1 = ImageBuilder::new(Version::new(1, 0, 0), vec![1; 8000])
             .security_counter(1)
             .sign(&dev_key("oem"));
-        provision(&mut flash, &layout, &v1).unwrap();
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
-        let mut ecu = Ecu::new(
-            EcuConfig::new(
-                layout,
-                BootConfig {
-                    max_boot_attempts: 1,
-                    keys,
-                },
-            ),
-            flash,
-        );
-        ecu.power_on().unwrap();
+        let boot = BootConfig {
+            max_boot_attempts: 1,
+            keys,
+        };
+        let geometry = Geometry::uniform(4096, 3 + 2 * 20 + 1, 8).unwrap();
+        let ecu = Ecu::factory(geometry, BootMode::Swap, &v1, boot, 1).unwrap();
         let mut bus = Bus::new(bus);
         let nodes = [bus.attach(), bus.attach()];
         let template = isotp::Config {

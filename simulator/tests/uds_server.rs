@@ -1,11 +1,11 @@
 //! The UDS server, service by service: positive and negative responses spelled as hex bytes,
 //! the programming sequence end to end, and arbitrary requests that must never panic.
 
-use ecu_sim::boot::{BootConfig, BootMode, Layout};
+use ecu_sim::boot::{BootConfig, BootMode};
 use ecu_sim::dtc::Dtc;
-use ecu_sim::ecu::{Ecu, EcuConfig, provision};
+use ecu_sim::ecu::Ecu;
 use ecu_sim::event::EventKind;
-use ecu_sim::flash::{Flash, Geometry, SimFlash};
+use ecu_sim::flash::{Flash, Geometry};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::uds::codec::{BootStatusRecord, SlotRecord, StagingRecord};
 use ecu_sim::proto::uds::security::{compute_key, default_secrets};
@@ -32,20 +32,13 @@ struct Bench {
 
 impl Bench {
     fn new(mode: BootMode) -> Bench {
-        let geometry = Geometry::uniform(4096, 3 + 2 * 8 + 1, 8).unwrap();
-        let layout = Layout::auto(&geometry, mode).unwrap();
-        let mut flash = SimFlash::new(geometry, 1);
-        provision(&mut flash, &layout, &image(1, 1, 9000)).unwrap();
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
-        let config = EcuConfig::new(
-            layout,
-            BootConfig {
-                max_boot_attempts: 1,
-                keys,
-            },
-        );
-        let mut ecu = Ecu::new(config, flash);
-        ecu.power_on().unwrap();
+        let boot = BootConfig {
+            max_boot_attempts: 1,
+            keys,
+        };
+        let geometry = Geometry::uniform(4096, 3 + 2 * 8 + 1, 8).unwrap();
+        let ecu = Ecu::factory(geometry, mode, &image(1, 1, 9000), boot, 1).unwrap();
         let now = ecu.now_us();
         Bench {
             ecu,

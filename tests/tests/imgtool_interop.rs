@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ecu_sim::boot::{BootConfig, BootMode, Layout, Slot};
-use ecu_sim::ecu::{Ecu, EcuConfig, provision};
+use ecu_sim::boot::{BootConfig, BootMode, Slot};
+use ecu_sim::ecu::Ecu;
 use ecu_sim::event::EventKind;
-use ecu_sim::flash::{Geometry, SimFlash};
+use ecu_sim::flash::Geometry;
 use ecu_sim::image::{
     self, Behaviour, ImageBuilder, ImageError, Keyring, TLV_SIM_BEHAVIOUR, Version, dev_key,
 };
@@ -419,20 +419,12 @@ fn imgtool_images_for_other_mcuboot_configurations_are_refused() {
 }
 
 fn ecu_with(keys: Keyring, mode: BootMode, factory: &[u8]) -> Ecu {
+    let boot = BootConfig {
+        max_boot_attempts: 1,
+        keys,
+    };
     let geometry = Geometry::uniform(4096, 3 + 2 * 8 + 1, 8).unwrap();
-    let layout = Layout::auto(&geometry, mode).unwrap();
-    let mut flash = SimFlash::new(geometry, 5);
-    provision(&mut flash, &layout, factory).unwrap();
-    let config = EcuConfig::new(
-        layout,
-        BootConfig {
-            max_boot_attempts: 1,
-            keys,
-        },
-    );
-    let mut ecu = Ecu::new(config, flash);
-    ecu.power_on().unwrap();
-    ecu
+    Ecu::factory(geometry, mode, factory, boot, 5).unwrap()
 }
 
 #[test]
