@@ -23,7 +23,9 @@
 //! [`FlashEvent`]s to a callback; the flasher prints nothing.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ecu_sim::image::{self, ImageError, Version};
 use ecu_sim::proto::uds::codec::{

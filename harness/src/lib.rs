@@ -1,7 +1,9 @@
 //! The OTA test harness around the virtual ECU. For now: the demo that shows an update
 //! surviving a power cut; the OTA manager, scenario engine and sweeps build on it.
 
+pub mod artifact;
 pub mod demo;
+pub mod download;
 pub mod flasher;
 pub mod ota;
 pub mod transport;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use ecu_sim::boot::BootMode;
 use ecu_sim::flash::CutVariant;
+use hil::artifact::{self, Faults};
 use hil::demo::{self, DemoOptions};
 use hil::flasher::{FlashEvent, Flasher, FlasherConfig};
 use hil::transport::{DoipSettings, DoipTransport};
@@ -60,6 +61,87 @@ enum Command {
         /// The signed image.
         image: PathBuf,
     },
+    /// Serve the files of DIR over HTTP/1.1 (GET, HEAD, single byte ranges) with fault hooks.
+    /// Prints `serving DIR on http://ADDR/` first, then one line per request and fault; runs
+    /// until SIGINT/SIGTERM (exit 0), exit 2 if it cannot start. Offsets are file offsets.
+    ServeArtifacts {
+        /// Directory to serve.
+        dir: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: String,
+        /// Close the connection when a response reaches this file offset.
+        #[arg(long, value_name = "N")]
+        close_after: Option<u64>,
+        /// Pause a response for --stall-ms when it reaches this file offset.
+        #[arg(long, value_name = "N")]
+        stall_after: Option<u64>,
+        /// Length of the pause of --stall-after, milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        stall_ms: u64,
+        /// Send bodies at most this many bytes per second.
+        #[arg(long, value_name = "BPS", value_parser = clap::value_parser!(u64).range(1..))]
+        throttle: Option<u64>,
+        /// Answer every K-th request with --fail-status.
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+        fail_every: Option<u32>,
+        /// Status of the requests failed by --fail-every.
+        #[arg(long, default_value_t = 503, value_parser = clap::value_parser!(u16).range(100..=599))]
+        fail_status: u16,
+        /// Answer range requests with the whole file (200), like a server without Range support.
+        #[arg(long)]
+        ignore_range: bool,
+        /// Send the byte at this file offset with every bit flipped.
+        #[arg(long, value_name = "OFF")]
+        flip_byte: Option<u64>,
+        /// Each fault fires in one response only (default: every response it matches).
+        #[arg(long)]
+        once: bool,
+        /// Seed of the server's randomness (how responses are split into writes).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// OTA jobs: submit a manifest, run or resume jobs from a store directory, show status.
+    Ota {
+        #[command(subcommand)]
+        command: OtaCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OtaCommand {
+    /// Add a job for MANIFEST (YAML or JSON) to the store; prints its id.
+    Submit {
+        manifest: PathBuf,
+        #[arg(long)]
+        store: PathBuf,
+    },
+    /// Run every unfinished job (or JOB) to its end: download, verify, transfer, apply.
+    /// Exit 0 all committed, 1 a job rolled back or failed, 2 error.
+    Run(OtaRunArgs),
+    /// The same as run: continue unfinished jobs from where the store says they are.
+    Resume(OtaRunArgs),
+    /// Show every job (`--json`: the job documents).
+    Status {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct OtaRunArgs {
+    #[arg(long)]
+    store: PathBuf,
+    /// Only this job.
+    job: Option<String>,
+    /// Seconds the new image may stay on probation before a reset makes the bootloader revert it.
+    #[arg(long, default_value_t = 10.0)]
+    confirm_timeout: f64,
+    /// Seconds the ECU may stay silent after a reset.
+    #[arg(long, default_value_t = 30.0)]
+    boot_timeout: f64,
 }
 
 fn parse_u16(s: &str) -> Result<u16, String> {
@@ -138,6 +220,48 @@ fn main() -> ExitCode {
             };
             flash(&doip, settings, Flasher::new(config), &image)
         }
+        Command::ServeArtifacts {
+            dir,
+            addr,
+            close_after,
+            stall_after,
+            stall_ms,
+            throttle,
+            fail_every,
+            fail_status,
+            ignore_range,
+            flip_byte,
+            once,
+            seed,
+        } => {
+            let faults = Faults {
+                close_after_bytes: close_after,
+                stall_after_bytes: stall_after,
+                stall_ms,
+                throttle_bytes_per_sec: throttle,
+                fail_every_kth: fail_every.map(|k| (k, fail_status)),
+                ignore_range,
+                flip_byte_at: flip_byte,
+                once,
+                seed,
+            };
+            serve_artifacts(&dir, &addr, faults)
+        }
+        Command::Ota { command } => match command {
+            OtaCommand::Submit { manifest, store } => hil::ota::cli::submit(&manifest, &store),
+            OtaCommand::Run(a) | OtaCommand::Resume(a) => {
+                let config = hil::ota::live::LiveConfig {
+                    flasher: FlasherConfig {
+                        confirm_timeout: Duration::from_secs_f64(a.confirm_timeout),
+                        boot_timeout: Duration::from_secs_f64(a.boot_timeout),
+                        ..FlasherConfig::default()
+                    },
+                    ..Default::default()
+                };
+                hil::ota::cli::run(&a.store, a.job.as_deref(), &config)
+            }
+            OtaCommand::Status { store, json } => hil::ota::cli::status(&store, json),
+        },
     }
 }
 
@@ -187,4 +311,28 @@ fn flash(addr: &str, settings: DoipSettings, flasher: Flasher, image: &PathBuf) 
             }
         }
     })
+}
+
+/// `hil serve-artifacts`: the server runs on worker threads, so a slow reader of stdout never
+/// holds up a download.
+fn serve_artifacts(dir: &std::path::Path, addr: &str, faults: Faults) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(artifact::serve_until_signal(dir, addr, faults, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

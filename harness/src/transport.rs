@@ -22,7 +22,9 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ecu_sim::proto::doip::{
     self, ActivationType, ClientConnection, ClientEvent, DiagnosticNackCode, DoipError, NackCode,
@@ -201,7 +203,7 @@ impl DoipTransport {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let woke = tokio::select! {
             r = self.stream.read(&mut self.buf) => Woke::Read(r),
-            () = tokio::time::sleep_until(wake.into()) => Woke::Timer,
+            () = tokio::time::sleep_until(wake) => Woke::Timer,
         };
         let now = self.now();
         match woke {

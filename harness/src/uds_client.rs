@@ -34,7 +34,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use ecu_sim::proto::uds::codec::{
     self, CodecError, MemoryRange, Nrc, Reply, Session, SessionTiming, sid,

@@ -1,7 +1,10 @@
 //! The OTA update manager: manifests, jobs as a persisted state machine, and the workers that
 //! download, flash and apply.
 
+pub mod cli;
 pub mod job;
+pub mod live;
 pub mod manager;
 pub mod manifest;
+pub mod sim;
 pub mod store;

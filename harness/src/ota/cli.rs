@@ -1,0 +1,159 @@
+//! `hil ota …`: submit a manifest, run or resume jobs, show their status.
+//!
+//! Exit codes: 0 every job committed (or, for `submit` and `status`, the command worked),
+//! 1 a job rolled back or failed, 2 the harness broke (bad manifest, unreadable store).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::job::{Job, Phase, State, TransferStep};
+use super::live::{self, LiveConfig, Progress};
+use super::manifest::Manifest;
+use super::store::Store;
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+/// `hil ota submit MANIFEST --store DIR`: prints the new job's id.
+pub fn submit(manifest: &Path, store: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(manifest) {
+        Ok(t) => t,
+        Err(e) => return fail(format_args!("reading {}: {e}", manifest.display())),
+    };
+    let m = match Manifest::parse(&text, &manifest.display().to_string()) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match store.submit(m, live::now_us()) {
+        Ok(job) => {
+            println!("{}", job.id);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `hil ota run|resume --store DIR [JOB]`: drive every unfinished job (or `JOB`) to its end.
+pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
+    let store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let ids = match only {
+        Some(id) => vec![id.to_string()],
+        None => match store.jobs() {
+            Ok(jobs) => jobs
+                .into_iter()
+                .filter(|j| !j.state.is_terminal())
+                .map(|j| j.id)
+                .collect(),
+            Err(e) => return fail(e),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let mut all_committed = true;
+    for id in ids {
+        let mut out = std::io::stdout();
+        let mut last_block_tenth = None;
+        let printer = |p: &Progress| {
+            let line = match p {
+                Progress::State(State::Transferring {
+                    step: TransferStep::Block { n, of },
+                }) => {
+                    // A line per 10 % of the blocks, not per block.
+                    let tenth = if *of == 0 { 10 } else { n * 10 / of };
+                    if last_block_tenth == Some(tenth) {
+                        return;
+                    }
+                    last_block_tenth = Some(tenth);
+                    format!("{id}: transferring: block {n}/{of}")
+                }
+                Progress::State(s) => format!("{id}: {s}"),
+                Progress::Note(n) => format!("{id}:   {n}"),
+            };
+            let _ = writeln!(out, "{line}");
+        };
+        match runtime.block_on(live::run(&store, &id, config, printer)) {
+            Ok(job) => {
+                println!("{id}: {}", summary(&job));
+                all_committed &= job.state == State::Committed;
+            }
+            Err(e) => return fail(format_args!("{id}: {e}")),
+        }
+    }
+    if all_committed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The one-line result of a job.
+pub fn summary(job: &Job) -> String {
+    let m = &job.manifest;
+    match &job.state {
+        State::Committed => format!("COMMITTED v{} to {}", m.version, target(job)),
+        State::RolledBack { reason } => format!("ROLLED BACK ({reason})"),
+        State::Failed { reason } => format!("FAILED ({reason})"),
+        other => format!("{other}"),
+    }
+}
+
+fn target(job: &Job) -> String {
+    let super::manifest::Target::Doip {
+        host,
+        port,
+        logical_address,
+        ..
+    } = &job.manifest.target;
+    format!("0x{logical_address:04x} at {host}:{port}")
+}
+
+/// `hil ota status --store DIR [--json]`.
+pub fn status(store: &Path, json: bool) -> ExitCode {
+    let store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let jobs = match store.jobs() {
+        Ok(j) => j,
+        Err(e) => return fail(e),
+    };
+    if json {
+        match serde_json::to_string_pretty(&jobs) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(e),
+        }
+        return ExitCode::SUCCESS;
+    }
+    for job in &jobs {
+        let downloads = job.attempts.get("download").copied().unwrap_or(0);
+        let transfers = job.attempts.get("transfer").copied().unwrap_or(0);
+        println!(
+            "{}  v{:<10} {:<40} downloads {downloads}, transfers {transfers}, {} transitions",
+            job.id,
+            job.manifest.version,
+            summary(job),
+            job.history.len()
+        );
+        if job.state.phase() != Phase::Committed {
+            if let Some(last) = job.history.last() {
+                println!("      last: {}", last.state);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
