@@ -9,7 +9,9 @@ use ecu_sim::boot::BootMode;
 use ecu_sim::flash::CutVariant;
 use hil::artifact::{self, Faults};
 use hil::demo::{self, DemoOptions};
+use hil::download::DownloadConfig;
 use hil::flasher::{FlashEvent, Flasher, FlasherConfig};
+use hil::ota::manager::{Limits, Manager};
 use hil::transport::{DoipSettings, DoipTransport};
 use hil::uds_client::{UdsClient, UdsConfig};
 
@@ -132,6 +134,7 @@ enum OtaCommand {
 
 #[derive(clap::Args, Debug)]
 struct OtaRunArgs {
+    /// The job store directory (one JSON document per job, and the downloaded artifacts).
     #[arg(long)]
     store: PathBuf,
     /// Only this job.
@@ -142,6 +145,21 @@ struct OtaRunArgs {
     /// Seconds the ECU may stay silent after a reset.
     #[arg(long, default_value_t = 30.0)]
     boot_timeout: f64,
+    /// Downloads started (each resumes the last) before a job fails; a killed run counts.
+    #[arg(long, default_value_t = Limits::default().download_attempts)]
+    download_attempts: u32,
+    /// Programming sequences started before a job fails; a killed run counts.
+    #[arg(long, default_value_t = Limits::default().transfer_attempts)]
+    transfer_attempts: u32,
+    /// HTTP retries within one download attempt.
+    #[arg(long, default_value_t = DownloadConfig::default().retries)]
+    http_retries: u32,
+    /// Seconds without a byte from the artifact server before the request counts as stalled.
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
+    /// Seed of the retry jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn parse_u16(s: &str) -> Result<u16, String> {
@@ -256,7 +274,18 @@ fn main() -> ExitCode {
                         boot_timeout: Duration::from_secs_f64(a.boot_timeout),
                         ..FlasherConfig::default()
                     },
-                    ..Default::default()
+                    manager: Manager {
+                        limits: Limits {
+                            download_attempts: a.download_attempts,
+                            transfer_attempts: a.transfer_attempts,
+                        },
+                    },
+                    download: DownloadConfig {
+                        retries: a.http_retries,
+                        idle_timeout_ms: (a.idle_timeout * 1000.0) as u64,
+                        jitter_seed: a.seed,
+                        ..DownloadConfig::default()
+                    },
                 };
                 hil::ota::cli::run(&a.store, a.job.as_deref(), &config)
             }

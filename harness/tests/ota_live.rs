@@ -1,152 +1,10 @@
 //! The OTA flow live, process by process: `ecu-sim serve` (DoIP on loopback), `hil
 //! serve-artifacts` (HTTP on loopback) and `hil ota submit/run/status`, like a user runs them.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-use ecu_sim::image::{Behaviour, ImageBuilder, Version, dev_key};
-use sha2::{Digest, Sha256};
-
-/// A binary of this workspace, next to `hil` (built if missing, e.g. `ecu-sim`).
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let hil = PathBuf::from(env!("CARGO_BIN_EXE_hil"));
-    let path = hil.with_file_name(name);
-    if !path.exists() {
-        let release = hil.parent().is_some_and(|d| d.ends_with("release"));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--bin", name]);
-        if release {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "building {name}");
-    }
-    path
-}
-
-/// A child process killed when dropped.
-#[derive(Debug)]
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start `cmd`, read its first stdout line, return the port after `127.0.0.1:`.
-fn start(mut cmd: Command) -> (Proc, u16) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (Proc(child), port)
-}
-
-/// An ECU served over DoIP and an artifact server, in a temp dir.
-#[derive(Debug)]
-pub struct Bench {
-    pub dir: tempfile::TempDir,
-    pub ecu_port: u16,
-    pub http_port: u16,
-    _procs: Vec<Proc>,
-}
-
-impl Bench {
-    pub fn start(speed: &str, http_args: &[&str]) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("artifacts")).unwrap();
-        let mut ecu = Command::new(workspace_bin("ecu-sim"));
-        ecu.args([
-            "serve",
-            "--doip",
-            "127.0.0.1:0",
-            "--seed",
-            "3",
-            "--speed",
-            speed,
-        ])
-        .arg("--state")
-        .arg(dir.path().join("ecu"));
-        let (ecu, ecu_port) = start(ecu);
-        let mut http = Command::new(env!("CARGO_BIN_EXE_hil"));
-        http.arg("serve-artifacts")
-            .arg(dir.path().join("artifacts"))
-            .args(["--addr", "127.0.0.1:0"])
-            .args(http_args);
-        let (http, http_port) = start(http);
-        Bench {
-            dir,
-            ecu_port,
-            http_port,
-            _procs: vec![ecu, http],
-        }
-    }
-
-    pub fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    /// Put a signed image into the artifact directory and write its manifest; returns the
-    /// manifest's path.
-    pub fn publish(&self, major: u8, behaviour: Behaviour, len: usize) -> PathBuf {
-        let name = format!("v{major}.bin");
-        let image = ImageBuilder::new(Version::new(major, 0, 0), vec![major; len])
-            .security_counter(u32::from(major))
-            .behaviour(behaviour)
-            .sign(&dev_key("oem"));
-        std::fs::write(self.dir.path().join("artifacts").join(&name), &image).unwrap();
-        let sha: String = Sha256::digest(&image)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let manifest = format!(
-            "artifact:\n  url: http://127.0.0.1:{}/{name}\n  size: {}\n  sha256: {sha}\nversion: {major}.0.0\ntarget:\n  transport: doip\n  host: 127.0.0.1\n  port: {}\n",
-            self.http_port,
-            image.len(),
-            self.ecu_port
-        );
-        let path = self.dir.path().join(format!("v{major}.yaml"));
-        std::fs::write(&path, manifest).unwrap();
-        path
-    }
-
-    pub fn hil(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_hil"))
-            .args(args)
-            .arg("--store")
-            .arg(self.store())
-            .output()
-            .unwrap()
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn submit(b: &Bench, manifest: &Path) -> String {
-    let o = b.hil(&["ota", "submit", manifest.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
+use common::{Bench, submit, text};
+use ecu_sim::image::Behaviour;
 
 #[test]
 fn update_commits_then_a_never_confirming_image_rolls_back() {
@@ -224,4 +82,117 @@ fn bad_manifests_and_stores_are_clear_errors() {
         "{}",
         text(&o)
     );
+}
+
+/// A v2 update through an artifact server with `faults`; returns the bench, the exit code and
+/// the output of `hil ota run ARGS`.
+fn update_through(faults: &[&str], args: &[&str]) -> (Bench, Option<i32>, String) {
+    let b = Bench::start("max", faults);
+    let v2 = b.publish(2, Behaviour::DEFAULT, 120_000);
+    assert_eq!(submit(&b, &v2), "job-0001");
+    let mut all = vec!["ota", "run", "--confirm-timeout", "3"];
+    all.extend_from_slice(args);
+    let o = b.hil(&all);
+    let out = text(&o);
+    (b, o.status.code(), out)
+}
+
+fn assert_in_order(out: &str, lines: &[&str]) {
+    let mut rest = out;
+    for line in lines {
+        match rest.find(line) {
+            Some(i) => rest = &rest[i + line.len()..],
+            None => panic!("no {line:?} (in this order) in:\n{out}"),
+        }
+    }
+}
+
+#[test]
+fn a_download_cut_at_n_bytes_resumes_from_there() {
+    let (_b, code, out) = update_through(&["--close-after", "50000", "--once"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_in_order(
+        &out,
+        &[
+            "download: requesting the whole artifact",
+            "download: resuming at byte 50000",
+            "job-0001: downloaded",
+            "job-0001: COMMITTED v2.0.0",
+        ],
+    );
+    assert!(!out.contains("restarting from byte 0"), "{out}");
+}
+
+#[test]
+fn a_stalled_download_times_out_and_the_retry_resumes() {
+    let (_b, code, out) = update_through(
+        &["--stall-after", "30000", "--stall-ms", "5000", "--once"],
+        &["--idle-timeout", "0.5"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_in_order(
+        &out,
+        &[
+            "download: requesting the whole artifact",
+            "no byte from the server for 500ms at byte 30000; attempt 2 in",
+            "download: resuming at byte 30000",
+            "job-0001: COMMITTED v2.0.0",
+        ],
+    );
+}
+
+#[test]
+fn a_server_failing_every_second_request_is_retried() {
+    // Request 1 is cut at 40000 bytes, request 2 gets a 503, request 3 resumes at 40000.
+    let (_b, code, out) = update_through(
+        &[
+            "--close-after",
+            "40000",
+            "--fail-every",
+            "2",
+            "--fail-status",
+            "503",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_in_order(
+        &out,
+        &[
+            "download: requesting the whole artifact",
+            "503",
+            "download: resuming at byte 40000",
+            "job-0001: COMMITTED v2.0.0",
+        ],
+    );
+}
+
+#[test]
+fn a_flipped_byte_is_downloaded_again_and_never_flashed() {
+    // Once: the hash check fails, the artifact is fetched again from byte 0, then flashed.
+    let (b, code, out) = update_through(&["--flip-byte", "1000", "--once"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_in_order(
+        &out,
+        &[
+            "download: requesting the whole artifact",
+            "download: sha-256 mismatch",
+            "the file was deleted",
+            "download: requesting the whole artifact",
+            "job-0001: downloaded",
+            "job-0001: transferring: session",
+            "job-0001: COMMITTED v2.0.0",
+        ],
+    );
+    let o = b.hil(&["ota", "status"]);
+    assert!(text(&o).contains("transfers 1"), "{}", text(&o));
+
+    // Always: the job fails in the download, and the ECU never saw a byte of it.
+    let (b, code, out) = update_through(&["--flip-byte", "1000"], &["--http-retries", "2"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("job-0001: FAILED (download: "), "{out}");
+    assert!(out.contains("sha-256"), "{out}");
+    assert!(!out.contains("transferring"), "{out}");
+    let (status, _) = b.ecu_state();
+    assert_eq!(status.version, Some(ecu_sim::image::Version::new(1, 0, 0)));
 }
