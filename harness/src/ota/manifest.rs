@@ -260,4 +260,12 @@ target:
             assert!(got.starts_with(want), "\n got: {got}\nwant: {want}");
         }
     }
+
+    proptest::proptest! {
+        /// Any text is a manifest or an error, never a panic.
+        #[test]
+        fn any_text_is_a_manifest_or_an_error(text in "(artifact|url|size|sha256|version|target|transport|doip|host|port|key_id|[:{}\\[\\], \\n'\"0-9a-f.-]){0,40}") {
+            let _ = Manifest::parse(&text, "m.yaml");
+        }
+    }
 }

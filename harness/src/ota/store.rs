@@ -232,4 +232,28 @@ mod tests {
             "{e}"
         );
     }
+
+    proptest::proptest! {
+        /// Any edit of a job file (bytes replaced, inserted or removed) is a job or an
+        /// error, never a panic.
+        #[test]
+        fn edited_job_files_never_panic(
+            edits in proptest::collection::vec((0usize..4096, 0u8..128, 0u8..3), 1..8)
+        ) {
+            let mut job = Job::new("job-0001".into(), manifest(), 1);
+            job.go(State::Downloading { bytes: 10 }, 2).unwrap();
+            let mut text = serde_json::to_string_pretty(&job).unwrap().into_bytes();
+            for (at, byte, op) in edits {
+                let at = at % (text.len() + 1);
+                match op {
+                    0 if at < text.len() => text[at] = byte,
+                    1 => text.insert(at, byte),
+                    _ if at < text.len() => { text.remove(at); }
+                    _ => {}
+                }
+            }
+            let text = String::from_utf8_lossy(&text);
+            let _ = parse_job(&text, Path::new("job-0001.json"));
+        }
+    }
 }
