@@ -6,5 +6,6 @@ pub mod demo;
 pub mod download;
 pub mod flasher;
 pub mod ota;
+pub mod scenario;
 pub mod transport;
 pub mod uds_client;

@@ -56,6 +56,9 @@ pub struct UdsConfig {
     pub secrets: BTreeMap<u8, Vec<u8>>,
     /// TesterPresent interval while [`UdsClient::idle`] in a non-default session (S3 is 5 s).
     pub keep_alive: Duration,
+    /// When requestSeed is answered `0x37` requiredTimeDelayNotExpired (a lockout after wrong
+    /// keys), wait this long and ask once more; `None`: report the NRC at once.
+    pub security_delay: Option<Duration>,
 }
 
 impl Default for UdsConfig {
@@ -65,6 +68,7 @@ impl Default for UdsConfig {
             p2_star_margin: Duration::from_secs(5),
             secrets: security::default_secrets(),
             keep_alive: Duration::from_secs(2),
+            security_delay: Some(Duration::from_secs(11)),
         }
     }
 }
@@ -256,7 +260,17 @@ impl<T: Transport> UdsClient<T> {
             .get(&level)
             .cloned()
             .ok_or(ClientError::NoSecret { level })?;
-        let r = self.request(&[sid::SECURITY_ACCESS, level]).await?;
+        let r = match self.request(&[sid::SECURITY_ACCESS, level]).await {
+            Err(e) if e.nrc() == Some(Nrc::RequiredTimeDelayNotExpired as u8) => {
+                let Some(delay) = self.config.security_delay else {
+                    return Err(e);
+                };
+                tracing::debug!("security access locked out; asking again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                self.request(&[sid::SECURITY_ACCESS, level]).await?
+            }
+            other => other?,
+        };
         expect_prefix(&r, &[0x67, level], "requestSeed echo")?;
         let seed = &r[2..];
         if seed.is_empty() {

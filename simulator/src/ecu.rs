@@ -16,7 +16,7 @@ use crate::boot::{
 use crate::dtc::{Dtc, DtcMemory};
 use crate::event::{Event, EventKind, RevertReason};
 use crate::firmware::{self, Action};
-use crate::flash::{Flash, FlashError, FlashStats, SimFlash};
+use crate::flash::{Flash, FlashError, FlashStats, OpContext, SimFlash};
 use crate::image::{self, ImageInfo, Version};
 
 /// Static description of an ECU.
@@ -383,7 +383,9 @@ impl<F: Flash> Ecu<F> {
         let start_busy = self.flash.busy_us();
         let start_now = self.now_us;
         let mut sink: Sink = Vec::new();
+        self.flash.set_context(OpContext::Boot(self.boot_count));
         let result = Bootloader::new(&config.layout, &config.boot).boot(&mut self.flash, &mut sink);
+        self.flash.set_context(OpContext::Firmware);
         self.dtcs.new_cycle();
         let mut outcome = None;
         for (busy, ops, kind) in sink {

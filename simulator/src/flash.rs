@@ -277,6 +277,47 @@ pub struct FiredCut {
     pub variant: CutVariant,
 }
 
+/// Who is using the flash: the bootloader (during boot number `n`) or the firmware and its
+/// diagnostic server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OpContext {
+    Boot(u64),
+    #[default]
+    Firmware,
+}
+
+/// A power cut that fires at the `nth` (1-based) operation matching every given filter;
+/// operations before that count down. Scenario triggers such as "the 3rd erase of the
+/// secondary slot" or "the 10th write during boot 2" become rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutRule {
+    /// The caller's name for the rule (to tell which one fired).
+    pub id: u64,
+    pub kind: Option<OpKind>,
+    /// Only operations starting inside this address range.
+    pub range: Option<std::ops::Range<u32>>,
+    /// `Some(Some(n))`: during boot `n`; `Some(None)`: during any boot; `None`: any context.
+    pub boot: Option<Option<u64>>,
+    /// Only operations outside any boot (the firmware's).
+    pub firmware_only: bool,
+    pub nth: u64,
+    pub variant: CutVariant,
+}
+
+impl CutRule {
+    fn matches(&self, op: &Op, context: OpContext) -> bool {
+        self.kind.is_none_or(|k| k == op.kind)
+            && self.range.as_ref().is_none_or(|r| r.contains(&op.addr))
+            && match (self.boot, context) {
+                (None, OpContext::Firmware) => true,
+                (None, OpContext::Boot(_)) => !self.firmware_only,
+                (Some(None), OpContext::Boot(_)) => true,
+                (Some(Some(n)), OpContext::Boot(b)) => n == b,
+                (Some(_), OpContext::Firmware) => false,
+            }
+    }
+}
+
 /// Operation counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlashStats {
@@ -313,6 +354,8 @@ pub trait Flash {
     fn take_fired(&mut self) -> Option<FiredCut> {
         None
     }
+    /// Who runs the next operations (models that match cut rules on it keep it).
+    fn set_context(&mut self, _context: OpContext) {}
 }
 
 #[derive(Clone, Debug)]
@@ -345,6 +388,8 @@ pub struct SimFlash {
     ops: u64,
     stats: FlashStats,
     armed: Option<(u64, CutVariant)>,
+    rules: Vec<CutRule>,
+    context: OpContext,
     fired: Option<FiredCut>,
     powered: bool,
     seed: u64,
@@ -368,6 +413,8 @@ impl SimFlash {
             ops: 0,
             stats: FlashStats::default(),
             armed: None,
+            rules: Vec::new(),
+            context: OpContext::Firmware,
             fired: None,
             powered: true,
             seed,
@@ -396,6 +443,21 @@ impl SimFlash {
     /// Arm a power cut at operation `op` (absolute index, see [`SimFlash::ops`]).
     pub fn arm_cut(&mut self, op: u64, variant: CutVariant) {
         self.armed = Some((op, variant));
+    }
+    /// Add a cut rule; the first operation that exhausts a rule's count fires it (and removes
+    /// it).
+    pub fn add_cut_rule(&mut self, rule: CutRule) {
+        self.rules.push(rule);
+    }
+    /// Rules that have not fired yet.
+    pub fn cut_rules(&self) -> &[CutRule] {
+        &self.rules
+    }
+    pub fn clear_cut_rules(&mut self) {
+        self.rules.clear();
+    }
+    pub fn context(&self) -> OpContext {
+        self.context
     }
     /// Vary how torn operations tear without changing anything else (sweeps try several).
     pub fn set_tear_salt(&mut self, salt: u64) {
@@ -488,6 +550,19 @@ impl SimFlash {
         };
         self.ops += 1;
         self.last_op = Some(op);
+        let mut by_rule = None;
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            if rule.matches(&op, self.context) {
+                rule.nth = rule.nth.saturating_sub(1);
+                if rule.nth == 0 && by_rule.is_none() {
+                    by_rule = Some((i, rule.variant));
+                }
+            }
+        }
+        if let Some((i, variant)) = by_rule {
+            self.rules.remove(i);
+            self.armed = Some((op.index, variant));
+        }
         match self.armed {
             Some((at, variant)) if at == op.index => {
                 self.armed = None;
@@ -584,6 +659,9 @@ impl SimFlash {
 impl Flash for SimFlash {
     fn geometry(&self) -> &Geometry {
         &self.geometry
+    }
+    fn set_context(&mut self, context: OpContext) {
+        self.context = context;
     }
     fn busy_us(&self) -> u64 {
         self.stats.busy_us
@@ -1036,6 +1114,48 @@ mod tests {
         f.restore_power();
         f.write(3, &[1]).unwrap();
         assert_eq!(f.take_fired(), None);
+    }
+
+    #[test]
+    fn cut_rules_count_matching_operations_only() {
+        let mut f = small(1);
+        // The 2nd write at or above address 4, during boot 3.
+        f.add_cut_rule(CutRule {
+            id: 1,
+            kind: Some(OpKind::Write),
+            range: Some(4..u32::MAX),
+            boot: Some(Some(3)),
+            firmware_only: false,
+            nth: 2,
+            variant: CutVariant::After,
+        });
+        f.write(4, &[1]).unwrap(); // firmware: not counted
+        f.set_context(OpContext::Boot(2));
+        f.write(5, &[1]).unwrap(); // boot 2: not counted
+        f.set_context(OpContext::Boot(3));
+        f.write(0, &[1]).unwrap(); // below the range
+        f.write(6, &[1]).unwrap(); // 1st match
+        f.erase(0, 256).unwrap(); // an erase
+        assert_eq!(f.cut_rules().len(), 1);
+        assert!(f.write(7, &[1]).is_err(), "2nd match fires");
+        let fired = f.take_fired().unwrap();
+        assert_eq!((fired.op.index, fired.variant), (5, CutVariant::After));
+        assert!(f.cut_rules().is_empty(), "a rule fires once");
+        f.restore_power();
+        f.write(8, &[1]).unwrap();
+        // Firmware-only rules ignore the bootloader.
+        f.add_cut_rule(CutRule {
+            id: 2,
+            kind: None,
+            range: None,
+            boot: None,
+            firmware_only: true,
+            nth: 1,
+            variant: CutVariant::Before,
+        });
+        f.write(9, &[1]).unwrap();
+        f.set_context(OpContext::Firmware);
+        assert!(f.write(10, &[1]).is_err());
     }
 
     #[test]

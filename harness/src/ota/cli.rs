@@ -107,7 +107,11 @@ pub fn summary(job: &Job) -> String {
     match &job.state {
         State::Committed => format!("COMMITTED v{} to {}", m.version, target(job)),
         State::RolledBack { reason } => format!("ROLLED BACK ({reason})"),
-        State::Failed { reason } => format!("FAILED ({reason})"),
+        State::Failed {
+            reason,
+            refused: true,
+        } => format!("FAILED (refused: {reason})"),
+        State::Failed { reason, .. } => format!("FAILED ({reason})"),
         other => format!("{other}"),
     }
 }

@@ -55,14 +55,28 @@ pub enum ApplyStep {
 #[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 pub enum State {
     Submitted,
-    Downloading { bytes: u64 },
+    Downloading {
+        bytes: u64,
+    },
     Downloaded,
     Verifying,
-    Transferring { step: TransferStep },
-    Applying { step: ApplyStep },
+    Transferring {
+        step: TransferStep,
+    },
+    Applying {
+        step: ApplyStep,
+    },
     Committed,
-    RolledBack { reason: String },
-    Failed { reason: String },
+    RolledBack {
+        reason: String,
+    },
+    /// `refused`: the image was turned down (by the ECU's checks or the manifest check), as
+    /// opposed to the manager giving up on a link or an ECU that does not answer.
+    Failed {
+        reason: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        refused: bool,
+    },
 }
 
 /// The phase of a state (the state without its data).
@@ -165,7 +179,11 @@ impl fmt::Display for State {
                 }
             ),
             State::RolledBack { reason } => write!(f, "rolled_back: {reason}"),
-            State::Failed { reason } => write!(f, "failed: {reason}"),
+            State::Failed {
+                reason,
+                refused: true,
+            } => write!(f, "failed: refused: {reason}"),
+            State::Failed { reason, .. } => write!(f, "failed: {reason}"),
             other => f.write_str(other.phase().name()),
         }
     }
@@ -310,7 +328,14 @@ mod tests {
             },
             State::Committed,
             State::RolledBack { reason: "r".into() },
-            State::Failed { reason: "f".into() },
+            State::Failed {
+                reason: "f".into(),
+                refused: false,
+            },
+            State::Failed {
+                reason: "r".into(),
+                refused: true,
+            },
         ]
     }
 
@@ -318,15 +343,16 @@ mod tests {
     fn every_transition_is_allowed_or_refused_as_the_table_says() {
         // (from, to) pairs allowed, by phase index in all_states().
         let allowed: &[(usize, &[usize])] = &[
-            (0, &[1, 8]),
-            (1, &[1, 2, 8]),
-            (2, &[3, 8]),
-            (3, &[1, 4, 8]),
-            (4, &[4, 5, 8]),
-            (5, &[4, 5, 6, 7, 8]),
+            (0, &[1, 8, 9]),
+            (1, &[1, 2, 8, 9]),
+            (2, &[3, 8, 9]),
+            (3, &[1, 4, 8, 9]),
+            (4, &[4, 5, 8, 9]),
+            (5, &[4, 5, 6, 7, 8, 9]),
             (6, &[]),
             (7, &[]),
             (8, &[]),
+            (9, &[]),
         ];
         let states = all_states();
         for &(from, tos) in allowed {

@@ -237,6 +237,7 @@ async fn download_artifact<W: Workers, P: FnMut(&Progress) + Send>(
         loop {
             let tick = tokio::time::sleep(Duration::from_millis(50));
             tokio::select! {
+                biased;
                 r = &mut download => break r,
                 () = tick => {}
             }
@@ -367,9 +368,28 @@ fn apply_step(e: &FlashEvent) -> Option<ApplyStep> {
     }
 }
 
-/// Whether a flasher error is worth another attempt (the link, not the ECU's verdict).
-fn retryable(e: &FlasherError) -> bool {
-    !e.is_refusal() && !matches!(e, FlasherError::Image(_))
+/// Whether a flasher error is worth another programming attempt: the link or a transient ECU
+/// condition, not the ECU's verdict on the image.
+///
+/// | error | retried | why |
+/// |---|---|---|
+/// | timeouts, a closed connection | yes | the link |
+/// | check memory failed (`31 01 02 02` status ≠ 0) | yes | the artifact verified here, so the bytes changed on the way |
+/// | NRC `0x21` busy, `0x22` conditions, `0x24` sequence, `0x71`–`0x73` transfer errors, `0x7E`/`0x7F` session | yes | transient, or caused by an earlier broken attempt |
+/// | NRC `0x35` invalid key, `0x36` attempts exceeded, `0x37` delay | yes | a key corrupted on the way; the lockout delay is waited out |
+/// | check dependencies failed (format, hash, signature, key, downgrade), NRC `0x31`/`0x70`/`0x13`, too large | no | the ECU refuses this image |
+pub fn retryable(e: &FlasherError) -> bool {
+    match e {
+        FlasherError::MemoryCheckFailed { .. } => true,
+        FlasherError::Image(_) => false,
+        _ => match e.nrc() {
+            Some(nrc) => matches!(
+                nrc,
+                0x21 | 0x22 | 0x24 | 0x35 | 0x36 | 0x37 | 0x71 | 0x72 | 0x73 | 0x7E | 0x7F
+            ),
+            None => !e.is_refusal(),
+        },
+    }
 }
 
 async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(

@@ -164,7 +164,13 @@ impl Manager {
             };
             if n > limit {
                 let reason = format!("{what}: gave up after {limit} attempts");
-                job.go(State::Failed { reason }, at_us)?;
+                job.go(
+                    State::Failed {
+                        reason,
+                        refused: false,
+                    },
+                    at_us,
+                )?;
                 return Ok(Command::Done);
             }
         }
@@ -181,12 +187,14 @@ impl Manager {
             } => return Ok(()),
             WorkerEvent::DownloadFailed { reason, .. } => State::Failed {
                 reason: format!("download: {reason}"),
+                refused: false,
             },
             WorkerEvent::Verified => State::Transferring {
                 step: TransferStep::Session,
             },
             WorkerEvent::VerifyFailed { reason } => State::Failed {
                 reason: format!("verify: {reason}"),
+                refused: true,
             },
             WorkerEvent::ArtifactMissing => State::Downloading { bytes: 0 },
             WorkerEvent::TransferStep(step) => {
@@ -204,6 +212,7 @@ impl Manager {
             } => return Ok(()),
             WorkerEvent::TransferFailed { reason, .. } => State::Failed {
                 reason: format!("transfer: {reason}"),
+                refused: true,
             },
             WorkerEvent::ApplyStep(step) => {
                 if job.state == (State::Applying { step }) {
@@ -215,6 +224,7 @@ impl Manager {
             WorkerEvent::RolledBack { reason } => State::RolledBack { reason },
             WorkerEvent::ApplyFailed { reason } => State::Failed {
                 reason: format!("apply: {reason}"),
+                refused: false,
             },
             WorkerEvent::Observed(o) => match o {
                 Observation::Committed => State::Committed,
@@ -412,7 +422,8 @@ mod tests {
         m.handle(
             &mut j,
             WorkerEvent::TransferFailed {
-                reason: "security access: nrc 0x35 invalidKey".into(),
+                reason: "check programming dependencies: image refused by check 0x05 (downgrade)"
+                    .into(),
                 retryable: false,
             },
             2,
@@ -420,7 +431,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             j.state.to_string(),
-            "failed: transfer: security access: nrc 0x35 invalidKey"
+            "failed: refused: transfer: check programming dependencies: image refused by check 0x05 (downgrade)"
         );
         // Events that make no sense in the current state are refused, and change nothing.
         let mut j = job();

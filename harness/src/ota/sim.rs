@@ -36,10 +36,89 @@ pub struct SimEcu {
     pub server: DiagServer,
 }
 
+/// What happens to a request on its way to the ECU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestFate {
+    /// The ECU gets it `after_us` from now (time on the wire).
+    Deliver { after_us: u64 },
+    /// Lost on the way: no answer.
+    Lost,
+    /// Answered by someone else (responses at absolute times, µs).
+    Answer(Vec<(u64, Vec<u8>)>),
+    /// The connection breaks.
+    Closed,
+}
+
+/// What happens to the next chunk of a download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkFate {
+    Send,
+    /// Send it with the byte at this offset into the chunk inverted.
+    Flip(usize),
+    /// The server closes the connection before the chunk.
+    Close,
+    /// The server stalls for this long, then the client's idle timeout ends the request.
+    Stall(u64),
+    /// The request is answered with this HTTP status instead.
+    Status(u16),
+    /// The server ignores the Range header: the client starts over from byte 0.
+    IgnoreRange,
+}
+
+/// Where a simulation can be watched and attacked (the scenario engine implements it; the
+/// default does nothing).
+pub trait Hooks: Send + 'static {
+    /// A request on its way to the ECU; it may be changed in place.
+    fn on_request(
+        &mut self,
+        _sim: &mut SimEcu,
+        _now_us: u64,
+        _request: &mut Vec<u8>,
+    ) -> RequestFate {
+        RequestFate::Deliver { after_us: 0 }
+    }
+    /// The ECU's responses on their way back (absolute times, µs); they may be delayed or
+    /// dropped.
+    fn on_responses(&mut self, _now_us: u64, _responses: &mut Vec<(u64, Vec<u8>)>) {}
+    /// After the ECU handled a request.
+    fn after_request(&mut self, _sim: &mut SimEcu, _now_us: u64) {}
+    /// Before a download chunk of `len` bytes at `offset` (of `total`) goes out; `first`: the
+    /// first chunk of a request.
+    fn on_chunk(
+        &mut self,
+        _sim: &mut SimEcu,
+        _now_us: u64,
+        _offset: u64,
+        _len: usize,
+        _total: u64,
+        _first: bool,
+    ) -> ChunkFate {
+        ChunkFate::Send
+    }
+    /// The download bandwidth from now on, bytes per second.
+    fn bandwidth(&mut self, configured: u64) -> u64 {
+        configured
+    }
+    /// A note about the download (resumed, restarted).
+    fn on_download_note(&mut self, _now_us: u64, _note: &str) {}
+}
+
+/// No hooks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// The ECU and the hooks around it, behind one lock.
+#[derive(Debug)]
+pub struct SimWorld<H> {
+    pub sim: SimEcu,
+    pub hooks: H,
+}
+
 /// Workers for simulated jobs.
-#[derive(Clone, Debug)]
-pub struct SimWorkers {
-    pub ecu: Arc<Mutex<SimEcu>>,
+#[derive(Debug)]
+pub struct SimWorkers<H = NoHooks> {
+    pub world: Arc<Mutex<SimWorld<H>>>,
     /// Time zero of the simulation (the ECU's clock counts from here).
     pub epoch: Instant,
     /// Artifacts by URL.
@@ -48,14 +127,24 @@ pub struct SimWorkers {
     pub bandwidth: u64,
 }
 
-impl SimWorkers {
-    pub fn new(ecu: SimEcu, bandwidth: u64) -> SimWorkers {
+impl SimWorkers<NoHooks> {
+    pub fn new(ecu: SimEcu, bandwidth: u64) -> SimWorkers<NoHooks> {
+        SimWorkers::with_hooks(ecu, NoHooks, bandwidth)
+    }
+}
+
+impl<H: Hooks> SimWorkers<H> {
+    pub fn with_hooks(sim: SimEcu, hooks: H, bandwidth: u64) -> SimWorkers<H> {
         SimWorkers {
-            ecu: Arc::new(Mutex::new(ecu)),
+            world: Arc::new(Mutex::new(SimWorld { sim, hooks })),
             epoch: Instant::now(),
             artifacts: BTreeMap::new(),
             bandwidth,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimWorld<H>> {
+        self.world.lock().expect("the simulated world lock")
     }
 }
 
@@ -63,8 +152,8 @@ fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-impl Workers for SimWorkers {
-    type Transport = InProcess;
+impl<H: Hooks> Workers for SimWorkers<H> {
+    type Transport = InProcess<H>;
 
     fn now_us(&self) -> u64 {
         us(self.epoch.elapsed())
@@ -81,15 +170,24 @@ impl Workers for SimWorkers {
         let Some(bytes) = self.artifacts.get(&m.artifact.url) else {
             return Err(fail(format!("{}: 404 not found", m.artifact.url), false));
         };
-        let io = |e: std::io::Error| fail(format!("{}: {e}", dest.display()), false);
+        let file_name = dest
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let io = |e: std::io::Error| fail(format!("{file_name}: {e}"), false);
+        let epoch = self.epoch;
+        let mut say = |text: String, hooks: &mut H| {
+            hooks.on_download_note(us(epoch.elapsed()), &text);
+            note(text);
+        };
         let mut have = std::fs::metadata(dest).map_or(0, |md| md.len()) as usize;
-        if have > bytes.len() || bytes[..have] != std::fs::read(dest).unwrap_or_default()[..] {
-            note("the partial artifact does not match; starting over".into());
+        if have > bytes.len() {
+            say(
+                "the partial artifact is longer than the artifact; starting over".into(),
+                &mut self.lock().hooks,
+            );
             have = 0;
         }
-        if have > 0 {
-            note(format!("resuming at byte {have}"));
-        }
+        let mut first = true;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -102,9 +200,71 @@ impl Workers for SimWorkers {
         const CHUNK: usize = 16 * 1024;
         while have < bytes.len() {
             let n = CHUNK.min(bytes.len() - have);
-            let secs = n as f64 / self.bandwidth.max(1) as f64;
+            let (fate, bandwidth) = {
+                let mut world = self.lock();
+                let SimWorld { sim, hooks } = &mut *world;
+                let now = us(self.epoch.elapsed());
+                let fate = hooks.on_chunk(sim, now, have as u64, n, bytes.len() as u64, first);
+                (fate, hooks.bandwidth(self.bandwidth))
+            };
+            if first {
+                first = false;
+                let text = if have > 0 && fate != ChunkFate::IgnoreRange {
+                    format!("resuming at byte {have}")
+                } else {
+                    "requesting the whole artifact".to_string()
+                };
+                say(text, &mut self.lock().hooks);
+            }
+            let mut chunk = bytes[have..have + n].to_vec();
+            match fate {
+                ChunkFate::Send => {}
+                ChunkFate::Flip(i) => {
+                    if let Some(b) = chunk.get_mut(i) {
+                        *b = !*b;
+                    }
+                }
+                ChunkFate::Close => {
+                    file.flush().map_err(io)?;
+                    return Err(fail(
+                        format!("connection closed by the server at byte {have}"),
+                        true,
+                    ));
+                }
+                ChunkFate::Stall(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms.min(STALL_TIMEOUT_MS))).await;
+                    if ms >= STALL_TIMEOUT_MS {
+                        file.flush().map_err(io)?;
+                        return Err(fail(
+                            format!(
+                                "no byte from the server for {STALL_TIMEOUT_MS} ms at byte {have}"
+                            ),
+                            true,
+                        ));
+                    }
+                }
+                ChunkFate::Status(status) => {
+                    file.flush().map_err(io)?;
+                    return Err(fail(format!("http status {status}"), true));
+                }
+                ChunkFate::IgnoreRange => {
+                    if have > 0 {
+                        say(
+                            "restarting from byte 0: the server ignored Range".into(),
+                            &mut self.lock().hooks,
+                        );
+                        file.flush().map_err(io)?;
+                        let f = file.get_mut();
+                        f.set_len(0).map_err(io)?;
+                        std::io::Seek::seek(f, std::io::SeekFrom::Start(0)).map_err(io)?;
+                        have = 0;
+                        continue;
+                    }
+                }
+            }
+            let secs = n as f64 / bandwidth.max(1) as f64;
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            file.write_all(&bytes[have..have + n]).map_err(io)?;
+            file.write_all(&chunk).map_err(io)?;
             have += n;
             progress(have as u64);
         }
@@ -113,18 +273,17 @@ impl Workers for SimWorkers {
         let on_disk = std::fs::read(dest).map_err(io)?;
         if on_disk.len() as u64 != m.artifact.size || Sha256::digest(&on_disk)[..] != m.sha256() {
             let _ = std::fs::remove_file(dest);
-            return Err(fail(
-                "size or sha-256 differs from the manifest".into(),
-                true,
-            ));
+            let text = "sha-256 mismatch: the file was deleted".to_string();
+            say(text.clone(), &mut self.lock().hooks);
+            return Err(fail(text, true));
         }
         Ok(())
     }
 
-    async fn connect(&self, _target: &Target) -> Result<UdsClient<InProcess>, String> {
+    async fn connect(&self, _target: &Target) -> Result<UdsClient<InProcess<H>>, String> {
         Ok(UdsClient::new(
             InProcess {
-                ecu: Arc::clone(&self.ecu),
+                world: Arc::clone(&self.world),
                 epoch: self.epoch,
                 pending: VecDeque::new(),
             },
@@ -133,23 +292,47 @@ impl Workers for SimWorkers {
     }
 }
 
+/// The idle timeout of the simulated HTTP client.
+pub const STALL_TIMEOUT_MS: u64 = 10_000;
+
 /// A transport to the ECU in this process, in the runtime's time.
 #[derive(Debug)]
-pub struct InProcess {
-    ecu: Arc<Mutex<SimEcu>>,
+pub struct InProcess<H = NoHooks> {
+    world: Arc<Mutex<SimWorld<H>>>,
     epoch: Instant,
     pending: VecDeque<(u64, Vec<u8>)>,
 }
 
-impl Transport for InProcess {
+impl<H: Hooks> Transport for InProcess<H> {
     async fn send(&mut self, request: &[u8]) -> Result<(), TransportError> {
         let now = us(self.epoch.elapsed());
-        let mut sim = self.ecu.lock().expect("the simulated ecu lock");
-        let SimEcu { ecu, server } = &mut *sim;
-        server.handle_request(ecu, now, request, Addressing::Physical);
-        while let Some(r) = server.poll_transmit() {
-            self.pending.push_back((r.at_us, r.bytes));
+        let mut world = self.world.lock().expect("the simulated world lock");
+        let SimWorld { sim, hooks } = &mut *world;
+        let mut request = request.to_vec();
+        let mut responses = Vec::new();
+        match hooks.on_request(sim, now, &mut request) {
+            RequestFate::Deliver { after_us } => {
+                sim.server.handle_request(
+                    &mut sim.ecu,
+                    now + after_us,
+                    &request,
+                    Addressing::Physical,
+                );
+                while let Some(r) = sim.server.poll_transmit() {
+                    responses.push((r.at_us, r.bytes));
+                }
+            }
+            RequestFate::Lost => {}
+            RequestFate::Answer(r) => responses = r,
+            RequestFate::Closed => {
+                hooks.after_request(sim, now);
+                return Err(TransportError::Closed);
+            }
         }
+        hooks.on_responses(now, &mut responses);
+        hooks.after_request(sim, now);
+        responses.sort_by_key(|(at, _)| *at);
+        self.pending.extend(responses);
         Ok(())
     }
 

@@ -1,0 +1,21 @@
+//! The scenario engine: YAML fault scenarios, run against the real OTA manager and the
+//! in-process virtual ECU in virtual time.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`schema`] | the file format (serde, strict) |
+//! | [`validate`] | parsing with `file:line:col` problems and hints |
+//! | [`world`] | the simulated surroundings: triggers, actions, invariants |
+//! | [`runner`] | one run: build the ECU and images, drive the job, settle, check |
+//! | [`expect`] | expectations against the end state and the trace |
+//! | [`trace`] | the one event stream every view reads |
+//! | [`report`] | statuses, files and directories, parallel runs, the replay command |
+
+pub mod cli;
+pub mod expect;
+pub mod report;
+pub mod runner;
+pub mod schema;
+pub mod trace;
+pub mod validate;
+pub mod world;

@@ -1,0 +1,380 @@
+//! Running one scenario: the real OTA manager against the in-process virtual ECU, in virtual
+//! time, on one thread. The same scenario and seed give the same trace, byte for byte.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ecu_sim::boot::{BootConfig, BootMode, Slot};
+use ecu_sim::ecu::Ecu;
+use ecu_sim::flash::Geometry;
+use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
+use ecu_sim::proto::uds::server::{DiagServer, ServerConfig};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+
+use super::schema::{
+    BehaviourSpec, BootModeSpec, Client, ImageSpec, OutcomeSpec, Scenario, Signing, SlotSpec,
+};
+use super::trace::{Source, Trace};
+use super::validate::parse_dtc;
+use super::world::{KnownImage, World, state_name};
+use crate::flasher::FlasherConfig;
+use crate::ota::job::{Job, State};
+use crate::ota::live::{LiveConfig, Progress, drive};
+use crate::ota::manager::{Limits, Manager};
+use crate::ota::manifest::Manifest;
+use crate::ota::sim::{SimEcu, SimWorkers, SimWorld};
+use crate::ota::store::Store;
+
+/// The URL the simulated artifact server serves the update at.
+pub const ARTIFACT_URL: &str = "http://artifacts.sim/update.bin";
+/// Simulated time the ECU runs after the job ended, before the end state is read.
+const SETTLE_US: u64 = 5_000_000;
+/// A job that has not ended after this much simulated time is stuck.
+const LIMIT_US: u64 = 3_600_000_000;
+
+/// Something the runner could not do (as opposed to a scenario that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building the {what} image: {message}")]
+    Image { what: &'static str, message: String },
+    #[error("the ecu: {0}")]
+    Ecu(String),
+    #[error("the job store: {0}")]
+    Store(String),
+    #[error("the OTA manager broke: {0}")]
+    Manager(String),
+    #[error("no end after {0} s of simulated time")]
+    Stuck(u64),
+}
+
+/// The end state of a run, as the expectations see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndState {
+    pub outcome: OutcomeSpec,
+    pub reason: Option<String>,
+    pub version: Option<Version>,
+    pub slot: Option<Slot>,
+    pub confirmed: bool,
+    pub boots: u64,
+    pub rollbacks: u64,
+    pub dtcs: Vec<u32>,
+    pub simulated_us: u64,
+    pub download_resumed: bool,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub trace: Trace,
+    pub end: EndState,
+    /// Unmet expectations and broken invariants, most important first.
+    pub failures: Vec<String>,
+    pub job: Job,
+}
+
+/// Run `scenario`; `seed` overrides the file's.
+pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<RunResult, RunError> {
+    let mut scenario = scenario.clone();
+    if let Some(s) = seed {
+        scenario.seed = s;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    runtime.block_on(run_async(Arc::new(scenario), dir.path()))
+}
+
+fn behaviour(b: BehaviourSpec) -> Behaviour {
+    match b {
+        BehaviourSpec::Healthy { confirm_after_ms } => Behaviour::Healthy { confirm_after_ms },
+        BehaviourSpec::CrashOnBoot => Behaviour::CrashOnBoot,
+        BehaviourSpec::Hang { watchdog_ms } => Behaviour::Hang { watchdog_ms },
+        BehaviourSpec::NeverConfirm => Behaviour::NeverConfirm,
+    }
+}
+
+/// Build an image: the payload is seeded by the scenario's seed and the version, so the same
+/// file gives the same bytes.
+pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Vec<u8>, RunError> {
+    let err = |message: String| RunError::Image { what, message };
+    let version: Version = spec
+        .version
+        .parse()
+        .map_err(|e| err(format!("version {:?}: {e}", spec.version)))?;
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&Sha256::digest(spec.version.as_bytes())[..8]);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ u64::from_le_bytes(h));
+    let mut payload = vec![0u8; spec.size];
+    rng.fill_bytes(&mut payload);
+    let builder = ImageBuilder::new(version, payload)
+        .security_counter(spec.security_counter.unwrap_or(u32::from(version.major)))
+        .behaviour(behaviour(spec.behaviour));
+    let mut bytes = match &spec.signing {
+        Signing::Key(name) => builder.sign(&dev_key(name)),
+        Signing::Unsigned => builder.build_unsigned(),
+    };
+    if spec.tampered {
+        let header = image::parse(&bytes)
+            .map_err(|e| err(e.to_string()))?
+            .header
+            .hdr_size as usize;
+        let at = header + spec.size / 2;
+        if let Some(b) = bytes.get_mut(at) {
+            *b ^= 0x01;
+        }
+    }
+    Ok(bytes)
+}
+
+fn manifest(update: &[u8], version: &str) -> Manifest {
+    let sha: String = Sha256::digest(update)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!(
+        "artifact: {{url: '{ARTIFACT_URL}', size: {}, sha256: '{sha}'}}\nversion: {version}\ntarget: {{transport: doip, host: sim}}\n",
+        update.len()
+    );
+    Manifest::parse(&text, "scenario").expect("a manifest the runner writes parses")
+}
+
+async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<RunResult, RunError> {
+    let s = &scenario;
+    let installed = build_image(&s.installed, s.seed, "installed")?;
+    let update = build_image(&s.update, s.seed, "update")?;
+    let mut keys = Keyring::new();
+    for k in &s.ecu.keys {
+        keys = keys.with_key(dev_key(k).verifying_key());
+    }
+    let verifies = |b: &[u8]| image::verify(b, &keys, 0).is_ok();
+    let images = vec![
+        KnownImage {
+            name: "installed",
+            verifies: verifies(&installed),
+            bytes: installed.clone(),
+        },
+        KnownImage {
+            name: "update",
+            verifies: verifies(&update),
+            bytes: update.clone(),
+        },
+    ];
+    let mode = match s.ecu.boot_mode {
+        BootModeSpec::Swap => BootMode::Swap,
+        BootModeSpec::Ab => BootMode::Ab,
+    };
+    let sectors = 3 + 2 * s.ecu.slot_sectors as usize + usize::from(mode == BootMode::Swap);
+    let geometry = Geometry::uniform(s.ecu.sector_size, sectors, usize::from(s.ecu.align))
+        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let boot = BootConfig {
+        max_boot_attempts: s.ecu.max_boot_attempts,
+        keys,
+    };
+    let ecu = Ecu::factory(geometry, mode, &installed, boot, s.seed)
+        .map_err(|e| RunError::Ecu(format!("provisioning the installed image: {e}")))?;
+    let layout = ecu.config().layout.clone();
+    let server = DiagServer::new(ServerConfig {
+        max_block_len: s.ecu.block_len,
+        rng_seed: s.seed,
+        ..ServerConfig::default()
+    });
+    let world = World::new(Arc::clone(&scenario), images, layout);
+    let mut workers = SimWorkers::with_hooks(SimEcu { ecu, server }, world, s.download.bandwidth);
+    workers
+        .artifacts
+        .insert(ARTIFACT_URL.into(), update.clone());
+    let epoch = workers.epoch;
+    let shared = Arc::clone(&workers.world);
+    let kill = {
+        let mut w = lock(&shared);
+        let SimWorld { sim, hooks } = &mut *w;
+        hooks.arm_flash_faults(sim);
+        hooks.observe(sim, 0);
+        Arc::clone(&hooks.kill)
+    };
+
+    let Client::Manager(m) = &s.client;
+    let config = LiveConfig {
+        manager: Manager {
+            limits: Limits {
+                download_attempts: m.download_attempts,
+                transfer_attempts: m.transfer_attempts,
+            },
+        },
+        flasher: FlasherConfig {
+            confirm_timeout: Duration::from_secs_f64(m.confirm_timeout_s),
+            boot_timeout: Duration::from_secs_f64(m.boot_timeout_s),
+            ..FlasherConfig::default()
+        },
+        ..LiveConfig::default()
+    };
+    let store = Store::open(dir).map_err(|e| RunError::Store(e.to_string()))?;
+    let id = store
+        .submit(manifest(&update, &s.update.version), 0)
+        .map_err(|e| RunError::Store(e.to_string()))?
+        .id;
+
+    // The ticker: power restores, time triggers, the firmware's own timers.
+    let ticker = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                let wake = {
+                    let w = lock(&shared);
+                    let now = us(epoch.elapsed());
+                    w.hooks.next_wake(&w.sim, now)
+                };
+                tokio::time::sleep_until(epoch + Duration::from_micros(wake)).await;
+                let mut w = lock(&shared);
+                let SimWorld { sim, hooks } = &mut *w;
+                hooks.tick(sim, us(epoch.elapsed()));
+            }
+        })
+    };
+
+    let now = move || us(epoch.elapsed());
+    let job = loop {
+        let progress = {
+            let shared = Arc::clone(&shared);
+            move |p: &Progress| {
+                let mut w = lock(&shared);
+                let SimWorld { sim, hooks } = &mut *w;
+                match p {
+                    Progress::State(state) => hooks.on_state(sim, now(), state),
+                    Progress::Note(n) if !n.starts_with("download: ") => hooks.on_note(now(), n),
+                    Progress::Note(_) => {}
+                }
+            }
+        };
+        let limit = tokio::time::sleep_until(epoch + Duration::from_micros(LIMIT_US));
+        let result = tokio::select! {
+            biased;
+            () = kill.notified() => None,
+            () = limit => {
+                ticker.abort();
+                return Err(RunError::Stuck(LIMIT_US / 1_000_000));
+            }
+            r = drive(&store, &id, &config, &workers, progress) => Some(r),
+        };
+        match result {
+            Some(Ok(job)) => break job,
+            Some(Err(e)) => {
+                ticker.abort();
+                return Err(RunError::Manager(e.to_string()));
+            }
+            None => {
+                let mut w = lock(&shared);
+                let state = w.hooks.job_state.clone();
+                w.hooks.trace.push(
+                    now(),
+                    Source::Runner,
+                    "manager_killed",
+                    format!("the OTA manager was killed in {state}; resuming from its store"),
+                );
+            }
+        }
+    };
+    // Let the ECU run on (power comes back if a cut is pending, the firmware confirms or
+    // crashes), then read where it ended.
+    let end_job = now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let w = lock(&shared);
+        if now() >= end_job + SETTLE_US && !w.hooks.power_pending() {
+            break;
+        }
+    }
+    ticker.abort();
+    let mut w = lock(&shared);
+    let SimWorld { sim, hooks } = &mut *w;
+    hooks.tick(sim, now());
+    let end = end_state(&job, sim, hooks, now());
+    let mut failures = hooks.violations.clone();
+    if sim.ecu.running().is_none() {
+        failures.insert(
+            0,
+            format!(
+                "the ECU runs nothing at the end (powered: {})",
+                sim.ecu.is_powered()
+            ),
+        );
+    }
+    for (i, f) in s.faults.iter().enumerate() {
+        if hooks.fired[i] == 0 && !f.optional {
+            failures.push(format!(
+                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
+                i + 1,
+                f.when
+            ));
+        }
+    }
+    failures.extend(super::expect::check(&s.expect, &end, &hooks.trace));
+    Ok(RunResult {
+        trace: hooks.trace.clone(),
+        end,
+        failures,
+        job,
+    })
+}
+
+fn end_state(job: &Job, sim: &SimEcu, world: &World, now: u64) -> EndState {
+    let (outcome, reason) = match &job.state {
+        State::Committed => (OutcomeSpec::Committed, None),
+        State::RolledBack { reason } => (OutcomeSpec::RolledBack, Some(reason.clone())),
+        State::Failed {
+            reason,
+            refused: true,
+        } => (OutcomeSpec::Rejected, Some(reason.clone())),
+        State::Failed { reason, .. } => (OutcomeSpec::Failed, Some(reason.clone())),
+        other => (
+            OutcomeSpec::Failed,
+            Some(format!("unfinished: {}", state_name(other))),
+        ),
+    };
+    let running = sim.ecu.running();
+    EndState {
+        outcome,
+        reason,
+        version: running.map(|r| r.image.header.version),
+        slot: running.map(|r| r.slot),
+        confirmed: running.is_some_and(|r| r.confirmed),
+        boots: world.boots,
+        rollbacks: world.rollbacks,
+        dtcs: sim
+            .ecu
+            .dtcs()
+            .matching(0xFF)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect(),
+        simulated_us: now,
+        download_resumed: world.download_resumed,
+    }
+}
+
+impl SlotSpec {
+    pub fn slot(self) -> Slot {
+        match self {
+            SlotSpec::Primary => Slot::Primary,
+            SlotSpec::Secondary => Slot::Secondary,
+        }
+    }
+}
+
+/// The DTC code of a `D00300`-style name.
+pub fn dtc_code(name: &str) -> Option<u32> {
+    parse_dtc(name)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}

@@ -1,0 +1,533 @@
+//! The scenario file format (YAML). Strict: unknown fields are errors, enums are tagged (a
+//! unit variant is a bare name, a variant with data a one-key map), nothing is guessed.
+//!
+//! ```yaml
+//! description: Power cut at 50 % of the transfer; the manager retries and the update commits
+//! seed: 7
+//! ecu: {boot_mode: swap, transport: doip, slot_sectors: 24}
+//! installed: {version: 1.0.0}
+//! update: {version: 2.0.0, size: 60000}
+//! faults:
+//!   - when: {transfer_percent: 50}
+//!     do: {power_cut: {restore_after_ms: 500}}
+//! expect:
+//!   outcome: committed
+//!   version: 2.0.0
+//! ```
+//!
+//! See the README's "Scenario files" section for every field.
+
+use serde::{Deserialize, Serialize};
+
+/// One scenario file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// One line: what the scenario proves.
+    pub description: String,
+    /// Seeds every random choice (torn writes, security seeds, probabilistic triggers).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub ecu: EcuSpec,
+    /// The image the ECU runs at the start (provisioned, confirmed).
+    #[serde(default = "ImageSpec::installed")]
+    pub installed: ImageSpec,
+    /// The image the OTA job installs.
+    pub update: ImageSpec,
+    #[serde(default)]
+    pub download: DownloadSpec,
+    #[serde(default)]
+    pub client: Client,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    pub expect: Expect,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootModeSpec {
+    #[default]
+    Swap,
+    Ab,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportSpec {
+    /// UDS over DoIP (message level: each request and response is one TCP segment).
+    #[default]
+    Doip,
+    /// UDS over ISO-TP over classic CAN at `bitrate`.
+    Can,
+    /// UDS over ISO-TP over CAN FD, `bitrate` arbitration, `data_bitrate` data phase.
+    Canfd,
+}
+
+/// The virtual ECU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcuSpec {
+    pub boot_mode: BootModeSpec,
+    pub transport: TransportSpec,
+    /// CAN (arbitration) bit rate, bit/s.
+    pub bitrate: u32,
+    /// CAN FD data-phase bit rate, bit/s.
+    pub data_bitrate: u32,
+    /// Flash sector size, bytes (uniform sectors).
+    pub sector_size: u32,
+    /// Sectors per slot (the last holds the trailer): image capacity is `(slot_sectors - 1) *
+    /// sector_size`.
+    pub slot_sectors: u32,
+    /// Flash write unit, bytes (1, 2, 4, 8, 16 or 32).
+    pub align: u8,
+    /// Boots a test image gets before the bootloader reverts it.
+    pub max_boot_attempts: u8,
+    /// Development keys the bootloader trusts, by name.
+    pub keys: Vec<String>,
+    /// maxNumberOfBlockLength announced by RequestDownload.
+    pub block_len: u32,
+}
+
+impl Default for EcuSpec {
+    fn default() -> Self {
+        EcuSpec {
+            boot_mode: BootModeSpec::Swap,
+            transport: TransportSpec::Doip,
+            bitrate: 500_000,
+            data_bitrate: 2_000_000,
+            sector_size: 4096,
+            slot_sectors: 32,
+            align: 8,
+            max_boot_attempts: 1,
+            keys: vec!["oem".into()],
+            block_len: 4096 + 2,
+        }
+    }
+}
+
+/// What an image does once booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BehaviourSpec {
+    /// Confirms itself this long after booting.
+    Healthy { confirm_after_ms: u32 },
+    /// Crashes right after booting (every boot).
+    CrashOnBoot,
+    /// Hangs; the watchdog resets the ECU after `watchdog_ms`.
+    Hang { watchdog_ms: u32 },
+    /// Runs, answers diagnostics, never confirms.
+    NeverConfirm,
+}
+
+impl Default for BehaviourSpec {
+    fn default() -> Self {
+        BehaviourSpec::Healthy {
+            confirm_after_ms: 500,
+        }
+    }
+}
+
+/// How an image is signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Signing {
+    /// With the development key of this name.
+    Key(String),
+    /// No signature TLV at all.
+    Unsigned,
+}
+
+impl Default for Signing {
+    fn default() -> Self {
+        Signing::Key("oem".into())
+    }
+}
+
+/// An image, built deterministically from these fields and the scenario's seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub version: String,
+    /// Payload bytes (the image adds its header and TLVs).
+    #[serde(default = "ImageSpec::default_size")]
+    pub size: usize,
+    #[serde(default)]
+    pub behaviour: BehaviourSpec,
+    #[serde(default)]
+    pub signing: Signing,
+    /// Security counter (default: the major version).
+    #[serde(default)]
+    pub security_counter: Option<u32>,
+    /// Flip one payload byte after signing (the hash no longer matches).
+    #[serde(default)]
+    pub tampered: bool,
+}
+
+impl ImageSpec {
+    fn default_size() -> usize {
+        40_000
+    }
+    fn installed() -> ImageSpec {
+        ImageSpec {
+            version: "1.0.0".into(),
+            size: Self::default_size(),
+            behaviour: BehaviourSpec::default(),
+            signing: Signing::default(),
+            security_counter: None,
+            tampered: false,
+        }
+    }
+}
+
+/// The artifact server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownloadSpec {
+    /// Bytes per second.
+    pub bandwidth: u64,
+}
+
+impl Default for DownloadSpec {
+    fn default() -> Self {
+        DownloadSpec {
+            bandwidth: 1_000_000,
+        }
+    }
+}
+
+/// The OTA client that performs the update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Client {
+    /// This project's manager (`hil ota`), with its limits.
+    Manager(ManagerSpec),
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::Manager(ManagerSpec::default())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagerSpec {
+    pub download_attempts: u32,
+    pub transfer_attempts: u32,
+    /// Seconds a new image may stay on probation before the manager resets the ECU to make
+    /// the bootloader revert it.
+    pub confirm_timeout_s: f64,
+    /// Seconds the ECU may stay silent after a reset.
+    pub boot_timeout_s: f64,
+}
+
+impl Default for ManagerSpec {
+    fn default() -> Self {
+        ManagerSpec {
+            download_attempts: 5,
+            transfer_attempts: 3,
+            confirm_timeout_s: 10.0,
+            boot_timeout_s: 30.0,
+        }
+    }
+}
+
+/// A fault: when it fires, what it does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub when: Trigger,
+    #[serde(rename = "do")]
+    pub action: Action,
+    /// How often the fault may fire (each time its trigger matches again).
+    #[serde(default = "one")]
+    pub times: u32,
+    /// A fault whose trigger never matched fails the scenario, unless optional.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A flash region, by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    Primary,
+    Secondary,
+    Scratch,
+    /// The trailer sectors of both slots.
+    Trailer,
+    /// The swap journal sectors.
+    Journal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKindSpec {
+    Erase,
+    Write,
+}
+
+/// The n-th flash operation matching the filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashOpTrigger {
+    /// 1-based count of matching operations.
+    pub n: u64,
+    #[serde(default)]
+    pub kind: Option<OpKindSpec>,
+    #[serde(default)]
+    pub region: Option<Region>,
+    /// Only operations of the bootloader during this boot (1 is the factory boot).
+    #[serde(default)]
+    pub boot: Option<u64>,
+    /// Only operations of the bootloader, any boot.
+    #[serde(default)]
+    pub in_boot: bool,
+    /// Only operations of the firmware (the diagnostic server erasing and writing).
+    #[serde(default)]
+    pub in_firmware: bool,
+}
+
+/// What a probabilistic trigger counts as an opportunity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Opportunity {
+    /// Every UDS request.
+    Request,
+    /// Every TransferData block.
+    TransferBlock,
+    /// Every downloaded chunk (16 KiB).
+    DownloadChunk,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbabilityTrigger {
+    pub p: f64,
+    pub per: Opportunity,
+}
+
+/// When a fault fires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Trigger {
+    /// On entering an OTA job state: `downloading`, `transferring`, `transferring:erase`,
+    /// `transferring:block`, `applying:await_boot`, … (see the job states table).
+    State(String),
+    /// When the download reaches this byte offset.
+    DownloadBytes(u64),
+    /// When the download reaches this percentage (0–100).
+    DownloadPercent(f64),
+    /// When TransferData block `n` (1-based, counted per programming sequence) is sent.
+    TransferBlock(u32),
+    /// When the transfer reaches this percentage of its blocks.
+    TransferPercent(f64),
+    /// At a flash operation (power cuts land inside the operation).
+    FlashOp(FlashOpTrigger),
+    /// When boot number `n` starts (1 is the factory boot, 2 the first after it).
+    Boot(u64),
+    /// At this simulated time, milliseconds since the start.
+    AtMs(u64),
+    /// When an event of this name happens (an ECU event such as `swap_started`,
+    /// `booted`, `revert_started`; a request such as `request:0x31`).
+    Event(String),
+    /// With probability `p` at each opportunity (seeded).
+    Probability(ProbabilityTrigger),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutVariantSpec {
+    Before,
+    #[default]
+    Torn,
+    After,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PowerCut {
+    /// At a flash operation: how the operation ends (ignored elsewhere).
+    pub variant: CutVariantSpec,
+    /// Power comes back after this long.
+    pub restore_after_ms: u64,
+}
+
+impl Default for PowerCut {
+    fn default() -> Self {
+        PowerCut {
+            variant: CutVariantSpec::Torn,
+            restore_after_ms: 500,
+        }
+    }
+}
+
+/// What happens to CAN frames of the next message(s) on the bus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CanFault {
+    /// A frame is lost: the ISO-TP receiver times out (N_Cr) and the message is gone.
+    Drop,
+    /// A frame fails its CRC: an error frame, and the controller retransmits it.
+    Corrupt,
+    /// The message is delayed.
+    DelayMs(u64),
+    /// A consecutive frame arrives twice: the receiver sees a wrong sequence number and
+    /// drops the message.
+    Duplicate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DownloadFault {
+    /// The server closes the connection.
+    Close,
+    /// The server stops sending for this long (the client's idle timeout is 10 s).
+    StallMs(u64),
+    /// From now on the server sends at most this many bytes per second.
+    Throttle(u64),
+    /// The next request is answered with this status.
+    HttpError(u16),
+    /// The next request ignores its Range header (the client must start over from 0).
+    IgnoreRange,
+    /// The byte at the trigger's offset is sent with every bit flipped.
+    FlipByte,
+}
+
+/// Answer a request with an NRC instead of (or, for 0x78, before) the ECU's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectNrc {
+    /// The service id of the requests to answer.
+    pub service: u8,
+    pub nrc: u8,
+    /// How many requests get it (for 0x78: how many pending responses precede the answer).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptRequest {
+    pub service: u8,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitRot {
+    pub region: Region,
+    /// Offset into the region.
+    #[serde(default)]
+    pub offset: u32,
+    #[serde(default = "bit0")]
+    pub mask: u8,
+}
+
+fn bit0() -> u8 {
+    0x01
+}
+
+/// What a fault does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Remove power (inside the flash operation for `flash_op` triggers), restore it later.
+    PowerCut(PowerCut),
+    /// ECU reset (the bootloader runs; power stays on).
+    Reset,
+    /// CAN frame faults on the next message.
+    Can(CanFault),
+    /// The DoIP TCP connection is closed by the ECU side.
+    DropConnection,
+    Download(DownloadFault),
+    /// Flip these bits in the first data byte of the TransferData block being sent.
+    FlipTransferBits(u8),
+    /// Flip bits in flash (not a flash operation: radiation, retention loss).
+    BitRot(BitRot),
+    InjectNrc(InjectNrc),
+    /// Flip the last byte of the next `count` requests to `service` (a security key that
+    /// arrives wrong, a checksum that no longer matches).
+    CorruptRequest(CorruptRequest),
+    /// Kill the OTA manager (no cleanup) and start it again on its store.
+    KillManager,
+}
+
+/// A count that must fall in `min..=max`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bounds {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeSpec {
+    /// The new image runs, confirmed.
+    Committed,
+    /// The ECU reverted the new image; the old one runs.
+    RolledBack,
+    /// The ECU or the manager turned the image down (bad signature, unknown key, downgrade,
+    /// wrong version); the old one runs.
+    Rejected,
+    /// The manager gave up (attempts exhausted, the ECU silent).
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotSpec {
+    Primary,
+    Secondary,
+}
+
+/// What must hold at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub outcome: OutcomeSpec,
+    /// The version running at the end.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The slot it runs from.
+    #[serde(default)]
+    pub slot: Option<SlotSpec>,
+    /// Boots during the scenario (the factory boot included).
+    #[serde(default)]
+    pub boots: Bounds,
+    /// Reverts performed by the bootloader.
+    #[serde(default)]
+    pub rollbacks: Option<u64>,
+    /// DTCs stored at the end (`D00300` style).
+    #[serde(default)]
+    pub dtcs: Vec<String>,
+    /// Event names that must appear, in this order (other events may come between).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Event names that must not appear.
+    #[serde(default)]
+    pub never: Vec<String>,
+    /// The download was resumed (true) or never resumed (false).
+    #[serde(default)]
+    pub download_resumed: Option<bool>,
+    /// The failure reason (failed, rejected, rolled back) contains this text.
+    #[serde(default)]
+    pub reason_contains: Option<String>,
+    /// Bounds on the simulated duration, seconds.
+    #[serde(default)]
+    pub duration_s: Option<DurationBounds>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DurationBounds {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}

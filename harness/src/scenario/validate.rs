@@ -1,0 +1,467 @@
+//! Reading scenario files: every problem as `file:line:col: message`, with a hint where one
+//! helps (the valid names when one is misspelt).
+//!
+//! Two passes. Serde (with `deny_unknown_fields`, enums as one-key maps) reports the first
+//! syntax, type, unknown-field or unknown-variant error with its position. A scenario that
+//! parses is then checked as a whole (versions, state names, ranges, faults the chosen
+//! transport can realise), and each problem is located by walking the YAML to its path.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::schema::{
+    Action, BootModeSpec, CanFault, Fault, OutcomeSpec, Region, Scenario, TransportSpec, Trigger,
+};
+use ecu_sim::image::Version;
+
+/// One problem in a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found in one file (at least one).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid(pub Vec<Problem>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The OTA job states a `state` trigger may name.
+pub const STATES: &[&str] = &[
+    "submitted",
+    "downloading",
+    "downloaded",
+    "verifying",
+    "transferring",
+    "transferring:session",
+    "transferring:security",
+    "transferring:erase",
+    "transferring:request_download",
+    "transferring:block",
+    "transferring:exit",
+    "transferring:check",
+    "applying",
+    "applying:reset",
+    "applying:await_boot",
+    "applying:await_confirm",
+];
+
+/// Parse and check `text` (from `file`).
+pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let scenario: Scenario = match serde_yaml::with::singleton_map_recursive::deserialize(de) {
+        Ok(s) => s,
+        Err(e) => {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let message = strip_location(&e.to_string());
+            let message = with_hint(&message);
+            return Err(Invalid(vec![Problem {
+                file: file.into(),
+                line,
+                column,
+                message,
+            }]));
+        }
+    };
+    let problems: Vec<Problem> = check(&scenario)
+        .into_iter()
+        .map(|(path, message)| {
+            let (line, column) = locate(text, &path).unwrap_or((1, 1));
+            Problem {
+                file: file.into(),
+                line,
+                column,
+                message: format!("{}: {message}", dotted(&path)),
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(Invalid(problems))
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the position goes in front instead.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => message[..i].to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// For "unknown variant `x`, expected one of `a`, `b`" (and unknown fields): the closest
+/// valid name.
+fn with_hint(message: &str) -> String {
+    let unknown = ["unknown variant `", "unknown field `"]
+        .iter()
+        .find_map(|p| message.find(p).map(|i| i + p.len()));
+    let Some(start) = unknown else {
+        return message.to_string();
+    };
+    let Some(len) = message[start..].find('`') else {
+        return message.to_string();
+    };
+    let wrong = &message[start..start + len];
+    let rest = &message[start + len + 1..];
+    let valid: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    match closest(wrong, &valid) {
+        Some(best) => format!("{message} (did you mean `{best}`?)"),
+        None => message.to_string(),
+    }
+}
+
+/// The valid name nearest to `wrong` by edit distance, if it is near enough to be a typo.
+pub fn closest<'a>(wrong: &str, valid: &[&'a str]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (edit_distance(wrong, v), *v))
+        .min()
+        .filter(|(d, v)| *d <= 2.max(v.len() / 3))
+        .map(|(_, v)| v)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if seg.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+type Found = Vec<(Vec<String>, String)>;
+
+fn path(segs: &[&str]) -> Vec<String> {
+    segs.iter().map(|s| s.to_string()).collect()
+}
+
+/// Problems of a scenario that parsed: (path, message).
+fn check(s: &Scenario) -> Found {
+    let mut found = Found::new();
+    let mut version = |segs: &[&str], v: &str| {
+        if v.parse::<Version>().is_err() {
+            found.push((
+                path(segs),
+                format!("{v:?} is not a version (major.minor.revision[+build], e.g. 2.1.0)"),
+            ));
+        }
+    };
+    version(&["installed", "version"], &s.installed.version);
+    version(&["update", "version"], &s.update.version);
+    if let Some(v) = &s.expect.version {
+        version(&["expect", "version"], v);
+    }
+    let e = &s.ecu;
+    if ![1u8, 2, 4, 8, 16, 32].contains(&e.align) {
+        found.push((
+            path(&["ecu", "align"]),
+            format!(
+                "{} is not a write unit the flash model has (1, 2, 4, 8, 16 or 32)",
+                e.align
+            ),
+        ));
+    }
+    if e.sector_size < 512 || !e.sector_size.is_power_of_two() {
+        found.push((
+            path(&["ecu", "sector_size"]),
+            format!(
+                "{} must be a power of two of at least 512 bytes",
+                e.sector_size
+            ),
+        ));
+    }
+    if !(2..=1024).contains(&e.slot_sectors) {
+        found.push((
+            path(&["ecu", "slot_sectors"]),
+            format!("{} must be between 2 and 1024", e.slot_sectors),
+        ));
+    }
+    if e.max_boot_attempts == 0 {
+        found.push((
+            path(&["ecu", "max_boot_attempts"]),
+            "must be at least 1".into(),
+        ));
+    }
+    if e.block_len < 3 {
+        found.push((
+            path(&["ecu", "block_len"]),
+            "must leave room for data (at least 3)".into(),
+        ));
+    }
+    if e.keys.is_empty() {
+        found.push((
+            path(&["ecu", "keys"]),
+            "the bootloader must trust at least one key".into(),
+        ));
+    }
+    if matches!(e.transport, TransportSpec::Can | TransportSpec::Canfd) && e.bitrate == 0
+        || e.transport == TransportSpec::Canfd && e.data_bitrate == 0
+    {
+        found.push((path(&["ecu", "bitrate"]), "must be above 0".into()));
+    }
+    if s.download.bandwidth == 0 {
+        found.push((
+            path(&["download", "bandwidth"]),
+            "must be above 0 bytes per second".into(),
+        ));
+    }
+    for (i, fault) in s.faults.iter().enumerate() {
+        check_fault(s, i, fault, &mut found);
+    }
+    let x = &s.expect;
+    if let (Some(min), Some(max)) = (x.boots.min, x.boots.max)
+        && min > max
+    {
+        found.push((
+            path(&["expect", "boots"]),
+            format!("min {min} is above max {max}"),
+        ));
+    }
+    for (i, d) in x.dtcs.iter().enumerate() {
+        if parse_dtc(d).is_none() {
+            found.push((
+                vec!["expect".into(), "dtcs".into(), i.to_string()],
+                format!("{d:?} is not a DTC (six hex digits like D00300)"),
+            ));
+        }
+    }
+    if x.outcome == OutcomeSpec::Committed && x.reason_contains.is_some() {
+        found.push((
+            path(&["expect", "reason_contains"]),
+            "a committed update has no reason".into(),
+        ));
+    }
+    found
+}
+
+/// `D00300` → 0xD00300.
+pub fn parse_dtc(s: &str) -> Option<u32> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    (hex.len() == 6)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
+    let at = |segs: &[&str]| {
+        let mut p = vec!["faults".to_string(), i.to_string()];
+        p.extend(segs.iter().map(|s| s.to_string()));
+        p
+    };
+    let percent = |v: f64| (0.0..=100.0).contains(&v);
+    match &fault.when {
+        Trigger::State(name) if !STATES.contains(&name.as_str()) => {
+            let hint = closest(name, STATES)
+                .map(|b| format!("did you mean `{b}`? "))
+                .unwrap_or_default();
+            found.push((
+                at(&["when", "state"]),
+                format!(
+                    "unknown job state `{name}`; {hint}states: {}",
+                    STATES.join(", ")
+                ),
+            ));
+        }
+        Trigger::DownloadPercent(p) | Trigger::TransferPercent(p) if !percent(*p) => {
+            found.push((at(&["when"]), format!("{p} is not a percentage (0–100)")));
+        }
+        Trigger::TransferBlock(0) => {
+            found.push((
+                at(&["when", "transfer_block"]),
+                "blocks count from 1".into(),
+            ));
+        }
+        Trigger::FlashOp(op) => {
+            if op.n == 0 {
+                found.push((
+                    at(&["when", "flash_op", "n"]),
+                    "operations count from 1".into(),
+                ));
+            }
+            if op.in_boot && op.in_firmware {
+                found.push((
+                    at(&["when", "flash_op"]),
+                    "in_boot and in_firmware exclude each other".into(),
+                ));
+            }
+            if op.region == Some(Region::Scratch) && s.ecu.boot_mode == BootModeSpec::Ab {
+                found.push((
+                    at(&["when", "flash_op", "region"]),
+                    "A/B mode has no scratch sector".into(),
+                ));
+            }
+        }
+        Trigger::Probability(p) if !(0.0..=1.0).contains(&p.p) => {
+            found.push((
+                at(&["when", "probability", "p"]),
+                format!("{} is not a probability (0–1)", p.p),
+            ));
+        }
+        Trigger::Event(name) if name.is_empty() => {
+            found.push((at(&["when", "event"]), "empty event name".into()));
+        }
+        _ => {}
+    }
+    let can = matches!(s.ecu.transport, TransportSpec::Can | TransportSpec::Canfd);
+    match &fault.action {
+        Action::Can(_) if !can => found.push((
+            at(&["do", "can"]),
+            "CAN frame faults need `ecu.transport: can` or `canfd`".into(),
+        )),
+        Action::DropConnection if can => found.push((
+            at(&["do"]),
+            "drop_connection is a DoIP fault; on CAN use `can: drop`".into(),
+        )),
+        Action::Can(CanFault::DelayMs(0)) => {
+            found.push((at(&["do", "can", "delay_ms"]), "must be above 0".into()))
+        }
+        Action::BitRot(b) if b.region == Region::Scratch && s.ecu.boot_mode == BootModeSpec::Ab => {
+            found.push((
+                at(&["do", "bit_rot", "region"]),
+                "A/B mode has no scratch sector".into(),
+            ))
+        }
+        Action::PowerCut(_) if !matches!(fault.when, Trigger::FlashOp(_)) && fault.times > 1000 => {
+            found.push((at(&["times"]), "at most 1000".into()))
+        }
+        _ => {}
+    }
+    if fault.times == 0 {
+        found.push((at(&["times"]), "a fault fires at least once".into()));
+    }
+}
+
+/// The (line, column) of the value at `path` in `text`.
+pub fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
+    let seed = Locate { path };
+    match seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
+        _ => None,
+    }
+}
+
+const FOUND: &str = "\u{0}found";
+
+/// Walks the document to `path` and fails there: serde_yaml puts the position on the error.
+struct Locate<'a> {
+    path: &'a [String],
+}
+
+impl<'de> DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Locate<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.path.split_first() else {
+            return Err(de::Error::custom(FOUND));
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            if &key == first {
+                map.next_value_seed(Locate { path: rest })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((first, rest)) = self.path.split_first() else {
+            return Err(de::Error::custom(FOUND));
+        };
+        let index: usize = first.parse().unwrap_or(usize::MAX);
+        let mut i = 0;
+        loop {
+            let more = if i == index {
+                seq.next_element_seed(Locate { path: rest })?.is_some()
+            } else {
+                seq.next_element::<IgnoredAny>()?.is_some()
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
+
+impl Locate<'_> {
+    fn leaf<E: de::Error>(&self) -> Result<(), E> {
+        if self.path.is_empty() {
+            Err(E::custom(FOUND))
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,786 @@
+//! The simulated world of one scenario: the ECU's surroundings, the faults waiting for their
+//! triggers, and the trace everything is written to.
+//!
+//! [`World`] implements the simulation [`Hooks`]: it sees every UDS request and response,
+//! every download chunk, every job state (through the runner) and every ECU event, fires the
+//! faults whose triggers match, and checks the always-on invariants (the ECU only ever boots
+//! an image that is byte for byte one of the two images and verifies; it never stops booting).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ecu_sim::boot::{Layout, Slot};
+use ecu_sim::can::frame::Frame;
+use ecu_sim::can::timing::frame_bits;
+use ecu_sim::event::{Event, EventKind};
+use ecu_sim::flash::{CutRule, CutVariant, Flash, OpKind};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Notify;
+
+use super::schema::{
+    Action, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec, Opportunity, Region,
+    Scenario, TransportSpec, Trigger,
+};
+use super::trace::{Source, Trace};
+use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
+
+/// The interval of injected responsePending answers.
+const PENDING_INTERVAL_US: u64 = 2_000_000;
+/// ISO-TP N_Cr: how long a receiver waits for the next consecutive frame.
+const N_CR_US: u64 = 1_000_000;
+
+/// One of the two images, as the invariants need it.
+#[derive(Clone, Debug)]
+pub struct KnownImage {
+    pub name: &'static str,
+    pub bytes: Vec<u8>,
+    /// Whether it verifies with the ECU's keys.
+    pub verifies: bool,
+}
+
+#[derive(Debug)]
+pub struct World {
+    pub scenario: Arc<Scenario>,
+    pub trace: Trace,
+    /// Times each fault fired, by index.
+    pub fired: Vec<u32>,
+    /// Invariant violations, in order.
+    pub violations: Vec<String>,
+    pub images: Vec<KnownImage>,
+    pub layout: Layout,
+    rng: ChaCha8Rng,
+    /// Power comes back at these times (µs).
+    restore_at: Vec<u64>,
+    /// Faults armed in the flash model: (rule id, fault index, restore delay µs).
+    flash_cuts: Vec<(u64, usize, u64)>,
+    next_rule: u64,
+    download_next: VecDeque<DownloadFault>,
+    throttle: Option<u64>,
+    nrc: Vec<(u8, u8, u32)>,
+    corrupt: Vec<(u8, u32)>,
+    flip_next_block: Option<u8>,
+    storm: Option<(u8, u32)>,
+    can_next: VecDeque<CanFault>,
+    drop_next: bool,
+    pub kill: Arc<Notify>,
+    blocks_sent: u32,
+    blocks_total: u32,
+    pub download_resumed: bool,
+    pub download_restarted: bool,
+    /// Reverts seen.
+    pub rollbacks: u64,
+    pub boots: u64,
+    /// The job's state as the last transition left it.
+    pub job_state: String,
+    /// Extra wire time per request/response frame on CAN: (bit rate, data bit rate, fd).
+    can: Option<(u32, u32, bool)>,
+}
+
+impl World {
+    pub fn new(scenario: Arc<Scenario>, images: Vec<KnownImage>, layout: Layout) -> World {
+        let can = match scenario.ecu.transport {
+            TransportSpec::Doip => None,
+            TransportSpec::Can => Some((scenario.ecu.bitrate, scenario.ecu.bitrate, false)),
+            TransportSpec::Canfd => Some((scenario.ecu.bitrate, scenario.ecu.data_bitrate, true)),
+        };
+        World {
+            fired: vec![0; scenario.faults.len()],
+            rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5ce7_a210),
+            scenario,
+            trace: Trace::default(),
+            violations: Vec::new(),
+            images,
+            layout,
+            restore_at: Vec::new(),
+            flash_cuts: Vec::new(),
+            next_rule: 1,
+            download_next: VecDeque::new(),
+            throttle: None,
+            nrc: Vec::new(),
+            corrupt: Vec::new(),
+            flip_next_block: None,
+            storm: None,
+            can_next: VecDeque::new(),
+            drop_next: false,
+            kill: Arc::new(Notify::new()),
+            blocks_sent: 0,
+            blocks_total: 0,
+            download_resumed: false,
+            download_restarted: false,
+            rollbacks: 0,
+            boots: 0,
+            job_state: "submitted".into(),
+            can,
+        }
+    }
+
+    /// Arm the faults that live in the flash model (`flash_op` triggers with a power cut).
+    pub fn arm_flash_faults(&mut self, sim: &mut SimEcu) {
+        let faults = self.scenario.faults.clone();
+        for (i, f) in faults.iter().enumerate() {
+            if let Trigger::FlashOp(_) = f.when {
+                self.arm_flash_fault(sim, i, f);
+            }
+        }
+    }
+
+    fn arm_flash_fault(&mut self, sim: &mut SimEcu, i: usize, f: &Fault) {
+        let Trigger::FlashOp(op) = &f.when else {
+            return;
+        };
+        let (variant, restore_ms) = match &f.action {
+            Action::PowerCut(p) => (cut_variant(p.variant), p.restore_after_ms),
+            // Other actions at a flash op: cut `after` and restore at once, then act.
+            _ => (CutVariant::After, 0),
+        };
+        let range = op.region.map(|r| self.region_range(r));
+        let id = self.next_rule;
+        self.next_rule += 1;
+        let rule = CutRule {
+            id,
+            kind: op.kind.map(|k| match k {
+                OpKindSpec::Erase => OpKind::Erase,
+                OpKindSpec::Write => OpKind::Write,
+            }),
+            range,
+            boot: match (op.boot, op.in_boot) {
+                (Some(n), _) => Some(Some(n)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            },
+            firmware_only: op.in_firmware,
+            nth: op.n,
+            variant,
+        };
+        sim.ecu.flash_mut().add_cut_rule(rule);
+        self.flash_cuts.push((id, i, restore_ms * 1000));
+    }
+
+    /// The absolute address range of a region.
+    pub fn region_range(&self, r: Region) -> std::ops::Range<u32> {
+        let l = &self.layout;
+        let span = |offset: u32, size: u32| offset..offset + size;
+        match r {
+            Region::Primary => span(l.primary.region.offset, l.primary.region.size),
+            Region::Secondary => span(l.secondary.region.offset, l.secondary.region.size),
+            Region::Scratch => l.scratch.as_ref().map_or(0..0, |s| span(s.offset, s.size)),
+            // Trailers are at the end of each slot; one range covering both is not contiguous,
+            // so "trailer" matches the primary's trailer first and the secondary's last.
+            Region::Trailer => {
+                let a = l.primary.trailer_offset;
+                let b = l.secondary.trailer_offset + l.secondary.trailer_size;
+                a.min(l.secondary.trailer_offset)..b.max(a + l.primary.trailer_size)
+            }
+            Region::Journal => {
+                let [a, b] = &l.journal;
+                a.offset.min(b.offset)..(a.offset + a.size).max(b.offset + b.size)
+            }
+        }
+    }
+
+    /// Fire every fault whose trigger `matches`; returns the actions to apply.
+    fn matching(
+        &mut self,
+        now: u64,
+        what: &str,
+        matches: impl Fn(&Trigger) -> bool,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let faults = self.scenario.faults.clone();
+        for (i, f) in faults.iter().enumerate() {
+            if matches!(f.when, Trigger::FlashOp(_)) || self.fired[i] >= f.times {
+                continue;
+            }
+            if matches(&f.when) {
+                self.fired[i] += 1;
+                self.trace.push(
+                    now,
+                    Source::Fault,
+                    "fault_fired",
+                    format!(
+                        "fault {} fired {what}: {}",
+                        i + 1,
+                        describe_action(&f.action)
+                    ),
+                );
+                actions.push(f.action.clone());
+            }
+        }
+        actions
+    }
+
+    /// Probability triggers for one opportunity of kind `per`.
+    fn chance(&mut self, now: u64, per: Opportunity) -> Vec<Action> {
+        let faults = self.scenario.faults.clone();
+        let mut hit = Vec::new();
+        for (i, f) in faults.iter().enumerate() {
+            if let Trigger::Probability(p) = &f.when
+                && p.per == per
+                && self.fired[i] < f.times
+                && self.rng.gen_bool(p.p.clamp(0.0, 1.0))
+            {
+                hit.push(i);
+            }
+        }
+        let mut actions = Vec::new();
+        for i in hit {
+            self.fired[i] += 1;
+            let f = &faults[i];
+            self.trace.push(
+                now,
+                Source::Fault,
+                "fault_fired",
+                format!(
+                    "fault {} fired by chance: {}",
+                    i + 1,
+                    describe_action(&f.action)
+                ),
+            );
+            actions.push(f.action.clone());
+        }
+        actions
+    }
+
+    /// Carry out actions now.
+    fn apply(&mut self, sim: &mut SimEcu, now: u64, actions: Vec<Action>, offset: Option<u64>) {
+        for action in actions {
+            match action {
+                Action::PowerCut(p) => {
+                    if sim.ecu.is_powered() {
+                        let _ = sim.ecu.advance_to(now);
+                        sim.ecu.power_off();
+                    }
+                    self.restore_at.push(now + p.restore_after_ms * 1000);
+                }
+                Action::Reset => {
+                    let _ = sim.ecu.advance_to(now);
+                    if let Err(e) = sim.ecu.reset() {
+                        self.trace
+                            .push(now, Source::Ecu, "reset_failed", format!("reset: {e}"));
+                    }
+                }
+                Action::Can(f) => self.can_next.push_back(f),
+                Action::DropConnection => self.drop_next = true,
+                Action::Download(DownloadFault::Throttle(bps)) => self.throttle = Some(bps),
+                Action::Download(DownloadFault::FlipByte) => {
+                    self.download_next.push_back(DownloadFault::FlipByte);
+                    let _ = offset;
+                }
+                Action::Download(f) => self.download_next.push_back(f),
+                Action::FlipTransferBits(mask) => self.flip_next_block = Some(mask),
+                Action::BitRot(b) => {
+                    let range = self.region_range(b.region);
+                    let addr = range.start + b.offset;
+                    let r = sim.ecu.flash_mut().flip_bits(addr, b.mask);
+                    self.trace.push(
+                        now,
+                        Source::Fault,
+                        "bit_rot",
+                        match r {
+                            Ok(()) => format!("bits {:#04x} flipped at {addr:#x}", b.mask),
+                            Err(e) => format!("bit rot at {addr:#x} failed: {e}"),
+                        },
+                    );
+                }
+                Action::InjectNrc(n) if n.nrc == 0x78 => self.storm = Some((n.service, n.count)),
+                Action::InjectNrc(n) => self.nrc.push((n.service, n.nrc, n.count)),
+                Action::CorruptRequest(c) => self.corrupt.push((c.service, c.count)),
+                Action::KillManager => self.kill.notify_one(),
+            }
+        }
+    }
+
+    /// Read the ECU's events: trace them, check the invariants, fire event triggers.
+    pub fn observe(&mut self, sim: &mut SimEcu, now: u64) {
+        loop {
+            let events = sim.ecu.drain_events();
+            if events.is_empty() {
+                return;
+            }
+            for e in events {
+                self.on_event(sim, now, e);
+            }
+        }
+    }
+
+    fn on_event(&mut self, sim: &mut SimEcu, now: u64, e: Event) {
+        let name = event_name(&e.kind);
+        self.trace
+            .push(e.at_us, Source::Ecu, &name, e.kind.to_string());
+        match &e.kind {
+            EventKind::BootStarted { boot } => {
+                self.boots += 1;
+                let n = *boot;
+                let actions = self.matching(
+                    e.at_us,
+                    &format!("at boot {n}"),
+                    |t| matches!(t, Trigger::Boot(b) if *b == n),
+                );
+                self.apply(sim, now.max(e.at_us), actions, None);
+            }
+            EventKind::Booted { slot, version, .. } => {
+                self.check_booted(sim, *slot, &version.to_string(), e.at_us)
+            }
+            EventKind::NoBootableImage { reasons } => self.violations.push(format!(
+                "at {:.6} s the ECU has no bootable image (bricked): {reasons:?}",
+                e.at_us as f64 / 1e6
+            )),
+            EventKind::RevertStarted { .. } => self.rollbacks += 1,
+            EventKind::PowerLost { op, .. } => {
+                // A cut armed in the flash model fired: the rule that is gone.
+                let left: Vec<u64> = sim.ecu.flash().cut_rules().iter().map(|r| r.id).collect();
+                if let Some(k) = self
+                    .flash_cuts
+                    .iter()
+                    .position(|(id, ..)| !left.contains(id))
+                {
+                    let (_, fault, restore_us) = self.flash_cuts.remove(k);
+                    self.fired[fault] += 1;
+                    let f = self.scenario.faults[fault].clone();
+                    self.trace.push(
+                        e.at_us,
+                        Source::Fault,
+                        "fault_fired",
+                        format!(
+                            "fault {} fired at flash op {op}: {}",
+                            fault + 1,
+                            describe_action(&f.action)
+                        ),
+                    );
+                    self.restore_at.push(e.at_us + restore_us);
+                    if self.fired[fault] < f.times {
+                        self.arm_flash_fault(sim, fault, &f);
+                    }
+                    if !matches!(f.action, Action::PowerCut(_)) {
+                        self.apply(sim, now.max(e.at_us), vec![f.action.clone()], None);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let at = e.at_us;
+        let actions = self.matching(
+            at,
+            &format!("on {name}"),
+            |t| matches!(t, Trigger::Event(n) if *n == name),
+        );
+        self.apply(sim, now.max(at), actions, None);
+    }
+
+    fn check_booted(&mut self, sim: &SimEcu, slot: Slot, version: &str, at: u64) {
+        let area = match slot {
+            Slot::Primary => &self.layout.primary,
+            Slot::Secondary => &self.layout.secondary,
+        };
+        let mut found = None;
+        for img in &self.images {
+            let mut buf = vec![0; img.bytes.len()];
+            if img.bytes.len() as u32 <= area.region.size
+                && sim.ecu.flash().read(area.region.offset, &mut buf).is_ok()
+                && buf == img.bytes
+            {
+                found = Some(img);
+                break;
+            }
+        }
+        match found {
+            None => self.violations.push(format!(
+                "at {:.6} s the ECU booted {version} from {slot}, which is neither image byte for byte (a mixed or corrupted image)",
+                at as f64 / 1e6
+            )),
+            Some(img) if !img.verifies => self.violations.push(format!(
+                "at {:.6} s the ECU booted the {} image from {slot}, which does not verify",
+                at as f64 / 1e6,
+                img.name
+            )),
+            Some(_) => {}
+        }
+    }
+
+    /// The runner reports a job transition.
+    pub fn on_state(&mut self, sim: &mut SimEcu, now: u64, state: &crate::ota::job::State) {
+        use crate::ota::job::{State, TransferStep};
+        let name = state_name(state);
+        let progress_only = matches!(
+            state,
+            State::Transferring {
+                step: TransferStep::Block { n, .. }
+            } if *n > 0
+        ) || matches!(state, State::Downloading { bytes } if *bytes > 0);
+        if let State::Transferring {
+            step: TransferStep::Block { of, .. },
+        } = state
+        {
+            self.blocks_total = *of;
+        }
+        self.trace.push(
+            now,
+            Source::Ota,
+            &format!("state:{name}"),
+            state.to_string(),
+        );
+        self.job_state = name.clone();
+        if progress_only {
+            return;
+        }
+        let actions = self.matching(now, &format!("on entering {name}"), |t| match t {
+            Trigger::State(s) => {
+                *s == name
+                    || name
+                        .strip_prefix(s.as_str())
+                        .is_some_and(|r| r.starts_with(':'))
+            }
+            Trigger::Event(n) => *n == format!("state:{name}"),
+            _ => false,
+        });
+        self.apply(sim, now, actions, None);
+    }
+
+    /// A note from a worker (download resumed, transfer failed, ...).
+    pub fn on_note(&mut self, now: u64, note: &str) {
+        self.trace.push(now, Source::Ota, "note", note.to_string());
+    }
+
+    /// Time passed (the runner's ticker): restore power, fire time triggers, let the ECU run.
+    pub fn tick(&mut self, sim: &mut SimEcu, now: u64) {
+        let _ = sim.ecu.advance_to(now);
+        self.observe(sim, now);
+        let due: Vec<u64> = self
+            .restore_at
+            .iter()
+            .copied()
+            .filter(|&t| t <= now)
+            .collect();
+        if !due.is_empty() {
+            self.restore_at.retain(|&t| t > now);
+            if !sim.ecu.is_powered() {
+                if let Err(e) = sim.ecu.power_on() {
+                    self.trace.push(
+                        now,
+                        Source::Ecu,
+                        "power_on_failed",
+                        format!("power on: {e}"),
+                    );
+                }
+                self.observe(sim, now);
+            }
+        }
+        let ms = now / 1000;
+        let actions = self.matching(
+            now,
+            &format!("at {ms} ms"),
+            |t| matches!(t, Trigger::AtMs(at) if *at <= ms),
+        );
+        self.apply(sim, now, actions, None);
+        self.observe(sim, now);
+    }
+
+    /// When the ticker should look again (µs).
+    pub fn next_wake(&self, sim: &SimEcu, now: u64) -> u64 {
+        let mut t = now + 1_000_000;
+        for &r in &self.restore_at {
+            t = t.min(r);
+        }
+        if let Some(a) = sim.ecu.next_action_at() {
+            t = t.min(a);
+        }
+        for (i, f) in self.scenario.faults.iter().enumerate() {
+            if let Trigger::AtMs(ms) = f.when
+                && self.fired[i] < f.times
+            {
+                t = t.min(ms * 1000);
+            }
+        }
+        t.max(now + 1)
+    }
+
+    /// Whether a power restore is still pending.
+    pub fn power_pending(&self) -> bool {
+        !self.restore_at.is_empty()
+    }
+
+    fn wire_us(&self, len: usize) -> u64 {
+        let Some((bitrate, data_bitrate, fd)) = self.can else {
+            return 0;
+        };
+        // ISO-TP: single frame if it fits, else first frame + consecutive frames and one flow
+        // control back; every frame at full length (padding).
+        let payload = if fd { 64 } else { 8 };
+        let (sf_max, ff_data, cf_data) = if fd { (62, 58, 63) } else { (7, 6, 7) };
+        let frame = |n: usize| {
+            let data = vec![0xAAu8; n];
+            let f = if fd {
+                Frame::fd(0x7E0, data)
+            } else {
+                Frame::classic(0x7E0, data)
+            };
+            frame_bits(&f, fd).duration_ns(bitrate, data_bitrate) / 1000
+        };
+        let full = frame(payload);
+        if len <= sf_max {
+            return full;
+        }
+        let cfs = (len - ff_data).div_ceil(cf_data) as u64;
+        full * (1 + cfs) + frame(3.min(payload))
+    }
+}
+
+fn cut_variant(v: CutVariantSpec) -> CutVariant {
+    match v {
+        CutVariantSpec::Before => CutVariant::Before,
+        CutVariantSpec::Torn => CutVariant::Torn,
+        CutVariantSpec::After => CutVariant::After,
+    }
+}
+
+/// `transferring:block`, `applying:await_boot`, `committed`, ...
+pub fn state_name(state: &crate::ota::job::State) -> String {
+    let v = serde_json::to_value(state).unwrap_or_default();
+    let phase = v["state"].as_str().unwrap_or_default().to_string();
+    match &v["step"] {
+        serde_json::Value::String(s) => format!("{phase}:{s}"),
+        serde_json::Value::Object(o) => match o.get("step").and_then(|s| s.as_str()) {
+            Some(s) => format!("{phase}:{s}"),
+            None => phase,
+        },
+        _ => phase,
+    }
+}
+
+/// `swap_started` for `EventKind::SwapStarted { .. }`.
+pub fn event_name(kind: &EventKind) -> String {
+    let debug = format!("{kind:?}");
+    let variant: String = debug
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let mut out = String::new();
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn describe_action(a: &Action) -> String {
+    match a {
+        Action::PowerCut(p) => format!(
+            "power cut ({:?}), restored after {} ms",
+            p.variant, p.restore_after_ms
+        )
+        .to_lowercase(),
+        Action::Reset => "ecu reset".into(),
+        Action::Can(f) => format!("can {f:?}").to_lowercase(),
+        Action::DropConnection => "doip connection dropped".into(),
+        Action::Download(f) => format!("download {f:?}").to_lowercase(),
+        Action::FlipTransferBits(m) => format!("bits {m:#04x} flipped in a TransferData block"),
+        Action::BitRot(b) => {
+            format!("bit rot in {:?} at +{:#x}", b.region, b.offset).to_lowercase()
+        }
+        Action::InjectNrc(n) => format!(
+            "NRC {:#04x} injected for service {:#04x} ({}x)",
+            n.nrc, n.service, n.count
+        ),
+        Action::CorruptRequest(c) => format!(
+            "request to service {:#04x} corrupted ({}x)",
+            c.service, c.count
+        ),
+        Action::KillManager => "OTA manager killed".into(),
+    }
+}
+
+impl Hooks for World {
+    fn on_request(&mut self, sim: &mut SimEcu, now: u64, request: &mut Vec<u8>) -> RequestFate {
+        self.observe(sim, now);
+        let Some(&sid) = request.first() else {
+            return RequestFate::Lost;
+        };
+        let name = format!("request:{sid:#04x}");
+        let mut actions = self.matching(
+            now,
+            &format!("on {name}"),
+            |t| matches!(t, Trigger::Event(n) if *n == name),
+        );
+        actions.extend(self.chance(now, Opportunity::Request));
+        if sid == 0x34 {
+            self.blocks_sent = 0;
+        }
+        if sid == 0x36 {
+            self.blocks_sent += 1;
+            let (n, of) = (self.blocks_sent, self.blocks_total.max(1));
+            let pct = f64::from(n) * 100.0 / f64::from(of);
+            let prev = f64::from(n - 1) * 100.0 / f64::from(of);
+            actions.extend(self.matching(
+                now,
+                &format!("at transfer block {n}/{of}"),
+                |t| match t {
+                    Trigger::TransferBlock(b) => *b == n,
+                    Trigger::TransferPercent(p) => pct >= *p && (prev < *p || n == 1),
+                    _ => false,
+                },
+            ));
+            actions.extend(self.chance(now, Opportunity::TransferBlock));
+        }
+        self.apply(sim, now, actions, None);
+        if !sim.ecu.is_powered() {
+            // Nobody home: the request is lost (the tester times out).
+            return RequestFate::Lost;
+        }
+        if std::mem::take(&mut self.drop_next) {
+            self.trace.push(
+                now,
+                Source::Fault,
+                "connection_dropped",
+                "the ECU closed the connection",
+            );
+            return RequestFate::Closed;
+        }
+        if sid == 0x36
+            && let Some(mask) = self.flip_next_block.take()
+            && request.len() > 2
+        {
+            request[2] ^= mask;
+        }
+        if let Some(k) = self.corrupt.iter().position(|(s, n)| *s == sid && *n > 0) {
+            self.corrupt[k].1 -= 1;
+            if let Some(last) = request.last_mut() {
+                *last ^= 0xFF;
+            }
+        }
+        if let Some(k) = self.nrc.iter().position(|(s, _, n)| *s == sid && *n > 0) {
+            self.nrc[k].2 -= 1;
+            let nrc = self.nrc[k].1;
+            return RequestFate::Answer(vec![(now + 1_000, vec![0x7F, sid, nrc])]);
+        }
+        let mut after_us = self.wire_us(request.len());
+        if let Some(f) = self.can_next.pop_front() {
+            match f {
+                CanFault::Drop | CanFault::Duplicate => {
+                    self.trace.push(
+                        now + after_us,
+                        Source::Fault,
+                        "can_message_lost",
+                        format!(
+                            "{f:?}: the ISO-TP receiver drops the request to {sid:#04x} after N_Cr"
+                        )
+                        .to_lowercase(),
+                    );
+                    let _ = N_CR_US;
+                    return RequestFate::Lost;
+                }
+                CanFault::Corrupt => after_us += self.wire_us(1) * 2,
+                CanFault::DelayMs(ms) => after_us += ms * 1000,
+            }
+        }
+        if let Some((s, count)) = self.storm
+            && s == sid
+        {
+            after_us += u64::from(count) * PENDING_INTERVAL_US;
+        }
+        RequestFate::Deliver { after_us }
+    }
+
+    fn on_responses(&mut self, now: u64, responses: &mut Vec<(u64, Vec<u8>)>) {
+        for (at, bytes) in responses.iter_mut() {
+            *at += self.wire_us(bytes.len());
+        }
+        if let Some((sid, count)) = self.storm.take() {
+            // The storm's answers go out first, every PENDING_INTERVAL_US.
+            for k in 0..u64::from(count) {
+                responses.push((
+                    now + (k + 1) * PENDING_INTERVAL_US - 1,
+                    vec![0x7F, sid, 0x78],
+                ));
+            }
+            self.trace.push(
+                now,
+                Source::Fault,
+                "response_pending_storm",
+                format!("{count} responsePending answers to service {sid:#04x}"),
+            );
+        }
+    }
+
+    fn after_request(&mut self, sim: &mut SimEcu, now: u64) {
+        self.observe(sim, now);
+    }
+
+    fn on_chunk(
+        &mut self,
+        sim: &mut SimEcu,
+        now: u64,
+        offset: u64,
+        len: usize,
+        total: u64,
+        first: bool,
+    ) -> ChunkFate {
+        let end = offset + len as u64;
+        let pct = |b: u64| b as f64 * 100.0 / total.max(1) as f64;
+        let mut at_offset = None;
+        let mut actions = self.matching(now, &format!("at download byte {offset}"), |t| match t {
+            Trigger::DownloadBytes(b) => (offset..end).contains(b) || (*b >= total && end == total),
+            Trigger::DownloadPercent(p) => pct(offset) <= *p && (*p < pct(end) || end == total),
+            _ => false,
+        });
+        for f in &self.scenario.faults {
+            match f.when {
+                Trigger::DownloadBytes(b) if (offset..end).contains(&b) => {
+                    at_offset = Some(b - offset)
+                }
+                Trigger::DownloadPercent(p) if pct(offset) <= p && p < pct(end) => {
+                    at_offset = Some(((total as f64 * p / 100.0) as u64).saturating_sub(offset))
+                }
+                _ => {}
+            }
+        }
+        actions.extend(self.chance(now, Opportunity::DownloadChunk));
+        self.apply(sim, now, actions, None);
+        match self.download_next.pop_front() {
+            None => ChunkFate::Send,
+            Some(DownloadFault::Close) => ChunkFate::Close,
+            Some(DownloadFault::StallMs(ms)) => ChunkFate::Stall(ms),
+            Some(DownloadFault::HttpError(s)) => ChunkFate::Status(s),
+            Some(DownloadFault::FlipByte) => {
+                ChunkFate::Flip(at_offset.unwrap_or(0).min(len as u64 - 1) as usize)
+            }
+            Some(DownloadFault::IgnoreRange) if first && offset > 0 => ChunkFate::IgnoreRange,
+            Some(DownloadFault::IgnoreRange) => {
+                // Applies to the next request that asks for a range.
+                self.download_next.push_front(DownloadFault::IgnoreRange);
+                ChunkFate::Send
+            }
+            Some(DownloadFault::Throttle(_)) => ChunkFate::Send,
+        }
+    }
+
+    fn bandwidth(&mut self, configured: u64) -> u64 {
+        self.throttle.unwrap_or(configured)
+    }
+
+    fn on_download_note(&mut self, now: u64, note: &str) {
+        if note.starts_with("resuming at byte") {
+            self.download_resumed = true;
+        }
+        if note.starts_with("restarting from byte 0") {
+            self.download_restarted = true;
+        }
+        let name = if note.starts_with("resuming") {
+            "download_resumed"
+        } else if note.starts_with("restarting") {
+            "download_restarted"
+        } else if note.starts_with("requesting") {
+            "download_requested"
+        } else {
+            "download_note"
+        };
+        self.trace
+            .push(now, Source::Download, name, note.to_string());
+    }
+}
