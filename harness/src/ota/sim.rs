@@ -331,8 +331,9 @@ impl<H: Hooks> Transport for InProcess<H> {
         }
         hooks.on_responses(now, &mut responses);
         hooks.after_request(sim, now);
-        responses.sort_by_key(|(at, _)| *at);
+        // Responses to earlier requests may still be on their way: keep them in time order.
         self.pending.extend(responses);
+        self.pending.make_contiguous().sort_by_key(|(at, _)| *at);
         Ok(())
     }
 

@@ -92,7 +92,8 @@ fn outcome_word(r: &RunResult) -> String {
         .end
         .version
         .map_or_else(|| "nothing".to_string(), |v| format!("v{v}"));
-    format!("{:?}, {v} running", r.end.outcome).to_lowercase()
+    let o = serde_json::to_value(r.end.outcome).unwrap_or_default();
+    format!("{}, {v} running", o.as_str().unwrap_or_default())
 }
 
 /// Every `*.yaml` under `paths` (files as given, directories recursively), sorted.

@@ -190,12 +190,12 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
         .insert(ARTIFACT_URL.into(), update.clone());
     let epoch = workers.epoch;
     let shared = Arc::clone(&workers.world);
-    let kill = {
+    let (kill, wake) = {
         let mut w = lock(&shared);
         let SimWorld { sim, hooks } = &mut *w;
         hooks.arm_flash_faults(sim);
         hooks.observe(sim, 0);
-        Arc::clone(&hooks.kill)
+        (Arc::clone(&hooks.kill), Arc::clone(&hooks.wake))
     };
 
     let Client::Manager(m) = &s.client;
@@ -222,6 +222,7 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
     // The ticker: power restores, time triggers, the firmware's own timers.
     let ticker = {
         let shared = Arc::clone(&shared);
+        let woken = Arc::clone(&wake);
         tokio::spawn(async move {
             loop {
                 let wake = {
@@ -229,7 +230,11 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
                     let now = us(epoch.elapsed());
                     w.hooks.next_wake(&w.sim, now)
                 };
-                tokio::time::sleep_until(epoch + Duration::from_micros(wake)).await;
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep_until(epoch + Duration::from_micros(wake)) => {}
+                    () = woken.notified() => {}
+                }
                 let mut w = lock(&shared);
                 let SimWorld { sim, hooks } = &mut *w;
                 hooks.tick(sim, us(epoch.elapsed()));
@@ -293,6 +298,9 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
     let mut w = lock(&shared);
     let SimWorld { sim, hooks } = &mut *w;
     hooks.tick(sim, now());
+    // Events are reported as they become known: the ECU stamps them with its own clock,
+    // which runs ahead while it is busy. In time order they tell the story.
+    hooks.trace.events.sort_by_key(|e| e.at_us);
     let end = end_state(&job, sim, hooks, now());
     let mut failures = hooks.violations.clone();
     if sim.ecu.running().is_none() {

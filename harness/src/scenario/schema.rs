@@ -415,6 +415,9 @@ pub struct InjectNrc {
 #[serde(deny_unknown_fields)]
 pub struct CorruptRequest {
     pub service: u8,
+    /// Only requests whose second byte (the sub-function) is this.
+    #[serde(default)]
+    pub subfunction: Option<u8>,
     #[serde(default = "one")]
     pub count: u32,
 }

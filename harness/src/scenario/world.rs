@@ -58,12 +58,16 @@ pub struct World {
     download_next: VecDeque<DownloadFault>,
     throttle: Option<u64>,
     nrc: Vec<(u8, u8, u32)>,
-    corrupt: Vec<(u8, u32)>,
+    corrupt: Vec<(u8, Option<u8>, u32)>,
     flip_next_block: Option<u8>,
     storm: Option<(u8, u32)>,
+    /// The storm answering the request in flight.
+    storm_now: Option<(u8, u32)>,
     can_next: VecDeque<CanFault>,
     drop_next: bool,
     pub kill: Arc<Notify>,
+    /// Wakes the runner's ticker when something was scheduled.
+    pub wake: Arc<Notify>,
     blocks_sent: u32,
     blocks_total: u32,
     pub download_resumed: bool,
@@ -101,9 +105,11 @@ impl World {
             corrupt: Vec::new(),
             flip_next_block: None,
             storm: None,
+            storm_now: None,
             can_next: VecDeque::new(),
             drop_next: false,
             kill: Arc::new(Notify::new()),
+            wake: Arc::new(Notify::new()),
             blocks_sent: 0,
             blocks_total: 0,
             download_resumed: false,
@@ -252,6 +258,7 @@ impl World {
                         sim.ecu.power_off();
                     }
                     self.restore_at.push(now + p.restore_after_ms * 1000);
+                    self.wake.notify_one();
                 }
                 Action::Reset => {
                     let _ = sim.ecu.advance_to(now);
@@ -285,7 +292,7 @@ impl World {
                 }
                 Action::InjectNrc(n) if n.nrc == 0x78 => self.storm = Some((n.service, n.count)),
                 Action::InjectNrc(n) => self.nrc.push((n.service, n.nrc, n.count)),
-                Action::CorruptRequest(c) => self.corrupt.push((c.service, c.count)),
+                Action::CorruptRequest(c) => self.corrupt.push((c.service, c.subfunction, c.count)),
                 Action::KillManager => self.kill.notify_one(),
             }
         }
@@ -349,6 +356,7 @@ impl World {
                         ),
                     );
                     self.restore_at.push(e.at_us + restore_us);
+                    self.wake.notify_one();
                     if self.fired[fault] < f.times {
                         self.arm_flash_fault(sim, fault, &f);
                     }
@@ -648,8 +656,19 @@ impl Hooks for World {
         {
             request[2] ^= mask;
         }
-        if let Some(k) = self.corrupt.iter().position(|(s, n)| *s == sid && *n > 0) {
-            self.corrupt[k].1 -= 1;
+        let sub = request.get(1).copied();
+        if let Some(k) = self
+            .corrupt
+            .iter()
+            .position(|(s, f, n)| *s == sid && f.is_none_or(|f| Some(f) == sub) && *n > 0)
+        {
+            self.corrupt[k].2 -= 1;
+            self.trace.push(
+                now,
+                Source::Fault,
+                "request_corrupted",
+                format!("the last byte of a request to {sid:#04x} arrives inverted"),
+            );
             if let Some(last) = request.last_mut() {
                 *last ^= 0xFF;
             }
@@ -682,6 +701,8 @@ impl Hooks for World {
         if let Some((s, count)) = self.storm
             && s == sid
         {
+            self.storm = None;
+            self.storm_now = Some((s, count));
             after_us += u64::from(count) * PENDING_INTERVAL_US;
         }
         RequestFate::Deliver { after_us }
@@ -691,13 +712,11 @@ impl Hooks for World {
         for (at, bytes) in responses.iter_mut() {
             *at += self.wire_us(bytes.len());
         }
-        if let Some((sid, count)) = self.storm.take() {
+        if let Some((sid, count)) = self.storm_now.take() {
             // The storm's answers go out first, every PENDING_INTERVAL_US.
             for k in 0..u64::from(count) {
-                responses.push((
-                    now + (k + 1) * PENDING_INTERVAL_US - 1,
-                    vec![0x7F, sid, 0x78],
-                ));
+                // The first within P2 (10 ms), then one per interval (below P2*).
+                responses.push((now + 10_000 + k * PENDING_INTERVAL_US, vec![0x7F, sid, 0x78]));
             }
             self.trace.push(
                 now,
@@ -777,6 +796,8 @@ impl Hooks for World {
             "download_restarted"
         } else if note.starts_with("requesting") {
             "download_requested"
+        } else if note.starts_with("sha-256 mismatch") {
+            "download_corrupt"
         } else {
             "download_note"
         };

@@ -1,0 +1,92 @@
+//! Every `scenarios/**/*.yaml` is its own test (named after the file), so nextest runs,
+//! reports, retries and shards scenarios one by one.
+//!
+//! Each test validates the file, runs it twice with its seed (the two traces must be equal
+//! byte for byte), requires it to pass, and compares its trace with the insta snapshot
+//! `tests/snapshots/scenarios__<name>.snap` (simulated times only; nothing from the machine).
+//! Review changed traces with `cargo insta review`.
+
+use std::path::{Path, PathBuf};
+
+use hil::scenario::report::{self, Status};
+use hil::scenario::runner;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .join("scenarios")
+}
+
+fn check(path: &Path) -> Result<(), Failed> {
+    let name = report::name_of(path);
+    let scenario = report::load(path).map_err(|e| e.to_string())?;
+    let first = runner::run(&scenario, None).map_err(|e| format!("engine error: {e}"))?;
+    let again = runner::run(&scenario, None).map_err(|e| format!("engine error: {e}"))?;
+    if first.trace != again.trace {
+        let diverged = first
+            .trace
+            .events
+            .iter()
+            .zip(&again.trace.events)
+            .position(|(a, b)| a != b)
+            .unwrap_or(first.trace.events.len().min(again.trace.events.len()));
+        return Err(format!(
+            "not deterministic: the traces of two runs with seed {} differ from event {diverged}",
+            scenario.seed
+        )
+        .into());
+    }
+    if !first.failures.is_empty() {
+        let outcome = report::Outcome {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            description: scenario.description.clone(),
+            seed: scenario.seed,
+            status: Status::Failed,
+            messages: first.failures.clone(),
+            run: Some(first),
+        };
+        return Err(outcome.explain().into());
+    }
+    let lines: Vec<String> = first
+        .trace
+        .events
+        .iter()
+        .map(|e| {
+            format!(
+                "{:.6} {} {}: {}",
+                e.at_us as f64 / 1e6,
+                e.source,
+                e.event,
+                e.text
+            )
+        })
+        .collect();
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_description(scenario.description.clone());
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_yaml_snapshot!(format!("scenario-{name}"), lines));
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let files = report::discover(&[scenarios_dir()]).expect("the scenarios directory");
+    assert!(
+        !files.is_empty(),
+        "no scenarios in {}",
+        scenarios_dir().display()
+    );
+    let trials = files
+        .into_iter()
+        .map(|path| {
+            let name = report::name_of(&path);
+            Trial::test(name, move || check(&path))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
