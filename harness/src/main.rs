@@ -24,6 +24,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run scenario files (or every *.yaml under directories), in parallel, in virtual time.
+    /// Exit 0 all passed, 1 a scenario failed, 2 invalid input, 3 the engine broke.
+    Run {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Override every scenario's seed (what a failure's replay command sets).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write each scenario's trace as JSON lines to DIR/<name>.jsonl.
+        #[arg(long, value_name = "DIR")]
+        trace: Option<PathBuf>,
+        /// Scenarios run at once (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+    },
+    /// Check scenario files; every problem as file:line:col: message. Exit 0 valid, 2 not.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Scenarios with their one-line descriptions.
+    List {
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+    },
     /// Build two signed images, install v1, update to v2 with a power cut mid-install, show the outcome.
     Demo {
         /// Bootloader mode.
@@ -265,6 +290,21 @@ fn main() -> ExitCode {
             };
             serve_artifacts(&dir, &addr, faults)
         }
+        Command::Run {
+            paths,
+            seed,
+            trace,
+            jobs,
+        } => hil::scenario::cli::run(
+            &paths,
+            &hil::scenario::cli::RunOptions {
+                seed,
+                trace_dir: trace,
+                jobs,
+            },
+        ),
+        Command::Validate { paths } => hil::scenario::cli::validate(&paths),
+        Command::List { paths } => hil::scenario::cli::list(&paths),
         Command::Ota { command } => match command {
             OtaCommand::Submit { manifest, store } => hil::ota::cli::submit(&manifest, &store),
             OtaCommand::Run(a) | OtaCommand::Resume(a) => {

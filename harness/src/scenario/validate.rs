@@ -87,7 +87,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             }]));
         }
     };
-    let problems: Vec<Problem> = check(&scenario)
+    let mut problems: Vec<Problem> = check(&scenario)
         .into_iter()
         .map(|(path, message)| {
             let (line, column) = locate(text, &path).unwrap_or((1, 1));
@@ -99,6 +99,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             }
         })
         .collect();
+    problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
         Ok(scenario)
     } else {
@@ -106,12 +107,19 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
     }
 }
 
-/// serde_yaml appends " at line L column C"; the position goes in front instead.
+/// serde_yaml says " at line L column C" (at the end or mid-sentence); the position goes in
+/// front instead.
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) if message[i..].contains(" column ") => message[..i].to_string(),
-        _ => message.to_string(),
-    }
+    let Some(i) = message.find(" at line ") else {
+        return message.to_string();
+    };
+    let rest = &message[i + " at line ".len()..];
+    let Some(col) = rest.find(" column ") else {
+        return message.to_string();
+    };
+    let after = &rest[col + " column ".len()..];
+    let digits = after.chars().take_while(char::is_ascii_digit).count();
+    format!("{}{}", &message[..i], &after[digits..])
 }
 
 /// For "unknown variant `x`, expected one of `a`, `b`" (and unknown fields): the closest
@@ -121,6 +129,16 @@ fn with_hint(message: &str) -> String {
         .iter()
         .find_map(|p| message.find(p).map(|i| i + p.len()));
     let Some(start) = unknown else {
+        if message.contains("expected newtype variant")
+            || message.contains("expected struct variant")
+        {
+            return format!(
+                "{message} (this one takes settings: write `name: {{...}}`, e.g. `power_cut: {{restore_after_ms: 500}}`)"
+            );
+        }
+        if message.contains("expected unit variant") {
+            return format!("{message} (this one takes no settings: write just its name)");
+        }
         return message.to_string();
     };
     let Some(len) = message[start..].find('`') else {

@@ -716,7 +716,10 @@ impl Hooks for World {
             // The storm's answers go out first, every PENDING_INTERVAL_US.
             for k in 0..u64::from(count) {
                 // The first within P2 (10 ms), then one per interval (below P2*).
-                responses.push((now + 10_000 + k * PENDING_INTERVAL_US, vec![0x7F, sid, 0x78]));
+                responses.push((
+                    now + 10_000 + k * PENDING_INTERVAL_US,
+                    vec![0x7F, sid, 0x78],
+                ));
             }
             self.trace.push(
                 now,

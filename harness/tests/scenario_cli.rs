@@ -1,0 +1,139 @@
+//! `hil run`, `hil validate`, `hil list` as a user runs them (output piped, so plain mode).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn hil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .unwrap()
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_passing_scenario_prints_one_line_a_summary_and_its_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("traces");
+    let o = hil(&[
+        "run",
+        "scenarios/healthy-swap-doip.yaml",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("PASS  healthy-swap-doip")
+            && l.contains("committed, v2.0.0 running in")),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 scenario(s): 1 passed, 0 failed, 0 error(s), 0 skipped"),
+        "{out}"
+    );
+    let jsonl = std::fs::read_to_string(trace.join("healthy-swap-doip.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "confirmed"), "{jsonl}");
+    assert!(events.windows(2).all(|w| w[0]["at_us"].as_u64() <= w[1]["at_us"].as_u64()));
+}
+
+#[test]
+fn a_failing_scenario_explains_itself_and_replays_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong-expectation.yaml");
+    std::fs::write(
+        &file,
+        "description: expects a rollback from a healthy image\nseed: 99\nupdate: {version: 2.0.0, size: 30000}\nexpect: {outcome: rolled_back}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let traces = |n: &str| dir.path().join(n);
+    let o = hil(&["run", path, "--trace", traces("a").to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL  wrong-expectation"), "{out}");
+    assert!(out.contains("--- wrong-expectation (FAIL) seed 99"), "{out}");
+    assert!(
+        out.contains("outcome: expected rolled_back, got committed"),
+        "{out}"
+    );
+    assert!(out.contains("last events:"), "{out}");
+    let replay = format!("replay: hil run {path} --seed 99");
+    assert!(out.contains(&replay), "{out}");
+    // The replay command, in another process: the same trace, byte for byte.
+    let o = hil(&[
+        "run",
+        path,
+        "--seed",
+        "99",
+        "--trace",
+        traces("b").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let a = std::fs::read(traces("a/wrong-expectation.jsonl")).unwrap();
+    let b = std::fs::read(traces("b/wrong-expectation.jsonl")).unwrap();
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "same file and seed, same trace");
+}
+
+#[test]
+fn invalid_input_exits_2_and_engine_errors_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: comitted}\n",
+    )
+    .unwrap();
+    let o = hil(&["run", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.yaml:3:19: expect.outcome: unknown variant `comitted`"),
+        "{}",
+        text(&o)
+    );
+    let o = hil(&["run", "no/such/dir"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    // Valid, but the installed image does not fit the slot: the engine cannot build the ECU.
+    let big = dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        "description: x\ninstalled: {version: 1.0.0, size: 900000}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+    )
+    .unwrap();
+    let o = hil(&["run", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("ERROR big"), "{}", text(&o));
+}
+
+#[test]
+fn validate_and_list_cover_the_library() {
+    let o = hil(&["validate", "scenarios"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = hil(&["list", "scenarios"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().count() >= 25, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("power-cut-during-swap") && l.contains("swap resumes")),
+        "{out}"
+    );
+}

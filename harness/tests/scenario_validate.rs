@@ -1,0 +1,146 @@
+//! A table of bad scenario texts and the exact problems `hil validate` reports for them.
+
+use hil::scenario::validate;
+use proptest::prelude::*;
+
+const GOOD: &str = "description: ok\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_percent: 50}\n    do: {power_cut: {restore_after_ms: 5}}\nexpect: {outcome: committed, version: 2.0.0}\n";
+
+#[test]
+fn bad_scenarios_get_exact_file_line_col_messages() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            // unknown-action
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_percent: 50}\n    do: {powr_cut: {restore_after_ms: 5}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:5:10: faults[0].do: unknown variant `powr_cut`, expected one of `power_cut`, `reset`, `can`, `drop_connection`, `download`, `flip_transfer_bits`, `bit_rot`, `inject_nrc`, `corrupt_request`, `kill_manager` (did you mean `power_cut`?)",
+            ],
+        ),
+        (
+            // unknown-field
+            "description: x\nupdate: {version: 2.0.0, sise: 4}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:26: update: unknown field `sise`, expected one of `version`, `size`, `behaviour`, `signing`, `security_counter`, `tampered` (did you mean `size`?)",
+            ],
+        ),
+        (
+            // missing-expect
+            "description: x\nupdate: {version: 2.0.0}\n",
+            &["s.yaml:1:1: missing field `expect`"],
+        ),
+        (
+            // bad-outcome
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: comitted}\n",
+            &[
+                "s.yaml:3:19: expect.outcome: unknown variant `comitted`, expected one of `committed`, `rolled_back`, `rejected`, `failed` (did you mean `committed`?)",
+            ],
+        ),
+        (
+            // bad-version
+            "description: x\nupdate: {version: two}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:19: update.version: \"two\" is not a version (major.minor.revision[+build], e.g. 2.1.0)",
+            ],
+        ),
+        (
+            // bad-state
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {state: transfering}\n    do: reset\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:4:19: faults[0].when.state: unknown job state `transfering`; did you mean `transferring`? states: submitted, downloading, downloaded, verifying, transferring, transferring:session, transferring:security, transferring:erase, transferring:request_download, transferring:block, transferring:exit, transferring:check, applying, applying:reset, applying:await_boot, applying:await_confirm",
+            ],
+        ),
+        (
+            // can-on-doip
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: drop}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:5:15: faults[0].do.can: CAN frame faults need `ecu.transport: can` or `canfd`",
+            ],
+        ),
+        (
+            // percent
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {download_percent: 150}\n    do: {download: close}\nexpect: {outcome: committed}\n",
+            &["s.yaml:4:11: faults[0].when: 150 is not a percentage (0–100)"],
+        ),
+        (
+            // type
+            "description: x\nseed: many\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+            &["s.yaml:2:7: seed: invalid type: string \"many\", expected u64"],
+        ),
+        (
+            // syntax
+            "description: x\nupdate: {version: 2.0.0\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:3:7: did not find expected ',' or '}', while parsing a flow mapping at line 2 column 9",
+            ],
+        ),
+        (
+            // transport
+            "description: x\necu: {transport: flexray}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:18: ecu.transport: unknown variant `flexray`, expected one of `doip`, `can`, `canfd`",
+            ],
+        ),
+        (
+            // scratch-ab
+            "description: x\necu: {boot_mode: ab}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {flash_op: {n: 1, region: scratch}}\n    do: {power_cut: {}}\nexpect: {outcome: committed}\n",
+            &["s.yaml:5:37: faults[0].when.flash_op.region: A/B mode has no scratch sector"],
+        ),
+        (
+            // two-problems
+            "description: x\necu: {align: 3}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed, dtcs: [XYZ], version: v2}\n",
+            &[
+                "s.yaml:2:14: ecu.align: 3 is not a write unit the flash model has (1, 2, 4, 8, 16 or 32)",
+                "s.yaml:4:37: expect.dtcs[0]: \"XYZ\" is not a DTC (six hex digits like D00300)",
+                "s.yaml:4:52: expect.version: \"v2\" is not a version (major.minor.revision[+build], e.g. 2.1.0)",
+            ],
+        ),
+        (
+            // unit-with-data
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {boot: 2}\n    do: {reset: {now: true}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:5:9: faults[0].do: invalid type: map, expected unit variant (this one takes no settings: write just its name)",
+            ],
+        ),
+        (
+            // data-without
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {boot: 2}\n    do: power_cut\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:5:9: faults[0].do: invalid type: unit variant, expected newtype variant (this one takes settings: write `name: {...}`, e.g. `power_cut: {restore_after_ms: 500}`)",
+            ],
+        ),
+    ];
+    for (text, expected) in table {
+        let problems = validate::parse(text, "s.yaml").expect_err(text);
+        let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(&got, expected, "for:\n{text}");
+    }
+}
+
+#[test]
+fn the_good_one_parses() {
+    let s = validate::parse(GOOD, "s.yaml").unwrap();
+    assert_eq!(s.faults.len(), 1);
+}
+
+proptest! {
+    /// Any edit of a valid file is a scenario or a list of located problems, never a panic.
+    #[test]
+    fn edited_scenarios_never_panic(edits in proptest::collection::vec((0usize..400, 0u8..128, 0u8..3), 1..6)) {
+        let mut text = GOOD.as_bytes().to_vec();
+        for (at, byte, op) in edits {
+            let at = at % (text.len() + 1);
+            match op {
+                0 if at < text.len() => text[at] = byte,
+                1 => text.insert(at, byte),
+                _ if at < text.len() => { text.remove(at); }
+                _ => {}
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        if let Err(e) = validate::parse(&text, "s.yaml") {
+            for p in &e.0 {
+                prop_assert!(p.line >= 1 && p.column >= 1);
+                prop_assert!(p.to_string().starts_with("s.yaml:"));
+            }
+        }
+    }
+}
