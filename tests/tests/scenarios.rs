@@ -44,6 +44,7 @@ fn check(path: &Path) -> Result<(), Failed> {
             name: name.clone(),
             description: scenario.description.clone(),
             seed: scenario.seed,
+            link: String::new(),
             status: Status::Failed,
             messages: first.failures.clone(),
             run: Some(first),

@@ -99,6 +99,10 @@ pub trait Hooks: Send + 'static {
     fn bandwidth(&mut self, configured: u64) -> u64 {
         configured
     }
+    /// The bytes the server serves for `url` now, if not the original ones.
+    fn artifact(&mut self, _url: &str) -> Option<Vec<u8>> {
+        None
+    }
     /// A note about the download (resumed, restarted).
     fn on_download_note(&mut self, _now_us: u64, _note: &str) {}
 }
@@ -167,7 +171,11 @@ impl<H: Hooks> Workers for SimWorkers<H> {
         note: &mut (dyn FnMut(String) + Send),
     ) -> Result<(), DownloadFailure> {
         let fail = |reason: String, retryable| DownloadFailure { reason, retryable };
-        let Some(bytes) = self.artifacts.get(&m.artifact.url) else {
+        let swapped = self.lock().hooks.artifact(&m.artifact.url);
+        let Some(bytes) = swapped
+            .as_ref()
+            .or_else(|| self.artifacts.get(&m.artifact.url))
+        else {
             return Err(fail(format!("{}: 404 not found", m.artifact.url), false));
         };
         let file_name = dest

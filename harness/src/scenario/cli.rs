@@ -55,16 +55,20 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
         count(Status::Error),
         count(Status::Skipped),
     );
+    // Written, not printed: a closed pipe (`| head`) must not panic.
+    let mut out = std::io::stdout().lock();
     for o in outcomes
         .iter()
         .filter(|o| matches!(o.status, Status::Failed | Status::Error))
     {
-        print!("\n{}", o.explain());
+        let _ = write!(out, "\n{}", o.explain());
     }
-    println!(
+    let _ = writeln!(
+        out,
         "\n{} scenario(s): {passed} passed, {failed} failed, {errors} error(s), {skipped} skipped",
         outcomes.len()
     );
+    drop(out);
     let invalid = outcomes.iter().any(|o| {
         o.status == Status::Error
             && o.run.is_none()
@@ -113,7 +117,7 @@ pub fn validate(paths: &[PathBuf]) -> ExitCode {
         }
     }
     if bad == 0 {
-        println!("{} scenario file(s) valid", files.len());
+        let _ = writeln!(std::io::stdout(), "{} scenario file(s) valid", files.len());
         ExitCode::SUCCESS
     } else {
         eprintln!("{bad} of {} scenario file(s) invalid", files.len());
@@ -133,7 +137,14 @@ pub fn list(paths: &[PathBuf]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for f in &files {
         match report::load(f) {
-            Ok(s) => println!("{:<40} {}", report::name_of(f), s.description),
+            Ok(s) => {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{:<40} {}",
+                    report::name_of(f),
+                    s.description
+                );
+            }
             Err(e) => {
                 eprintln!("{e}");
                 code = ExitCode::from(2);

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::runner::{self, RunError, RunResult};
-use super::schema::Scenario;
+use super::schema::{Scenario, TransportSpec};
 use super::validate::{self, Invalid};
 
 /// How a scenario ended.
@@ -38,6 +38,8 @@ pub struct Outcome {
     pub name: String,
     pub description: String,
     pub seed: u64,
+    /// The link the update went over, e.g. `doip`, `can 500 kbit/s`.
+    pub link: String,
     pub status: Status,
     /// For FAIL: unmet expectations; for ERROR: what broke; for SKIP: why.
     pub messages: Vec<String>,
@@ -54,9 +56,10 @@ impl Outcome {
     pub fn line(&self) -> String {
         let detail = match (&self.run, self.status) {
             (Some(r), Status::Passed) => format!(
-                "{} in {:.1} s simulated",
+                "{} in {:.1} s simulated ({})",
                 outcome_word(r),
-                r.end.simulated_us as f64 / 1e6
+                r.end.simulated_us as f64 / 1e6,
+                self.link
             ),
             (_, _) => self.messages.first().cloned().unwrap_or_default(),
         };
@@ -158,6 +161,7 @@ pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
                 name,
                 description: String::new(),
                 seed: seed.unwrap_or(0),
+                link: String::new(),
                 status: Status::Error,
                 messages: e.0.iter().map(|p| p.to_string()).collect(),
                 run: None,
@@ -165,6 +169,12 @@ pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
         }
     };
     let seed = seed.unwrap_or(scenario.seed);
+    let e = &scenario.ecu;
+    let link = match e.transport {
+        TransportSpec::Doip => "doip".to_string(),
+        TransportSpec::Can => format!("can {} kbit/s", e.bitrate / 1000),
+        TransportSpec::Canfd => format!("can fd {}k/{}k", e.bitrate / 1000, e.data_bitrate / 1000),
+    };
     let (status, messages, run) = match runner::run(&scenario, Some(seed)) {
         Ok(r) if r.failures.is_empty() => (Status::Passed, Vec::new(), Some(r)),
         Ok(r) => (Status::Failed, r.failures.clone(), Some(r)),
@@ -176,6 +186,7 @@ pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
         name,
         description: scenario.description,
         seed,
+        link,
         status,
         messages,
         run,

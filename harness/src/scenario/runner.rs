@@ -14,7 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::schema::{
-    BehaviourSpec, BootModeSpec, Client, ImageSpec, OutcomeSpec, Scenario, Signing, SlotSpec,
+    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, ImageSpec, OutcomeSpec, Scenario, Signing,
+    SlotSpec,
 };
 use super::trace::{Source, Trace};
 use super::validate::parse_dtc;
@@ -131,6 +132,41 @@ pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Ve
     Ok(bytes)
 }
 
+/// The images a `swap_artifact` action can serve instead of the update.
+fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>)>, RunError> {
+    let tampered = ImageSpec {
+        tampered: true,
+        ..update.clone()
+    };
+    let unsigned = ImageSpec {
+        signing: Signing::Unsigned,
+        ..update.clone()
+    };
+    let v: Version = update.version.parse().map_err(|e| RunError::Image {
+        what: "update",
+        message: format!("{e}"),
+    })?;
+    let older = ImageSpec {
+        version: Version::new(v.major.saturating_sub(1), v.minor, v.revision).to_string(),
+        security_counter: Some(u32::from(v.major.saturating_sub(1))),
+        ..update.clone()
+    };
+    Ok(vec![
+        (
+            ArtifactSwap::Tampered,
+            build_image(&tampered, seed, "tampered")?,
+        ),
+        (
+            ArtifactSwap::Unsigned,
+            build_image(&unsigned, seed, "unsigned")?,
+        ),
+        (
+            ArtifactSwap::Downgraded,
+            build_image(&older, seed, "downgraded")?,
+        ),
+    ])
+}
+
 fn manifest(update: &[u8], version: &str) -> Manifest {
     let sha: String = Sha256::digest(update)
         .iter()
@@ -183,7 +219,8 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
         rng_seed: s.seed,
         ..ServerConfig::default()
     });
-    let world = World::new(Arc::clone(&scenario), images, layout);
+    let mut world = World::new(Arc::clone(&scenario), images, layout);
+    world.swaps = swaps(&s.update, s.seed)?;
     let mut workers = SimWorkers::with_hooks(SimEcu { ecu, server }, world, s.download.bandwidth);
     workers
         .artifacts

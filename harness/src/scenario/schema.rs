@@ -460,6 +460,20 @@ pub enum Action {
     CorruptRequest(CorruptRequest),
     /// Kill the OTA manager (no cleanup) and start it again on its store.
     KillManager,
+    /// From now on the artifact server serves another image under the update's URL (a
+    /// compromised mirror): the manifest's hash no longer matches.
+    SwapArtifact(ArtifactSwap),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactSwap {
+    /// The update with one payload byte changed after signing.
+    Tampered,
+    /// The update without a signature.
+    Unsigned,
+    /// An older version (major − 1), properly signed.
+    Downgraded,
 }
 
 /// A count that must fall in `min..=max`.

@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 
 use super::schema::{
-    Action, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec, Opportunity, Region,
-    Scenario, TransportSpec, Trigger,
+    Action, ArtifactSwap, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec, Opportunity,
+    Region, Scenario, TransportSpec, Trigger,
 };
 use super::trace::{Source, Trace};
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
@@ -77,6 +77,9 @@ pub struct World {
     pub boots: u64,
     /// The job's state as the last transition left it.
     pub job_state: String,
+    /// Replacement artifacts the scenario may swap in, by kind.
+    pub swaps: Vec<(ArtifactSwap, Vec<u8>)>,
+    swapped: Option<Vec<u8>>,
     /// Extra wire time per request/response frame on CAN: (bit rate, data bit rate, fd).
     can: Option<(u32, u32, bool)>,
 }
@@ -117,6 +120,8 @@ impl World {
             rollbacks: 0,
             boots: 0,
             job_state: "submitted".into(),
+            swaps: Vec::new(),
+            swapped: None,
             can,
         }
     }
@@ -294,6 +299,13 @@ impl World {
                 Action::InjectNrc(n) => self.nrc.push((n.service, n.nrc, n.count)),
                 Action::CorruptRequest(c) => self.corrupt.push((c.service, c.subfunction, c.count)),
                 Action::KillManager => self.kill.notify_one(),
+                Action::SwapArtifact(kind) => {
+                    self.swapped = self
+                        .swaps
+                        .iter()
+                        .find(|(k, _)| *k == kind)
+                        .map(|(_, b)| b.clone());
+                }
             }
         }
     }
@@ -601,6 +613,9 @@ pub fn describe_action(a: &Action) -> String {
             c.service, c.count
         ),
         Action::KillManager => "OTA manager killed".into(),
+        Action::SwapArtifact(kind) => {
+            format!("the server now serves a {kind:?} image").to_lowercase()
+        }
     }
 }
 
@@ -780,6 +795,10 @@ impl Hooks for World {
             }
             Some(DownloadFault::Throttle(_)) => ChunkFate::Send,
         }
+    }
+
+    fn artifact(&mut self, _url: &str) -> Option<Vec<u8>> {
+        self.swapped.clone()
     }
 
     fn bandwidth(&mut self, configured: u64) -> u64 {
