@@ -12,7 +12,10 @@ fn hil(args: &[&str]) -> Output {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn text(o: &Output) -> String {
@@ -50,7 +53,11 @@ fn a_passing_scenario_prints_one_line_a_summary_and_its_trace() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(events.iter().any(|e| e["event"] == "confirmed"), "{jsonl}");
-    assert!(events.windows(2).all(|w| w[0]["at_us"].as_u64() <= w[1]["at_us"].as_u64()));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["at_us"].as_u64() <= w[1]["at_us"].as_u64())
+    );
 }
 
 #[test]
@@ -68,7 +75,10 @@ fn a_failing_scenario_explains_itself_and_replays_identically() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("FAIL  wrong-expectation"), "{out}");
-    assert!(out.contains("--- wrong-expectation (FAIL) seed 99"), "{out}");
+    assert!(
+        out.contains("--- wrong-expectation (FAIL) seed 99"),
+        "{out}"
+    );
     assert!(
         out.contains("outcome: expected rolled_back, got committed"),
         "{out}"

@@ -12,7 +12,7 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             // unknown-action
             "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_percent: 50}\n    do: {powr_cut: {restore_after_ms: 5}}\nexpect: {outcome: committed}\n",
             &[
-                "s.yaml:5:10: faults[0].do: unknown variant `powr_cut`, expected one of `power_cut`, `reset`, `can`, `drop_connection`, `download`, `flip_transfer_bits`, `bit_rot`, `inject_nrc`, `corrupt_request`, `kill_manager` (did you mean `power_cut`?)",
+                "s.yaml:5:10: faults[0].do: unknown variant `powr_cut`, expected one of `power_cut`, `reset`, `can`, `drop_connection`, `download`, `flip_transfer_bits`, `bit_rot`, `inject_nrc`, `corrupt_request`, `kill_manager`, `swap_artifact` (did you mean `power_cut`?)",
             ],
         ),
         (

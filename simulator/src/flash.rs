@@ -294,8 +294,8 @@ pub struct CutRule {
     /// The caller's name for the rule (to tell which one fired).
     pub id: u64,
     pub kind: Option<OpKind>,
-    /// Only operations starting inside this address range.
-    pub range: Option<std::ops::Range<u32>>,
+    /// Only operations starting inside one of these address ranges (none: anywhere).
+    pub ranges: Vec<std::ops::Range<u32>>,
     /// `Some(Some(n))`: during boot `n`; `Some(None)`: during any boot; `None`: any context.
     pub boot: Option<Option<u64>>,
     /// Only operations outside any boot (the firmware's).
@@ -307,7 +307,7 @@ pub struct CutRule {
 impl CutRule {
     fn matches(&self, op: &Op, context: OpContext) -> bool {
         self.kind.is_none_or(|k| k == op.kind)
-            && self.range.as_ref().is_none_or(|r| r.contains(&op.addr))
+            && (self.ranges.is_empty() || self.ranges.iter().any(|r| r.contains(&op.addr)))
             && match (self.boot, context) {
                 (None, OpContext::Firmware) => true,
                 (None, OpContext::Boot(_)) => !self.firmware_only,
@@ -1123,7 +1123,7 @@ mod tests {
         f.add_cut_rule(CutRule {
             id: 1,
             kind: Some(OpKind::Write),
-            range: Some(4..u32::MAX),
+            ranges: std::iter::once(4..u32::MAX).collect(),
             boot: Some(Some(3)),
             firmware_only: false,
             nth: 2,
@@ -1147,7 +1147,7 @@ mod tests {
         f.add_cut_rule(CutRule {
             id: 2,
             kind: None,
-            range: None,
+            ranges: Vec::new(),
             boot: None,
             firmware_only: true,
             nth: 1,

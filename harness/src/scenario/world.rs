@@ -145,7 +145,7 @@ impl World {
             // Other actions at a flash op: cut `after` and restore at once, then act.
             _ => (CutVariant::After, 0),
         };
-        let range = op.region.map(|r| self.region_range(r));
+        let ranges = op.region.map(|r| self.region_ranges(r)).unwrap_or_default();
         let id = self.next_rule;
         self.next_rule += 1;
         let rule = CutRule {
@@ -154,7 +154,7 @@ impl World {
                 OpKindSpec::Erase => OpKind::Erase,
                 OpKindSpec::Write => OpKind::Write,
             }),
-            range,
+            ranges,
             boot: match (op.boot, op.in_boot) {
                 (Some(n), _) => Some(Some(n)),
                 (None, true) => Some(None),
@@ -168,25 +168,19 @@ impl World {
         self.flash_cuts.push((id, i, restore_ms * 1000));
     }
 
-    /// The absolute address range of a region.
-    pub fn region_range(&self, r: Region) -> std::ops::Range<u32> {
+    /// The absolute address ranges of a region.
+    pub fn region_ranges(&self, r: Region) -> Vec<std::ops::Range<u32>> {
         let l = &self.layout;
         let span = |offset: u32, size: u32| offset..offset + size;
         match r {
-            Region::Primary => span(l.primary.region.offset, l.primary.region.size),
-            Region::Secondary => span(l.secondary.region.offset, l.secondary.region.size),
-            Region::Scratch => l.scratch.as_ref().map_or(0..0, |s| span(s.offset, s.size)),
-            // Trailers are at the end of each slot; one range covering both is not contiguous,
-            // so "trailer" matches the primary's trailer first and the secondary's last.
-            Region::Trailer => {
-                let a = l.primary.trailer_offset;
-                let b = l.secondary.trailer_offset + l.secondary.trailer_size;
-                a.min(l.secondary.trailer_offset)..b.max(a + l.primary.trailer_size)
-            }
-            Region::Journal => {
-                let [a, b] = &l.journal;
-                a.offset.min(b.offset)..(a.offset + a.size).max(b.offset + b.size)
-            }
+            Region::Primary => vec![span(l.primary.region.offset, l.primary.region.size)],
+            Region::Secondary => vec![span(l.secondary.region.offset, l.secondary.region.size)],
+            Region::Scratch => l.scratch.iter().map(|s| span(s.offset, s.size)).collect(),
+            Region::Trailer => vec![
+                span(l.primary.trailer_offset, l.primary.trailer_size),
+                span(l.secondary.trailer_offset, l.secondary.trailer_size),
+            ],
+            Region::Journal => l.journal.iter().map(|j| span(j.offset, j.size)).collect(),
         }
     }
 
@@ -282,8 +276,8 @@ impl World {
                 Action::Download(f) => self.download_next.push_back(f),
                 Action::FlipTransferBits(mask) => self.flip_next_block = Some(mask),
                 Action::BitRot(b) => {
-                    let range = self.region_range(b.region);
-                    let addr = range.start + b.offset;
+                    let start = self.region_ranges(b.region).first().map_or(0, |r| r.start);
+                    let addr = start + b.offset;
                     let r = sim.ecu.flash_mut().flip_bits(addr, b.mask);
                     self.trace.push(
                         now,
