@@ -250,7 +250,9 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
         },
         ..LiveConfig::default()
     };
-    let store = Store::open(dir).map_err(|e| RunError::Store(e.to_string()))?;
+    let store = Store::open(dir)
+        .map_err(|e| RunError::Store(e.to_string()))?
+        .without_fsync();
     let id = store
         .submit(manifest(&update, &s.update.version), 0)
         .map_err(|e| RunError::Store(e.to_string()))?
