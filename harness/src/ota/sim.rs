@@ -29,8 +29,8 @@ use super::manifest::{Manifest, Target};
 use crate::transport::{Transport, TransportError};
 use crate::uds_client::{UdsClient, UdsConfig};
 
-/// The simulated ECU and its diagnostic server.
-#[derive(Debug)]
+/// The simulated ECU and its diagnostic server (cheap to clone: the flash is copy-on-write).
+#[derive(Clone, Debug)]
 pub struct SimEcu {
     pub ecu: Ecu<SimFlash>,
     pub server: DiagServer,

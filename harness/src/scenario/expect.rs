@@ -14,9 +14,25 @@ fn outcome_name(o: OutcomeSpec) -> &'static str {
     }
 }
 
-/// Unmet expectations, in the order of the schema (outcome first).
-pub fn check(x: &Expect, end: &EndState, trace: &Trace) -> Vec<String> {
+/// Unmet expectations, in the order of the schema (outcome first). `full`: also the ones
+/// about the whole trace (events, boots, rollbacks, download, duration); a fork's trace starts
+/// at the fork, so only the end state is checked there.
+pub fn check(x: &Expect, end: &EndState, trace: &Trace, full: bool) -> Vec<String> {
     let mut unmet = Vec::new();
+    if x.or_rolled_back && x.outcome == OutcomeSpec::Committed && end.outcome == OutcomeSpec::RolledBack {
+        // The other acceptable end: the old image back, confirmed.
+        if end.version != end.installed || !end.confirmed {
+            unmet.push(format!(
+                "rolled back, but the ECU runs {} ({}), not the installed image confirmed",
+                end.version.map_or_else(|| "nothing".to_string(), |v| v.to_string()),
+                if end.confirmed { "confirmed" } else { "unconfirmed" }
+            ));
+        }
+        return unmet;
+    }
+    if x.outcome == OutcomeSpec::Committed && end.outcome == OutcomeSpec::Committed && !end.confirmed {
+        unmet.push("committed, but the running image is not confirmed".into());
+    }
     if x.outcome != end.outcome {
         unmet.push(format!(
             "outcome: expected {}, got {}{}",
@@ -45,6 +61,9 @@ pub fn check(x: &Expect, end: &EndState, trace: &Trace) -> Vec<String> {
             end.slot
                 .map_or_else(|| "none".to_string(), |s| s.to_string())
         ));
+    }
+    if !full {
+        return unmet;
     }
     if let Some(min) = x.boots.min
         && end.boots < min

@@ -8,7 +8,7 @@ use ecu_sim::boot::{BootConfig, BootMode, Slot};
 use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::Geometry;
 use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
-use ecu_sim::proto::uds::server::{DiagServer, ServerConfig};
+use ecu_sim::proto::uds::server::{Addressing, DiagServer, ServerConfig};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -19,13 +19,13 @@ use super::schema::{
 };
 use super::trace::{Source, Trace};
 use super::validate::parse_dtc;
-use super::world::{KnownImage, World, state_name};
+use super::world::{KnownImage, Step, World, state_name};
 use crate::flasher::FlasherConfig;
 use crate::ota::job::{Job, State};
 use crate::ota::live::{LiveConfig, Progress, drive};
 use crate::ota::manager::{Limits, Manager};
 use crate::ota::manifest::Manifest;
-use crate::ota::sim::{SimEcu, SimWorkers, SimWorld};
+use crate::ota::sim::{Hooks, RequestFate, SimEcu, SimWorkers, SimWorld};
 use crate::ota::store::Store;
 
 /// The URL the simulated artifact server serves the update at.
@@ -63,6 +63,8 @@ pub struct EndState {
     pub dtcs: Vec<u32>,
     pub simulated_us: u64,
     pub download_resumed: bool,
+    /// The version of the installed (old) image.
+    pub installed: Option<Version>,
 }
 
 /// Everything a run produced.
@@ -179,8 +181,18 @@ fn manifest(update: &[u8], version: &str) -> Manifest {
     Manifest::parse(&text, "scenario").expect("a manifest the runner writes parses")
 }
 
-async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<RunResult, RunError> {
-    let s = &scenario;
+/// What a run is made of before it starts.
+#[derive(Debug)]
+pub struct Prepared {
+    pub sim: SimEcu,
+    pub world: World,
+    pub update: Vec<u8>,
+    pub config: LiveConfig,
+}
+
+/// Build the images, the ECU (provisioned and booted) and the world of `scenario`.
+pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
+    let s = scenario;
     let installed = build_image(&s.installed, s.seed, "installed")?;
     let update = build_image(&s.update, s.seed, "update")?;
     let mut keys = Keyring::new();
@@ -219,22 +231,11 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
         rng_seed: s.seed,
         ..ServerConfig::default()
     });
-    let mut world = World::new(Arc::clone(&scenario), images, layout);
-    world.swaps = swaps(&s.update, s.seed)?;
-    let mut workers = SimWorkers::with_hooks(SimEcu { ecu, server }, world, s.download.bandwidth);
-    workers
-        .artifacts
-        .insert(ARTIFACT_URL.into(), update.clone());
-    let epoch = workers.epoch;
-    let shared = Arc::clone(&workers.world);
-    let (kill, wake) = {
-        let mut w = lock(&shared);
-        let SimWorld { sim, hooks } = &mut *w;
-        hooks.arm_flash_faults(sim);
-        hooks.observe(sim, 0);
-        (Arc::clone(&hooks.kill), Arc::clone(&hooks.wake))
-    };
-
+    let mut world = World::new(Arc::clone(scenario), images, layout);
+    world.swaps = Arc::new(swaps(&s.update, s.seed)?);
+    let mut sim = SimEcu { ecu, server };
+    world.arm_flash_faults(&mut sim);
+    world.observe(&mut sim, 0);
     let Client::Manager(m) = &s.client;
     let config = LiveConfig {
         manager: Manager {
@@ -250,13 +251,112 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
         },
         ..LiveConfig::default()
     };
+    Ok(Prepared {
+        sim,
+        world,
+        update,
+        config,
+    })
+}
+
+/// A run that starts from a step of another run instead of power-on: the world and the ECU
+/// as they were before the step, the job document and the bytes of the artifact on disk at
+/// that moment. The fork's extra fault is already in `world`'s scenario (and armed, for a
+/// flash operation); the step is executed again, so the fault lands where the original run
+/// was at that moment. The manager starts from the job document, as after a restart.
+#[derive(Debug)]
+pub struct ForkStart {
+    pub at_us: u64,
+    pub step: Step,
+    pub job_json: String,
+    pub artifact_len: u64,
+}
+
+async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<RunResult, RunError> {
+    let p = prepare(&scenario)?;
+    execute(p, dir, None, true).await
+}
+
+/// Run a fork (see [`ForkStart`]): `prepared` holds the world and the ECU of the snapshot;
+/// only the end state and the invariants are checked (the trace starts at the fork).
+pub fn run_fork(prepared: Prepared, fork: ForkStart) -> Result<RunResult, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    runtime.block_on(execute(prepared, dir.path(), Some(fork), false))
+}
+
+async fn execute(
+    p: Prepared,
+    dir: &std::path::Path,
+    fork: Option<ForkStart>,
+    full_checks: bool,
+) -> Result<RunResult, RunError> {
+    let scenario = Arc::clone(&p.world.scenario);
+    let s = &scenario;
+    let update = p.update;
+    let config = p.config;
+    let mut workers = SimWorkers::with_hooks(p.sim, p.world, s.download.bandwidth);
+    workers
+        .artifacts
+        .insert(ARTIFACT_URL.into(), update.clone());
+    if let Some(f) = &fork {
+        workers.epoch = tokio::time::Instant::now()
+            .checked_sub(Duration::from_micros(f.at_us))
+            .ok_or_else(|| RunError::Ecu("the clock cannot go back to the fork".into()))?;
+    }
+    let epoch = workers.epoch;
+    let shared = Arc::clone(&workers.world);
+    let (kill, wake) = {
+        let w = lock(&shared);
+        (Arc::clone(&w.hooks.kill), Arc::clone(&w.hooks.wake))
+    };
     let store = Store::open(dir)
         .map_err(|e| RunError::Store(e.to_string()))?
         .without_fsync();
-    let id = store
-        .submit(manifest(&update, &s.update.version), 0)
-        .map_err(|e| RunError::Store(e.to_string()))?
-        .id;
+    let id = match &fork {
+        None => {
+            store
+                .submit(manifest(&update, &s.update.version), 0)
+                .map_err(|e| RunError::Store(e.to_string()))?
+                .id
+        }
+        Some(f) => {
+            let job = crate::ota::store::parse_job(&f.job_json, std::path::Path::new("fork.json"))
+                .map_err(|e| RunError::Store(e.to_string()))?;
+            store.save(&job).map_err(|e| RunError::Store(e.to_string()))?;
+            if f.artifact_len > 0 {
+                let len = (f.artifact_len as usize).min(update.len());
+                std::fs::write(store.artifact_path(&job.id), &update[..len])
+                    .map_err(|e| RunError::Store(e.to_string()))?;
+            }
+            // The step again, with the fork's fault armed.
+            let mut w = lock(&shared);
+            let SimWorld { sim, hooks } = &mut *w;
+            let t = f.at_us;
+            match &f.step {
+                Step::Request { bytes, .. } => {
+                    let mut req = bytes.clone();
+                    if let RequestFate::Deliver { after_us } = hooks.on_request(sim, t, &mut req) {
+                        sim.server.handle_request(
+                            &mut sim.ecu,
+                            t + after_us,
+                            &req,
+                            Addressing::Physical,
+                        );
+                        while sim.server.poll_transmit().is_some() {}
+                    }
+                    hooks.after_request(sim, t);
+                }
+                Step::Tick => hooks.tick(sim, t),
+                Step::Chunk { .. } => {}
+            }
+            job.id
+        }
+    };
 
     // The ticker: power restores, time triggers, the firmware's own timers.
     let ticker = {
@@ -283,6 +383,11 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
 
     let now = move || us(epoch.elapsed());
     let job = loop {
+        // A manager that lost power with the ECU starts again when power is back.
+        let down = lock(&shared).hooks.manager_down_until;
+        if down > now() {
+            tokio::time::sleep_until(epoch + Duration::from_micros(down)).await;
+        }
         let progress = {
             let shared = Arc::clone(&shared);
             move |p: &Progress| {
@@ -336,6 +441,7 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
     ticker.abort();
     let mut w = lock(&shared);
     let SimWorld { sim, hooks } = &mut *w;
+    hooks.recorder = None;
     hooks.tick(sim, now());
     // Events are reported as they become known: the ECU stamps them with its own clock,
     // which runs ahead while it is busy. In time order they tell the story.
@@ -360,7 +466,7 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
             ));
         }
     }
-    failures.extend(super::expect::check(&s.expect, &end, &hooks.trace));
+    failures.extend(super::expect::check(&s.expect, &end, &hooks.trace, full_checks));
     Ok(RunResult {
         trace: hooks.trace.clone(),
         end,
@@ -401,6 +507,11 @@ fn end_state(job: &Job, sim: &SimEcu, world: &World, now: u64) -> EndState {
             .collect(),
         simulated_us: now,
         download_resumed: world.download_resumed,
+        installed: world.images[0]
+            .bytes
+            .get(..)
+            .and_then(|b| image::parse(b).ok())
+            .map(|p| p.header.version),
     }
 }
 

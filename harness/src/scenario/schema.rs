@@ -331,6 +331,9 @@ pub enum Trigger {
     FlashOp(FlashOpTrigger),
     /// When boot number `n` starts (1 is the factory boot, 2 the first after it).
     Boot(u64),
+    /// Right after the ECU handled UDS request number `n` (1-based, counted over the run):
+    /// its response is what a cut there loses.
+    Request(u64),
     /// At this simulated time, milliseconds since the start.
     AtMs(u64),
     /// When an event of this name happens (an ECU event such as `swap_started`,
@@ -356,6 +359,9 @@ pub struct PowerCut {
     pub variant: CutVariantSpec,
     /// Power comes back after this long.
     pub restore_after_ms: u64,
+    /// The OTA manager loses power too (in a vehicle, the telematics unit): it dies at the cut
+    /// and starts again from its store when power comes back.
+    pub kill_manager: bool,
 }
 
 impl Default for PowerCut {
@@ -363,6 +369,7 @@ impl Default for PowerCut {
         PowerCut {
             variant: CutVariantSpec::Torn,
             restore_after_ms: 500,
+            kill_manager: false,
         }
     }
 }
@@ -540,6 +547,10 @@ pub struct Expect {
     /// Bounds on the simulated duration, seconds.
     #[serde(default)]
     pub duration_s: Option<DurationBounds>,
+    /// For sweeps: ending rolled back (the old image running, confirmed) is also fine, as a
+    /// cut while the new image is on probation makes the bootloader revert it.
+    #[serde(default)]
+    pub or_rolled_back: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -329,6 +329,9 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
         Trigger::DownloadPercent(p) | Trigger::TransferPercent(p) if !percent(*p) => {
             found.push((at(&["when"]), format!("{p} is not a percentage (0–100)")));
         }
+        Trigger::Request(0) | Trigger::Boot(0) => {
+            found.push((at(&["when"]), "counts from 1".into()));
+        }
         Trigger::TransferBlock(0) => {
             found.push((
                 at(&["when", "transfer_block"]),

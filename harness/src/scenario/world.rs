@@ -39,7 +39,39 @@ pub struct KnownImage {
     pub verifies: bool,
 }
 
+/// A step of the simulation a sweep can fork before: one UDS request handled by the ECU, one
+/// tick of the clock (power restores, the firmware's timers, boots), one download chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The `index`-th request (1-based) of the run.
+    Request { bytes: Vec<u8>, index: u64 },
+    Tick,
+    Chunk { offset: u64 },
+}
+
+/// What a recorder sees of one step: the world and the ECU as they were before it, and the
+/// flash operations and boots it performed.
 #[derive(Debug)]
+pub struct StepRecord {
+    pub at_us: u64,
+    pub step: Step,
+    pub world: World,
+    pub sim: SimEcu,
+    pub ops: std::ops::Range<u64>,
+    pub boots: std::ops::Range<u64>,
+}
+
+/// Receives every step of a run (the sweep's clean pass).
+#[derive(Clone)]
+pub struct Recorder(pub Arc<std::sync::Mutex<dyn FnMut(StepRecord) + Send>>);
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct World {
     pub scenario: Arc<Scenario>,
     pub trace: Trace,
@@ -47,8 +79,15 @@ pub struct World {
     pub fired: Vec<u32>,
     /// Invariant violations, in order.
     pub violations: Vec<String>,
-    pub images: Vec<KnownImage>,
+    pub images: Arc<Vec<KnownImage>>,
     pub layout: Layout,
+    /// Requests the ECU got so far.
+    pub requests: u64,
+    /// A power cut also took the OTA manager down; it starts again at this time (µs).
+    pub manager_down_until: u64,
+    /// Gets every step (sweeps); `None` in ordinary runs.
+    pub recorder: Option<Recorder>,
+    pending_step: Option<Box<(u64, Step, World, SimEcu, u64, u64)>>,
     rng: ChaCha8Rng,
     /// Power comes back at these times (µs).
     restore_at: Vec<u64>,
@@ -78,7 +117,7 @@ pub struct World {
     /// The job's state as the last transition left it.
     pub job_state: String,
     /// Replacement artifacts the scenario may swap in, by kind.
-    pub swaps: Vec<(ArtifactSwap, Vec<u8>)>,
+    pub swaps: Arc<Vec<(ArtifactSwap, Vec<u8>)>>,
     swapped: Option<Vec<u8>>,
     /// Extra wire time per request/response frame on CAN: (bit rate, data bit rate, fd).
     can: Option<(u32, u32, bool)>,
@@ -97,8 +136,12 @@ impl World {
             scenario,
             trace: Trace::default(),
             violations: Vec::new(),
-            images,
+            images: Arc::new(images),
             layout,
+            requests: 0,
+            manager_down_until: 0,
+            recorder: None,
+            pending_step: None,
             restore_at: Vec::new(),
             flash_cuts: Vec::new(),
             next_rule: 1,
@@ -120,10 +163,64 @@ impl World {
             rollbacks: 0,
             boots: 0,
             job_state: "submitted".into(),
-            swaps: Vec::new(),
+            swaps: Arc::new(Vec::new()),
             swapped: None,
             can,
         }
+    }
+
+    /// This world as a fork starts from it: the same state, `scenario` (the original plus
+    /// the fork's fault), its own notifications, no recorder, an empty trace.
+    pub fn fork(&self, scenario: Arc<Scenario>) -> World {
+        let mut w = self.clone();
+        w.fired.resize(scenario.faults.len(), 0);
+        w.scenario = scenario;
+        w.kill = Arc::new(Notify::new());
+        w.wake = Arc::new(Notify::new());
+        w.recorder = None;
+        w.pending_step = None;
+        w.trace = Trace::default();
+        w
+    }
+
+    fn begin_step(&mut self, sim: &SimEcu, now: u64, step: Step) {
+        if self.recorder.is_some() {
+            let mut before = self.clone();
+            before.recorder = None;
+            before.pending_step = None;
+            before.trace = Trace::default();
+            let ops = sim.ecu.flash().ops();
+            self.pending_step = Some(Box::new((now, step, before, sim.clone(), ops, self.boots)));
+        }
+    }
+
+    fn end_step(&mut self, sim: &SimEcu) {
+        if let (Some(rec), Some(p)) = (self.recorder.clone(), self.pending_step.take()) {
+            let (at_us, step, world, before, ops, boots) = *p;
+            let record = StepRecord {
+                at_us,
+                step,
+                world,
+                sim: before,
+                ops: ops..sim.ecu.flash().ops(),
+                boots: boots..self.boots,
+            };
+            let mut f = rec.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(record);
+        }
+    }
+
+    /// Apply a fault's action now (a sweep's fork); counts as fault `index` firing.
+    pub fn fire_now(&mut self, sim: &mut SimEcu, now: u64, index: usize) {
+        let f = self.scenario.faults[index].clone();
+        self.fired[index] += 1;
+        self.trace.push(
+            now,
+            Source::Fault,
+            "fault_fired",
+            format!("fault {} fired: {}", index + 1, describe_action(&f.action)),
+        );
+        self.apply(sim, now, vec![f.action], None);
     }
 
     /// Arm the faults that live in the flash model (`flash_op` triggers with a power cut).
@@ -258,6 +355,10 @@ impl World {
                     }
                     self.restore_at.push(now + p.restore_after_ms * 1000);
                     self.wake.notify_one();
+                    if p.kill_manager {
+                        self.manager_down_until = now + p.restore_after_ms * 1000;
+                        self.kill.notify_one();
+                    }
                 }
                 Action::Reset => {
                     let _ = sim.ecu.advance_to(now);
@@ -363,6 +464,12 @@ impl World {
                     );
                     self.restore_at.push(e.at_us + restore_us);
                     self.wake.notify_one();
+                    if let Action::PowerCut(p) = &f.action
+                        && p.kill_manager
+                    {
+                        self.manager_down_until = e.at_us + restore_us;
+                        self.kill.notify_one();
+                    }
                     if self.fired[fault] < f.times {
                         self.arm_flash_fault(sim, fault, &f);
                     }
@@ -388,7 +495,7 @@ impl World {
             Slot::Secondary => &self.layout.secondary,
         };
         let mut found = None;
-        for img in &self.images {
+        for img in self.images.iter() {
             let mut buf = vec![0; img.bytes.len()];
             if img.bytes.len() as u32 <= area.region.size
                 && sim.ecu.flash().read(area.region.offset, &mut buf).is_ok()
@@ -458,6 +565,12 @@ impl World {
 
     /// Time passed (the runner's ticker): restore power, fire time triggers, let the ECU run.
     pub fn tick(&mut self, sim: &mut SimEcu, now: u64) {
+        self.begin_step(sim, now, Step::Tick);
+        self.tick_inner(sim, now);
+        self.end_step(sim);
+    }
+
+    fn tick_inner(&mut self, sim: &mut SimEcu, now: u64) {
         let _ = sim.ecu.advance_to(now);
         self.observe(sim, now);
         let due: Vec<u64> = self
@@ -615,6 +728,16 @@ pub fn describe_action(a: &Action) -> String {
 
 impl Hooks for World {
     fn on_request(&mut self, sim: &mut SimEcu, now: u64, request: &mut Vec<u8>) -> RequestFate {
+        let index = self.requests + 1;
+        self.begin_step(
+            sim,
+            now,
+            Step::Request {
+                bytes: request.clone(),
+                index,
+            },
+        );
+        self.requests = index;
         self.observe(sim, now);
         let Some(&sid) = request.first() else {
             return RequestFate::Lost;
@@ -741,6 +864,13 @@ impl Hooks for World {
 
     fn after_request(&mut self, sim: &mut SimEcu, now: u64) {
         self.observe(sim, now);
+        let n = self.requests;
+        let actions = self.matching(now, &format!("after request {n}"), |t| {
+            matches!(t, Trigger::Request(r) if *r == n)
+        });
+        self.apply(sim, now, actions, None);
+        self.observe(sim, now);
+        self.end_step(sim);
     }
 
     fn on_chunk(
@@ -752,6 +882,8 @@ impl Hooks for World {
         total: u64,
         first: bool,
     ) -> ChunkFate {
+        self.begin_step(sim, now, Step::Chunk { offset });
+        self.end_step(sim);
         let end = offset + len as u64;
         let pct = |b: u64| b as f64 * 100.0 / total.max(1) as f64;
         let mut at_offset = None;
