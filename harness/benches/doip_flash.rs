@@ -55,6 +55,7 @@ fn geometry() -> Geometry {
 fn ecu() -> Ecu<SimFlash> {
     let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
     let boot = BootConfig {
+        defect: None,
         max_boot_attempts: 1,
         keys,
     };

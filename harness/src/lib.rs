@@ -7,5 +7,6 @@ pub mod download;
 pub mod flasher;
 pub mod ota;
 pub mod scenario;
+pub mod sweep;
 pub mod transport;
 pub mod uds_client;

@@ -39,6 +39,42 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         jobs: usize,
     },
+    /// Cut power at every flash operation, UDS boundary, download step and boot of a scenario's
+    /// update and check the ECU never bricks. Exit 0 all points passed, 1 a point failed, 2
+    /// invalid input, 3 the engine broke.
+    Sweep {
+        scenario: PathBuf,
+        /// Point classes: flash-ops, uds, boots, download (comma-separated).
+        #[arg(long, default_value = "flash-ops,uds,boots,download")]
+        points: String,
+        /// Cut variants at flash operations (comma-separated).
+        #[arg(long, default_value = "before,torn,after")]
+        variants: String,
+        /// Bytes between download points.
+        #[arg(long, default_value_t = 16384)]
+        download_step: u64,
+        /// Power (and the OTA manager) come back after this long.
+        #[arg(long, default_value_t = 500)]
+        restore_ms: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+        /// Write a reproducer scenario per failing point here.
+        #[arg(long, default_value = "sweep-failures")]
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also run N chains of random cuts from the start.
+        #[arg(long)]
+        random: Option<usize>,
+        /// Seed of the random chains.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Most cuts in one random chain.
+        #[arg(long, default_value_t = 3)]
+        max_chain: usize,
+    },
     /// Check scenario files; every problem as file:line:col: message. Exit 0 valid, 2 not.
     Validate {
         #[arg(required = true)]
@@ -304,6 +340,46 @@ fn main() -> ExitCode {
             },
         ),
         Command::Validate { paths } => hil::scenario::cli::validate(&paths),
+        Command::Sweep {
+            scenario,
+            points,
+            variants,
+            download_step,
+            restore_ms,
+            jobs,
+            out,
+            json,
+            random,
+            seed,
+            max_chain,
+        } => {
+            use hil::sweep::cli;
+            let (classes, variants) =
+                match (cli::parse_classes(&points), cli::parse_variants(&variants)) {
+                    (Ok(c), Ok(v)) => (c, v),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+            cli::run(
+                &scenario,
+                &cli::CliOptions {
+                    sweep: hil::sweep::Options {
+                        classes,
+                        variants,
+                        download_step,
+                        restore_ms,
+                        jobs,
+                        out: Some(out),
+                    },
+                    json,
+                    random,
+                    seed,
+                    max_chain,
+                },
+            )
+        }
         Command::List { paths } => hil::scenario::cli::list(&paths),
         Command::Ota { command } => match command {
             OtaCommand::Submit { manifest, store } => hil::ota::cli::submit(&manifest, &store),

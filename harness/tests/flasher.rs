@@ -47,6 +47,7 @@ impl TestEcu {
             BootMode::Swap,
             &image(1, 1, HEALTHY, "oem", 9000),
             BootConfig {
+                defect: None,
                 max_boot_attempts: 1,
                 keys,
             },

@@ -51,6 +51,7 @@ fn run(img: Vec<u8>, major: u8) -> (Job, Duration, String) {
     let job = runtime.block_on(async {
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
         let boot = BootConfig {
+            defect: None,
             max_boot_attempts: 1,
             keys,
         };

@@ -91,6 +91,15 @@ pub struct EcuStatus {
     pub last_boot: Option<BootOutcome>,
 }
 
+/// The image bytes a boot started: the SHA-256 of the slot's first `total_size` bytes as the
+/// bootloader left them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootedBytes {
+    pub boot: u64,
+    pub slot: Slot,
+    pub sha256: [u8; 32],
+}
+
 /// How the last boot went, as the diagnostics report it (DID 0xFD00 / 0xFD04).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BootOutcome {
@@ -145,6 +154,9 @@ pub struct Ecu<F: Flash = SimFlash> {
     boot_count: u64,
     last_decision: Option<BootDecision>,
     last_boot: Option<BootOutcome>,
+    /// SHA-256 of the bytes each boot started, read from flash at that moment (observers check
+    /// them against the images they know).
+    booted: Vec<BootedBytes>,
     dtcs: DtcMemory,
     events: Vec<Event>,
 }
@@ -217,6 +229,7 @@ impl<F: Flash> Ecu<F> {
             boot_count: 0,
             last_decision: None,
             last_boot: None,
+            booted: Vec::new(),
             dtcs: DtcMemory::default(),
             events: Vec::new(),
         }
@@ -270,6 +283,11 @@ impl<F: Flash> Ecu<F> {
     }
 
     /// Take the events since the last call.
+    /// What each boot since the last call started, byte for byte (as a SHA-256).
+    pub fn drain_booted(&mut self) -> Vec<BootedBytes> {
+        std::mem::take(&mut self.booted)
+    }
+
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
@@ -427,6 +445,19 @@ impl<F: Flash> Ecu<F> {
         });
         match &decision {
             BootDecision::Boot(b) => {
+                let area = match b.slot {
+                    Slot::Primary => &self.config.layout.primary,
+                    Slot::Secondary => &self.config.layout.secondary,
+                };
+                let mut bytes = vec![0; b.image.total_size];
+                if self.flash.read(area.region.offset, &mut bytes).is_ok() {
+                    use sha2::Digest;
+                    self.booted.push(BootedBytes {
+                        boot: self.boot_count,
+                        slot: b.slot,
+                        sha256: sha2::Sha256::digest(&bytes).into(),
+                    });
+                }
                 self.emit(EventKind::Booted {
                     slot: b.slot,
                     version: b.image.header.version,

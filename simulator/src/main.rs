@@ -210,6 +210,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         let config = EcuConfig::new(
             layout,
             BootConfig {
+                defect: None,
                 max_boot_attempts: cli.max_boot_attempts,
                 keys,
             },
@@ -230,6 +231,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = EcuConfig::new(
         layout,
         BootConfig {
+            defect: None,
             max_boot_attempts: cli.max_boot_attempts,
             keys,
         },

@@ -116,6 +116,7 @@ impl Setup {
         let config = EcuConfig::new(
             layout,
             BootConfig {
+                defect: None,
                 max_boot_attempts,
                 keys: Keyring::new().with_key(key.verifying_key()),
             },

@@ -36,6 +36,7 @@ fn ecu(mode: BootMode, attempts: u8) -> Ecu {
     let config = EcuConfig::new(
         layout,
         BootConfig {
+            defect: None,
             max_boot_attempts: attempts,
             keys,
         },

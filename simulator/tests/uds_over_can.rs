@@ -40,6 +40,7 @@ impl CanBench {
             .sign(&dev_key("oem"));
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
         let boot = BootConfig {
+            defect: None,
             max_boot_attempts: 1,
             keys,
         };

@@ -34,6 +34,7 @@ impl Bench {
     fn new(mode: BootMode) -> Bench {
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
         let boot = BootConfig {
+            defect: None,
             max_boot_attempts: 1,
             keys,
         };

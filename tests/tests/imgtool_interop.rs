@@ -420,6 +420,7 @@ fn imgtool_images_for_other_mcuboot_configurations_are_refused() {
 
 fn ecu_with(keys: Keyring, mode: BootMode, factory: &[u8]) -> Ecu {
     let boot = BootConfig {
+        defect: None,
         max_boot_attempts: 1,
         keys,
     };

@@ -437,6 +437,11 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
         Err(e) => {
             let retryable = retryable(&e);
             d.note(format!("transfer: {e}"));
+            if retryable && silent(&e) {
+                // The ECU is off, rebooting or busy: the next attempt starts when it answers.
+                drop(client);
+                wait_for_ecu(d).await;
+            }
             d.event(WorkerEvent::TransferFailed {
                 reason: e.to_string(),
                 retryable,
@@ -485,13 +490,40 @@ async fn apply<W: Workers, P: FnMut(&Progress) + Send>(
     }
 }
 
+/// Whether the ECU did not answer at all (as opposed to answering no).
+fn silent(e: &FlasherError) -> bool {
+    match e {
+        FlasherError::NoAnswer { .. } => true,
+        FlasherError::Uds { source, .. } => source.nrc().is_none(),
+        _ => false,
+    }
+}
+
+/// Poll TesterPresent (a new connection each time) until the ECU answers, at most the boot
+/// timeout.
+async fn wait_for_ecu<W: Workers, P: FnMut(&Progress) + Send>(d: &mut Driver<'_, W, P>) {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < d.config.flasher.boot_timeout {
+        if let Ok(mut client) = d.workers.connect(&d.job.manifest.target).await
+            && client
+                .request_within(&[0x3E, 0x00], Duration::from_millis(500))
+                .await
+                .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// After a restart in the apply phase: ask the ECU where it stands.
 async fn observe<W: Workers, P: FnMut(&Progress) + Send>(
     d: &mut Driver<'_, W, P>,
 ) -> Result<(), OtaError> {
     let version = d.job.manifest.version();
     let mut last_error = String::new();
-    for _ in 0..20 {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < d.config.flasher.boot_timeout {
         match observation(d.workers, &d.job.manifest, version).await {
             Ok(o) => {
                 d.note(format!("observed the ecu: {o:?}"));

@@ -133,6 +133,9 @@ impl Manager {
                 Command::Verify
             }
             State::Verifying => Command::Verify,
+            // After a restart mid-transfer, ask the ECU first: a cut after the check routine
+            // may have left the image requested, or already installed.
+            State::Transferring { .. } if resumed => Command::Observe,
             State::Transferring { step } => {
                 if *step != TransferStep::Session {
                     job.go(
@@ -225,6 +228,19 @@ impl Manager {
             WorkerEvent::ApplyFailed { reason } => State::Failed {
                 reason: format!("apply: {reason}"),
                 refused: false,
+            },
+            WorkerEvent::Observed(o) if job.state.phase() == Phase::Transferring => match o {
+                // Already installed (or on probation): wait for the outcome.
+                Observation::Committed | Observation::OnProbation => State::Applying {
+                    step: ApplyStep::AwaitConfirm,
+                },
+                Observation::Requested => State::Applying {
+                    step: ApplyStep::Reset,
+                },
+                // A rollback seen now is an earlier update's: program this one.
+                Observation::RolledBack { .. } | Observation::NotStaged => State::Transferring {
+                    step: TransferStep::Session,
+                },
             },
             WorkerEvent::Observed(o) => match o {
                 Observation::Committed => State::Committed,
@@ -329,7 +345,7 @@ mod tests {
                 State::Transferring {
                     step: TransferStep::Block { n: 5, of: 9 },
                 },
-                Command::Transfer,
+                Command::Observe,
             ),
             (
                 State::Applying {
@@ -350,18 +366,43 @@ mod tests {
             j.state = state.clone();
             assert_eq!(m.next(&mut j, 1, true).unwrap(), want, "{state}");
         }
-        // A transfer restarts cleanly.
+        // A transfer restarts cleanly once the ECU says nothing of ours is staged.
         let mut j = job();
         j.state = State::Transferring {
             step: TransferStep::Block { n: 5, of: 9 },
         };
-        m.next(&mut j, 1, true).unwrap();
+        assert_eq!(m.next(&mut j, 1, true).unwrap(), Command::Observe);
+        m.handle(&mut j, WorkerEvent::Observed(Observation::NotStaged), 2)
+            .unwrap();
+        assert_eq!(m.next(&mut j, 3, false).unwrap(), Command::Transfer);
         assert_eq!(
             j.state,
             State::Transferring {
                 step: TransferStep::Session
             }
         );
+        // Mid-transfer, what the ECU says decides too: a cut after the check routine left the
+        // image requested (reset it), or the ECU already installed it (wait for the outcome);
+        // an old rollback is an earlier update's.
+        for (o, want) in [
+            (Observation::Committed, "applying: await_confirm"),
+            (Observation::OnProbation, "applying: await_confirm"),
+            (Observation::Requested, "applying: reset"),
+            (
+                Observation::RolledBack {
+                    reason: "reverted: x".into(),
+                },
+                "transferring: session",
+            ),
+            (Observation::NotStaged, "transferring: session"),
+        ] {
+            let mut j = job();
+            j.state = State::Transferring {
+                step: TransferStep::Check,
+            };
+            m.handle(&mut j, WorkerEvent::Observed(o), 2).unwrap();
+            assert_eq!(j.state.to_string(), want);
+        }
         // Observations decide.
         let obs = [
             (Observation::Committed, "committed"),

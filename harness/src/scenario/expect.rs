@@ -19,18 +19,29 @@ fn outcome_name(o: OutcomeSpec) -> &'static str {
 /// at the fork, so only the end state is checked there.
 pub fn check(x: &Expect, end: &EndState, trace: &Trace, full: bool) -> Vec<String> {
     let mut unmet = Vec::new();
-    if x.or_rolled_back && x.outcome == OutcomeSpec::Committed && end.outcome == OutcomeSpec::RolledBack {
+    if x.or_rolled_back
+        && x.outcome == OutcomeSpec::Committed
+        && end.outcome == OutcomeSpec::RolledBack
+    {
         // The other acceptable end: the old image back, confirmed.
         if end.version != end.installed || !end.confirmed {
             unmet.push(format!(
                 "rolled back, but the ECU runs {} ({}), not the installed image confirmed",
-                end.version.map_or_else(|| "nothing".to_string(), |v| v.to_string()),
-                if end.confirmed { "confirmed" } else { "unconfirmed" }
+                end.version
+                    .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
+                if end.confirmed {
+                    "confirmed"
+                } else {
+                    "unconfirmed"
+                }
             ));
         }
         return unmet;
     }
-    if x.outcome == OutcomeSpec::Committed && end.outcome == OutcomeSpec::Committed && !end.confirmed {
+    if x.outcome == OutcomeSpec::Committed
+        && end.outcome == OutcomeSpec::Committed
+        && !end.confirmed
+    {
         unmet.push("committed, but the running image is not confirmed".into());
     }
     if x.outcome != end.outcome {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ecu_sim::boot::{BootConfig, BootMode, Slot};
+use ecu_sim::boot::{BootConfig, BootMode, Defect, Slot};
 use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::Geometry;
 use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
@@ -14,12 +14,12 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::schema::{
-    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, ImageSpec, OutcomeSpec, Scenario, Signing,
-    SlotSpec,
+    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, DefectSpec, ImageSpec, OutcomeSpec,
+    Scenario, Signing, SlotSpec,
 };
 use super::trace::{Source, Trace};
 use super::validate::parse_dtc;
-use super::world::{KnownImage, Step, World, state_name};
+use super::world::{KnownImage, Recorder, Step, World, state_name};
 use crate::flasher::FlasherConfig;
 use crate::ota::job::{Job, State};
 use crate::ota::live::{LiveConfig, Progress, drive};
@@ -204,11 +204,13 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         KnownImage {
             name: "installed",
             verifies: verifies(&installed),
+            sha256: Sha256::digest(&installed).into(),
             bytes: installed.clone(),
         },
         KnownImage {
             name: "update",
             verifies: verifies(&update),
+            sha256: Sha256::digest(&update).into(),
             bytes: update.clone(),
         },
     ];
@@ -220,6 +222,9 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
     let geometry = Geometry::uniform(s.ecu.sector_size, sectors, usize::from(s.ecu.align))
         .map_err(|e| RunError::Ecu(e.to_string()))?;
     let boot = BootConfig {
+        defect: s.ecu.bootloader_defect.map(|d| match d {
+            DefectSpec::JournalBeforeCopy => Defect::JournalBeforeCopy,
+        }),
         max_boot_attempts: s.ecu.max_boot_attempts,
         keys,
     };
@@ -270,6 +275,23 @@ pub struct ForkStart {
     pub step: Step,
     pub job_json: String,
     pub artifact_len: u64,
+}
+
+/// Run `scenario` with `recorder` getting every step; the job store lives in `dir` (the
+/// recorder reads the job document and the artifact's length there).
+pub fn run_recorded(
+    scenario: &Scenario,
+    recorder: Recorder,
+    dir: &std::path::Path,
+) -> Result<RunResult, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let mut p = prepare(&Arc::new(scenario.clone()))?;
+    p.world.recorder = Some(recorder);
+    runtime.block_on(execute(p, dir, None, true))
 }
 
 async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<RunResult, RunError> {
@@ -327,7 +349,9 @@ async fn execute(
         Some(f) => {
             let job = crate::ota::store::parse_job(&f.job_json, std::path::Path::new("fork.json"))
                 .map_err(|e| RunError::Store(e.to_string()))?;
-            store.save(&job).map_err(|e| RunError::Store(e.to_string()))?;
+            store
+                .save(&job)
+                .map_err(|e| RunError::Store(e.to_string()))?;
             if f.artifact_len > 0 {
                 let len = (f.artifact_len as usize).min(update.len());
                 std::fs::write(store.artifact_path(&job.id), &update[..len])
@@ -466,7 +490,12 @@ async fn execute(
             ));
         }
     }
-    failures.extend(super::expect::check(&s.expect, &end, &hooks.trace, full_checks));
+    failures.extend(super::expect::check(
+        &s.expect,
+        &end,
+        &hooks.trace,
+        full_checks,
+    ));
     Ok(RunResult {
         trace: hooks.trace.clone(),
         end,

@@ -87,6 +87,16 @@ pub struct EcuSpec {
     pub keys: Vec<String>,
     /// maxNumberOfBlockLength announced by RequestDownload.
     pub block_len: u32,
+    /// A deliberate bootloader bug, to prove that sweeps find such bugs (never in a model of a
+    /// real ECU).
+    pub bootloader_defect: Option<DefectSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefectSpec {
+    /// The swap journal records a step before the step's erase and copy ran.
+    JournalBeforeCopy,
 }
 
 impl Default for EcuSpec {
@@ -102,6 +112,7 @@ impl Default for EcuSpec {
             max_boot_attempts: 1,
             keys: vec!["oem".into()],
             block_len: 4096 + 2,
+            bootloader_defect: None,
         }
     }
 }

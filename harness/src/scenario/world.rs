@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ecu_sim::boot::{Layout, Slot};
 use ecu_sim::can::frame::Frame;
 use ecu_sim::can::timing::frame_bits;
+use ecu_sim::ecu::BootedBytes;
 use ecu_sim::event::{Event, EventKind};
 use ecu_sim::flash::{CutRule, CutVariant, Flash, OpKind};
 use rand::{Rng, SeedableRng};
@@ -37,6 +38,7 @@ pub struct KnownImage {
     pub bytes: Vec<u8>,
     /// Whether it verifies with the ECU's keys.
     pub verifies: bool,
+    pub sha256: [u8; 32],
 }
 
 /// A step of the simulation a sweep can fork before: one UDS request handled by the ECU, one
@@ -44,9 +46,14 @@ pub struct KnownImage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// The `index`-th request (1-based) of the run.
-    Request { bytes: Vec<u8>, index: u64 },
+    Request {
+        bytes: Vec<u8>,
+        index: u64,
+    },
     Tick,
-    Chunk { offset: u64 },
+    Chunk {
+        offset: u64,
+    },
 }
 
 /// What a recorder sees of one step: the world and the ECU as they were before it, and the
@@ -114,6 +121,7 @@ pub struct World {
     /// Reverts seen.
     pub rollbacks: u64,
     pub boots: u64,
+    current_boot: u64,
     /// The job's state as the last transition left it.
     pub job_state: String,
     /// Replacement artifacts the scenario may swap in, by kind.
@@ -162,6 +170,7 @@ impl World {
             download_restarted: false,
             rollbacks: 0,
             boots: 0,
+            current_boot: 0,
             job_state: "submitted".into(),
             swaps: Arc::new(Vec::new()),
             swapped: None,
@@ -205,7 +214,10 @@ impl World {
                 ops: ops..sim.ecu.flash().ops(),
                 boots: boots..self.boots,
             };
-            let mut f = rec.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut f = rec
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(record);
         }
     }
@@ -233,7 +245,8 @@ impl World {
         }
     }
 
-    fn arm_flash_fault(&mut self, sim: &mut SimEcu, i: usize, f: &Fault) {
+    /// Arm fault `i` (a `flash_op` trigger) in the flash model; `n` counts from now.
+    pub fn arm_flash_fault(&mut self, sim: &mut SimEcu, i: usize, f: &Fault) {
         let Trigger::FlashOp(op) = &f.when else {
             return;
         };
@@ -412,19 +425,21 @@ impl World {
             if events.is_empty() {
                 return;
             }
+            let booted = sim.ecu.drain_booted();
             for e in events {
-                self.on_event(sim, now, e);
+                self.on_event(sim, now, e, &booted);
             }
         }
     }
 
-    fn on_event(&mut self, sim: &mut SimEcu, now: u64, e: Event) {
+    fn on_event(&mut self, sim: &mut SimEcu, now: u64, e: Event, booted: &[BootedBytes]) {
         let name = event_name(&e.kind);
         self.trace
             .push(e.at_us, Source::Ecu, &name, e.kind.to_string());
         match &e.kind {
             EventKind::BootStarted { boot } => {
                 self.boots += 1;
+                self.current_boot = *boot;
                 let n = *boot;
                 let actions = self.matching(
                     e.at_us,
@@ -434,7 +449,8 @@ impl World {
                 self.apply(sim, now.max(e.at_us), actions, None);
             }
             EventKind::Booted { slot, version, .. } => {
-                self.check_booted(sim, *slot, &version.to_string(), e.at_us)
+                let boot = self.current_boot;
+                self.check_booted(booted, boot, *slot, &version.to_string(), e.at_us)
             }
             EventKind::NoBootableImage { reasons } => self.violations.push(format!(
                 "at {:.6} s the ECU has no bootable image (bricked): {reasons:?}",
@@ -489,23 +505,24 @@ impl World {
         self.apply(sim, now.max(at), actions, None);
     }
 
-    fn check_booted(&mut self, sim: &SimEcu, slot: Slot, version: &str, at: u64) {
-        let area = match slot {
-            Slot::Primary => &self.layout.primary,
-            Slot::Secondary => &self.layout.secondary,
+    /// Every boot started an image that is byte for byte one of the two, and verifies (the ECU
+    /// hashed the slot's bytes at the moment of the boot).
+    fn check_booted(
+        &mut self,
+        booted: &[BootedBytes],
+        boot: u64,
+        slot: Slot,
+        version: &str,
+        at: u64,
+    ) {
+        let Some(b) = booted.iter().find(|b| b.boot == boot) else {
+            self.violations.push(format!(
+                "at {:.6} s boot {boot} started {version} from {slot}, but its bytes could not be read",
+                at as f64 / 1e6
+            ));
+            return;
         };
-        let mut found = None;
-        for img in self.images.iter() {
-            let mut buf = vec![0; img.bytes.len()];
-            if img.bytes.len() as u32 <= area.region.size
-                && sim.ecu.flash().read(area.region.offset, &mut buf).is_ok()
-                && buf == img.bytes
-            {
-                found = Some(img);
-                break;
-            }
-        }
-        match found {
+        match self.images.iter().find(|img| img.sha256 == b.sha256) {
             None => self.violations.push(format!(
                 "at {:.6} s the ECU booted {version} from {slot}, which is neither image byte for byte (a mixed or corrupted image)",
                 at as f64 / 1e6
@@ -865,9 +882,11 @@ impl Hooks for World {
     fn after_request(&mut self, sim: &mut SimEcu, now: u64) {
         self.observe(sim, now);
         let n = self.requests;
-        let actions = self.matching(now, &format!("after request {n}"), |t| {
-            matches!(t, Trigger::Request(r) if *r == n)
-        });
+        let actions = self.matching(
+            now,
+            &format!("after request {n}"),
+            |t| matches!(t, Trigger::Request(r) if *r == n),
+        );
         self.apply(sim, now, actions, None);
         self.observe(sim, now);
         self.end_step(sim);

@@ -34,6 +34,16 @@ pub struct BootConfig {
     pub max_boot_attempts: u8,
     /// Keys images must be signed with; empty = hash check only.
     pub keys: Keyring,
+    /// A deliberate bug (`None` for every real use): proves that power-cut sweeps find bugs.
+    pub defect: Option<Defect>,
+}
+
+/// Deliberate bootloader bugs. A sweep that cannot fail is worthless; these make it fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// The swap journal records each step as done *before* the step's erase and copy run,
+    /// instead of after: a power cut inside the copy makes the resumed swap skip a sector.
+    JournalBeforeCopy,
 }
 
 /// What the bootloader decided.
@@ -180,6 +190,7 @@ impl<'a> Bootloader<'a> {
             } => {
                 let mut swap = Swap {
                     layout: self.layout,
+                    defect: self.config.defect,
                     seq,
                     kind,
                     sectors,
@@ -213,7 +224,14 @@ impl<'a> Bootloader<'a> {
                         (st.magic, st.swap_type)
                     {
                         match self.verify(flash, Slot::Secondary, stored)? {
-                            Ok(_) => Swap::start(self.layout, flash, last_seq + 1, kind, sink)?,
+                            Ok(_) => Swap::start(
+                                self.layout,
+                                self.config.defect,
+                                flash,
+                                last_seq + 1,
+                                kind,
+                                sink,
+                            )?,
                             Err(e) => {
                                 Self::reject(flash, sink, Slot::Secondary, &e);
                                 trailer::erase(flash, self.layout, Slot::Secondary)?;
@@ -298,7 +316,14 @@ impl<'a> Bootloader<'a> {
                 reason,
             },
         );
-        Swap::start(self.layout, flash, seq, SwapType::Revert, sink)
+        Swap::start(
+            self.layout,
+            self.config.defect,
+            flash,
+            seq,
+            SwapType::Revert,
+            sink,
+        )
     }
 
     fn raise_counter<F: Flash>(
@@ -402,6 +427,7 @@ impl<'a> Bootloader<'a> {
 /// A swap in progress.
 struct Swap<'a> {
     layout: &'a Layout,
+    defect: Option<Defect>,
     seq: u32,
     kind: SwapType,
     sectors: u16,
@@ -416,6 +442,7 @@ impl<'a> Swap<'a> {
     /// Start swap `seq`: erase its journal sector, record the start, run every step.
     fn start<F: Flash>(
         layout: &'a Layout,
+        defect: Option<Defect>,
         flash: &mut F,
         seq: u32,
         kind: SwapType,
@@ -436,6 +463,7 @@ impl<'a> Swap<'a> {
         )?;
         let mut swap = Swap {
             layout,
+            defect,
             seq,
             kind,
             sectors,
@@ -470,15 +498,18 @@ impl<'a> Swap<'a> {
     ) -> Result<(), BootError> {
         let mut step = first;
         while let Some((s, i)) = step {
-            self.do_step(flash, s, i)?;
-            self.append(
-                flash,
-                Record::Step {
-                    seq: self.seq,
-                    step: s,
-                    sector: i,
-                },
-            )?;
+            let record = Record::Step {
+                seq: self.seq,
+                step: s,
+                sector: i,
+            };
+            if self.defect == Some(Defect::JournalBeforeCopy) {
+                self.append(flash, record)?;
+                self.do_step(flash, s, i)?;
+            } else {
+                self.do_step(flash, s, i)?;
+                self.append(flash, record)?;
+            }
             if s == Step::C {
                 sink.push((
                     flash.busy_us(),

@@ -10,7 +10,7 @@ mod updater;
 pub use journal::{Record, Step, SwapState, read_counter, record_size, records_needed, swap_state};
 pub use layout::{BootMode, Layout, LayoutError, LayoutSpec, Region, Slot, SlotArea};
 pub use loader::{
-    BootConfig, BootDecision, BootError, Booted, Bootloader, Sink, slot_bytes, verify_slot,
+    BootConfig, BootDecision, BootError, Booted, Bootloader, Defect, Sink, slot_bytes, verify_slot,
 };
 pub use trailer::{BOOT_MAGIC, Field, Flag, MAX_ATTEMPTS, SwapType, Trailer};
 pub use updater::{UpdateError, Updater};

@@ -1,0 +1,198 @@
+//! `hil sweep SCENARIO`.
+//!
+//! Exit codes: 0 every point passed, 1 a point failed, 2 invalid input or usage, 3 the engine
+//! broke (or the scenario fails without any cut).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{Class, Options, Summary, random_chains, to_yaml};
+use crate::scenario::report;
+use crate::scenario::schema::CutVariantSpec;
+
+/// Options of `hil sweep` beyond [`Options`].
+#[derive(Clone, Debug, Default)]
+pub struct CliOptions {
+    pub sweep: Options,
+    pub json: bool,
+    /// `--random N`: chains of cuts from the start.
+    pub random: Option<usize>,
+    pub seed: u64,
+    pub max_chain: usize,
+}
+
+/// Parse `flash-ops,uds,download,boots`.
+pub fn parse_classes(s: &str) -> Result<Vec<Class>, String> {
+    s.split(',')
+        .map(|c| {
+            Class::parse(c.trim()).ok_or_else(|| {
+                format!("unknown point class {c:?} (flash-ops, uds, boots, download)")
+            })
+        })
+        .collect()
+}
+
+/// Parse `before,torn,after`.
+pub fn parse_variants(s: &str) -> Result<Vec<CutVariantSpec>, String> {
+    s.split(',')
+        .map(|v| match v.trim() {
+            "before" => Ok(CutVariantSpec::Before),
+            "torn" => Ok(CutVariantSpec::Torn),
+            "after" => Ok(CutVariantSpec::After),
+            other => Err(format!(
+                "unknown cut variant {other:?} (before, torn, after)"
+            )),
+        })
+        .collect()
+}
+
+pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
+    let scenario = match report::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = report::name_of(path);
+    let bar = !o.json && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let progress = |done: usize, known: usize, failed: usize| {
+        if bar && (done % 50 == 0 || done == known) {
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r{done}/{known} points, {failed} failed   ");
+        }
+    };
+    let summary = match super::sweep(&scenario, &name, &o.sweep, &progress) {
+        Ok(s) => s,
+        Err(e) => {
+            if bar {
+                eprintln!();
+            }
+            eprintln!("error: {name}: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if bar {
+        eprintln!();
+    }
+    let mut chains_failed = 0;
+    let mut chain_lines = Vec::new();
+    if let Some(n) = o.random {
+        for (s, verdict) in random_chains(
+            &scenario,
+            &name,
+            &summary.all_points,
+            n,
+            o.seed,
+            o.max_chain,
+        ) {
+            let problems = match verdict {
+                Ok(p) => p,
+                Err(e) => vec![format!("engine error: {e}")],
+            };
+            if !problems.is_empty() {
+                chains_failed += 1;
+                let file = o
+                    .sweep
+                    .out
+                    .as_ref()
+                    .map(|d| d.join(format!("{name}--random-{}-{chains_failed}.yaml", o.seed)));
+                if let (Some(f), Ok(yaml)) = (&file, to_yaml(&s)) {
+                    let _ = std::fs::create_dir_all(f.parent().unwrap_or(Path::new(".")));
+                    let _ = std::fs::write(f, yaml);
+                }
+                chain_lines.push(format!(
+                    "  random chain: {}{}",
+                    problems.first().cloned().unwrap_or_default(),
+                    file.map(|f| format!("\n    reproducer: {}", f.display()))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if o.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        let _ = write!(out, "{}", table(&summary));
+        for f in &summary.failures {
+            let _ = writeln!(
+                out,
+                "FAIL  {}: {}",
+                f.point.what,
+                f.messages.first().cloned().unwrap_or_default()
+            );
+            if let Some(r) = &f.reproducer {
+                let _ = writeln!(
+                    out,
+                    "      reproducer: {} (hil run {})",
+                    r.display(),
+                    r.display()
+                );
+            }
+        }
+        if let Some(n) = o.random {
+            let _ = writeln!(
+                out,
+                "random chains: {n} (seed {}, up to {} cuts), {chains_failed} failed",
+                o.seed, o.max_chain
+            );
+            for l in &chain_lines {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+    }
+    if summary.fired != summary.points {
+        let _ = writeln!(
+            out,
+            "error: {} of {} cuts fired: the sweep did not cut where it meant to",
+            summary.fired, summary.points
+        );
+        return ExitCode::from(3);
+    }
+    if summary.failed > 0 || chains_failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The summary table.
+pub fn table(s: &Summary) -> String {
+    let mut t = format!(
+        "sweep {}: clean pass {} flash ops, {} requests, {} boots, {:.1} s simulated\n",
+        s.scenario, s.clean.flash_ops, s.clean.requests, s.clean.boots, s.clean.simulated_s
+    );
+    t.push_str(&format!(
+        "{:<22} {:>8} {:>8} {:>8}\n",
+        "points", "total", "passed", "failed"
+    ));
+    for (k, v) in &s.by_kind {
+        t.push_str(&format!(
+            "{k:<22} {:>8} {:>8} {:>8}\n",
+            v.points, v.passed, v.failed
+        ));
+    }
+    t.push_str(&format!(
+        "{:<22} {:>8} {:>8} {:>8}\n{} points in {:.2} s ({:.0} points/s), {} cuts fired\n",
+        "all",
+        s.points,
+        s.passed,
+        s.failed,
+        s.points,
+        s.wall_s,
+        s.points as f64 / s.wall_s.max(1e-9),
+        s.fired
+    ));
+    t
+}
+
+/// Where reproducers go by default.
+pub fn default_out() -> PathBuf {
+    PathBuf::from("sweep-failures")
+}

@@ -1,0 +1,562 @@
+//! Power-cut sweeps: cut power at every opportunity of an update and check that the ECU never
+//! bricks.
+//!
+//! One clean pass runs the scenario and records every step (each UDS request the ECU handles,
+//! each tick of the clock, each download chunk) with a copy of the simulation before it (the
+//! flash is copy-on-write, so a copy is a table of pointers). Each step yields cut points:
+//!
+//! | class | points | the cut |
+//! |---|---|---|
+//! | `flash-ops` | every flash operation in the step, × `before`/`torn`/`after` | inside the operation |
+//! | `uds` | every request | right after the ECU handled it (the response is lost) |
+//! | `boots` | every boot | right after the boot |
+//! | `download` | every `--download-step` bytes | at that byte |
+//!
+//! A cut takes the OTA manager down with the ECU (a vehicle loses power everywhere): power and
+//! the manager come back after `--restore-ms`, the manager resumes from its store. Each point
+//! runs as a *fork*: the step again from its copy with the cut armed, then on to the end — the
+//! prefix is never replayed. Steps stream to worker threads through a bounded queue, so memory
+//! stays bounded. A point passes when the ECU booted only images that verify (never a mixed
+//! image), ends with the expected outcome, and the cut really fired.
+//!
+//! Every failing point gets a **reproducer**: the scenario plus the one fault at that point,
+//! counted from the start, which `hil run` replays.
+
+pub mod cli;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+
+use ecu_sim::flash::Flash;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::scenario::runner::{self, ForkStart, Prepared, RunError};
+use crate::scenario::schema::{
+    Action, CutVariantSpec, Fault, FlashOpTrigger, PowerCut, Scenario, Trigger,
+};
+use crate::scenario::world::{Recorder, Step, StepRecord};
+
+/// Which opportunities to cut at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    FlashOps,
+    Uds,
+    Boots,
+    Download,
+}
+
+impl Class {
+    pub const ALL: [Class; 4] = [Class::FlashOps, Class::Uds, Class::Boots, Class::Download];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::FlashOps => "flash-ops",
+            Class::Uds => "uds",
+            Class::Boots => "boots",
+            Class::Download => "download",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.name() == s)
+    }
+}
+
+/// Settings of a sweep.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub classes: Vec<Class>,
+    pub variants: Vec<CutVariantSpec>,
+    /// Bytes between download points.
+    pub download_step: u64,
+    /// Power (and the manager) come back after this long.
+    pub restore_ms: u64,
+    /// Worker threads (0: one per core).
+    pub jobs: usize,
+    /// Write a reproducer per failing point here.
+    pub out: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            classes: Class::ALL.to_vec(),
+            variants: vec![
+                CutVariantSpec::Before,
+                CutVariantSpec::Torn,
+                CutVariantSpec::After,
+            ],
+            download_step: 16 * 1024,
+            restore_ms: 500,
+            jobs: 0,
+            out: None,
+        }
+    }
+}
+
+/// One cut point.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub class: Class,
+    /// `before`/`torn`/`after` for flash operations.
+    pub variant: Option<CutVariantSpec>,
+    /// What a person reads: "flash op 212 (write) torn", "after request 57 (0x36)".
+    pub what: String,
+    /// The fault counted from the start of the scenario (the reproducer's).
+    #[serde(skip)]
+    pub fault: Fault,
+    /// The fault counted from the step (the fork's).
+    #[serde(skip)]
+    fork_fault: Fault,
+}
+
+/// A point that failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub point: Point,
+    pub messages: Vec<String>,
+    /// Where its reproducer was written.
+    pub reproducer: Option<PathBuf>,
+}
+
+/// Points and results per class and variant.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Tally {
+    pub points: usize,
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// What a sweep found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub points: usize,
+    pub passed: usize,
+    pub failed: usize,
+    /// Cuts that fired (must equal `points`).
+    pub fired: usize,
+    /// By "class" or "class/variant".
+    pub by_kind: BTreeMap<String, Tally>,
+    pub failures: Vec<Failure>,
+    /// Every point (for random chains).
+    #[serde(skip)]
+    pub all_points: Vec<Point>,
+    /// Flash operations, requests, boots and download bytes of the clean pass.
+    pub clean: CleanPass,
+    pub wall_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CleanPass {
+    pub flash_ops: u64,
+    pub requests: u64,
+    pub boots: u64,
+    pub download_bytes: u64,
+    pub simulated_s: f64,
+}
+
+fn cut(variant: CutVariantSpec, restore_ms: u64) -> Action {
+    Action::PowerCut(PowerCut {
+        variant,
+        restore_after_ms: restore_ms,
+        kill_manager: true,
+    })
+}
+
+fn fault(when: Trigger, action: Action) -> Fault {
+    Fault {
+        when,
+        action,
+        times: 1,
+        optional: false,
+    }
+}
+
+fn op_trigger(n: u64) -> Trigger {
+    Trigger::FlashOp(FlashOpTrigger {
+        n,
+        kind: None,
+        region: None,
+        boot: None,
+        in_boot: false,
+        in_firmware: false,
+    })
+}
+
+/// The points of one step.
+fn points_of(
+    r: &StepRecord,
+    o: &Options,
+    arm_ops: u64,
+    last_download: &mut Option<u64>,
+) -> Vec<Point> {
+    let mut out = Vec::new();
+    let has = |c: Class| o.classes.contains(&c);
+    let snap_ops = r.sim.ecu.flash().ops();
+    if has(Class::FlashOps) {
+        for op in r.ops.clone() {
+            for &v in &o.variants {
+                out.push(Point {
+                    class: Class::FlashOps,
+                    variant: Some(v),
+                    what: format!("flash op {op} {}", format!("{v:?}").to_lowercase()),
+                    fault: fault(op_trigger(op - arm_ops + 1), cut(v, o.restore_ms)),
+                    fork_fault: fault(op_trigger(op - snap_ops + 1), cut(v, o.restore_ms)),
+                });
+            }
+        }
+    }
+    match &r.step {
+        Step::Request { bytes, index } if has(Class::Uds) => {
+            let f = fault(
+                Trigger::Request(*index),
+                cut(CutVariantSpec::Torn, o.restore_ms),
+            );
+            out.push(Point {
+                class: Class::Uds,
+                variant: None,
+                what: format!(
+                    "after request {index} (0x{:02x})",
+                    bytes.first().copied().unwrap_or(0)
+                ),
+                fault: f.clone(),
+                fork_fault: f,
+            });
+        }
+        Step::Chunk { offset } if has(Class::Download) => {
+            let step = o.download_step.max(1);
+            let bucket = offset / step;
+            if *last_download != Some(bucket) {
+                *last_download = Some(bucket);
+                let f = fault(
+                    Trigger::DownloadBytes(*offset),
+                    cut(CutVariantSpec::Torn, o.restore_ms),
+                );
+                out.push(Point {
+                    class: Class::Download,
+                    variant: None,
+                    what: format!("download at byte {offset}"),
+                    fault: f.clone(),
+                    fork_fault: f,
+                });
+            }
+        }
+        _ => {}
+    }
+    if has(Class::Boots) {
+        for b in r.boots.start + 1..=r.boots.end {
+            let f = fault(Trigger::Boot(b), cut(CutVariantSpec::Torn, o.restore_ms));
+            out.push(Point {
+                class: Class::Boots,
+                variant: None,
+                what: format!("after boot {b}"),
+                fault: f.clone(),
+                fork_fault: f,
+            });
+        }
+    }
+    out
+}
+
+/// A step's copy and its points, on their way to a worker.
+struct Work {
+    record: StepRecord,
+    job_json: String,
+    artifact_len: u64,
+    points: Vec<Point>,
+}
+
+/// Sweep `scenario` (named `name`, read from `path` for the reproducers' description).
+/// `progress` is called after every point with (done, known so far, failed).
+pub fn sweep(
+    scenario: &Scenario,
+    name: &str,
+    o: &Options,
+    progress: &(dyn Fn(usize, usize, usize) + Sync),
+) -> Result<Summary, RunError> {
+    let started = std::time::Instant::now();
+    let base = Arc::new(scenario.clone());
+    let prepared = runner::prepare(&base)?;
+    let arm_ops = prepared.sim.ecu.flash().ops();
+    let update = prepared.update.clone();
+    let config = prepared.config.clone();
+    drop(prepared);
+    let jobs = if o.jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        o.jobs
+    };
+    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    let (tx, rx) = sync_channel::<Work>(jobs * 2);
+    let rx = Arc::new(Mutex::new(rx));
+    let known = Arc::new(AtomicUsize::new(0));
+    let done = AtomicUsize::new(0);
+    let failed_n = AtomicUsize::new(0);
+    let results: Mutex<Vec<(Point, Result<Vec<String>, String>, bool)>> = Mutex::new(Vec::new());
+
+    let clean = std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let rx = Arc::clone(&rx);
+            let (base, update, config) = (Arc::clone(&base), &update, &config);
+            let (results, done, failed_n, known) = (&results, &done, &failed_n, Arc::clone(&known));
+            scope.spawn(move || {
+                loop {
+                    let work = {
+                        let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        rx.recv()
+                    };
+                    let Ok(work) = work else {
+                        return;
+                    };
+                    for point in &work.points {
+                        let (verdict, fired) = run_point(&base, &work, point, update, config);
+                        if !matches!(&verdict, Ok(m) if m.is_empty()) {
+                            failed_n.fetch_add(1, Ordering::SeqCst);
+                        }
+                        results
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((point.clone(), verdict, fired));
+                        let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+                        progress(
+                            d,
+                            known.load(Ordering::SeqCst),
+                            failed_n.load(Ordering::SeqCst),
+                        );
+                    }
+                }
+            });
+        }
+        // The clean pass, on this thread, feeding the workers.
+        let job_path = dir.path().join("jobs").join("job-0001.json");
+        let artifact_path = dir.path().join("artifacts").join("job-0001.bin");
+        let mut last_download = None;
+        let options = o.clone();
+        let tx_rec = tx.clone();
+        let counter = Arc::new(Mutex::new(CleanPass::default()));
+        let counter_rec = Arc::clone(&counter);
+        let known_ref = Arc::clone(&known);
+        let recorder = move |r: StepRecord| {
+            {
+                let mut c = counter_rec
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                c.flash_ops += r.ops.end - r.ops.start;
+                c.boots += r.boots.end - r.boots.start;
+                if matches!(r.step, Step::Request { .. }) {
+                    c.requests += 1;
+                }
+            }
+            let points = points_of(&r, &options, arm_ops, &mut last_download);
+            if points.is_empty() {
+                return;
+            }
+            known_ref.fetch_add(points.len(), Ordering::SeqCst);
+            let job_json = std::fs::read_to_string(&job_path).unwrap_or_default();
+            let artifact_len = match r.step {
+                Step::Chunk { offset } => offset,
+                _ => std::fs::metadata(&artifact_path).map_or(0, |m| m.len()),
+            };
+            let _ = tx_rec.send(Work {
+                record: r,
+                job_json,
+                artifact_len,
+                points,
+            });
+        };
+        let rec = Recorder(Arc::new(Mutex::new(recorder)));
+        let clean = runner::run_recorded(&base, rec, dir.path());
+        drop(tx);
+        let mut c = counter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        clean.map(|r| {
+            c.simulated_s = r.end.simulated_us as f64 / 1e6;
+            c.download_bytes = update.len() as u64;
+            (r, c)
+        })
+    });
+    let (clean_run, clean_pass) = clean?;
+    if !clean_run.failures.is_empty() {
+        return Err(RunError::Manager(format!(
+            "the scenario fails without a cut, fix it first: {}",
+            clean_run.failures.join("; ")
+        )));
+    }
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_by(|a, b| a.0.what.cmp(&b.0.what));
+    let mut summary = Summary {
+        scenario: name.to_string(),
+        clean: clean_pass,
+        ..Summary::default()
+    };
+    for (point, verdict, fired) in results {
+        summary.all_points.push(point.clone());
+        summary.points += 1;
+        summary.fired += usize::from(fired);
+        let keys = match point.variant {
+            Some(v) => vec![
+                point.class.name().to_string(),
+                format!("{}/{}", point.class.name(), format!("{v:?}").to_lowercase()),
+            ],
+            None => vec![point.class.name().to_string()],
+        };
+        let ok = matches!(&verdict, Ok(m) if m.is_empty());
+        for k in keys {
+            let t = summary.by_kind.entry(k).or_default();
+            t.points += 1;
+            if ok {
+                t.passed += 1;
+            } else {
+                t.failed += 1;
+            }
+        }
+        if ok {
+            summary.passed += 1;
+        } else {
+            summary.failed += 1;
+            let messages = match verdict {
+                Ok(m) => m,
+                Err(e) => vec![format!("engine error: {e}")],
+            };
+            summary.failures.push(Failure {
+                point,
+                messages,
+                reproducer: None,
+            });
+        }
+    }
+    if let Some(out) = &o.out {
+        write_reproducers(scenario, name, out, &mut summary.failures)
+            .map_err(|e| RunError::Store(format!("{}: {e}", out.display())))?;
+    }
+    summary.wall_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Run one point as a fork; (problems or an engine error, whether the cut fired).
+fn run_point(
+    base: &Arc<Scenario>,
+    work: &Work,
+    point: &Point,
+    update: &[u8],
+    config: &crate::ota::live::LiveConfig,
+) -> (Result<Vec<String>, String>, bool) {
+    let mut scenario = (**base).clone();
+    scenario.faults.push(point.fork_fault.clone());
+    let index = scenario.faults.len() - 1;
+    let scenario = Arc::new(scenario);
+    let mut world = work.record.world.fork(Arc::clone(&scenario));
+    let mut sim = work.record.sim.clone();
+    if matches!(point.fork_fault.when, Trigger::FlashOp(_)) {
+        world.arm_flash_fault(&mut sim, index, &point.fork_fault);
+    }
+    let prepared = Prepared {
+        sim,
+        world,
+        update: update.to_vec(),
+        config: config.clone(),
+    };
+    let fork = ForkStart {
+        at_us: work.record.at_us,
+        step: work.record.step.clone(),
+        job_json: work.job_json.clone(),
+        artifact_len: work.artifact_len,
+    };
+    match runner::run_fork(prepared, fork) {
+        Ok(r) => {
+            let fired = !r
+                .failures
+                .iter()
+                .any(|f| f.starts_with(&format!("fault {} never fired", index + 1)));
+            (Ok(r.failures), fired)
+        }
+        Err(e) => (Err(e.to_string()), false),
+    }
+}
+
+/// The scenario plus the single fault of `point`, counted from the start.
+pub fn reproducer(scenario: &Scenario, name: &str, point: &Point) -> Scenario {
+    let mut s = scenario.clone();
+    s.description = format!("Sweep reproducer: {name} with a power cut {}", point.what);
+    s.faults.push(point.fault.clone());
+    s
+}
+
+/// YAML in the scenario format (enums as one-key maps).
+pub fn to_yaml(s: &Scenario) -> Result<String, serde_yaml::Error> {
+    let mut out = Vec::new();
+    let mut ser = serde_yaml::Serializer::new(&mut out);
+    serde_yaml::with::singleton_map_recursive::serialize(s, &mut ser)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn write_reproducers(
+    scenario: &Scenario,
+    name: &str,
+    out: &Path,
+    failures: &mut [Failure],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    for f in failures.iter_mut() {
+        let file = out.join(format!(
+            "{name}--{}.yaml",
+            f.point
+                .what
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+                .trim_matches('-')
+        ));
+        let yaml = to_yaml(&reproducer(scenario, name, &f.point))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::write(&file, yaml)?;
+        f.reproducer = Some(file);
+    }
+    Ok(())
+}
+
+/// `--random N --seed S`: `n` runs from the start, each with a chain of up to `max_chain`
+/// cuts at random points of the clean pass (later cuts may not fire once an earlier one
+/// changed the run; they are optional). Returns (runs, cuts fired, failures as reproducers).
+pub fn random_chains(
+    scenario: &Scenario,
+    name: &str,
+    points: &[Point],
+    n: usize,
+    seed: u64,
+    max_chain: usize,
+) -> Vec<(Scenario, Result<Vec<String>, String>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for i in 0..n {
+        if points.is_empty() {
+            break;
+        }
+        let k = rng.gen_range(1..=max_chain.max(1));
+        let mut picked: Vec<&Point> = (0..k)
+            .map(|_| &points[rng.gen_range(0..points.len())])
+            .collect();
+        picked.sort_by_key(|p| p.what.clone());
+        let mut s = scenario.clone();
+        s.description = format!("Sweep random chain {i} (seed {seed}) of {name}");
+        for p in picked {
+            let mut f = p.fault.clone();
+            f.optional = true;
+            s.faults.push(f);
+        }
+        let verdict = runner::run(&s, None)
+            .map(|r| r.failures)
+            .map_err(|e| e.to_string());
+        out.push((s, verdict));
+    }
+    out
+}
