@@ -224,6 +224,7 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
     let boot = BootConfig {
         defect: s.ecu.bootloader_defect.map(|d| match d {
             DefectSpec::JournalBeforeCopy => Defect::JournalBeforeCopy,
+            DefectSpec::NoStepRecords => Defect::NoStepRecords,
         }),
         max_boot_attempts: s.ecu.max_boot_attempts,
         keys,

@@ -39,7 +39,7 @@ pub struct Scenario {
     pub download: DownloadSpec,
     #[serde(default)]
     pub client: Client,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
     pub expect: Expect,
 }
@@ -89,6 +89,7 @@ pub struct EcuSpec {
     pub block_len: u32,
     /// A deliberate bootloader bug, to prove that sweeps find such bugs (never in a model of a
     /// real ECU).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bootloader_defect: Option<DefectSpec>,
 }
 
@@ -97,6 +98,8 @@ pub struct EcuSpec {
 pub enum DefectSpec {
     /// The swap journal records a step before the step's erase and copy ran.
     JournalBeforeCopy,
+    /// The swap journal records no steps: an interrupted swap starts over.
+    NoStepRecords,
 }
 
 impl Default for EcuSpec {
@@ -168,10 +171,10 @@ pub struct ImageSpec {
     #[serde(default)]
     pub signing: Signing,
     /// Security counter (default: the major version).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_counter: Option<u32>,
     /// Flip one payload byte after signing (the hash no longer matches).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tampered: bool,
 }
 
@@ -255,7 +258,7 @@ pub struct Fault {
     #[serde(default = "one")]
     pub times: u32,
     /// A fault whose trigger never matched fails the scenario, unless optional.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
 }
 
@@ -289,18 +292,18 @@ pub enum OpKindSpec {
 pub struct FlashOpTrigger {
     /// 1-based count of matching operations.
     pub n: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<OpKindSpec>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<Region>,
     /// Only operations of the bootloader during this boot (1 is the factory boot).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<u64>,
     /// Only operations of the bootloader, any boot.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_boot: bool,
     /// Only operations of the firmware (the diagnostic server erasing and writing).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_firmware: bool,
 }
 
@@ -434,7 +437,7 @@ pub struct InjectNrc {
 pub struct CorruptRequest {
     pub service: u8,
     /// Only requests whose second byte (the sub-function) is this.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subfunction: Option<u8>,
     #[serde(default = "one")]
     pub count: u32,
@@ -498,8 +501,16 @@ pub enum ArtifactSwap {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Bounds {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<u64>,
+}
+
+impl Bounds {
+    pub fn is_empty(&self) -> bool {
+        self.min.is_none() && self.max.is_none()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -529,38 +540,38 @@ pub enum SlotSpec {
 pub struct Expect {
     pub outcome: OutcomeSpec,
     /// The version running at the end.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The slot it runs from.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<SlotSpec>,
     /// Boots during the scenario (the factory boot included).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Bounds::is_empty")]
     pub boots: Bounds,
     /// Reverts performed by the bootloader.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollbacks: Option<u64>,
     /// DTCs stored at the end (`D00300` style).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dtcs: Vec<String>,
     /// Event names that must appear, in this order (other events may come between).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
     /// Event names that must not appear.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub never: Vec<String>,
     /// The download was resumed (true) or never resumed (false).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_resumed: Option<bool>,
     /// The failure reason (failed, rejected, rolled back) contains this text.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason_contains: Option<String>,
     /// Bounds on the simulated duration, seconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<DurationBounds>,
     /// For sweeps: ending rolled back (the old image running, confirmed) is also fine, as a
     /// cut while the new image is on probation makes the bootloader revert it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub or_rolled_back: bool,
 }
 

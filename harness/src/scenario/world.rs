@@ -58,7 +58,7 @@ pub enum Step {
 
 /// What a recorder sees of one step: the world and the ECU as they were before it, and the
 /// flash operations and boots it performed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StepRecord {
     pub at_us: u64,
     pub step: Step,
@@ -94,7 +94,8 @@ pub struct World {
     pub manager_down_until: u64,
     /// Gets every step (sweeps); `None` in ordinary runs.
     pub recorder: Option<Recorder>,
-    pending_step: Option<Box<(u64, Step, World, SimEcu, u64, u64)>>,
+    /// The step in progress (its record, completed when it ends).
+    pending_step: Option<Box<StepRecord>>,
     rng: ChaCha8Rng,
     /// Power comes back at these times (µs).
     restore_at: Vec<u64>,
@@ -199,21 +200,22 @@ impl World {
             before.pending_step = None;
             before.trace = Trace::default();
             let ops = sim.ecu.flash().ops();
-            self.pending_step = Some(Box::new((now, step, before, sim.clone(), ops, self.boots)));
+            self.pending_step = Some(Box::new(StepRecord {
+                at_us: now,
+                step,
+                world: before,
+                sim: sim.clone(),
+                ops: ops..ops,
+                boots: self.boots..self.boots,
+            }));
         }
     }
 
     fn end_step(&mut self, sim: &SimEcu) {
         if let (Some(rec), Some(p)) = (self.recorder.clone(), self.pending_step.take()) {
-            let (at_us, step, world, before, ops, boots) = *p;
-            let record = StepRecord {
-                at_us,
-                step,
-                world,
-                sim: before,
-                ops: ops..sim.ecu.flash().ops(),
-                boots: boots..self.boots,
-            };
+            let mut record = *p;
+            record.ops.end = sim.ecu.flash().ops();
+            record.boots.end = self.boots;
             let mut f = rec
                 .0
                 .lock()

@@ -265,6 +265,9 @@ fn points_of(
     out
 }
 
+/// A point, its problems (or an engine error), and whether its cut fired.
+type PointResult = (Point, Result<Vec<String>, String>, bool);
+
 /// A step's copy and its points, on their way to a worker.
 struct Work {
     record: StepRecord,
@@ -299,7 +302,7 @@ pub fn sweep(
     let known = Arc::new(AtomicUsize::new(0));
     let done = AtomicUsize::new(0);
     let failed_n = AtomicUsize::new(0);
-    let results: Mutex<Vec<(Point, Result<Vec<String>, String>, bool)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<PointResult>> = Mutex::new(Vec::new());
 
     let clean = std::thread::scope(|scope| {
         for _ in 0..jobs {

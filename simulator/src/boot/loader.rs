@@ -44,6 +44,9 @@ pub enum Defect {
     /// The swap journal records each step as done *before* the step's erase and copy run,
     /// instead of after: a power cut inside the copy makes the resumed swap skip a sector.
     JournalBeforeCopy,
+    /// The swap journal records no steps at all: a swap interrupted by a power cut starts
+    /// over from the first sector, swapping back the sectors it had already swapped.
+    NoStepRecords,
 }
 
 /// What the bootloader decided.
@@ -505,6 +508,8 @@ impl<'a> Swap<'a> {
             };
             if self.defect == Some(Defect::JournalBeforeCopy) {
                 self.append(flash, record)?;
+                self.do_step(flash, s, i)?;
+            } else if self.defect == Some(Defect::NoStepRecords) {
                 self.do_step(flash, s, i)?;
             } else {
                 self.do_step(flash, s, i)?;
