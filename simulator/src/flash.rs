@@ -378,6 +378,38 @@ impl SectorCells {
     fn set_programmed(&mut self, i: usize) {
         self.programmed[i / 64] |= 1 << (i % 64);
     }
+    /// The bits of word `w` that fall in `start..end`.
+    fn word_mask(w: usize, start: usize, end: usize) -> u64 {
+        let lo = start.max(w * 64) - w * 64;
+        let hi = end.min(w * 64 + 64) - w * 64;
+        if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        }
+    }
+    /// The first programmed byte in `start..end`, a word at a time.
+    fn first_programmed(&self, start: usize, end: usize) -> Option<usize> {
+        if start >= end {
+            return None;
+        }
+        for w in start / 64..=(end - 1) / 64 {
+            let hit = self.programmed[w] & Self::word_mask(w, start, end);
+            if hit != 0 {
+                return Some(w * 64 + hit.trailing_zeros() as usize);
+            }
+        }
+        None
+    }
+    /// Mark `start..end` programmed, a word at a time.
+    fn set_programmed_range(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        for w in start / 64..=(end - 1) / 64 {
+            self.programmed[w] |= Self::word_mask(w, start, end);
+        }
+    }
 }
 
 /// In-memory NOR flash with operation counting, armed power cuts and bit-rot injection.
@@ -643,11 +675,23 @@ impl SimFlash {
         let erased = self.geometry.erased;
         for (s, i, range) in self.spans(addr, data.len())? {
             let cells = Arc::make_mut(&mut self.sectors[s]);
-            for (k, &v) in data[range].iter().enumerate() {
+            let src = &data[range];
+            if mark_all {
+                // The common case, a word at a time (the compiler vectorizes the byte loop).
+                let dst = &mut cells.bytes[i..i + src.len()];
+                if erased == 0xFF {
+                    dst.iter_mut().zip(src).for_each(|(d, v)| *d &= v);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(d, v)| *d |= v);
+                }
+                cells.set_programmed_range(i, i + src.len());
+                continue;
+            }
+            for (k, &v) in src.iter().enumerate() {
                 let old = cells.bytes[i + k];
                 let new = if erased == 0xFF { old & v } else { old | v };
                 cells.bytes[i + k] = new;
-                if mark_all || new != old {
+                if new != old {
                     cells.set_programmed(i + k);
                 }
             }
@@ -717,7 +761,7 @@ impl Flash for SimFlash {
         // Checked before the operation counts: a rejected write never touches the cells.
         for (s, i, range) in self.spans(addr, data.len())? {
             let cells = &self.sectors[s];
-            if let Some(k) = (i..i + range.len()).find(|&k| cells.is_programmed(k)) {
+            if let Some(k) = cells.first_programmed(i, i + range.len()) {
                 return Err(FlashError::NotErased {
                     addr: self.geometry.sectors[s].offset + k as u32,
                 });

@@ -77,6 +77,21 @@ pub struct RunResult {
     pub job: Job,
 }
 
+/// A scratch directory for a simulated job store: in memory (`/dev/shm`) where there is one,
+/// as simulations write thousands of small files that no disk needs to see.
+pub fn scratch_dir() -> Result<tempfile::TempDir, RunError> {
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::Builder::new()
+            .prefix("hil-sim-")
+            .tempdir_in(shm)
+            .or_else(|_| tempfile::tempdir())
+    } else {
+        tempfile::tempdir()
+    };
+    dir.map_err(|e| RunError::Store(e.to_string()))
+}
+
 /// Run `scenario`; `seed` overrides the file's.
 pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<RunResult, RunError> {
     let mut scenario = scenario.clone();
@@ -88,7 +103,7 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<RunResult, RunError
         .start_paused(true)
         .build()
         .map_err(|e| RunError::Ecu(e.to_string()))?;
-    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    let dir = scratch_dir()?;
     runtime.block_on(run_async(Arc::new(scenario), dir.path()))
 }
 
@@ -302,14 +317,18 @@ async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<Run
 
 /// Run a fork (see [`ForkStart`]): `prepared` holds the world and the ECU of the snapshot;
 /// only the end state and the invariants are checked (the trace starts at the fork).
-pub fn run_fork(prepared: Prepared, fork: ForkStart) -> Result<RunResult, RunError> {
+/// The job store lives in `dir`, which must hold no job (a sweep's worker reuses one).
+pub fn run_fork(
+    prepared: Prepared,
+    fork: ForkStart,
+    dir: &std::path::Path,
+) -> Result<RunResult, RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .map_err(|e| RunError::Ecu(e.to_string()))?;
-    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
-    runtime.block_on(execute(prepared, dir.path(), Some(fork), false))
+    runtime.block_on(execute(prepared, dir, Some(fork), false))
 }
 
 async fn execute(
@@ -353,9 +372,13 @@ async fn execute(
             store
                 .save(&job)
                 .map_err(|e| RunError::Store(e.to_string()))?;
-            if f.artifact_len > 0 {
-                let len = (f.artifact_len as usize).min(update.len());
-                std::fs::write(store.artifact_path(&job.id), &update[..len])
+            let path = store.artifact_path(&job.id);
+            let len = (f.artifact_len as usize).min(update.len());
+            if len == 0 {
+                let _ = std::fs::remove_file(&path);
+            } else if std::fs::read(&path).ok().as_deref() != Some(&update[..len]) {
+                // (A sweep's worker keeps the file between points when it is already right.)
+                std::fs::write(&path, &update[..len])
                     .map_err(|e| RunError::Store(e.to_string()))?;
             }
             // The step again, with the fork's fault armed.

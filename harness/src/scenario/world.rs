@@ -195,10 +195,13 @@ impl World {
 
     fn begin_step(&mut self, sim: &SimEcu, now: u64, step: Step) {
         if self.recorder.is_some() {
+            // Without the trace (a fork starts its own), which would make every copy O(run).
+            let trace = std::mem::take(&mut self.trace);
+            let pending = self.pending_step.take();
             let mut before = self.clone();
+            self.trace = trace;
+            self.pending_step = pending;
             before.recorder = None;
-            before.pending_step = None;
-            before.trace = Trace::default();
             let ops = sim.ecu.flash().ops();
             self.pending_step = Some(Box::new(StepRecord {
                 at_us: now,

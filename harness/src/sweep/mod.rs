@@ -296,7 +296,7 @@ pub fn sweep(
     } else {
         o.jobs
     };
-    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    let dir = runner::scratch_dir()?;
     let (tx, rx) = sync_channel::<Work>(jobs * 2);
     let rx = Arc::new(Mutex::new(rx));
     let known = Arc::new(AtomicUsize::new(0));
@@ -310,6 +310,10 @@ pub fn sweep(
             let (base, update, config) = (Arc::clone(&base), &update, &config);
             let (results, done, failed_n, known) = (&results, &done, &failed_n, Arc::clone(&known));
             scope.spawn(move || {
+                // One job store per worker, emptied before each point.
+                let Ok(store) = runner::scratch_dir() else {
+                    return;
+                };
                 loop {
                     let work = {
                         let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -319,7 +323,11 @@ pub fn sweep(
                         return;
                     };
                     for point in &work.points {
-                        let (verdict, fired) = run_point(&base, &work, point, update, config);
+                        for f in ["jobs/job-0001.json", "jobs/job-0001.json.tmp"] {
+                            let _ = std::fs::remove_file(store.path().join(f));
+                        }
+                        let (verdict, fired) =
+                            run_point(&base, &work, point, update, config, store.path());
                         if !matches!(&verdict, Ok(m) if m.is_empty()) {
                             failed_n.fetch_add(1, Ordering::SeqCst);
                         }
@@ -454,6 +462,7 @@ fn run_point(
     point: &Point,
     update: &[u8],
     config: &crate::ota::live::LiveConfig,
+    dir: &Path,
 ) -> (Result<Vec<String>, String>, bool) {
     let mut scenario = (**base).clone();
     scenario.faults.push(point.fork_fault.clone());
@@ -476,7 +485,7 @@ fn run_point(
         job_json: work.job_json.clone(),
         artifact_len: work.artifact_len,
     };
-    match runner::run_fork(prepared, fork) {
+    match runner::run_fork(prepared, fork, dir) {
         Ok(r) => {
             let fired = !r
                 .failures
