@@ -150,8 +150,16 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
     if summary.fired != summary.points {
         let _ = writeln!(
             out,
-            "error: {} of {} cuts fired: the sweep did not cut where it meant to",
-            summary.fired, summary.points
+            "error: {} of {} cuts fired: the sweep did not cut where it meant to (first: {})",
+            summary.fired,
+            summary.points,
+            summary
+                .not_fired
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return ExitCode::from(3);
     }

@@ -142,6 +142,8 @@ pub struct Summary {
     pub failed: usize,
     /// Cuts that fired (must equal `points`).
     pub fired: usize,
+    /// Points whose cut did not fire (a sweep defect: it did not cut where it meant to).
+    pub not_fired: Vec<String>,
     /// By "class" or "class/variant".
     pub by_kind: BTreeMap<String, Tally>,
     pub failures: Vec<Failure>,
@@ -415,6 +417,9 @@ pub fn sweep(
         summary.all_points.push(point.clone());
         summary.points += 1;
         summary.fired += usize::from(fired);
+        if !fired {
+            summary.not_fired.push(point.what.clone());
+        }
         let keys = match point.variant {
             Some(v) => vec![
                 point.class.name().to_string(),
