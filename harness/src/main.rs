@@ -11,6 +11,7 @@ use hil::artifact::{self, Faults};
 use hil::demo::{self, DemoOptions};
 use hil::download::DownloadConfig;
 use hil::flasher::{FlashEvent, Flasher, FlasherConfig};
+use hil::imagetool;
 use hil::ota::manager::{Limits, Manager};
 use hil::transport::{DoipSettings, DoipTransport};
 use hil::uds_client::{UdsClient, UdsConfig};
@@ -168,6 +169,81 @@ enum Command {
     Ota {
         #[command(subcommand)]
         command: OtaCommand,
+    },
+    /// Test signing keys (ed25519, PEM).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Test images (MCUboot format, with the simulator's behaviour TLV).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Write NAME.pem (PKCS#8 private key, mode 0600) and NAME.pub.pem (public key) into DIR.
+    Generate {
+        #[arg(long, default_value = "oem")]
+        name: String,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// The simulator's development key of this name instead of a random one.
+        #[arg(long, value_name = "NAME")]
+        dev: Option<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BehaviourArg {
+    Healthy,
+    NeverConfirm,
+    Crash,
+    Hang,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Build a signed (or unsigned) image; prints its size, key hash and SHA-256.
+    Build {
+        #[arg(long)]
+        version: ecu_sim::image::Version,
+        /// Payload bytes (deterministic filler derived from the version).
+        #[arg(long, default_value_t = 32 * 1024)]
+        size: usize,
+        #[arg(long, value_enum, default_value_t = BehaviourArg::Healthy)]
+        behaviour: BehaviourArg,
+        /// Healthy images confirm themselves this long after booting.
+        #[arg(long, default_value_t = 500)]
+        confirm_after_ms: u32,
+        /// Hanging images are reset by the watchdog after this long.
+        #[arg(long, default_value_t = 1000)]
+        watchdog_ms: u32,
+        /// Sign with this PKCS#8 PEM private key (`hil keys generate`, `imgtool keygen`).
+        #[arg(long, value_name = "PEM", conflicts_with_all = ["dev_key", "unsigned"])]
+        key: Option<PathBuf>,
+        /// Sign with the simulator's development key of this name (default "oem").
+        #[arg(long, value_name = "NAME", conflicts_with = "unsigned")]
+        dev_key: Option<String>,
+        /// No signature (hash only).
+        #[arg(long)]
+        unsigned: bool,
+        /// Security counter (default: the major version).
+        #[arg(long)]
+        security_counter: Option<u32>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write OUT with .yaml: an OTA manifest for the image served at this URL.
+        #[arg(long, value_name = "URL")]
+        manifest_url: Option<String>,
+        /// Overwrite OUT.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -381,6 +457,107 @@ fn main() -> ExitCode {
             )
         }
         Command::List { paths } => hil::scenario::cli::list(&paths),
+        Command::Keys {
+            command:
+                KeysCommand::Generate {
+                    name,
+                    out,
+                    dev,
+                    force,
+                },
+        } => {
+            let source = dev.map_or(imagetool::KeySource::Random, imagetool::KeySource::Dev);
+            match imagetool::generate_key(&name, &out, &source, force) {
+                Ok(k) => {
+                    println!(
+                        "{} {} keyhash {}",
+                        k.private.display(),
+                        k.public.display(),
+                        k.keyhash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    version,
+                    size,
+                    behaviour,
+                    confirm_after_ms,
+                    watchdog_ms,
+                    key,
+                    dev_key,
+                    unsigned,
+                    security_counter,
+                    out,
+                    manifest_url,
+                    force,
+                },
+        } => {
+            use ecu_sim::image::Behaviour;
+            let signer = match (key, dev_key, unsigned) {
+                (Some(k), _, _) => imagetool::Signer::Key(k),
+                (_, _, true) => imagetool::Signer::Unsigned,
+                (_, d, _) => imagetool::Signer::Dev(d.unwrap_or_else(|| "oem".into())),
+            };
+            let spec = imagetool::ImageSpec {
+                version,
+                size,
+                behaviour: match behaviour {
+                    BehaviourArg::Healthy => Behaviour::Healthy { confirm_after_ms },
+                    BehaviourArg::NeverConfirm => Behaviour::NeverConfirm,
+                    BehaviourArg::Crash => Behaviour::CrashOnBoot,
+                    BehaviourArg::Hang => Behaviour::Hang { watchdog_ms },
+                },
+                security_counter: security_counter.unwrap_or(u32::from(version.major)),
+                signer,
+            };
+            if out.exists() && !force {
+                eprintln!(
+                    "error: {}: exists (use --force to overwrite)",
+                    out.display()
+                );
+                return ExitCode::from(2);
+            }
+            let built = match imagetool::build_image(&spec) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = std::fs::write(&out, &built.bytes) {
+                eprintln!("error: {}: {e}", out.display());
+                return ExitCode::from(2);
+            }
+            let key = if built.keyhash.is_empty() {
+                "unsigned".to_string()
+            } else {
+                format!("key {}", &built.keyhash[..16])
+            };
+            println!(
+                "{}: {} bytes, v{version}, counter {}, {key}, sha-256 {}",
+                out.display(),
+                built.bytes.len(),
+                spec.security_counter,
+                built.sha256
+            );
+            if let Some(url) = manifest_url {
+                let path = out.with_extension("yaml");
+                if let Err(e) = std::fs::write(&path, imagetool::manifest(&built, version, &url)) {
+                    eprintln!("error: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+                println!("{}: OTA manifest for {url}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
         Command::Ota { command } => match command {
             OtaCommand::Submit { manifest, store } => hil::ota::cli::submit(&manifest, &store),
             OtaCommand::Run(a) | OtaCommand::Resume(a) => {

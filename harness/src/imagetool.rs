@@ -1,0 +1,197 @@
+//! `hil keys generate` and `hil image build`: test keys and test images by hand.
+//!
+//! Keys are ed25519: the private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, what
+//! `imgtool keygen -t ed25519` writes and `imgtool sign -k` reads), the public key as
+//! SubjectPublicKeyInfo PEM (what `imgtool getpub -e pem` prints and `ecu-sim --key` reads).
+//! Images are MCUboot images with the simulator's behaviour TLV; the same arguments give the
+//! same bytes.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use sha2::{Digest, Sha256};
+
+use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
+
+/// Why a key or an image could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{path}: exists (use --force to overwrite)")]
+    Exists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: not an ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----): {message}"
+    )]
+    BadKey { path: PathBuf, message: String },
+    #[error("encoding the key: {0}")]
+    Encode(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
+    move |source| ToolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a key comes from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// Fresh from the operating system's randomness.
+    Random,
+    /// The simulator's development key of this name (`ecu_sim::image::dev_key`).
+    Dev(String),
+}
+
+/// A generated key pair on disk.
+#[derive(Clone, Debug)]
+pub struct KeyFiles {
+    pub private: PathBuf,
+    pub public: PathBuf,
+    /// SHA-256 of the public key (what the image's KEYHASH TLV holds), hex.
+    pub keyhash: String,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Write `NAME.pem` (private, mode 0600) and `NAME.pub.pem` into `dir`.
+pub fn generate_key(
+    name: &str,
+    dir: &Path,
+    source: &KeySource,
+    force: bool,
+) -> Result<KeyFiles, ToolError> {
+    let key = match source {
+        KeySource::Random => SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+        KeySource::Dev(n) => dev_key(n),
+    };
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    for p in [&private, &public] {
+        if p.exists() && !force {
+            return Err(ToolError::Exists { path: p.clone() });
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // PKCS#8 v1 (the private key alone), which imgtool (Python's cryptography) reads; v2 with
+    // the public key attached it refuses.
+    let private_pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| ToolError::Encode(e.to_string()))?;
+    let public_pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| ToolError::Encode(e.to_string()))?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&private).map_err(io(&private))?;
+    f.write_all(private_pem.as_bytes()).map_err(io(&private))?;
+    std::fs::write(&public, public_pem).map_err(io(&public))?;
+    Ok(KeyFiles {
+        private,
+        public,
+        keyhash: hex(&Keyring::keyhash(&key.verifying_key())),
+    })
+}
+
+/// Read a PKCS#8 PEM private key.
+pub fn read_key(path: &Path) -> Result<SigningKey, ToolError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    SigningKey::from_pkcs8_pem(&text).map_err(|e| ToolError::BadKey {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// How to sign an image.
+#[derive(Clone, Debug)]
+pub enum Signer {
+    Key(PathBuf),
+    Dev(String),
+    Unsigned,
+}
+
+/// What `hil image build` makes.
+#[derive(Clone, Debug)]
+pub struct ImageSpec {
+    pub version: Version,
+    pub size: usize,
+    pub behaviour: Behaviour,
+    pub security_counter: u32,
+    pub signer: Signer,
+}
+
+/// A built image.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    /// The signing key's hash, hex (empty for unsigned images).
+    pub keyhash: String,
+}
+
+/// Build an image: the payload is a filler derived from the version, so the same arguments
+/// give the same bytes.
+pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
+    let seed = Sha256::digest(spec.version.to_string().as_bytes());
+    let mut payload = Vec::with_capacity(spec.size);
+    let mut block = seed.to_vec();
+    while payload.len() < spec.size {
+        block = Sha256::digest(&block).to_vec();
+        payload.extend_from_slice(&block);
+    }
+    payload.truncate(spec.size);
+    let builder = ImageBuilder::new(spec.version, payload)
+        .security_counter(spec.security_counter)
+        .behaviour(spec.behaviour);
+    let (bytes, keyhash) = match &spec.signer {
+        Signer::Unsigned => (builder.build_unsigned(), String::new()),
+        Signer::Dev(name) => {
+            let key = dev_key(name);
+            (
+                builder.sign(&key),
+                hex(&Keyring::keyhash(&key.verifying_key())),
+            )
+        }
+        Signer::Key(path) => {
+            let key = read_key(path)?;
+            (
+                builder.sign(&key),
+                hex(&Keyring::keyhash(&key.verifying_key())),
+            )
+        }
+    };
+    Ok(Built {
+        sha256: hex(&Sha256::digest(&bytes)),
+        bytes,
+        keyhash,
+    })
+}
+
+/// The OTA manifest (`hil ota submit`) for `built` served at `url`.
+pub fn manifest(built: &Built, version: Version, url: &str) -> String {
+    let mut m = format!(
+        "artifact:\n  url: {url}\n  size: {}\n  sha256: {}\nversion: {version}\ntarget:\n  transport: doip\n  host: 127.0.0.1\n  port: 13400\n",
+        built.bytes.len(),
+        built.sha256
+    );
+    if !built.keyhash.is_empty() {
+        m.push_str(&format!("key_id: {}\n", &built.keyhash[..16]));
+    }
+    m
+}

@@ -1,0 +1,282 @@
+//! `hil keys generate` and `hil image build`, as a user runs them; and MCUboot's imgtool
+//! reading what they write (the interop test uses `.venv/bin/imgtool` from `ci/install.sh`,
+//! `HIL_IMGTOOL` overrides; it fails without it, like the other interop tests).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ecu_sim::image::{self, ImageError, Keyring, dev_key};
+
+fn hil(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn imgtool() -> PathBuf {
+    std::env::var_os("HIL_IMGTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/imgtool"))
+}
+
+#[test]
+fn a_generated_key_signs_images_only_its_ecu_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = hil(d, &["keys", "generate", "--name", "fleet", "--out", "keys"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let private = d.join("keys/fleet.pem");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the private key is private");
+    }
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.1.0",
+            "--size",
+            "20000",
+            "--key",
+            "keys/fleet.pem",
+            "--security-counter",
+            "7",
+            "--out",
+            "v2.bin",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("v2.bin: 20677 bytes, v2.1.0, counter 7, key "),
+        "{}",
+        text(&o)
+    );
+    let bytes = std::fs::read(d.join("v2.bin")).unwrap();
+
+    let mut ours = Keyring::new();
+    ours.add_pem(&std::fs::read_to_string(d.join("keys/fleet.pub.pem")).unwrap())
+        .unwrap();
+    let info = image::verify(&bytes, &ours, 7).expect("verifies with its key");
+    assert_eq!(info.header.version.to_string(), "2.1.0");
+    assert_eq!(info.security_counter, 7);
+    let oem = Keyring::new().with_key(dev_key("oem").verifying_key());
+    assert!(matches!(
+        image::verify(&bytes, &oem, 0),
+        Err(ImageError::UnknownKey { .. })
+    ));
+
+    // Unsigned: refused by any ECU with keys.
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.1.0",
+            "--unsigned",
+            "--out",
+            "u.bin",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("unsigned"), "{}", text(&o));
+    let u = std::fs::read(d.join("u.bin")).unwrap();
+    assert!(matches!(
+        image::verify(&u, &ours, 0),
+        Err(ImageError::MissingSignature)
+    ));
+
+    // The same arguments, the same bytes (ed25519 signatures are deterministic).
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.1.0",
+            "--size",
+            "20000",
+            "--key",
+            "keys/fleet.pem",
+            "--security-counter",
+            "7",
+            "--out",
+            "again.bin",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(d.join("again.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn mistakes_exit_2_and_name_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(hil(d, &["keys", "generate", "--out", "k"]).status.success());
+    let o = hil(d, &["keys", "generate", "--out", "k"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("k/oem.pem: exists (use --force to overwrite)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        hil(d, &["keys", "generate", "--out", "k", "--force"])
+            .status
+            .success()
+    );
+
+    let o = hil(d, &["image", "build", "--version", "two", "--out", "x.bin"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("'--version <VERSION>': bad version \"two\""),
+        "{}",
+        text(&o)
+    );
+
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "1.0.0",
+            "--key",
+            "missing.pem",
+            "--out",
+            "x.bin",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("missing.pem: No such file"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::write(
+        d.join("bad.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "1.0.0",
+            "--key",
+            "bad.pem",
+            "--out",
+            "x.bin",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("bad.pem: not an ed25519 private key"),
+        "{}",
+        text(&o)
+    );
+
+    assert!(
+        hil(
+            d,
+            &["image", "build", "--version", "1.0.0", "--out", "y.bin"]
+        )
+        .status
+        .success()
+    );
+    let o = hil(
+        d,
+        &["image", "build", "--version", "1.0.0", "--out", "y.bin"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("y.bin: exists"), "{}", text(&o));
+}
+
+#[test]
+fn imgtool_reads_our_keys_and_images_and_we_read_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        hil(d, &["keys", "generate", "--name", "fleet", "--out", "."])
+            .status
+            .success()
+    );
+    assert!(
+        hil(
+            d,
+            &[
+                "image",
+                "build",
+                "--version",
+                "2.0.0",
+                "--key",
+                "fleet.pem",
+                "--out",
+                "ours.bin"
+            ]
+        )
+        .status
+        .success()
+    );
+    let run = |args: &[&str]| {
+        Command::new(imgtool())
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap_or_else(|e| panic!("{} ({e}): run ci/install.sh", imgtool().display()))
+    };
+    let o = run(&["verify", "-k", "fleet.pem", "ours.bin"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("Image was correctly validated"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["getpub", "-k", "fleet.pem", "-e", "pem"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(d.join("fleet.pub.pem")).unwrap()
+    );
+    // imgtool's key signs our image; imgtool verifies it.
+    assert!(
+        run(&["keygen", "-k", "theirs.pem", "-t", "ed25519"])
+            .status
+            .success()
+    );
+    assert!(
+        hil(
+            d,
+            &[
+                "image",
+                "build",
+                "--version",
+                "3.0.0",
+                "--key",
+                "theirs.pem",
+                "--out",
+                "t.bin"
+            ]
+        )
+        .status
+        .success()
+    );
+    let o = run(&["verify", "-k", "theirs.pem", "t.bin"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
