@@ -11,3 +11,4 @@ pub mod scenario;
 pub mod sweep;
 pub mod transport;
 pub mod uds_client;
+pub mod ui;

@@ -39,6 +39,16 @@ enum Command {
         /// Scenarios run at once (default: one per core).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        /// tui (the dashboard), plain, or json (one event per line). Default: tui on a
+        /// terminal outside CI, plain otherwise.
+        #[arg(long, value_enum)]
+        ui: Option<UiArg>,
+        /// Write JUnit XML to PATH.
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+        /// Write an SVG timeline per scenario to DIR/<name>.svg.
+        #[arg(long, value_name = "DIR")]
+        timeline: Option<PathBuf>,
     },
     /// Cut power at every flash operation, UDS boundary, download step and boot of a scenario's
     /// update and check the ECU never bricks. Exit 0 all points passed, 1 a point failed, 2
@@ -180,6 +190,13 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum UiArg {
+    Tui,
+    Plain,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -407,12 +424,22 @@ fn main() -> ExitCode {
             seed,
             trace,
             jobs,
+            ui,
+            junit,
+            timeline,
         } => hil::scenario::cli::run(
             &paths,
             &hil::scenario::cli::RunOptions {
                 seed,
                 trace_dir: trace,
                 jobs,
+                ui: ui.map(|u| match u {
+                    UiArg::Tui => hil::ui::UiMode::Tui,
+                    UiArg::Plain => hil::ui::UiMode::Plain,
+                    UiArg::Json => hil::ui::UiMode::Json,
+                }),
+                junit,
+                timeline_dir: timeline,
             },
         ),
         Command::Validate { paths } => hil::scenario::cli::validate(&paths),

@@ -46,6 +46,7 @@ fn check(path: &Path) -> Result<(), Failed> {
             seed: scenario.seed,
             link: String::new(),
             status: Status::Failed,
+            wall_s: 0.0,
             messages: first.failures.clone(),
             run: Some(first),
         };

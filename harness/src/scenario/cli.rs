@@ -4,11 +4,17 @@
 //! invalid input or usage (a scenario file that does not validate, a path that does not
 //! exist), 3 the engine broke on a valid scenario.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 
-use super::report::{self, Outcome, Status};
+use super::report::{self, LiveEvent, Outcome, RunControl, Status};
+use super::trace::TraceEvent;
+use crate::ui::state::UiState;
+use crate::ui::{UiMode, dashboard};
 
 /// Options of `hil run`.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +24,103 @@ pub struct RunOptions {
     pub trace_dir: Option<PathBuf>,
     /// Threads; 0 = one per core.
     pub jobs: usize,
+    /// `None`: the dashboard on a terminal outside CI, plain otherwise.
+    pub ui: Option<UiMode>,
+    /// Write JUnit XML here.
+    pub junit: Option<PathBuf>,
+    /// Write `<name>.svg` (the timeline) per scenario here.
+    pub timeline_dir: Option<PathBuf>,
+}
+
+/// The plain view of one live event: a line for milestones (a new phase, a fault, a power
+/// loss, a boot decision), nothing for the rest (blocks, swap sectors, diagnostics).
+fn milestone(name: &str, e: &TraceEvent, phases: &mut Vec<String>) -> Option<String> {
+    let line = |text: &str| {
+        Some(format!(
+            "{name:<32} {:>10.3} s  {text}",
+            e.at_us as f64 / 1e6
+        ))
+    };
+    if let Some(state) = e.event.strip_prefix("state:") {
+        let phase = state.split(':').next().unwrap_or(state).to_string();
+        if phases.contains(&phase) {
+            return None;
+        }
+        phases.push(phase);
+        return line(&e.text);
+    }
+    match &*e.event {
+        "fault_fired" | "power_lost" | "revert_started" | "image_rejected"
+        | "no_bootable_image" | "manager_killed" | "swap_started" | "swap_finished"
+        | "confirmed" | "download_resumed" | "download_restarted" | "download_corrupt" => {
+            line(&e.text)
+        }
+        _ => None,
+    }
+}
+
+/// Print live events as `--ui plain` or `--ui json` does, until the channel closes.
+fn print_live(rx: Receiver<LiveEvent>, names: Vec<String>, mode: UiMode, total: usize) {
+    let bar = mode == UiMode::Plain && std::io::stderr().is_terminal();
+    let mut phases: Vec<Vec<String>> = vec![Vec::new(); names.len()];
+    let mut done = 0;
+    for ev in rx {
+        let mut out = std::io::stdout().lock();
+        match (&ev, mode) {
+            (LiveEvent::Events { idx, events }, UiMode::Json) => {
+                for event in events {
+                    let mut v = serde_json::to_value(event).unwrap_or_default();
+                    v["scenario"] = names[*idx].clone().into();
+                    let _ = writeln!(out, "{v}");
+                }
+            }
+            (LiveEvent::Started { idx }, UiMode::Json) => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"scenario": names[*idx], "event": "scenario_started"})
+                );
+            }
+            (LiveEvent::Finished { idx, status, line }, UiMode::Json) => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"scenario": names[*idx], "event": "scenario_finished", "status": status.label(), "text": line})
+                );
+            }
+            (LiveEvent::Events { idx, events }, _) => {
+                for event in events {
+                    if let Some(l) = milestone(&names[*idx], event, &mut phases[*idx]) {
+                        if bar {
+                            eprint!("\r\x1b[K");
+                        }
+                        let _ = writeln!(out, "{l}");
+                    }
+                }
+            }
+            (LiveEvent::Finished { line, .. }, _) => {
+                done += 1;
+                if bar {
+                    eprint!("\r\x1b[K");
+                }
+                let _ = writeln!(out, "{line}");
+            }
+            (LiveEvent::Started { .. }, _) => {}
+        }
+        drop(out);
+        if bar {
+            let width = 30;
+            let filled = done * width / total.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{total} scenarios",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+        }
+    }
+    if bar {
+        eprint!("\r\x1b[K");
+    }
 }
 
 pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
@@ -37,11 +140,79 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
     } else {
         opts.jobs
     };
-    let print = |o: &Outcome| {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", o.line());
+    let names: Vec<String> = files.iter().map(|f| report::name_of(f)).collect();
+    let mode = UiMode::choose(opts.ui);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let control = Arc::new(RunControl::default());
+    let outcomes = match mode {
+        UiMode::Tui => {
+            let finished = AtomicBool::new(false);
+            let state = UiState::new("hil run", &names);
+            std::thread::scope(|scope| {
+                let runs = scope.spawn(|| {
+                    let o = report::run_all(
+                        &files,
+                        opts.seed,
+                        jobs,
+                        &|_| {},
+                        Some(tx),
+                        Some(Arc::clone(&control)),
+                    );
+                    finished.store(true, Ordering::SeqCst);
+                    o
+                });
+                if let Err(e) = dashboard::run(state, &rx, &control, &finished) {
+                    eprintln!("error: the dashboard: {e}");
+                }
+                // Quit: no new scenarios; the running ones finish.
+                control.stop.store(true, Ordering::SeqCst);
+                control.paused.store(false, Ordering::SeqCst);
+                runs.join().unwrap_or_default()
+            })
+        }
+        UiMode::Plain | UiMode::Json => {
+            let printer = {
+                let names = names.clone();
+                let total = files.len();
+                std::thread::spawn(move || print_live(rx, names, mode, total))
+            };
+            let o = report::run_all(&files, opts.seed, jobs, &|_| {}, Some(tx), None);
+            let _ = printer.join();
+            o
+        }
     };
-    let outcomes = report::run_all(&files, opts.seed, jobs, &print);
+    if let Some(path) = &opts.junit {
+        let xml = super::junit::render("scenarios", &outcomes);
+        if let Err(e) = std::fs::write(path, xml) {
+            eprintln!("error: writing {}: {e}", path.display());
+            return ExitCode::from(3);
+        }
+    }
+    if let Some(dir) = &opts.timeline_dir {
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            outcomes
+                .iter()
+                .filter_map(|o| o.run.as_ref().map(|r| (o, r)))
+                .try_for_each(|(o, r)| {
+                    std::fs::write(
+                        dir.join(format!("{}.svg", o.name)),
+                        super::timeline::render(&o.name, &o.description, &r.trace),
+                    )
+                })
+        });
+        if let Err(e) = written {
+            eprintln!("error: writing timelines to {}: {e}", dir.display());
+            return ExitCode::from(3);
+        }
+    }
+    if mode == UiMode::Json {
+        let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::json!({"event": "summary", "scenarios": outcomes.len(), "passed": count(Status::Passed), "failed": count(Status::Failed), "errors": count(Status::Error), "skipped": count(Status::Skipped)})
+        );
+    }
     if let Some(dir) = &opts.trace_dir {
         if let Err(e) = write_traces(dir, &outcomes) {
             eprintln!("error: writing traces to {}: {e}", dir.display());
@@ -55,8 +226,14 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
         count(Status::Error),
         count(Status::Skipped),
     );
-    // Written, not printed: a closed pipe (`| head`) must not panic.
-    let mut out = std::io::stdout().lock();
+    // Written, not printed: a closed pipe (`| head`) must not panic. JSON mode: JSON only.
+    let mut sink = std::io::sink();
+    let mut stdout = std::io::stdout().lock();
+    let out: &mut dyn Write = if mode == UiMode::Json {
+        &mut sink
+    } else {
+        &mut stdout
+    };
     for o in outcomes
         .iter()
         .filter(|o| matches!(o.status, Status::Failed | Status::Error))
@@ -68,7 +245,6 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
         "\n{} scenario(s): {passed} passed, {failed} failed, {errors} error(s), {skipped} skipped",
         outcomes.len()
     );
-    drop(out);
     let invalid = outcomes.iter().any(|o| {
         o.status == Status::Error
             && o.run.is_none()

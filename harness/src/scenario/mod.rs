@@ -10,12 +10,15 @@
 //! | [`expect`] | expectations against the end state and the trace |
 //! | [`trace`] | the one event stream every view reads |
 //! | [`report`] | statuses, files and directories, parallel runs, the replay command |
+//! | [`junit`], [`timeline`] | JUnit XML and SVG timelines from the outcomes and traces |
 
 pub mod cli;
 pub mod expect;
+pub mod junit;
 pub mod report;
 pub mod runner;
 pub mod schema;
+pub mod timeline;
 pub mod trace;
 pub mod validate;
 pub mod world;

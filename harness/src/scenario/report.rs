@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::runner::{self, RunError, RunResult};
 use super::schema::{Scenario, TransportSpec};
+use super::trace::TraceEvent;
 use super::validate::{self, Invalid};
+use super::world::Tap;
 
 /// How a scenario ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub struct Outcome {
     /// The link the update went over, e.g. `doip`, `can 500 kbit/s`.
     pub link: String,
     pub status: Status,
+    /// Wall-clock seconds the run took (reports only; never in traces).
+    pub wall_s: f64,
     /// For FAIL: unmet expectations; for ERROR: what broke; for SKIP: why.
     pub messages: Vec<String>,
     pub run: Option<RunResult>,
@@ -150,8 +154,43 @@ pub fn name_of(path: &Path) -> String {
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
+/// Flags a live view sets and the runs obey: `paused` holds every run at its next event,
+/// `stop` starts no further scenario (the running ones finish; the rest are SKIPPED).
+#[derive(Debug, Default)]
+pub struct RunControl {
+    pub paused: std::sync::atomic::AtomicBool,
+    pub stop: std::sync::atomic::AtomicBool,
+}
+
+/// Trace events per live message.
+const LIVE_BATCH: usize = 32;
+
+/// What a live view gets while scenarios run, by index into the list of files.
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    Started {
+        idx: usize,
+    },
+    /// Trace events, in the order they happened.
+    Events {
+        idx: usize,
+        events: Vec<TraceEvent>,
+    },
+    /// The one-line result.
+    Finished {
+        idx: usize,
+        status: Status,
+        line: String,
+    },
+}
+
 /// Load and run one file.
 pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
+    run_file_live(path, seed, None)
+}
+
+/// [`run_file`], showing every trace event to `tap` as it happens.
+pub fn run_file_live(path: &Path, seed: Option<u64>, tap: Option<Tap>) -> Outcome {
     let name = name_of(path);
     let scenario = match load(path) {
         Ok(s) => s,
@@ -163,6 +202,7 @@ pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
                 seed: seed.unwrap_or(0),
                 link: String::new(),
                 status: Status::Error,
+                wall_s: 0.0,
                 messages: e.0.iter().map(|p| p.to_string()).collect(),
                 run: None,
             };
@@ -175,7 +215,8 @@ pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
         TransportSpec::Can => format!("can {} kbit/s", e.bitrate / 1000),
         TransportSpec::Canfd => format!("can fd {}k/{}k", e.bitrate / 1000, e.data_bitrate / 1000),
     };
-    let (status, messages, run) = match runner::run(&scenario, Some(seed)) {
+    let started = std::time::Instant::now();
+    let (status, messages, run) = match runner::run_tapped(&scenario, Some(seed), tap) {
         Ok(r) if r.failures.is_empty() => (Status::Passed, Vec::new(), Some(r)),
         Ok(r) => (Status::Failed, r.failures.clone(), Some(r)),
         Err(e @ RunError::Stuck(_)) => (Status::Failed, vec![e.to_string()], None),
@@ -188,6 +229,7 @@ pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
         seed,
         link,
         status,
+        wall_s: started.elapsed().as_secs_f64(),
         messages,
         run,
     }
@@ -200,6 +242,8 @@ pub fn run_all(
     seed: Option<u64>,
     jobs: usize,
     on_done: &(dyn Fn(&Outcome) + Sync),
+    live: Option<std::sync::mpsc::Sender<LiveEvent>>,
+    control: Option<std::sync::Arc<RunControl>>,
 ) -> Vec<Outcome> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
@@ -211,7 +255,81 @@ pub fn run_all(
                     let Some(path) = paths.get(i) else {
                         return;
                     };
-                    let outcome = run_file(path, seed);
+                    if control
+                        .as_ref()
+                        .is_some_and(|c| c.stop.load(Ordering::SeqCst))
+                    {
+                        let outcome = Outcome {
+                            path: path.clone(),
+                            name: name_of(path),
+                            description: String::new(),
+                            seed: seed.unwrap_or(0),
+                            link: String::new(),
+                            status: Status::Skipped,
+                            wall_s: 0.0,
+                            messages: vec!["stopped by the user before it started".into()],
+                            run: None,
+                        };
+                        if let Some(tx) = &live {
+                            let _ = tx.send(LiveEvent::Finished {
+                                idx: i,
+                                status: outcome.status,
+                                line: outcome.line(),
+                            });
+                        }
+                        on_done(&outcome);
+                        results
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(outcome);
+                        continue;
+                    }
+                    // Events go out in batches: a view samples at most 20 times a second,
+                    // and one message per event would cost the simulation more than the
+                    // drawing does.
+                    let batch = std::sync::Arc::new(Mutex::new(Vec::new()));
+                    let flush = |tx: &std::sync::mpsc::Sender<LiveEvent>| {
+                        let events = std::mem::take(
+                            &mut *batch
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        );
+                        if !events.is_empty() {
+                            let _ = tx.send(LiveEvent::Events { idx: i, events });
+                        }
+                    };
+                    let tap = live.as_ref().map(|tx| {
+                        let _ = tx.send(LiveEvent::Started { idx: i });
+                        let tx = tx.clone();
+                        let control = control.clone();
+                        let batch = std::sync::Arc::clone(&batch);
+                        Tap(std::sync::Arc::new(move |e: &TraceEvent| {
+                            while control
+                                .as_ref()
+                                .is_some_and(|c| c.paused.load(Ordering::SeqCst))
+                            {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                            }
+                            let mut b = batch
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            b.push(e.clone());
+                            if b.len() >= LIVE_BATCH {
+                                let _ = tx.send(LiveEvent::Events {
+                                    idx: i,
+                                    events: std::mem::take(&mut *b),
+                                });
+                            }
+                        }))
+                    });
+                    let outcome = run_file_live(path, seed, tap);
+                    if let Some(tx) = &live {
+                        flush(tx);
+                        let _ = tx.send(LiveEvent::Finished {
+                            idx: i,
+                            status: outcome.status,
+                            line: outcome.line(),
+                        });
+                    }
                     on_done(&outcome);
                     results
                         .lock()

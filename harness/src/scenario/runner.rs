@@ -19,7 +19,7 @@ use super::schema::{
 };
 use super::trace::{Source, Trace};
 use super::validate::parse_dtc;
-use super::world::{KnownImage, Recorder, Step, World, state_name};
+use super::world::{KnownImage, Recorder, Step, Tap, World, state_name};
 use crate::flasher::FlasherConfig;
 use crate::ota::job::{Job, State};
 use crate::ota::live::{LiveConfig, Progress, drive};
@@ -94,6 +94,15 @@ pub fn scratch_dir() -> Result<tempfile::TempDir, RunError> {
 
 /// Run `scenario`; `seed` overrides the file's.
 pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<RunResult, RunError> {
+    run_tapped(scenario, seed, None)
+}
+
+/// [`run`], showing every trace event to `tap` as it happens.
+pub fn run_tapped(
+    scenario: &Scenario,
+    seed: Option<u64>,
+    tap: Option<Tap>,
+) -> Result<RunResult, RunError> {
     let mut scenario = scenario.clone();
     if let Some(s) = seed {
         scenario.seed = s;
@@ -104,7 +113,15 @@ pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<RunResult, RunError
         .build()
         .map_err(|e| RunError::Ecu(e.to_string()))?;
     let dir = scratch_dir()?;
-    runtime.block_on(run_async(Arc::new(scenario), dir.path()))
+    let mut p = prepare(&Arc::new(scenario))?;
+    if let Some(t) = &tap {
+        // What happened while the ECU was built (the factory boot).
+        for e in &p.world.trace.events {
+            (t.0)(e);
+        }
+    }
+    p.world.tap = tap;
+    runtime.block_on(execute(p, dir.path(), None, true))
 }
 
 fn behaviour(b: BehaviourSpec) -> Behaviour {
@@ -310,11 +327,6 @@ pub fn run_recorded(
     runtime.block_on(execute(p, dir, None, true))
 }
 
-async fn run_async(scenario: Arc<Scenario>, dir: &std::path::Path) -> Result<RunResult, RunError> {
-    let p = prepare(&scenario)?;
-    execute(p, dir, None, true).await
-}
-
 /// Run a fork (see [`ForkStart`]): `prepared` holds the world and the ECU of the snapshot;
 /// only the end state and the invariants are checked (the trace starts at the fork).
 /// The job store lives in `dir`, which must hold no job (a sweep's worker reuses one).
@@ -467,7 +479,7 @@ async fn execute(
             None => {
                 let mut w = lock(&shared);
                 let state = w.hooks.job_state.clone();
-                w.hooks.trace.push(
+                w.hooks.push(
                     now(),
                     Source::Runner,
                     "manager_killed",

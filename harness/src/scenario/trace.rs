@@ -3,6 +3,7 @@
 //! dashboard) reads it; nothing in it depends on the wall clock or the machine.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -40,10 +41,11 @@ pub struct TraceEvent {
     /// Simulated microseconds since the scenario started.
     pub at_us: u64,
     pub source: Source,
-    /// Machine name, e.g. `state:transferring:erase`, `booted`, `fault_fired`.
-    pub event: String,
+    /// Machine name, e.g. `state:transferring:erase`, `booted`, `fault_fired`. (Shared
+    /// strings: live views get a copy of every event, which then costs two counters.)
+    pub event: Arc<str>,
     /// What a person reads.
-    pub text: String,
+    pub text: Arc<str>,
 }
 
 impl fmt::Display for TraceEvent {
@@ -69,8 +71,8 @@ impl Trace {
         self.events.push(TraceEvent {
             at_us,
             source,
-            event: event.to_string(),
-            text: text.into(),
+            event: Arc::from(event),
+            text: Arc::from(text.into()),
         });
     }
 

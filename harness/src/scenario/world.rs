@@ -23,7 +23,7 @@ use super::schema::{
     Action, ArtifactSwap, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec, Opportunity,
     Region, Scenario, TransportSpec, Trigger,
 };
-use super::trace::{Source, Trace};
+use super::trace::{Source, Trace, TraceEvent};
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
 
 /// The interval of injected responsePending answers.
@@ -68,6 +68,16 @@ pub struct StepRecord {
     pub boots: std::ops::Range<u64>,
 }
 
+/// Sees every trace event as it happens (live views: the dashboard, `--ui json`).
+#[derive(Clone)]
+pub struct Tap(pub Arc<dyn Fn(&TraceEvent) + Send + Sync>);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
 /// Receives every step of a run (the sweep's clean pass).
 #[derive(Clone)]
 pub struct Recorder(pub Arc<std::sync::Mutex<dyn FnMut(StepRecord) + Send>>);
@@ -94,6 +104,8 @@ pub struct World {
     pub manager_down_until: u64,
     /// Gets every step (sweeps); `None` in ordinary runs.
     pub recorder: Option<Recorder>,
+    /// Gets every trace event as it happens; `None` without a live view.
+    pub tap: Option<Tap>,
     /// The step in progress (its record, completed when it ends).
     pending_step: Option<Box<StepRecord>>,
     rng: ChaCha8Rng,
@@ -150,6 +162,7 @@ impl World {
             requests: 0,
             manager_down_until: 0,
             recorder: None,
+            tap: None,
             pending_step: None,
             restore_at: Vec::new(),
             flash_cuts: Vec::new(),
@@ -179,6 +192,14 @@ impl World {
         }
     }
 
+    /// Add an event to the trace (and show it to the tap).
+    pub fn push(&mut self, at_us: u64, source: Source, event: &str, text: impl Into<String>) {
+        self.trace.push(at_us, source, event, text);
+        if let (Some(tap), Some(e)) = (&self.tap, self.trace.events.last()) {
+            (tap.0)(e);
+        }
+    }
+
     /// This world as a fork starts from it: the same state, `scenario` (the original plus
     /// the fork's fault), its own notifications, no recorder, an empty trace.
     pub fn fork(&self, scenario: Arc<Scenario>) -> World {
@@ -188,6 +209,7 @@ impl World {
         w.kill = Arc::new(Notify::new());
         w.wake = Arc::new(Notify::new());
         w.recorder = None;
+        w.tap = None;
         w.pending_step = None;
         w.trace = Trace::default();
         w
@@ -231,7 +253,7 @@ impl World {
     pub fn fire_now(&mut self, sim: &mut SimEcu, now: u64, index: usize) {
         let f = self.scenario.faults[index].clone();
         self.fired[index] += 1;
-        self.trace.push(
+        self.push(
             now,
             Source::Fault,
             "fault_fired",
@@ -314,7 +336,7 @@ impl World {
             }
             if matches(&f.when) {
                 self.fired[i] += 1;
-                self.trace.push(
+                self.push(
                     now,
                     Source::Fault,
                     "fault_fired",
@@ -347,7 +369,7 @@ impl World {
         for i in hit {
             self.fired[i] += 1;
             let f = &faults[i];
-            self.trace.push(
+            self.push(
                 now,
                 Source::Fault,
                 "fault_fired",
@@ -381,8 +403,7 @@ impl World {
                 Action::Reset => {
                     let _ = sim.ecu.advance_to(now);
                     if let Err(e) = sim.ecu.reset() {
-                        self.trace
-                            .push(now, Source::Ecu, "reset_failed", format!("reset: {e}"));
+                        self.push(now, Source::Ecu, "reset_failed", format!("reset: {e}"));
                     }
                 }
                 Action::Can(f) => self.can_next.push_back(f),
@@ -398,7 +419,7 @@ impl World {
                     let start = self.region_ranges(b.region).first().map_or(0, |r| r.start);
                     let addr = start + b.offset;
                     let r = sim.ecu.flash_mut().flip_bits(addr, b.mask);
-                    self.trace.push(
+                    self.push(
                         now,
                         Source::Fault,
                         "bit_rot",
@@ -439,8 +460,7 @@ impl World {
 
     fn on_event(&mut self, sim: &mut SimEcu, now: u64, e: Event, booted: &[BootedBytes]) {
         let name = event_name(&e.kind);
-        self.trace
-            .push(e.at_us, Source::Ecu, &name, e.kind.to_string());
+        self.push(e.at_us, Source::Ecu, &name, e.kind.to_string());
         match &e.kind {
             EventKind::BootStarted { boot } => {
                 self.boots += 1;
@@ -473,7 +493,7 @@ impl World {
                     let (_, fault, restore_us) = self.flash_cuts.remove(k);
                     self.fired[fault] += 1;
                     let f = self.scenario.faults[fault].clone();
-                    self.trace.push(
+                    self.push(
                         e.at_us,
                         Source::Fault,
                         "fault_fired",
@@ -557,7 +577,7 @@ impl World {
         {
             self.blocks_total = *of;
         }
-        self.trace.push(
+        self.push(
             now,
             Source::Ota,
             &format!("state:{name}"),
@@ -582,7 +602,7 @@ impl World {
 
     /// A note from a worker (download resumed, transfer failed, ...).
     pub fn on_note(&mut self, now: u64, note: &str) {
-        self.trace.push(now, Source::Ota, "note", note.to_string());
+        self.push(now, Source::Ota, "note", note.to_string());
     }
 
     /// Time passed (the runner's ticker): restore power, fire time triggers, let the ECU run.
@@ -605,7 +625,7 @@ impl World {
             self.restore_at.retain(|&t| t > now);
             if !sim.ecu.is_powered() {
                 if let Err(e) = sim.ecu.power_on() {
-                    self.trace.push(
+                    self.push(
                         now,
                         Source::Ecu,
                         "power_on_failed",
@@ -796,7 +816,7 @@ impl Hooks for World {
             return RequestFate::Lost;
         }
         if std::mem::take(&mut self.drop_next) {
-            self.trace.push(
+            self.push(
                 now,
                 Source::Fault,
                 "connection_dropped",
@@ -817,7 +837,7 @@ impl Hooks for World {
             .position(|(s, f, n)| *s == sid && f.is_none_or(|f| Some(f) == sub) && *n > 0)
         {
             self.corrupt[k].2 -= 1;
-            self.trace.push(
+            self.push(
                 now,
                 Source::Fault,
                 "request_corrupted",
@@ -836,7 +856,7 @@ impl Hooks for World {
         if let Some(f) = self.can_next.pop_front() {
             match f {
                 CanFault::Drop | CanFault::Duplicate => {
-                    self.trace.push(
+                    self.push(
                         now + after_us,
                         Source::Fault,
                         "can_message_lost",
@@ -875,7 +895,7 @@ impl Hooks for World {
                     vec![0x7F, sid, 0x78],
                 ));
             }
-            self.trace.push(
+            self.push(
                 now,
                 Source::Fault,
                 "response_pending_storm",
@@ -973,7 +993,6 @@ impl Hooks for World {
         } else {
             "download_note"
         };
-        self.trace
-            .push(now, Source::Download, name, note.to_string());
+        self.push(now, Source::Download, name, note.to_string());
     }
 }

@@ -1,0 +1,347 @@
+//! What the dashboard shows, built from the live event stream (the same trace events every
+//! other view reads). Keys map to [`Action`]s that change the state; rendering only reads it.
+
+use std::collections::VecDeque;
+
+use crate::scenario::report::{LiveEvent, Status};
+use crate::scenario::trace::{Source, TraceEvent};
+
+/// Events kept per scenario for the log.
+const LOG_LEN: usize = 2000;
+/// Events kept for a finished scenario that is not selected.
+const FINISHED_LOG_LEN: usize = 100;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Done(Status),
+}
+
+/// One slot as the ECU's events describe it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotView {
+    pub version: Option<String>,
+    /// `valid`, `pending` (upgrade requested), `test` (on probation), `confirmed`.
+    pub flags: Vec<&'static str>,
+}
+
+/// The ECU panel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EcuView {
+    pub powered: bool,
+    pub session: String,
+    pub unlocked: bool,
+    pub boots: u64,
+    /// (slot, version, on probation).
+    pub running: Option<(String, String, bool)>,
+    pub slots: [SlotView; 2],
+    pub dtcs: Vec<String>,
+}
+
+/// One scenario.
+#[derive(Clone, Debug)]
+pub struct ScenarioView {
+    pub name: String,
+    pub status: RunStatus,
+    /// The result line once finished.
+    pub line: String,
+    /// Simulated time of the latest event, µs.
+    pub sim_us: u64,
+    /// Phase changes: (time, phase).
+    pub phases: Vec<(u64, String)>,
+    pub blocks: Option<(u64, u64)>,
+    pub swap: Option<(u64, u64)>,
+    pub download: Option<String>,
+    pub ecu: EcuView,
+    pub faults: Vec<(u64, String)>,
+    pub log: VecDeque<TraceEvent>,
+}
+
+impl ScenarioView {
+    pub fn new(name: &str) -> ScenarioView {
+        ScenarioView {
+            name: name.to_string(),
+            status: RunStatus::Pending,
+            line: String::new(),
+            sim_us: 0,
+            phases: Vec::new(),
+            blocks: None,
+            swap: None,
+            download: None,
+            ecu: EcuView::default(),
+            faults: Vec::new(),
+            log: VecDeque::new(),
+        }
+    }
+
+    /// Fold one event into the view.
+    pub fn apply(&mut self, e: TraceEvent) {
+        self.fold(&e);
+        if self.log.len() == LOG_LEN {
+            self.log.pop_front();
+        }
+        self.log.push_back(e);
+    }
+
+    fn fold(&mut self, e: &TraceEvent) {
+        self.sim_us = self.sim_us.max(e.at_us);
+        let slot = |t: &str| usize::from(t.contains("secondary"));
+        match (e.source, &*e.event) {
+            (Source::Ota, ev) if ev.starts_with("state:") => {
+                let phase = ev["state:".len()..].split(':').next().unwrap_or("");
+                if self.phases.last().map(|p| p.1.as_str()) != Some(phase) {
+                    self.phases.push((e.at_us, phase.to_string()));
+                }
+                if ev == "state:transferring:block" {
+                    // "transferring: block n/of"
+                    if let Some((n, of)) = e.text.rsplit(' ').next().and_then(|f| f.split_once('/'))
+                    {
+                        if let (Ok(n), Ok(of)) = (n.parse(), of.parse()) {
+                            self.blocks = Some((n, of));
+                        }
+                    }
+                }
+            }
+            (Source::Download, _) => self.download = Some(e.text.to_string()),
+            (Source::Ecu, "power_on") => self.ecu.powered = true,
+            (Source::Ecu, "power_off" | "power_lost") => {
+                self.ecu.powered = false;
+                self.ecu.unlocked = false;
+                self.ecu.running = None;
+            }
+            (Source::Ecu, "boot_started") => {
+                self.ecu.boots += 1;
+                self.ecu.session = "0x01".into();
+                self.ecu.unlocked = false;
+            }
+            (Source::Ecu, "session_changed") => {
+                self.ecu.session = e.text.rsplit(' ').next().unwrap_or("").to_string();
+            }
+            (Source::Ecu, "security_unlocked") => self.ecu.unlocked = true,
+            (Source::Ecu, "booted") => {
+                // "booted 2.0.0 from primary (test, attempt 1)"
+                let mut words = e.text.split_whitespace().skip(1);
+                let version = words.next().unwrap_or("?").to_string();
+                let s = words.nth(1).unwrap_or("?").to_string();
+                let test = e.text.contains("(test");
+                let i = slot(&s);
+                self.ecu.slots[i].version = Some(version.clone());
+                self.ecu.slots[i].flags = if test {
+                    vec!["valid", "test"]
+                } else {
+                    vec!["valid", "confirmed"]
+                };
+                self.ecu.running = Some((s, version, test));
+            }
+            (Source::Ecu, "confirmed") => {
+                let i = slot(&e.text);
+                self.ecu.slots[i].flags = vec!["valid", "confirmed"];
+                if let Some(r) = &mut self.ecu.running {
+                    r.2 = false;
+                }
+            }
+            (Source::Ecu, "upgrade_requested") => {
+                let i = slot(&e.text);
+                self.ecu.slots[i].flags = vec!["pending"];
+            }
+            (Source::Ecu, "download_started") => {
+                let i = 1 - self.ecu.running.as_ref().map_or(0, |r| slot(&r.0));
+                self.ecu.slots[i] = SlotView {
+                    version: None,
+                    flags: vec!["receiving"],
+                };
+            }
+            (Source::Ecu, "swap_started" | "swap_resumed") => self.swap = Some((0, 0)),
+            (Source::Ecu, "swap_progress") => {
+                // "swap: sector k/n done"
+                if let Some((k, n)) = e
+                    .text
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|f| f.split_once('/'))
+                    && let (Ok(k), Ok(n)) = (k.parse(), n.parse())
+                {
+                    self.swap = Some((k, n));
+                }
+            }
+            (Source::Ecu, "dtc_recorded") => {
+                // "dtc D00200 recorded"
+                let code = e.text.split_whitespace().nth(1).unwrap_or(&e.text);
+                if !self.ecu.dtcs.iter().any(|d| d == code) {
+                    self.ecu.dtcs.push(code.to_string());
+                }
+            }
+            (Source::Fault, _) => self.faults.push((e.at_us, e.text.to_string())),
+            _ => {}
+        }
+    }
+}
+
+/// A sweep's progress.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SweepView {
+    pub done: usize,
+    pub total: usize,
+    pub failed: usize,
+    pub points_per_s: f64,
+}
+
+/// Everything the dashboard shows.
+#[derive(Clone, Debug)]
+pub struct UiState {
+    pub title: String,
+    pub scenarios: Vec<ScenarioView>,
+    pub selected: usize,
+    pub paused: bool,
+    pub details: bool,
+    pub help: bool,
+    pub quit: bool,
+    /// The log filter, and whether it is being typed.
+    pub filter: String,
+    pub editing_filter: bool,
+    pub sweep: Option<SweepView>,
+    /// Every run ended (the dashboard stays until `q`).
+    pub finished: bool,
+}
+
+/// What a key does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    TogglePause,
+    Up,
+    Down,
+    ToggleDetails,
+    ToggleHelp,
+    StartFilter,
+    FilterChar(char),
+    FilterBackspace,
+    /// Enter while typing: keep the filter; Esc: drop it.
+    FilterDone,
+    FilterCancel,
+}
+
+/// A key as the dashboard sees it (so tests need no terminal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    Char(char),
+    Up,
+    Down,
+    Enter,
+    Esc,
+    Backspace,
+}
+
+impl UiState {
+    pub fn new(title: &str, names: &[String]) -> UiState {
+        UiState {
+            title: title.to_string(),
+            scenarios: names.iter().map(|n| ScenarioView::new(n)).collect(),
+            selected: 0,
+            paused: false,
+            details: false,
+            help: false,
+            quit: false,
+            filter: String::new(),
+            editing_filter: false,
+            sweep: None,
+            finished: false,
+        }
+    }
+
+    /// The action of `key` in the current state (typing a filter takes every character).
+    pub fn action_for(&self, key: Key) -> Option<Action> {
+        if self.editing_filter {
+            return Some(match key {
+                Key::Char(c) => Action::FilterChar(c),
+                Key::Backspace => Action::FilterBackspace,
+                Key::Enter => Action::FilterDone,
+                Key::Esc => Action::FilterCancel,
+                Key::Up => Action::Up,
+                Key::Down => Action::Down,
+            });
+        }
+        Some(match key {
+            Key::Char('q') => Action::Quit,
+            Key::Char('p') => Action::TogglePause,
+            Key::Char('?') => Action::ToggleHelp,
+            Key::Char('/') => Action::StartFilter,
+            Key::Char('k') | Key::Up => Action::Up,
+            Key::Char('j') | Key::Down => Action::Down,
+            Key::Enter => Action::ToggleDetails,
+            Key::Esc if self.help => Action::ToggleHelp,
+            Key::Esc if !self.filter.is_empty() => Action::FilterCancel,
+            _ => return None,
+        })
+    }
+
+    pub fn apply(&mut self, a: Action) {
+        match a {
+            Action::Quit => self.quit = true,
+            Action::TogglePause => self.paused = !self.paused,
+            Action::Up => self.selected = self.selected.saturating_sub(1),
+            Action::Down => {
+                self.selected = (self.selected + 1).min(self.scenarios.len().saturating_sub(1))
+            }
+            Action::ToggleDetails => self.details = !self.details,
+            Action::ToggleHelp => self.help = !self.help,
+            Action::StartFilter => self.editing_filter = true,
+            Action::FilterChar(c) => self.filter.push(c),
+            Action::FilterBackspace => {
+                self.filter.pop();
+            }
+            Action::FilterDone => self.editing_filter = false,
+            Action::FilterCancel => {
+                self.editing_filter = false;
+                self.filter.clear();
+            }
+        }
+    }
+
+    /// Fold a live event in.
+    pub fn on_live(&mut self, ev: LiveEvent) {
+        match ev {
+            LiveEvent::Started { idx } => {
+                if let Some(s) = self.scenarios.get_mut(idx) {
+                    s.status = RunStatus::Running;
+                }
+            }
+            LiveEvent::Events { idx, events } => {
+                if let Some(s) = self.scenarios.get_mut(idx) {
+                    for e in events {
+                        s.apply(e);
+                    }
+                }
+            }
+            LiveEvent::Finished { idx, status, line } => {
+                let selected = idx == self.selected;
+                if let Some(s) = self.scenarios.get_mut(idx) {
+                    s.status = RunStatus::Done(status);
+                    s.line = line;
+                    // Finished and not looked at: its last events are enough (long runs
+                    // keep the dashboard small).
+                    if !selected && s.log.len() > FINISHED_LOG_LEN {
+                        s.log.drain(..s.log.len() - FINISHED_LOG_LEN);
+                        s.log.shrink_to_fit();
+                    }
+                }
+            }
+        }
+    }
+
+    /// (finished, failed or errored).
+    pub fn counts(&self) -> (usize, usize) {
+        let done = self
+            .scenarios
+            .iter()
+            .filter(|s| matches!(s.status, RunStatus::Done(_)))
+            .count();
+        let bad = self
+            .scenarios
+            .iter()
+            .filter(|s| matches!(s.status, RunStatus::Done(Status::Failed | Status::Error)))
+            .count();
+        (done, bad)
+    }
+}
