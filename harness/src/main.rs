@@ -85,6 +85,9 @@ enum Command {
         /// Most cuts in one random chain.
         #[arg(long, default_value_t = 3)]
         max_chain: usize,
+        /// tui (the dashboard) or plain. Default: tui on a terminal outside CI.
+        #[arg(long, value_enum)]
+        ui: Option<UiArg>,
     },
     /// Check scenario files; every problem as file:line:col: message. Exit 0 valid, 2 not.
     Validate {
@@ -197,6 +200,14 @@ enum UiArg {
     Tui,
     Plain,
     Json,
+}
+
+fn ui_mode(u: UiArg) -> hil::ui::UiMode {
+    match u {
+        UiArg::Tui => hil::ui::UiMode::Tui,
+        UiArg::Plain => hil::ui::UiMode::Plain,
+        UiArg::Json => hil::ui::UiMode::Json,
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -433,11 +444,7 @@ fn main() -> ExitCode {
                 seed,
                 trace_dir: trace,
                 jobs,
-                ui: ui.map(|u| match u {
-                    UiArg::Tui => hil::ui::UiMode::Tui,
-                    UiArg::Plain => hil::ui::UiMode::Plain,
-                    UiArg::Json => hil::ui::UiMode::Json,
-                }),
+                ui: ui.map(ui_mode),
                 junit,
                 timeline_dir: timeline,
             },
@@ -455,6 +462,7 @@ fn main() -> ExitCode {
             random,
             seed,
             max_chain,
+            ui,
         } => {
             use hil::sweep::cli;
             let (classes, variants) =
@@ -475,11 +483,13 @@ fn main() -> ExitCode {
                         restore_ms,
                         jobs,
                         out: Some(out),
+                        stop: None,
                     },
                     json,
                     random,
                     seed,
                     max_chain,
+                    ui: ui.map(ui_mode),
                 },
             )
         }

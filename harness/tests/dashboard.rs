@@ -312,3 +312,20 @@ fn plain_output_is_chosen_when_stdout_is_not_a_terminal() {
     assert!(!out.contains("block 3/"), "{out}");
     assert!(out.contains("PASS  power-cut-during-swap"), "{out}");
 }
+
+#[test]
+fn a_sweep_shows_points_failures_and_rate() {
+    let mut state = UiState::new("hil sweep", &["healthy-swap-doip".to_string()]);
+    state.on_live(LiveEvent::Sweep {
+        done: 120,
+        total: 400,
+        failed: 2,
+        points_per_s: 812.4,
+    });
+    let frame = draw(&state);
+    assert!(
+        frame.contains("sweep 120/400 points, 2 failed, 812 points/s"),
+        "{frame}"
+    );
+    assert!(frame.contains("RUN  healthy-swap-doip"), "{frame}");
+}

@@ -105,7 +105,7 @@ fn print_live(rx: Receiver<LiveEvent>, names: Vec<String>, mode: UiMode, total: 
                 }
                 let _ = writeln!(out, "{line}");
             }
-            (LiveEvent::Started { .. }, _) => {}
+            (LiveEvent::Started { .. } | LiveEvent::Sweep { .. }, _) => {}
         }
         drop(out);
         if bar {

@@ -182,6 +182,13 @@ pub enum LiveEvent {
         status: Status,
         line: String,
     },
+    /// A sweep's progress.
+    Sweep {
+        done: usize,
+        total: usize,
+        failed: usize,
+        points_per_s: f64,
+    },
 }
 
 /// Load and run one file.

@@ -7,9 +7,14 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{Class, Options, Summary, random_chains, to_yaml};
-use crate::scenario::report;
+use crate::scenario::report::{self, LiveEvent, RunControl};
 use crate::scenario::schema::CutVariantSpec;
+use crate::ui::state::{SweepView, UiState};
+use crate::ui::{UiMode, dashboard};
 
 /// Options of `hil sweep` beyond [`Options`].
 #[derive(Clone, Debug, Default)]
@@ -20,6 +25,8 @@ pub struct CliOptions {
     pub random: Option<usize>,
     pub seed: u64,
     pub max_chain: usize,
+    /// `None`: the dashboard on a terminal outside CI (and without `--json`), plain otherwise.
+    pub ui: Option<UiMode>,
 }
 
 /// Parse `flash-ops,uds,download,boots`.
@@ -63,7 +70,17 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
             let _ = write!(e, "\r{done}/{known} points, {failed} failed   ");
         }
     };
-    let summary = match super::sweep(&scenario, &name, &o.sweep, &progress) {
+    let mode = if o.json {
+        UiMode::Json
+    } else {
+        UiMode::choose(o.ui)
+    };
+    let result = if mode == UiMode::Tui {
+        sweep_with_dashboard(&scenario, &name, &o.sweep)
+    } else {
+        super::sweep(&scenario, &name, &o.sweep, &progress)
+    };
+    let summary = match result {
         Ok(s) => s,
         Err(e) => {
             if bar {
@@ -170,6 +187,55 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
     }
 }
 
+/// The sweep on worker threads, the dashboard on this one; `q` stops the sweep (the points
+/// not yet run are reported as skipped).
+fn sweep_with_dashboard(
+    scenario: &crate::scenario::schema::Scenario,
+    name: &str,
+    o: &Options,
+) -> Result<Summary, crate::scenario::runner::RunError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = Options {
+        stop: Some(Arc::clone(&stop)),
+        ..o.clone()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let finished = AtomicBool::new(false);
+    let control = Arc::new(RunControl::default());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            let tx = std::sync::Mutex::new(tx);
+            let progress = |done: usize, total: usize, failed: usize| {
+                if done % 25 == 0 || done == total {
+                    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let _ = tx.send(LiveEvent::Sweep {
+                        done,
+                        total,
+                        failed,
+                        points_per_s: rate,
+                    });
+                }
+            };
+            let r = super::sweep(scenario, name, &options, &progress);
+            finished.store(true, Ordering::SeqCst);
+            r
+        });
+        let mut state = UiState::new("hil sweep", &[name.to_string()]);
+        state.sweep = Some(SweepView::default());
+        if let Err(e) = dashboard::run(state, &rx, &control, &finished) {
+            eprintln!("error: the dashboard: {e}");
+        }
+        stop.store(true, Ordering::SeqCst);
+        run.join().unwrap_or_else(|_| {
+            Err(crate::scenario::runner::RunError::Manager(
+                "the sweep panicked".into(),
+            ))
+        })
+    })
+}
+
 /// The summary table.
 pub fn table(s: &Summary) -> String {
     let mut t = format!(
@@ -185,6 +251,9 @@ pub fn table(s: &Summary) -> String {
             "{k:<22} {:>8} {:>8} {:>8}\n",
             v.points, v.passed, v.failed
         ));
+    }
+    if s.skipped > 0 {
+        t.push_str(&format!("stopped: {} points not run\n", s.skipped));
     }
     t.push_str(&format!(
         "{:<22} {:>8} {:>8} {:>8}\n{} points in {:.2} s ({:.0} points/s), {} cuts fired\n",

@@ -81,6 +81,8 @@ pub struct Options {
     pub jobs: usize,
     /// Write a reproducer per failing point here.
     pub out: Option<PathBuf>,
+    /// Set to stop: points not yet run are skipped (and counted as such).
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for Options {
@@ -96,6 +98,7 @@ impl Default for Options {
             restore_ms: 500,
             jobs: 0,
             out: None,
+            stop: None,
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct Summary {
     pub failed: usize,
     /// Cuts that fired (must equal `points`).
     pub fired: usize,
+    /// Points not run because the sweep was stopped.
+    pub skipped: usize,
     /// Points whose cut did not fire (a sweep defect: it did not cut where it meant to).
     pub not_fired: Vec<String>,
     /// By "class" or "class/variant".
@@ -304,13 +309,15 @@ pub fn sweep(
     let known = Arc::new(AtomicUsize::new(0));
     let done = AtomicUsize::new(0);
     let failed_n = AtomicUsize::new(0);
+    let skipped = AtomicUsize::new(0);
     let results: Mutex<Vec<PointResult>> = Mutex::new(Vec::new());
 
     let clean = std::thread::scope(|scope| {
         for _ in 0..jobs {
             let rx = Arc::clone(&rx);
             let (base, update, config) = (Arc::clone(&base), &update, &config);
-            let (results, done, failed_n, known) = (&results, &done, &failed_n, Arc::clone(&known));
+            let (results, done, failed_n, known, skipped) =
+                (&results, &done, &failed_n, Arc::clone(&known), &skipped);
             scope.spawn(move || {
                 // One job store per worker, emptied before each point.
                 let Ok(store) = runner::scratch_dir() else {
@@ -325,6 +332,10 @@ pub fn sweep(
                         return;
                     };
                     for point in &work.points {
+                        if o.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                            skipped.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
                         for f in ["jobs/job-0001.json", "jobs/job-0001.json.tmp"] {
                             let _ = std::fs::remove_file(store.path().join(f));
                         }
@@ -411,6 +422,7 @@ pub fn sweep(
     let mut summary = Summary {
         scenario: name.to_string(),
         clean: clean_pass,
+        skipped: skipped.load(Ordering::SeqCst),
         ..Summary::default()
     };
     for (point, verdict, fired) in results {

@@ -314,6 +314,22 @@ impl UiState {
                     }
                 }
             }
+            LiveEvent::Sweep {
+                done,
+                total,
+                failed,
+                points_per_s,
+            } => {
+                self.sweep = Some(SweepView {
+                    done,
+                    total,
+                    failed,
+                    points_per_s,
+                });
+                if let Some(s) = self.scenarios.first_mut() {
+                    s.status = RunStatus::Running;
+                }
+            }
             LiveEvent::Finished { idx, status, line } => {
                 let selected = idx == self.selected;
                 if let Some(s) = self.scenarios.get_mut(idx) {
