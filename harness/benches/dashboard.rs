@@ -39,11 +39,12 @@ fn main() {
         plain.push(t.elapsed().as_secs_f64());
 
         let (tx, rx) = std::sync::mpsc::channel();
+        let buffers = report::live_buffers(files.len());
         let done = AtomicBool::new(false);
         let t = Instant::now();
         std::thread::scope(|s| {
             let frames = &mut frames;
-            let (names, done) = (&names, &done);
+            let (names, done, buffers_ui) = (&names, &done, &buffers);
             s.spawn(move || {
                 let mut state = UiState::new("hil run", names);
                 let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
@@ -53,6 +54,7 @@ fn main() {
                     while let Ok(ev) = rx.try_recv() {
                         state.on_live(ev);
                     }
+                    state.sample(buffers_ui);
                     term.draw(|f| dashboard::render(f, &state)).unwrap();
                     *frames += 1;
                     if finished {
@@ -61,7 +63,11 @@ fn main() {
                     std::thread::sleep(frame);
                 }
             });
-            let o = report::run_all(&files, None, jobs, &|_| {}, Some(tx), None);
+            let live = report::Live {
+                tx,
+                buffers: Some(std::sync::Arc::clone(&buffers)),
+            };
+            let o = report::run_all(&files, None, jobs, &|_| {}, Some(live), None);
             assert!(o.iter().all(|o| o.status == report::Status::Passed));
             done.store(true, Ordering::SeqCst);
         });

@@ -100,6 +100,13 @@ pub fn generate_key(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(&private).map_err(io(&private))?;
+    // An existing file (--force) keeps its mode on open: make it private either way.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io(&private))?;
+    }
     f.write_all(private_pem.as_bytes()).map_err(io(&private))?;
     std::fs::write(&public, public_pem).map_err(io(&public))?;
     Ok(KeyFiles {
@@ -183,8 +190,40 @@ pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
     })
 }
 
+/// Write the image to `out`, and with `manifest_url` its OTA manifest next to it (`out` with
+/// `.yaml`); refuses to overwrite either without `force`. Returns the manifest's path.
+pub fn write_image(
+    built: &Built,
+    version: Version,
+    out: &Path,
+    manifest_url: Option<&str>,
+    force: bool,
+) -> Result<Option<PathBuf>, ToolError> {
+    let manifest_path = manifest_url.map(|_| out.with_extension("yaml"));
+    if manifest_path.as_deref() == Some(out) {
+        return Err(ToolError::Io {
+            path: out.to_path_buf(),
+            source: std::io::Error::other("the image and its manifest would be the same file"),
+        });
+    }
+    for p in std::iter::once(out).chain(manifest_path.as_deref()) {
+        if p.exists() && !force {
+            return Err(ToolError::Exists {
+                path: p.to_path_buf(),
+            });
+        }
+    }
+    std::fs::write(out, &built.bytes).map_err(io(out))?;
+    if let (Some(path), Some(url)) = (&manifest_path, manifest_url) {
+        std::fs::write(path, manifest(built, version, url)).map_err(io(path))?;
+    }
+    Ok(manifest_path)
+}
+
 /// The OTA manifest (`hil ota submit`) for `built` served at `url`.
 pub fn manifest(built: &Built, version: Version, url: &str) -> String {
+    // A single-quoted YAML scalar: any URL stays one string.
+    let url = format!("'{}'", url.replace('\'', "''"));
     let mut m = format!(
         "artifact:\n  url: {url}\n  size: {}\n  sha256: {}\nversion: {version}\ntarget:\n  transport: doip\n  host: 127.0.0.1\n  port: 13400\n",
         built.bytes.len(),

@@ -555,13 +555,6 @@ fn main() -> ExitCode {
                 security_counter: security_counter.unwrap_or(u32::from(version.major)),
                 signer,
             };
-            if out.exists() && !force {
-                eprintln!(
-                    "error: {}: exists (use --force to overwrite)",
-                    out.display()
-                );
-                return ExitCode::from(2);
-            }
             let built = match imagetool::build_image(&spec) {
                 Ok(b) => b,
                 Err(e) => {
@@ -569,10 +562,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if let Err(e) = std::fs::write(&out, &built.bytes) {
-                eprintln!("error: {}: {e}", out.display());
-                return ExitCode::from(2);
-            }
+            let manifest =
+                match imagetool::write_image(&built, version, &out, manifest_url.as_deref(), force)
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
             let key = if built.keyhash.is_empty() {
                 "unsigned".to_string()
             } else {
@@ -585,12 +583,7 @@ fn main() -> ExitCode {
                 spec.security_counter,
                 built.sha256
             );
-            if let Some(url) = manifest_url {
-                let path = out.with_extension("yaml");
-                if let Err(e) = std::fs::write(&path, imagetool::manifest(&built, version, &url)) {
-                    eprintln!("error: {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
+            if let (Some(path), Some(url)) = (manifest, manifest_url) {
                 println!("{}: OTA manifest for {url}", path.display());
             }
             ExitCode::SUCCESS

@@ -329,3 +329,23 @@ fn a_sweep_shows_points_failures_and_rate() {
     );
     assert!(frame.contains("RUN  healthy-swap-doip"), "{frame}");
 }
+
+#[test]
+fn sampling_folds_the_selected_scenario_and_only_clocks_the_others() {
+    let buffers = report::live_buffers(2);
+    let events = live_events("power-cut-during-swap.yaml");
+    buffers[0].lock().unwrap().extend(events.iter().cloned());
+    buffers[1].lock().unwrap().extend(events.iter().cloned());
+    let mut s = UiState::new("hil run", &["a".to_string(), "b".to_string()]);
+    s.sample(&buffers);
+    assert_eq!(s.scenarios[0].log.len(), events.len());
+    assert!(s.scenarios[0].ecu.boots >= 3);
+    assert!(s.scenarios[1].log.is_empty(), "not selected: not folded");
+    assert_eq!(s.scenarios[1].sim_us, events.last().unwrap().at_us);
+    // Selecting it folds what it missed; a second look adds nothing twice.
+    s.apply(Action::Down);
+    s.sample(&buffers);
+    s.sample(&buffers);
+    assert_eq!(s.scenarios[1].log.len(), events.len());
+    assert_eq!(s.scenarios[1].ecu, s.scenarios[0].ecu);
+}

@@ -280,3 +280,91 @@ fn imgtool_reads_our_keys_and_images_and_we_read_its_keys() {
     let o = run(&["verify", "-k", "theirs.pem", "t.bin"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn force_keeps_keys_private_and_manifests_never_clobber_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("oem.pem"), "old").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("oem.pem"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        assert!(
+            hil(d, &["keys", "generate", "--out", ".", "--force"])
+                .status
+                .success()
+        );
+        let mode = std::fs::metadata(d.join("oem.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "--force makes an existing key file private"
+        );
+    }
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.0.0",
+            "--out",
+            "v2.yaml",
+            "--manifest-url",
+            "http://h/v2",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the image and its manifest would be the same file"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(d.join("v2.yaml"), "mine").unwrap();
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.0.0",
+            "--out",
+            "v2.bin",
+            "--manifest-url",
+            "http://h/a b#c: d",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an existing manifest is not overwritten: {}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(d.join("v2.yaml")).unwrap(), "mine");
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.0.0",
+            "--out",
+            "v2.bin",
+            "--manifest-url",
+            "http://h/a b#c: d",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let m = hil::ota::manifest::Manifest::parse(
+        &std::fs::read_to_string(d.join("v2.yaml")).unwrap(),
+        "v2.yaml",
+    )
+    .expect("the manifest parses");
+    assert_eq!(m.artifact.url, "http://h/a b#c: d");
+}

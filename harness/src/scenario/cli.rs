@@ -148,20 +148,25 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
         UiMode::Tui => {
             let finished = AtomicBool::new(false);
             let state = UiState::new("hil run", &names);
+            let buffers = report::live_buffers(files.len());
             std::thread::scope(|scope| {
+                let live = report::Live {
+                    tx,
+                    buffers: Some(Arc::clone(&buffers)),
+                };
                 let runs = scope.spawn(|| {
                     let o = report::run_all(
                         &files,
                         opts.seed,
                         jobs,
                         &|_| {},
-                        Some(tx),
+                        Some(live),
                         Some(Arc::clone(&control)),
                     );
                     finished.store(true, Ordering::SeqCst);
                     o
                 });
-                if let Err(e) = dashboard::run(state, &rx, &control, &finished) {
+                if let Err(e) = dashboard::run(state, &rx, Some(&buffers), &control, &finished) {
                     eprintln!("error: the dashboard: {e}");
                 }
                 // Quit: no new scenarios; the running ones finish.
@@ -176,7 +181,8 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
                 let total = files.len();
                 std::thread::spawn(move || print_live(rx, names, mode, total))
             };
-            let o = report::run_all(&files, opts.seed, jobs, &|_| {}, Some(tx), None);
+            let live = report::Live { tx, buffers: None };
+            let o = report::run_all(&files, opts.seed, jobs, &|_| {}, Some(live), None);
             let _ = printer.join();
             o
         }

@@ -162,6 +162,24 @@ pub struct RunControl {
     pub stop: std::sync::atomic::AtomicBool,
 }
 
+/// Where live views get events: every event through `tx` (plain and JSON output print them
+/// all), or, with `buffers` (one per scenario), appended there for a view that samples what it
+/// shows (the dashboard folds only the selected scenario's events); `tx` then carries starts
+/// and results only.
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub tx: std::sync::mpsc::Sender<LiveEvent>,
+    pub buffers: Option<LiveBuffers>,
+}
+
+/// Each scenario's trace so far, for sampling views.
+pub type LiveBuffers = std::sync::Arc<Vec<Mutex<Vec<TraceEvent>>>>;
+
+/// A buffer per scenario.
+pub fn live_buffers(n: usize) -> LiveBuffers {
+    std::sync::Arc::new((0..n).map(|_| Mutex::new(Vec::new())).collect())
+}
+
 /// Trace events per live message.
 const LIVE_BATCH: usize = 32;
 
@@ -249,9 +267,13 @@ pub fn run_all(
     seed: Option<u64>,
     jobs: usize,
     on_done: &(dyn Fn(&Outcome) + Sync),
-    live: Option<std::sync::mpsc::Sender<LiveEvent>>,
+    live: Option<Live>,
     control: Option<std::sync::Arc<RunControl>>,
 ) -> Vec<Outcome> {
+    let (live, buffers) = match live {
+        Some(l) => (Some(l.tx), l.buffers),
+        None => (None, None),
+    };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
@@ -309,12 +331,21 @@ pub fn run_all(
                         let tx = tx.clone();
                         let control = control.clone();
                         let batch = std::sync::Arc::clone(&batch);
+                        let buffers = buffers.clone();
                         Tap(std::sync::Arc::new(move |e: &TraceEvent| {
                             while control
                                 .as_ref()
                                 .is_some_and(|c| c.paused.load(Ordering::SeqCst))
                             {
                                 std::thread::sleep(std::time::Duration::from_millis(50));
+                            }
+                            if let Some(buffers) = &buffers {
+                                // The view samples these buffers; nothing is sent.
+                                buffers[i]
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push(e.clone());
+                                return;
                             }
                             let mut b = batch
                                 .lock()

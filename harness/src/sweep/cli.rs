@@ -224,7 +224,7 @@ fn sweep_with_dashboard(
         });
         let mut state = UiState::new("hil sweep", &[name.to_string()]);
         state.sweep = Some(SweepView::default());
-        if let Err(e) = dashboard::run(state, &rx, &control, &finished) {
+        if let Err(e) = dashboard::run(state, &rx, None, &control, &finished) {
             eprintln!("error: the dashboard: {e}");
         }
         stop.store(true, Ordering::SeqCst);

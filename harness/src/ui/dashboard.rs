@@ -15,7 +15,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Gauge, List, ListItem, ListState, Paragraph, Wrap};
 
 use super::state::{Key, RunStatus, ScenarioView, UiState};
-use crate::scenario::report::{LiveEvent, RunControl, Status};
+use crate::scenario::report::{LiveBuffers, LiveEvent, RunControl, Status};
 use crate::scenario::trace::Source;
 
 /// Frames per second at most: the simulation never waits for drawing.
@@ -397,6 +397,7 @@ use ratatui::crossterm;
 pub fn run(
     mut state: UiState,
     rx: &Receiver<LiveEvent>,
+    buffers: Option<&LiveBuffers>,
     control: &Arc<RunControl>,
     finished: &AtomicBool,
 ) -> io::Result<UiState> {
@@ -411,6 +412,9 @@ pub fn run(
         loop {
             while let Ok(ev) = rx.try_recv() {
                 state.on_live(ev);
+            }
+            if let Some(b) = buffers {
+                state.sample(b);
             }
             terminal.draw(|f| render(f, &state))?;
             if state.quit {

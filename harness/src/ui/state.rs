@@ -203,6 +203,8 @@ pub struct UiState {
     pub sweep: Option<SweepView>,
     /// Every run ended (the dashboard stays until `q`).
     pub finished: bool,
+    /// Per scenario: events of its live buffer already folded in.
+    pub cursors: Vec<usize>,
 }
 
 /// What a key does.
@@ -247,6 +249,7 @@ impl UiState {
             editing_filter: false,
             sweep: None,
             finished: false,
+            cursors: vec![0; names.len()],
         }
     }
 
@@ -342,6 +345,26 @@ impl UiState {
                         s.log.shrink_to_fit();
                     }
                 }
+            }
+        }
+    }
+
+    /// Take in what the runs wrote to their buffers since the last look: the selected
+    /// scenario's events are folded into its view; the others only move their clocks (they
+    /// are folded when selected). What a frame needs, nothing more.
+    pub fn sample(&mut self, buffers: &[std::sync::Mutex<Vec<TraceEvent>>]) {
+        for (i, b) in buffers.iter().enumerate() {
+            let Some(view) = self.scenarios.get_mut(i) else {
+                break;
+            };
+            let b = b.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if i == self.selected {
+                for e in &b[self.cursors[i]..] {
+                    view.apply(e.clone());
+                }
+                self.cursors[i] = b.len();
+            } else if let Some(last) = b.last() {
+                view.sim_us = view.sim_us.max(last.at_us);
             }
         }
     }
