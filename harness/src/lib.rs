@@ -7,6 +7,7 @@ pub mod download;
 pub mod flasher;
 pub mod imagetool;
 pub mod ota;
+pub mod power;
 pub mod scenario;
 pub mod sweep;
 pub mod transport;
