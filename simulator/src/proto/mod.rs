@@ -3,5 +3,6 @@
 
 pub mod doip;
 pub mod isotp;
+pub mod slcan;
 pub mod uds;
 pub mod uds_can;
