@@ -101,6 +101,11 @@ struct ServeArgs {
     /// TCP (and UDP) address for DoIP; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:13400")]
     doip: std::net::SocketAddr,
+    /// Also put the ECU on a CAN bus behind an slcan adapter on a new pseudo-terminal (its path
+    /// is printed): any slcan tool can program the ECU through it (ISO-TP, ids 0x7E0/0x7E8,
+    /// functional 0x7DF).
+    #[arg(long)]
+    slcan_pty: bool,
     /// Directory for flash.bin and nvm.txt (created if missing).
     #[arg(long, default_value = "ecu-state")]
     state: PathBuf,
@@ -371,18 +376,49 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (handle, host_task) = host.spawn(args.speed, stop_rx);
-        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp(listener, handle, conn_config));
+        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp(
+            listener,
+            handle.clone(),
+            conn_config,
+        ));
         let udp = tokio::spawn(ecu_sim::serve::serve_udp(udp, entity));
         println!(
             "ecu-sim: doip listening on {addr} (tcp and udp), ecu logical address 0x{:04x}",
             args.logical_address
         );
+        // The pty's slave stays open here too: clients come and go without the master seeing
+        // a hang-up.
+        let mut _slave = None;
+        let slcan = if args.slcan_pty {
+            let pty = nix::pty::openpty(None, None).context("creating the slcan pty")?;
+            let mut t = nix::sys::termios::tcgetattr(&pty.slave).context("slcan pty termios")?;
+            nix::sys::termios::cfmakeraw(&mut t);
+            nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)
+                .context("slcan pty raw mode")?;
+            let path = nix::unistd::ttyname(&pty.slave).context("slcan pty name")?;
+            println!(
+                "ecu-sim: slcan adapter on {} (iso-tp 0x7e0/0x7e8, functional 0x7df)",
+                path.display()
+            );
+            _slave = Some(pty.slave);
+            let master = tokio::fs::File::from_std(std::fs::File::from(pty.master));
+            Some(tokio::spawn(ecu_sim::serve::serve_slcan(
+                master,
+                handle.clone(),
+                ecu_sim::proto::uds_can::CanIds::default(),
+            )))
+        } else {
+            None
+        };
         use std::io::Write as _;
         std::io::stdout().flush()?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         tcp.abort();
         udp.abort();
+        if let Some(s) = slcan {
+            s.abort();
+        }
         let _ = stop_tx.send(());
         let mut host = host_task.await?;
         host.ecu.flash_mut().flush()?;

@@ -131,3 +131,63 @@ async fn connection(
         }
     }
 }
+
+/// UDS over ISO-TP over CAN behind an slcan adapter on a byte stream (a pty's master): frames
+/// the host sends go through the ISO-TP endpoint to the ECU; its answers go back as frames.
+/// Runs until the stream ends or fails.
+pub async fn serve_slcan<S>(mut io: S, ecu: EcuHandle, ids: crate::proto::uds_can::CanIds)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use crate::proto::isotp;
+    use crate::proto::slcan::SlcanDevice;
+    use crate::proto::uds_can::{DiagEndpoint, EndpointEvent};
+
+    let start = Instant::now();
+    let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
+    let template = isotp::Config {
+        padding: Some(0xAA),
+        ..isotp::Config::new(ids.response, ids.request)
+    };
+    let mut ep = DiagEndpoint::new(ids, template);
+    let mut dev = SlcanDevice::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let wake = ep
+            .poll_timeout()
+            .map_or(Instant::now() + Duration::from_secs(3600), |t| {
+                start + Duration::from_micros(t)
+            });
+        tokio::select! {
+            r = io.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    dev.handle_bytes(&buf[..n]);
+                    let now = us(Instant::now());
+                    for f in dev.take_to_bus() {
+                        ep.handle_frame(now, &f.to_isotp());
+                    }
+                }
+            },
+            () = tokio::time::sleep_until(wake.into()) => ep.handle_timeout(us(Instant::now())),
+        }
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                EndpointEvent::Request { data, addressing } => {
+                    for (at, bytes) in ecu.request(data, addressing).await {
+                        ep.respond(us(Instant::now()), us(at), bytes);
+                    }
+                }
+                EndpointEvent::TransportError(e) => tracing::debug!("slcan: iso-tp: {e}"),
+            }
+        }
+        let now = us(Instant::now());
+        while let Some(f) = ep.poll_transmit(now) {
+            dev.handle_frame(&crate::can::frame::Frame::from_isotp(f, false));
+        }
+        let out = dev.take_to_host();
+        if !out.is_empty() && io.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}

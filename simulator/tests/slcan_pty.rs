@@ -1,0 +1,140 @@
+//! `ecu-sim serve --slcan-pty`: the ECU behind an slcan adapter on a real pseudo-terminal,
+//! spoken to byte for byte as an slcan tool does (bit rate, open, ISO-TP frames, flow
+//! control).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use ecu_sim::can::frame::Frame;
+use ecu_sim::proto::slcan::{decode_frame, encode_frame};
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines (without `\r`) and bells from the adapter, as they arrive.
+fn reader(mut port: std::fs::File) -> Receiver<Vec<u8>> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while port.read_exact(&mut b).is_ok() {
+            match b[0] {
+                b'\r' => {
+                    if tx.send(std::mem::take(&mut line)).is_err() {
+                        return;
+                    }
+                }
+                0x07 => {
+                    let _ = tx.send(vec![0x07]);
+                }
+                c => line.push(c),
+            }
+        }
+    });
+    rx
+}
+
+fn next(rx: &Receiver<Vec<u8>>) -> Vec<u8> {
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("the adapter answered within 5 s")
+}
+
+/// The next frame from the bus (skipping the adapter's `z` send acknowledgements).
+fn next_frame(rx: &Receiver<Vec<u8>>) -> Frame {
+    loop {
+        let l = next(rx);
+        if l == b"z" {
+            continue;
+        }
+        return decode_frame(&l)
+            .unwrap_or_else(|| panic!("not a frame: {:?}", String::from_utf8_lossy(&l)));
+    }
+}
+
+fn send(port: &mut std::fs::File, f: &Frame) {
+    port.write_all(&encode_frame(f).unwrap()).unwrap();
+}
+
+#[test]
+fn an_slcan_tool_reads_the_vin_and_opens_a_session_through_the_pty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
+        .args([
+            "serve",
+            "--doip",
+            "127.0.0.1:0",
+            "--speed",
+            "max",
+            "--seed",
+            "1",
+            "--slcan-pty",
+        ])
+        .arg("--state")
+        .arg(dir.path().join("ecu"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let server = Server(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("doip listening"), "{line}");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let path = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pty in {line:?}"))
+        .to_string();
+    let mut port = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let rx = reader(port.try_clone().unwrap());
+
+    port.write_all(b"C\rS6\rO\rV\r").unwrap();
+    for want in [&b""[..], b"", b"", b"V1013"] {
+        assert_eq!(next(&rx), want);
+    }
+    // DiagnosticSessionControl extended, one single frame each way.
+    send(
+        &mut port,
+        &Frame::classic(0x7E0, [0x02, 0x10, 0x03, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA]),
+    );
+    let f = next_frame(&rx);
+    assert_eq!(f.id, 0x7E8);
+    assert_eq!(&f.data[..3], &[0x06, 0x50, 0x03], "{f:?}");
+
+    // ReadDataByIdentifier VIN: a first frame, our flow control, consecutive frames.
+    send(
+        &mut port,
+        &Frame::classic(0x7E0, [0x03, 0x22, 0xF1, 0x90, 0xAA, 0xAA, 0xAA, 0xAA]),
+    );
+    let first = next_frame(&rx);
+    assert_eq!(first.data[0] >> 4, 1, "a first frame: {first:?}");
+    let len = (usize::from(first.data[0] & 0x0F) << 8) | usize::from(first.data[1]);
+    let mut message = first.data[2..].to_vec();
+    send(
+        &mut port,
+        &Frame::classic(0x7E0, [0x30, 0x00, 0x00, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA]),
+    );
+    while message.len() < len {
+        let cf = next_frame(&rx);
+        assert_eq!(cf.data[0] >> 4, 2, "a consecutive frame: {cf:?}");
+        message.extend_from_slice(&cf.data[1..]);
+    }
+    message.truncate(len);
+    assert_eq!(&message[..3], &[0x62, 0xF1, 0x90]);
+    assert_eq!(&message[3..], b"WSIM0000000000001");
+    drop(server);
+}
