@@ -138,3 +138,78 @@ fn an_slcan_tool_reads_the_vin_and_opens_a_session_through_the_pty() {
     assert_eq!(&message[3..], b"WSIM0000000000001");
     drop(server);
 }
+
+/// python-can's slcan interface + can-isotp + udsoncan (pinned in ci/requirements.txt, in
+/// `.venv` from ci/install.sh; without it this test fails, it never skips) program the ECU
+/// through the pty: the full sequence, then the new version runs confirmed.
+#[test]
+fn python_can_slcan_with_can_isotp_and_udsoncan_flashes_the_ecu() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} not found: run ci/install.sh",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let image = ecu_sim::image::ImageBuilder::new(
+        ecu_sim::image::Version::new(2, 0, 0),
+        vec![0x5A; 20_000],
+    )
+    .security_counter(2)
+    .sign(&ecu_sim::image::dev_key("oem"));
+    let image_path = dir.path().join("v2.bin");
+    std::fs::write(&image_path, &image).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
+        .args([
+            "serve",
+            "--doip",
+            "127.0.0.1:0",
+            "--speed",
+            "max",
+            "--seed",
+            "2",
+            "--slcan-pty",
+        ])
+        .arg("--state")
+        .arg(dir.path().join("ecu"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let _server = Server(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let pty = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no pty in {line:?}"))
+        .to_string();
+    let o = Command::new(&python)
+        .arg(root.join("tests/interop/flash_doip.py"))
+        .args([
+            "--slcan",
+            &pty,
+            "--block",
+            "4000",
+            "--boot-wait",
+            "1.0",
+            "--image",
+        ])
+        .arg(&image_path)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "flash over slcan failed:\n{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(report.contains("\"version\": \"2.0.0\""), "{report}");
+    assert!(report.contains("\"confirmed\": true"), "{report}");
+    assert!(report.contains("\"check_status\": [0]"), "{report}");
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Flash the virtual ECU with third-party tools: udsoncan over doipclient.
+"""Flash the virtual ECU with third-party tools: udsoncan over doipclient, or over can-isotp on
+python-can's slcan interface (`--slcan PTY`, for `ecu-sim serve --slcan-pty`).
 
 Runs the full programming sequence against `ecu-sim serve --doip` (session, security, erase,
 download, transfer, exit, check, reset), then reads the new version and the boot status.
@@ -8,6 +9,7 @@ Prints one JSON object with what it saw; exits non-zero on any unexpected answer
     flash_doip.py --port 13400 --image v2.bin [--expect-version 2.0.0] [--block N]
     flash_doip.py --port 13400 --image v2.bin --without-security   # must be refused with 0x33
     flash_doip.py --port 13400 --identify                          # UDP identification + status
+    flash_doip.py --slcan /dev/pts/5 --image v2.bin --block 4000   # over slcan (ISO-TP 0x7E0/0x7E8)
 """
 import argparse
 import hashlib
@@ -60,6 +62,24 @@ def client_config():
     return config
 
 
+def slcan_connection(args):
+    """UDS over can-isotp over python-can's slcan interface (normal 11-bit addressing)."""
+    import can
+    import isotp
+    from udsoncan.connections import PythonIsoTpConnection
+
+    bus = can.Bus(interface="slcan", channel=args.slcan, bitrate=args.bitrate)
+    address = isotp.Address(isotp.AddressingMode.Normal_11bits, txid=0x7E0, rxid=0x7E8)
+    stack = isotp.CanStack(bus, address=address, params={
+        "tx_padding": 0xAA,
+        "tx_data_min_length": 8,
+        "blocking_send": False,
+        "rx_flowcontrol_timeout": 2000,
+        "rx_consecutive_frame_timeout": 2000,
+    })
+    return PythonIsoTpConnection(stack)
+
+
 def read_raw(client, did):
     return client.read_data_by_identifier(did).service_data.values[did]
 
@@ -75,16 +95,21 @@ def main():
     ap.add_argument("--block", type=int, default=0, help="bytes per TransferData (0: ECU max)")
     ap.add_argument("--without-security", action="store_true")
     ap.add_argument("--boot-wait", type=float, default=3.0)
+    ap.add_argument("--slcan", help="an slcan adapter's serial device instead of DoIP")
+    ap.add_argument("--bitrate", type=int, default=500000)
     args = ap.parse_args()
 
-    doip = DoIPClient(args.host, args.ecu, tcp_port=args.port, udp_port=args.port,
-                      client_logical_address=args.tester)
     report = {}
-    if args.identify:
-        ident = doip.request_vehicle_identification()
-        report["vin"] = ident.vin
-        report["logical_address"] = ident.logical_address
-    conn = DoIPClientUDSConnector(doip)
+    if args.slcan:
+        conn = slcan_connection(args)
+    else:
+        doip = DoIPClient(args.host, args.ecu, tcp_port=args.port, udp_port=args.port,
+                          client_logical_address=args.tester)
+        if args.identify:
+            ident = doip.request_vehicle_identification()
+            report["vin"] = ident.vin
+            report["logical_address"] = ident.logical_address
+        conn = DoIPClientUDSConnector(doip)
     with Client(conn, config=client_config()) as client:
         if args.image:
             flash(client, args, open(args.image, "rb").read(), report)
