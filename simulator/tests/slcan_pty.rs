@@ -62,9 +62,9 @@ fn send(port: &mut std::fs::File, f: &Frame) {
     port.write_all(&encode_frame(f).unwrap()).unwrap();
 }
 
-#[test]
-fn an_slcan_tool_reads_the_vin_and_opens_a_session_through_the_pty() {
-    let dir = tempfile::tempdir().unwrap();
+/// `ecu-sim serve --slcan-pty` on a fresh state directory; the server (killed when dropped)
+/// and the pty's path from its second stdout line.
+fn serve_slcan(state: &std::path::Path, seed: &str) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
         .args([
             "serve",
@@ -73,11 +73,11 @@ fn an_slcan_tool_reads_the_vin_and_opens_a_session_through_the_pty() {
             "--speed",
             "max",
             "--seed",
-            "1",
+            seed,
             "--slcan-pty",
         ])
         .arg("--state")
-        .arg(dir.path().join("ecu"))
+        .arg(state)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -89,12 +89,19 @@ fn an_slcan_tool_reads_the_vin_and_opens_a_session_through_the_pty() {
     assert!(line.contains("doip listening"), "{line}");
     line.clear();
     out.read_line(&mut line).unwrap();
-    let path = line
+    let pty = line
         .split(" on ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no pty in {line:?}"))
         .to_string();
+    (server, pty)
+}
+
+#[test]
+fn an_slcan_tool_reads_the_vin_and_opens_a_session_through_the_pty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, path) = serve_slcan(&dir.path().join("ecu"), "1");
     let mut port = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -160,35 +167,7 @@ fn python_can_slcan_with_can_isotp_and_udsoncan_flashes_the_ecu() {
     .sign(&ecu_sim::image::dev_key("oem"));
     let image_path = dir.path().join("v2.bin");
     std::fs::write(&image_path, &image).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
-        .args([
-            "serve",
-            "--doip",
-            "127.0.0.1:0",
-            "--speed",
-            "max",
-            "--seed",
-            "2",
-            "--slcan-pty",
-        ])
-        .arg("--state")
-        .arg(dir.path().join("ecu"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let _server = Server(child);
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let pty = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no pty in {line:?}"))
-        .to_string();
+    let (_server, pty) = serve_slcan(&dir.path().join("ecu"), "2");
     let o = Command::new(&python)
         .arg(root.join("tests/interop/flash_doip.py"))
         .args([

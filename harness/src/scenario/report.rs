@@ -276,6 +276,20 @@ pub fn run_all(
     };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
+    // A scenario's end, run or skipped: the view hears of it, the caller sees it, it is kept.
+    let finish = |i: usize, outcome: Outcome| {
+        if let Some(tx) = &live {
+            let _ = tx.send(LiveEvent::Finished {
+                idx: i,
+                status: outcome.status,
+                line: outcome.line(),
+            });
+        }
+        on_done(&outcome);
+        results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(outcome);
+    };
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1).min(paths.len().max(1)) {
             scope.spawn(|| {
@@ -299,17 +313,7 @@ pub fn run_all(
                             messages: vec!["stopped by the user before it started".into()],
                             run: None,
                         };
-                        if let Some(tx) = &live {
-                            let _ = tx.send(LiveEvent::Finished {
-                                idx: i,
-                                status: outcome.status,
-                                line: outcome.line(),
-                            });
-                        }
-                        on_done(&outcome);
-                        results
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(outcome);
+                        finish(i, outcome);
                         continue;
                     }
                     // Events go out in batches: a view samples at most 20 times a second,
@@ -362,16 +366,8 @@ pub fn run_all(
                     let outcome = run_file_live(path, seed, tap);
                     if let Some(tx) = &live {
                         flush(tx);
-                        let _ = tx.send(LiveEvent::Finished {
-                            idx: i,
-                            status: outcome.status,
-                            line: outcome.line(),
-                        });
                     }
-                    on_done(&outcome);
-                    results
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(outcome);
+                    finish(i, outcome);
                 }
             });
         }

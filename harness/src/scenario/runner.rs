@@ -77,6 +77,15 @@ pub struct RunResult {
     pub job: Job,
 }
 
+/// A one-thread runtime on a paused clock: every wait costs no wall time (virtual time).
+fn virtual_time() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| RunError::Ecu(e.to_string()))
+}
+
 /// A scratch directory for a simulated job store: in memory (`/dev/shm`) where there is one,
 /// as simulations write thousands of small files that no disk needs to see.
 pub fn scratch_dir() -> Result<tempfile::TempDir, RunError> {
@@ -107,11 +116,7 @@ pub fn run_tapped(
     if let Some(s) = seed {
         scenario.seed = s;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let runtime = virtual_time()?;
     let dir = scratch_dir()?;
     let mut p = prepare(&Arc::new(scenario))?;
     if let Some(t) = &tap {
@@ -317,11 +322,7 @@ pub fn run_recorded(
     recorder: Recorder,
     dir: &std::path::Path,
 ) -> Result<RunResult, RunError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let runtime = virtual_time()?;
     let mut p = prepare(&Arc::new(scenario.clone()))?;
     p.world.recorder = Some(recorder);
     runtime.block_on(execute(p, dir, None, true))
@@ -335,11 +336,7 @@ pub fn run_fork(
     fork: ForkStart,
     dir: &std::path::Path,
 ) -> Result<RunResult, RunError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let runtime = virtual_time()?;
     runtime.block_on(execute(prepared, dir, Some(fork), false))
 }
 

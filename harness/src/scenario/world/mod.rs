@@ -1,17 +1,18 @@
 //! The simulated world of one scenario: the ECU's surroundings, the faults waiting for their
 //! triggers, and the trace everything is written to.
 //!
-//! [`World`] implements the simulation [`Hooks`]: it sees every UDS request and response,
+//! [`World`] implements the simulation [`Hooks`](crate::ota::sim::Hooks): it sees every UDS request and response,
 //! every download chunk, every job state (through the runner) and every ECU event, fires the
 //! faults whose triggers match, and checks the always-on invariants (the ECU only ever boots
 //! an image that is byte for byte one of the two images and verifies; it never stops booting).
+//! What it does to the messages on the links (UDS, the download) is in `links.rs`.
+
+mod links;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ecu_sim::boot::{Layout, Slot};
-use ecu_sim::can::frame::Frame;
-use ecu_sim::can::timing::frame_bits;
 use ecu_sim::ecu::BootedBytes;
 use ecu_sim::event::{Event, EventKind};
 use ecu_sim::flash::{CutRule, CutVariant, Flash, OpKind};
@@ -24,12 +25,7 @@ use super::schema::{
     Region, Scenario, TransportSpec, Trigger,
 };
 use super::trace::{Source, Trace, TraceEvent};
-use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
-
-/// The interval of injected responsePending answers.
-const PENDING_INTERVAL_US: u64 = 2_000_000;
-/// ISO-TP N_Cr: how long a receiver waits for the next consecutive frame.
-const N_CR_US: u64 = 1_000_000;
+use crate::ota::sim::SimEcu;
 
 /// One of the two images, as the invariants need it.
 #[derive(Clone, Debug)]
@@ -259,7 +255,7 @@ impl World {
             "fault_fired",
             format!("fault {} fired: {}", index + 1, describe_action(&f.action)),
         );
-        self.apply(sim, now, vec![f.action], None);
+        self.apply(sim, now, vec![f.action]);
     }
 
     /// Arm the faults that live in the flash model (`flash_op` triggers with a power cut).
@@ -385,7 +381,7 @@ impl World {
     }
 
     /// Carry out actions now.
-    fn apply(&mut self, sim: &mut SimEcu, now: u64, actions: Vec<Action>, offset: Option<u64>) {
+    fn apply(&mut self, sim: &mut SimEcu, now: u64, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::PowerCut(p) => {
@@ -409,10 +405,6 @@ impl World {
                 Action::Can(f) => self.can_next.push_back(f),
                 Action::DropConnection => self.drop_next = true,
                 Action::Download(DownloadFault::Throttle(bps)) => self.throttle = Some(bps),
-                Action::Download(DownloadFault::FlipByte) => {
-                    self.download_next.push_back(DownloadFault::FlipByte);
-                    let _ = offset;
-                }
                 Action::Download(f) => self.download_next.push_back(f),
                 Action::FlipTransferBits(mask) => self.flip_next_block = Some(mask),
                 Action::BitRot(b) => {
@@ -471,7 +463,7 @@ impl World {
                     &format!("at boot {n}"),
                     |t| matches!(t, Trigger::Boot(b) if *b == n),
                 );
-                self.apply(sim, now.max(e.at_us), actions, None);
+                self.apply(sim, now.max(e.at_us), actions);
             }
             EventKind::Booted { slot, version, .. } => {
                 let boot = self.current_boot;
@@ -515,7 +507,7 @@ impl World {
                         self.arm_flash_fault(sim, fault, &f);
                     }
                     if !matches!(f.action, Action::PowerCut(_)) {
-                        self.apply(sim, now.max(e.at_us), vec![f.action.clone()], None);
+                        self.apply(sim, now.max(e.at_us), vec![f.action.clone()]);
                     }
                 }
             }
@@ -527,7 +519,7 @@ impl World {
             &format!("on {name}"),
             |t| matches!(t, Trigger::Event(n) if *n == name),
         );
-        self.apply(sim, now.max(at), actions, None);
+        self.apply(sim, now.max(at), actions);
     }
 
     /// Every boot started an image that is byte for byte one of the two, and verifies (the ECU
@@ -597,7 +589,7 @@ impl World {
             Trigger::Event(n) => *n == format!("state:{name}"),
             _ => false,
         });
-        self.apply(sim, now, actions, None);
+        self.apply(sim, now, actions);
     }
 
     /// A note from a worker (download resumed, transfer failed, ...).
@@ -641,7 +633,7 @@ impl World {
             &format!("at {ms} ms"),
             |t| matches!(t, Trigger::AtMs(at) if *at <= ms),
         );
-        self.apply(sim, now, actions, None);
+        self.apply(sim, now, actions);
         self.observe(sim, now);
     }
 
@@ -667,31 +659,6 @@ impl World {
     /// Whether a power restore is still pending.
     pub fn power_pending(&self) -> bool {
         !self.restore_at.is_empty()
-    }
-
-    fn wire_us(&self, len: usize) -> u64 {
-        let Some((bitrate, data_bitrate, fd)) = self.can else {
-            return 0;
-        };
-        // ISO-TP: single frame if it fits, else first frame + consecutive frames and one flow
-        // control back; every frame at full length (padding).
-        let payload = if fd { 64 } else { 8 };
-        let (sf_max, ff_data, cf_data) = if fd { (62, 58, 63) } else { (7, 6, 7) };
-        let frame = |n: usize| {
-            let data = vec![0xAAu8; n];
-            let f = if fd {
-                Frame::fd(0x7E0, data)
-            } else {
-                Frame::classic(0x7E0, data)
-            };
-            frame_bits(&f, fd).duration_ns(bitrate, data_bitrate) / 1000
-        };
-        let full = frame(payload);
-        if len <= sf_max {
-            return full;
-        }
-        let cfs = (len - ff_data).div_ceil(cf_data) as u64;
-        full * (1 + cfs) + frame(3.min(payload))
     }
 }
 
@@ -765,234 +732,5 @@ pub fn describe_action(a: &Action) -> String {
         Action::SwapArtifact(kind) => {
             format!("the server now serves a {kind:?} image").to_lowercase()
         }
-    }
-}
-
-impl Hooks for World {
-    fn on_request(&mut self, sim: &mut SimEcu, now: u64, request: &mut Vec<u8>) -> RequestFate {
-        let index = self.requests + 1;
-        self.begin_step(
-            sim,
-            now,
-            Step::Request {
-                bytes: request.clone(),
-                index,
-            },
-        );
-        self.requests = index;
-        self.observe(sim, now);
-        let Some(&sid) = request.first() else {
-            return RequestFate::Lost;
-        };
-        let name = format!("request:{sid:#04x}");
-        let mut actions = self.matching(
-            now,
-            &format!("on {name}"),
-            |t| matches!(t, Trigger::Event(n) if *n == name),
-        );
-        actions.extend(self.chance(now, Opportunity::Request));
-        if sid == 0x34 {
-            self.blocks_sent = 0;
-        }
-        if sid == 0x36 {
-            self.blocks_sent += 1;
-            let (n, of) = (self.blocks_sent, self.blocks_total.max(1));
-            let pct = f64::from(n) * 100.0 / f64::from(of);
-            let prev = f64::from(n - 1) * 100.0 / f64::from(of);
-            actions.extend(self.matching(
-                now,
-                &format!("at transfer block {n}/{of}"),
-                |t| match t {
-                    Trigger::TransferBlock(b) => *b == n,
-                    Trigger::TransferPercent(p) => pct >= *p && (prev < *p || n == 1),
-                    _ => false,
-                },
-            ));
-            actions.extend(self.chance(now, Opportunity::TransferBlock));
-        }
-        self.apply(sim, now, actions, None);
-        if !sim.ecu.is_powered() {
-            // Nobody home: the request is lost (the tester times out).
-            return RequestFate::Lost;
-        }
-        if std::mem::take(&mut self.drop_next) {
-            self.push(
-                now,
-                Source::Fault,
-                "connection_dropped",
-                "the ECU closed the connection",
-            );
-            return RequestFate::Closed;
-        }
-        if sid == 0x36
-            && let Some(mask) = self.flip_next_block.take()
-            && request.len() > 2
-        {
-            request[2] ^= mask;
-        }
-        let sub = request.get(1).copied();
-        if let Some(k) = self
-            .corrupt
-            .iter()
-            .position(|(s, f, n)| *s == sid && f.is_none_or(|f| Some(f) == sub) && *n > 0)
-        {
-            self.corrupt[k].2 -= 1;
-            self.push(
-                now,
-                Source::Fault,
-                "request_corrupted",
-                format!("the last byte of a request to {sid:#04x} arrives inverted"),
-            );
-            if let Some(last) = request.last_mut() {
-                *last ^= 0xFF;
-            }
-        }
-        if let Some(k) = self.nrc.iter().position(|(s, _, n)| *s == sid && *n > 0) {
-            self.nrc[k].2 -= 1;
-            let nrc = self.nrc[k].1;
-            return RequestFate::Answer(vec![(now + 1_000, vec![0x7F, sid, nrc])]);
-        }
-        let mut after_us = self.wire_us(request.len());
-        if let Some(f) = self.can_next.pop_front() {
-            match f {
-                CanFault::Drop | CanFault::Duplicate => {
-                    self.push(
-                        now + after_us,
-                        Source::Fault,
-                        "can_message_lost",
-                        format!(
-                            "{f:?}: the ISO-TP receiver drops the request to {sid:#04x} after N_Cr"
-                        )
-                        .to_lowercase(),
-                    );
-                    let _ = N_CR_US;
-                    return RequestFate::Lost;
-                }
-                CanFault::Corrupt => after_us += self.wire_us(1) * 2,
-                CanFault::DelayMs(ms) => after_us += ms * 1000,
-            }
-        }
-        if let Some((s, count)) = self.storm
-            && s == sid
-        {
-            self.storm = None;
-            self.storm_now = Some((s, count));
-            after_us += u64::from(count) * PENDING_INTERVAL_US;
-        }
-        RequestFate::Deliver { after_us }
-    }
-
-    fn on_responses(&mut self, now: u64, responses: &mut Vec<(u64, Vec<u8>)>) {
-        for (at, bytes) in responses.iter_mut() {
-            *at += self.wire_us(bytes.len());
-        }
-        if let Some((sid, count)) = self.storm_now.take() {
-            // The storm's answers go out first, every PENDING_INTERVAL_US.
-            for k in 0..u64::from(count) {
-                // The first within P2 (10 ms), then one per interval (below P2*).
-                responses.push((
-                    now + 10_000 + k * PENDING_INTERVAL_US,
-                    vec![0x7F, sid, 0x78],
-                ));
-            }
-            self.push(
-                now,
-                Source::Fault,
-                "response_pending_storm",
-                format!("{count} responsePending answers to service {sid:#04x}"),
-            );
-        }
-    }
-
-    fn after_request(&mut self, sim: &mut SimEcu, now: u64) {
-        self.observe(sim, now);
-        let n = self.requests;
-        let actions = self.matching(
-            now,
-            &format!("after request {n}"),
-            |t| matches!(t, Trigger::Request(r) if *r == n),
-        );
-        self.apply(sim, now, actions, None);
-        self.observe(sim, now);
-        self.end_step(sim);
-    }
-
-    fn on_chunk(
-        &mut self,
-        sim: &mut SimEcu,
-        now: u64,
-        offset: u64,
-        len: usize,
-        total: u64,
-        first: bool,
-    ) -> ChunkFate {
-        self.begin_step(sim, now, Step::Chunk { offset });
-        self.end_step(sim);
-        let end = offset + len as u64;
-        let pct = |b: u64| b as f64 * 100.0 / total.max(1) as f64;
-        let mut at_offset = None;
-        let mut actions = self.matching(now, &format!("at download byte {offset}"), |t| match t {
-            Trigger::DownloadBytes(b) => (offset..end).contains(b) || (*b >= total && end == total),
-            Trigger::DownloadPercent(p) => pct(offset) <= *p && (*p < pct(end) || end == total),
-            _ => false,
-        });
-        for f in &self.scenario.faults {
-            match f.when {
-                Trigger::DownloadBytes(b) if (offset..end).contains(&b) => {
-                    at_offset = Some(b - offset)
-                }
-                Trigger::DownloadPercent(p) if pct(offset) <= p && p < pct(end) => {
-                    at_offset = Some(((total as f64 * p / 100.0) as u64).saturating_sub(offset))
-                }
-                _ => {}
-            }
-        }
-        actions.extend(self.chance(now, Opportunity::DownloadChunk));
-        self.apply(sim, now, actions, None);
-        match self.download_next.pop_front() {
-            None => ChunkFate::Send,
-            Some(DownloadFault::Close) => ChunkFate::Close,
-            Some(DownloadFault::StallMs(ms)) => ChunkFate::Stall(ms),
-            Some(DownloadFault::HttpError(s)) => ChunkFate::Status(s),
-            Some(DownloadFault::FlipByte) => {
-                ChunkFate::Flip(at_offset.unwrap_or(0).min(len as u64 - 1) as usize)
-            }
-            Some(DownloadFault::IgnoreRange) if first && offset > 0 => ChunkFate::IgnoreRange,
-            Some(DownloadFault::IgnoreRange) => {
-                // Applies to the next request that asks for a range.
-                self.download_next.push_front(DownloadFault::IgnoreRange);
-                ChunkFate::Send
-            }
-            Some(DownloadFault::Throttle(_)) => ChunkFate::Send,
-        }
-    }
-
-    fn artifact(&mut self, _url: &str) -> Option<Vec<u8>> {
-        self.swapped.clone()
-    }
-
-    fn bandwidth(&mut self, configured: u64) -> u64 {
-        self.throttle.unwrap_or(configured)
-    }
-
-    fn on_download_note(&mut self, now: u64, note: &str) {
-        if note.starts_with("resuming at byte") {
-            self.download_resumed = true;
-        }
-        if note.starts_with("restarting from byte 0") {
-            self.download_restarted = true;
-        }
-        let name = if note.starts_with("resuming") {
-            "download_resumed"
-        } else if note.starts_with("restarting") {
-            "download_restarted"
-        } else if note.starts_with("requesting") {
-            "download_requested"
-        } else if note.starts_with("sha-256 mismatch") {
-            "download_corrupt"
-        } else {
-            "download_note"
-        };
-        self.push(now, Source::Download, name, note.to_string());
     }
 }
