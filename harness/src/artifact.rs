@@ -65,7 +65,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::download::http::{self, HttpError, RangeOutcome, Request};
+use crate::http::{self, HttpError, RangeOutcome, Request};
 
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);

@@ -5,6 +5,7 @@ pub mod artifact;
 pub mod demo;
 pub mod download;
 pub mod flasher;
+pub mod http;
 pub mod imagetool;
 pub mod ota;
 pub mod power;
