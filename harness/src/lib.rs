@@ -2,6 +2,7 @@
 //! surviving a power cut; the OTA manager, scenario engine and sweeps build on it.
 
 pub mod artifact;
+pub mod can;
 pub mod demo;
 pub mod download;
 pub mod flasher;
@@ -10,6 +11,7 @@ pub mod imagetool;
 pub mod ota;
 pub mod power;
 pub mod scenario;
+pub mod serial;
 pub mod sweep;
 pub mod transport;
 pub mod uds_client;

@@ -12,31 +12,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_serial::SerialPortBuilderExt;
 
-/// Why a serial port did not open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenFailure {
-    Missing,
-    PermissionDenied,
-    Busy,
-    Other,
-}
+use crate::serial::{self, OpenError};
 
 /// What went wrong switching power.
 #[derive(Debug, thiserror::Error)]
 pub enum PowerError {
-    #[error("{}: {}", path.display(), match kind {
-        OpenFailure::Missing => "no such device (is the relay board plugged in?)".to_string(),
-        OpenFailure::PermissionDenied => "permission denied (add yourself to the dialout group)".to_string(),
-        OpenFailure::Busy => "busy: another program has the port open".to_string(),
-        OpenFailure::Other => message.clone(),
-    })]
-    Open {
-        path: PathBuf,
-        kind: OpenFailure,
-        message: String,
-    },
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error("{}: writing the {what} bytes: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -133,39 +116,12 @@ impl std::fmt::Debug for SerialRelay {
     }
 }
 
-/// Open a serial port, with the failure named.
-pub fn open_serial(path: &Path, baud: u32) -> Result<tokio_serial::SerialStream, PowerError> {
-    tokio_serial::new(path.to_string_lossy(), baud)
-        .open_native_async()
-        .map_err(|e| {
-            let io_kind = match e.kind {
-                tokio_serial::ErrorKind::Io(k) => Some(k),
-                tokio_serial::ErrorKind::NoDevice => Some(io::ErrorKind::NotFound),
-                _ => None,
-            };
-            let text = e.description.to_ascii_lowercase();
-            let busy = text.contains("busy") || text.contains("exclusive lock");
-            let kind = match io_kind {
-                _ if busy => OpenFailure::Busy,
-                _ if !path.exists() => OpenFailure::Missing,
-                Some(io::ErrorKind::NotFound) => OpenFailure::Missing,
-                Some(io::ErrorKind::PermissionDenied) => OpenFailure::PermissionDenied,
-                _ => OpenFailure::Other,
-            };
-            PowerError::Open {
-                path: path.to_path_buf(),
-                kind,
-                message: e.description,
-            }
-        })
-}
-
 impl SerialRelay {
     /// Open `path` at `baud`; `on` and `off` are what switches the relay.
     pub fn open(path: &Path, baud: u32, on: Vec<u8>, off: Vec<u8>) -> Result<Self, PowerError> {
         Ok(SerialRelay {
             path: path.to_path_buf(),
-            port: open_serial(path, baud)?,
+            port: serial::open(path, baud)?,
             on,
             off,
         })

@@ -80,6 +80,11 @@ pub enum TransportError {
     PeerNack(NackCode),
     #[error("doip: {0}")]
     Doip(#[from] DoipError),
+    /// The CAN backend under an ISO-TP transport failed.
+    #[error("can: {0}")]
+    Can(String),
+    #[error("iso-tp: {0}")]
+    IsoTp(ecu_sim::proto::isotp::IsoTpError),
 }
 
 /// Addresses and timeouts of a DoIP tester connection.

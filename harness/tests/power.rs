@@ -7,10 +7,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hil::power::{
-    ExternalCommand, Manual, OpenFailure, PowerControl, PowerError, SerialRelay, VirtualRail,
-    open_serial, parse_bytes,
-};
+use hil::power::{ExternalCommand, Manual, PowerControl, SerialRelay, VirtualRail, parse_bytes};
+use hil::serial::{OpenError, OpenFailure, open as open_serial};
 
 /// A pty pair: the master (the fake relay's end) and the slave's path (what `hil` opens).
 fn pty() -> (OwnedFd, PathBuf) {
@@ -53,7 +51,7 @@ async fn a_relay_board_gets_its_on_and_off_bytes_over_a_pty() {
 
     // The port is ours while the relay lives, and released with it.
     match open_serial(&path, 9600) {
-        Err(PowerError::Open { kind, message, .. }) => {
+        Err(OpenError { kind, message, .. }) => {
             assert_eq!(kind, OpenFailure::Busy, "{message}")
         }
         other => panic!("a second open must fail as busy: {other:?}"),
@@ -68,7 +66,7 @@ fn serial_errors_say_what_is_wrong() {
     assert!(
         matches!(
             e,
-            PowerError::Open {
+            OpenError {
                 kind: OpenFailure::Missing,
                 ..
             }

@@ -1,0 +1,1 @@
+//! The host side of an slcan adapter (placeholder while being written).
