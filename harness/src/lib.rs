@@ -13,6 +13,7 @@ pub mod power;
 pub mod scenario;
 pub mod serial;
 pub mod sweep;
+pub mod target;
 pub mod transport;
 pub mod uds_client;
 pub mod ui;

@@ -13,7 +13,7 @@ use hil::download::DownloadConfig;
 use hil::flasher::{FlashEvent, Flasher, FlasherConfig};
 use hil::imagetool;
 use hil::ota::manager::{Limits, Manager};
-use hil::transport::{DoipSettings, DoipTransport};
+use hil::target::Target;
 use hil::uds_client::{UdsClient, UdsConfig};
 
 #[derive(Parser, Debug)]
@@ -114,16 +114,40 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Flash an MCUboot image over UDS on DoIP: program, reset, wait for the confirm or the
-    /// rollback. Exit 0 committed, 1 rolled back or refused by the ECU, 2 error.
+    /// Flash an MCUboot image over UDS (on DoIP, or ISO-TP through an slcan adapter or a
+    /// SocketCAN interface): program, reset, wait for the confirm or the rollback. Exit 0
+    /// committed, 1 rolled back or refused by the ECU, 2 error.
+    #[command(group(clap::ArgGroup::new("via").required(true).args(["doip", "slcan", "socketcan"])))]
     Flash {
         /// DoIP entity, HOST:PORT.
         #[arg(long)]
-        doip: String,
-        /// Logical address of the ECU (hex with 0x, or decimal).
+        doip: Option<String>,
+        /// slcan USB-CAN adapter (serial port), e.g. /dev/ttyACM0 or the pty of
+        /// `ecu-sim serve --slcan-pty`.
+        #[arg(long, value_name = "DEVICE")]
+        slcan: Option<PathBuf>,
+        /// SocketCAN interface, e.g. can0 or vcan0.
+        #[arg(long, value_name = "IFACE")]
+        socketcan: Option<String>,
+        /// CAN bit rate, bit/s (slcan).
+        #[arg(long, default_value_t = 500_000)]
+        bitrate: u32,
+        /// Serial speed of the slcan adapter.
+        #[arg(long, default_value_t = 115_200)]
+        serial_baud: u32,
+        /// CAN FD frames (SocketCAN).
+        #[arg(long)]
+        fd: bool,
+        /// ISO-TP request id (tester -> ECU).
+        #[arg(long, default_value = "0x7E0", value_parser = parse_u32)]
+        tx_id: u32,
+        /// ISO-TP response id (ECU -> tester).
+        #[arg(long, default_value = "0x7E8", value_parser = parse_u32)]
+        rx_id: u32,
+        /// Logical address of the ECU (DoIP; hex with 0x, or decimal).
         #[arg(long, default_value = "0x0010", value_parser = parse_u16)]
         ecu: u16,
-        /// Our (the tester's) logical address.
+        /// Our (the tester's) logical address (DoIP).
         #[arg(long, default_value = "0x0E00", value_parser = parse_u16)]
         tester: u16,
         /// Request a permanent upgrade instead of a test boot.
@@ -335,6 +359,14 @@ fn parse_u16(s: &str) -> Result<u16, String> {
     r.map_err(|e| format!("{s:?}: {e}"))
 }
 
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: {e}"))
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
     Swap,
@@ -383,6 +415,13 @@ fn main() -> ExitCode {
         }
         Command::Flash {
             doip,
+            slcan,
+            socketcan,
+            bitrate,
+            serial_baud,
+            fd,
+            tx_id,
+            rx_id,
             ecu,
             tester,
             permanent,
@@ -390,18 +429,55 @@ fn main() -> ExitCode {
             boot_timeout,
             image,
         } => {
-            let settings = DoipSettings {
-                ecu,
-                tester,
-                ..DoipSettings::default()
+            let padding = Some(0xCC);
+            let target = if let Some(device) = slcan {
+                Target::Slcan {
+                    device,
+                    serial_baud,
+                    bitrate,
+                    tx_id,
+                    rx_id,
+                    padding,
+                }
+            } else if let Some(interface) = socketcan {
+                Target::Socketcan {
+                    interface,
+                    fd,
+                    tx_id,
+                    rx_id,
+                    padding,
+                }
+            } else {
+                let doip = doip.unwrap_or_default();
+                let Some((host, port)) = doip.rsplit_once(':') else {
+                    eprintln!("error: --doip {doip:?}: expected HOST:PORT");
+                    return ExitCode::from(2);
+                };
+                let Ok(port) = port.parse() else {
+                    eprintln!("error: --doip {doip:?}: {port:?} is not a port");
+                    return ExitCode::from(2);
+                };
+                Target::Doip {
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    port,
+                    logical_address: ecu,
+                    tester_address: tester,
+                }
             };
+            if let Some((field, message)) = target.check() {
+                eprintln!("error: {field}: {message}");
+                return ExitCode::from(2);
+            }
             let config = FlasherConfig {
                 permanent,
                 confirm_timeout: Duration::from_secs_f64(confirm_timeout),
                 boot_timeout: Duration::from_secs_f64(boot_timeout),
                 ..FlasherConfig::default()
             };
-            flash(&doip, settings, Flasher::new(config), &image)
+            flash(&target, Flasher::new(config), &image)
         }
         Command::ServeArtifacts {
             dir,
@@ -618,7 +694,7 @@ fn main() -> ExitCode {
 }
 
 /// `hil flash`: one line per phase on stdout, then the result.
-fn flash(addr: &str, settings: DoipSettings, flasher: Flasher, image: &PathBuf) -> ExitCode {
+fn flash(target: &Target, flasher: Flasher, image: &PathBuf) -> ExitCode {
     let image = match std::fs::read(image) {
         Ok(b) => b,
         Err(e) => {
@@ -637,10 +713,10 @@ fn flash(addr: &str, settings: DoipSettings, flasher: Flasher, image: &PathBuf) 
         }
     };
     runtime.block_on(async {
-        let transport = match DoipTransport::connect(addr, settings).await {
+        let transport = match hil::target::connect(target).await {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}: {e}", target.describe());
                 return ExitCode::from(2);
             }
         };

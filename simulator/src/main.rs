@@ -406,6 +406,7 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
                 master,
                 handle.clone(),
                 ecu_sim::proto::uds_can::CanIds::default(),
+                args.block_len as usize,
             )))
         } else {
             None

@@ -134,9 +134,15 @@ async fn connection(
 
 /// UDS over ISO-TP over CAN behind an slcan adapter on a byte stream (a pty's master): frames
 /// the host sends go through the ISO-TP endpoint to the ECU; its answers go back as frames.
+/// `max_message`: the largest request accepted (at least the block length RequestDownload
+/// announces; ISO-TP's escaped first frame carries more than 4095 bytes on classic CAN).
 /// Runs until the stream ends or fails.
-pub async fn serve_slcan<S>(mut io: S, ecu: EcuHandle, ids: crate::proto::uds_can::CanIds)
-where
+pub async fn serve_slcan<S>(
+    mut io: S,
+    ecu: EcuHandle,
+    ids: crate::proto::uds_can::CanIds,
+    max_message: usize,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use crate::proto::isotp;
@@ -147,6 +153,7 @@ where
     let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
     let template = isotp::Config {
         padding: Some(0xAA),
+        max_message: max_message.max(4095),
         ..isotp::Config::new(ids.response, ids.request)
     };
     let mut ep = DiagEndpoint::new(ids, template);

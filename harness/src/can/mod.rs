@@ -12,6 +12,7 @@
 
 pub mod isotp;
 pub mod slcan;
+pub mod socketcan;
 
 pub use isotp::{IsoTpSettings, IsoTpTransport};
 

@@ -117,13 +117,7 @@ pub fn summary(job: &Job) -> String {
 }
 
 fn target(job: &Job) -> String {
-    let super::manifest::Target::Doip {
-        host,
-        port,
-        logical_address,
-        ..
-    } = &job.manifest.target;
-    format!("0x{logical_address:04x} at {host}:{port}")
+    job.manifest.target.describe()
 }
 
 /// `hil ota status --store DIR [--json]`.

@@ -20,7 +20,8 @@ use super::manifest::{Manifest, Target};
 use super::store::Store;
 use crate::download::{self, DownloadConfig, DownloadError, DownloadEvent};
 use crate::flasher::{FlashEvent, Flasher, FlasherConfig, FlasherError, Outcome, Phase};
-use crate::transport::{DoipSettings, DoipTransport, Transport};
+use crate::target::AnyTransport;
+use crate::transport::Transport;
 use crate::uds_client::{UdsClient, UdsConfig};
 
 /// Wall-clock microseconds since the Unix epoch.
@@ -72,10 +73,12 @@ pub trait Workers: Sync {
 #[derive(Clone, Debug, Default)]
 pub struct LiveWorkers {
     pub download: DownloadConfig,
+    /// The UDS client's settings (the security key algorithm of a bench).
+    pub uds: UdsConfig,
 }
 
 impl Workers for LiveWorkers {
-    type Transport = DoipTransport;
+    type Transport = AnyTransport;
 
     fn now_us(&self) -> u64 {
         now_us()
@@ -108,23 +111,11 @@ impl Workers for LiveWorkers {
             })
     }
 
-    async fn connect(&self, target: &Target) -> Result<UdsClient<DoipTransport>, String> {
-        let Target::Doip {
-            host,
-            port,
-            logical_address,
-            tester_address,
-        } = target;
-        let settings = DoipSettings {
-            ecu: *logical_address,
-            tester: *tester_address,
-            ..DoipSettings::default()
-        };
-        let addr = format!("{host}:{port}");
-        let transport = DoipTransport::connect(addr.clone(), settings)
+    async fn connect(&self, target: &Target) -> Result<UdsClient<AnyTransport>, String> {
+        let transport = crate::target::connect(target)
             .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        Ok(UdsClient::new(transport, UdsConfig::default()))
+            .map_err(|e| format!("connecting to {}: {e}", target.describe()))?;
+        Ok(UdsClient::new(transport, self.uds.clone()))
     }
 }
 
@@ -174,6 +165,7 @@ pub async fn run<P: FnMut(&Progress) + Send>(
 ) -> Result<Job, OtaError> {
     let workers = LiveWorkers {
         download: config.download.clone(),
+        uds: UdsConfig::default(),
     };
     drive(store, id, config, &workers, progress).await
 }

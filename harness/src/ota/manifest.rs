@@ -23,15 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use ecu_sim::image::Version;
 
-fn default_port() -> u16 {
-    13400
-}
-fn default_ecu() -> u16 {
-    0x0010
-}
-fn default_tester() -> u16 {
-    0x0E00
-}
+pub use crate::target::Target;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,21 +31,6 @@ pub struct Artifact {
     pub url: String,
     pub size: u64,
     pub sha256: String,
-}
-
-/// The ECU to update and how to reach it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "transport", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Target {
-    Doip {
-        host: String,
-        #[serde(default = "default_port")]
-        port: u16,
-        #[serde(default = "default_ecu")]
-        logical_address: u16,
-        #[serde(default = "default_tester")]
-        tester_address: u16,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +62,7 @@ pub enum ManifestError {
     #[error("{origin}: field `{field}`: {message}")]
     Field {
         origin: String,
-        field: &'static str,
+        field: String,
         message: String,
     },
 }
@@ -110,9 +87,9 @@ impl Manifest {
     }
 
     fn check(&self, origin: &str) -> Result<(), ManifestError> {
-        let field = |field, message: String| ManifestError::Field {
+        let field = |field: &str, message: String| ManifestError::Field {
             origin: origin.to_string(),
-            field,
+            field: field.to_string(),
             message,
         };
         let url = &self.artifact.url;
@@ -143,9 +120,8 @@ impl Manifest {
                 format!("expected 8 to 64 hex digits, got {k:?}"),
             ));
         }
-        let Target::Doip { host, .. } = &self.target;
-        if host.is_empty() {
-            return Err(field("target.host", "must not be empty".into()));
+        if let Some((name, message)) = self.target.check() {
+            return Err(field(&format!("target.{name}"), message));
         }
         Ok(())
     }

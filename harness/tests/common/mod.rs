@@ -20,7 +20,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         let release = hil.parent().is_some_and(|d| d.ends_with("release"));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--bin", name]);
+        cmd.args(["build", "--workspace", "--bin", name]);
         if release {
             cmd.arg("--release");
         }
@@ -41,23 +41,36 @@ impl Drop for Proc {
 }
 
 /// Start `cmd`, read its first stdout line, return the port after `127.0.0.1:`.
-fn start(mut cmd: Command) -> (Proc, u16) {
+fn start(cmd: Command) -> (Proc, u16) {
+    let (proc, port, _) = start_reading(cmd, 1);
+    (proc, port)
+}
+
+/// Start `cmd`, read `lines` stdout lines; the port after `127.0.0.1:` in the first, and the
+/// lines after it.
+fn start_reading(mut cmd: Command, lines: usize) -> (Proc, u16, Vec<String>) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
+    let more = (1..lines)
+        .map(|_| {
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            l.trim_end().to_string()
+        })
+        .collect();
     let port = line
         .split("127.0.0.1:")
         .nth(1)
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (Proc(child), port)
+    (Proc(child), port, more)
 }
 
 /// An ECU served over DoIP and an artifact server, in a temp dir.
@@ -66,11 +79,18 @@ pub struct Bench {
     pub dir: tempfile::TempDir,
     pub ecu_port: u16,
     pub http_port: u16,
+    /// The ECU's slcan pty, when started with one.
+    pub slcan_pty: Option<String>,
     _procs: Vec<Proc>,
 }
 
 impl Bench {
     pub fn start(speed: &str, http_args: &[&str]) -> Bench {
+        Bench::start_with(speed, http_args, false)
+    }
+
+    /// As [`Bench::start`]; `slcan`: the ECU also sits behind an slcan adapter on a pty.
+    pub fn start_with(speed: &str, http_args: &[&str], slcan: bool) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("artifacts")).unwrap();
         let mut ecu = Command::new(workspace_bin("ecu-sim"));
@@ -85,7 +105,18 @@ impl Bench {
         ])
         .arg("--state")
         .arg(dir.path().join("ecu"));
-        let (ecu, ecu_port) = start(ecu);
+        if slcan {
+            ecu.arg("--slcan-pty");
+        }
+        let (ecu, ecu_port, lines) = start_reading(ecu, if slcan { 2 } else { 1 });
+        // "ecu-sim: slcan adapter on /dev/pts/N (...)"
+        let slcan_pty = lines.first().map(|l| {
+            l.split(" on ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no pty in {l:?}"))
+                .to_string()
+        });
         let mut http = Command::new(env!("CARGO_BIN_EXE_hil"));
         http.arg("serve-artifacts")
             .arg(dir.path().join("artifacts"))
@@ -96,6 +127,7 @@ impl Bench {
             dir,
             ecu_port,
             http_port,
+            slcan_pty,
             _procs: vec![ecu, http],
         }
     }
