@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::can::slcan::SlcanAdapter;
+use crate::can::socketcan::SocketCanBackend;
 use crate::can::{IsoTpSettings, IsoTpTransport};
 use crate::transport::{DoipSettings, DoipTransport, Transport, TransportError};
 
@@ -166,6 +167,7 @@ impl Target {
 pub enum AnyTransport {
     Doip(DoipTransport),
     Slcan(IsoTpTransport<SlcanAdapter<tokio_serial::SerialStream>>),
+    Socketcan(IsoTpTransport<SocketCanBackend>),
 }
 
 /// Open the transport to `target`: connect and activate routing (DoIP), open the adapter and
@@ -212,8 +214,14 @@ pub async fn connect(target: &Target) -> Result<AnyTransport, TransportError> {
             rx_id,
             padding,
         } => {
-            let _ = (interface, fd, tx_id, rx_id, padding);
-            return Err(TransportError::Can("PENDING-SOCKETCAN".into()));
+            let backend = SocketCanBackend::open(interface, *fd).map_err(can)?;
+            let settings = IsoTpSettings {
+                tx_id: *tx_id,
+                rx_id: *rx_id,
+                fd: *fd,
+                padding: *padding,
+            };
+            AnyTransport::Socketcan(IsoTpTransport::new(backend, settings))
         }
     })
 }
@@ -223,6 +231,7 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Doip(t) => t.send(request).await,
             AnyTransport::Slcan(t) => t.send(request).await,
+            AnyTransport::Socketcan(t) => t.send(request).await,
         }
     }
 
@@ -230,6 +239,7 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Doip(t) => t.recv(deadline).await,
             AnyTransport::Slcan(t) => t.recv(deadline).await,
+            AnyTransport::Socketcan(t) => t.recv(deadline).await,
         }
     }
 
@@ -237,6 +247,7 @@ impl Transport for AnyTransport {
         match self {
             AnyTransport::Doip(t) => t.reconnect().await,
             AnyTransport::Slcan(t) => t.reconnect().await,
+            AnyTransport::Socketcan(t) => t.reconnect().await,
         }
     }
 }

@@ -28,7 +28,7 @@ fn update_commits_then_a_never_confirming_image_rolls_back() {
         "job-0001: transferring: erase",
         "job-0001: applying: reset",
         "job-0001: applying: await_confirm",
-        "job-0001: COMMITTED v2.0.0 to 0x0010",
+        "job-0001: COMMITTED v2.0.0 to doip 127.0.0.1:",
     ] {
         assert!(out.contains(line), "no {line:?} in:\n{out}");
     }

@@ -390,18 +390,10 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         // a hang-up.
         let mut _slave = None;
         let slcan = if args.slcan_pty {
-            let pty = nix::pty::openpty(None, None).context("creating the slcan pty")?;
-            let mut t = nix::sys::termios::tcgetattr(&pty.slave).context("slcan pty termios")?;
-            nix::sys::termios::cfmakeraw(&mut t);
-            nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)
-                .context("slcan pty raw mode")?;
-            let path = nix::unistd::ttyname(&pty.slave).context("slcan pty name")?;
-            println!(
-                "ecu-sim: slcan adapter on {} (iso-tp 0x7e0/0x7e8, functional 0x7df)",
-                path.display()
-            );
-            _slave = Some(pty.slave);
-            let master = tokio::fs::File::from_std(std::fs::File::from(pty.master));
+            let (master, slave, path) =
+                ecu_sim::serve::raw_pty().context("creating the slcan pty")?;
+            println!("ecu-sim: slcan adapter on {path} (iso-tp 0x7e0/0x7e8, functional 0x7df)");
+            _slave = Some(slave);
             Some(tokio::spawn(ecu_sim::serve::serve_slcan(
                 master,
                 handle.clone(),

@@ -6,7 +6,12 @@
 //!   front of the ECU, which reboots behind it); requests sent while the ECU boots get no
 //!   answer, as on a vehicle.
 //! - UDP on the same port: vehicle identification, entity status and power mode requests.
+//! - slcan on a byte stream (a pty's master): ISO-TP frames through a sans-IO adapter.
+//!
+//! What answers the requests is a [`Backend`]: the ECU task of `ecu-sim serve`
+//! ([`EcuHandle`]), or a scenario world that injects faults on the way (the harness).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -19,8 +24,32 @@ use crate::host::EcuHandle;
 use crate::proto::doip::{self, Connection, Event};
 use crate::proto::uds::server::Addressing;
 
+/// The connection carrying a request is to be closed (a fault injected in front of the ECU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disconnect;
+
+/// What answers diagnostic requests behind a transport.
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// Handle one request; its responses with the instants they are due (none: no answer).
+    fn request(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+    ) -> impl Future<Output = Result<Vec<(Instant, Vec<u8>)>, Disconnect>> + Send;
+}
+
+impl Backend for EcuHandle {
+    async fn request(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+    ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
+        Ok(EcuHandle::request(self, bytes, addressing).await)
+    }
+}
+
 /// Accept DoIP connections until the listener fails; each runs in its own task.
-pub async fn serve_tcp(listener: TcpListener, ecu: EcuHandle, config: doip::Config) {
+pub async fn serve_tcp<B: Backend>(listener: TcpListener, ecu: B, config: doip::Config) {
     let open = Arc::new(AtomicU8::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -71,9 +100,9 @@ async fn flush(conn: &mut Connection, wr: &mut OwnedWriteHalf) -> std::io::Resul
     Ok(())
 }
 
-async fn connection(
+async fn connection<B: Backend>(
     stream: TcpStream,
-    ecu: EcuHandle,
+    ecu: B,
     config: doip::Config,
 ) -> std::io::Result<()> {
     let start = Instant::now();
@@ -92,7 +121,11 @@ async fn connection(
                     } else {
                         Addressing::Functional
                     };
-                    for (due, bytes) in ecu.request(data, addressing).await {
+                    let Ok(responses) = ecu.request(data, addressing).await else {
+                        tracing::info!("doip: connection closed in front of the ecu");
+                        return wr.shutdown().await;
+                    };
+                    for (due, bytes) in responses {
                         // A deadline that has passed still costs a timer tick in tokio:
                         // only sleep for responses that are really due later.
                         if due > Instant::now() {
@@ -137,9 +170,9 @@ async fn connection(
 /// `max_message`: the largest request accepted (at least the block length RequestDownload
 /// announces; ISO-TP's escaped first frame carries more than 4095 bytes on classic CAN).
 /// Runs until the stream ends or fails.
-pub async fn serve_slcan<S>(
+pub async fn serve_slcan<S, B: Backend>(
     mut io: S,
-    ecu: EcuHandle,
+    ecu: B,
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
 ) where
@@ -181,7 +214,8 @@ pub async fn serve_slcan<S>(
         while let Some(ev) = ep.poll_event() {
             match ev {
                 EndpointEvent::Request { data, addressing } => {
-                    for (at, bytes) in ecu.request(data, addressing).await {
+                    // CAN has no connection to close: a disconnect loses the request.
+                    for (at, bytes) in ecu.request(data, addressing).await.unwrap_or_default() {
                         ep.respond(us(Instant::now()), us(at), bytes);
                     }
                 }
@@ -197,4 +231,28 @@ pub async fn serve_slcan<S>(
             return;
         }
     }
+}
+
+/// The master side of a pseudo-terminal as one async stream. Reads and writes go through two
+/// handles of the same master: a `tokio::fs::File` runs one operation at a time, so with a
+/// single handle an answer would wait behind a read that waits for the host.
+pub type PtyStream = tokio::io::Join<tokio::fs::File, tokio::fs::File>;
+
+/// A new pseudo-terminal in raw mode for an slcan adapter: (the master as a stream, the
+/// slave, the slave's path). Keep the slave open while serving, so tools can open and close
+/// the path without the master seeing a hang-up; drop it to end a pending read.
+pub fn raw_pty() -> std::io::Result<(PtyStream, std::os::fd::OwnedFd, String)> {
+    use nix::sys::termios;
+    let pty = nix::pty::openpty(None, None)?;
+    let mut t = termios::tcgetattr(&pty.slave)?;
+    termios::cfmakeraw(&mut t);
+    termios::tcsetattr(&pty.slave, termios::SetArg::TCSANOW, &t)?;
+    let path = nix::unistd::ttyname(&pty.slave)?;
+    let reader = std::fs::File::from(pty.master);
+    let writer = reader.try_clone()?;
+    let stream = tokio::io::join(
+        tokio::fs::File::from_std(reader),
+        tokio::fs::File::from_std(writer),
+    );
+    Ok((stream, pty.slave, path.display().to_string()))
 }

@@ -114,6 +114,11 @@ impl<B: CanBackend> IsoTpTransport<B> {
         let now = self.now();
         self.core.handle_timeout(now);
         self.flush().await?;
+        self.drain()
+    }
+
+    /// Act on the core's events.
+    fn drain(&mut self) -> Result<(), TransportError> {
         while let Some(event) = self.core.poll_event() {
             match event {
                 isotp::Event::Received(data) => self.responses.push_back(data),
@@ -153,7 +158,9 @@ impl<B: CanBackend> Transport for IsoTpTransport<B> {
         self.core
             .send(now, request)
             .map_err(TransportError::IsoTp)?;
-        // N_Bs (no flow control) bounds this wait.
+        // A single frame is sent at once; N_Bs (no flow control) bounds the wait for more.
+        self.flush().await?;
+        self.drain()?;
         while !self.sent {
             self.pump(None).await?;
         }

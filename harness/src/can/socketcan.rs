@@ -5,17 +5,20 @@
 //! ## Opening
 //!
 //! [`SocketCanBackend::open`] checks, in this order, and fails with
-//! [`CanError::Interface`] naming the first that does not hold:
+//! [`CanError::Interface`] (`CAN interface IFACE: MESSAGE`) at the first that does not hold:
 //!
 //! | check | message |
 //! |---|---|
 //! | the name fits `IFNAMSIZ` | `interface names are 1 to 15 bytes without '/'` |
-//! | the interface exists | `no such interface` (or, on a kernel without CAN, why: see the next row) |
-//! | the kernel has CAN (`socket(PF_CAN)`) | `this kernel has no CAN support: socket(PF_CAN): Address family not supported by protocol (os error 97) …` |
-//! | it is a CAN interface (link type 280) | `not a CAN interface (link type 1, CAN is 280)` |
-//! | it is up | `interface is down: …` |
-//! | FD: its MTU is 72 (or more) | `CAN FD requested, but the MTU is 16: …` |
-//! | the socket may be opened and bound | `permission denied: …` |
+//! | the interface exists | `no such interface`; on a kernel without CAN `no such interface; this kernel has no CAN support: socket(PF_CAN): Address family not supported by protocol (os error 97) (…)` |
+//! | it is a CAN interface (link type 280) | `not a CAN interface (link type 772, CAN is 280)` |
+//! | it is up | ``interface is down: `ip link set can0 up` (…)`` |
+//! | FD: its MTU is 72 or more | `CAN FD requested, but the MTU is 16: the interface carries classic frames only (…)` |
+//! | a tokio runtime is current | `not inside a tokio runtime: …` |
+//! | a `CAN_RAW` socket opens and binds to it | `this kernel has no CAN support: …`, `permission denied opening a CAN_RAW socket on it: …`, `not a CAN interface: bind: …`, `this kernel's CAN_RAW has no CAN FD: …` |
+//!
+//! [`check_kernel`] asks the first question alone, without an interface: the test that flashes
+//! over vcan uses it to say why it skips.
 //!
 //! Link type, state and MTU come from `/sys/class/net/IFACE/{type,flags,mtu}`; where sysfs
 //! cannot be read those checks are left to the kernel, which then refuses the first write
@@ -31,11 +34,18 @@
 //! Remote and error frames from the bus are skipped either way (the socket's error mask is
 //! zero as well). Identifiers keep their format: a 29-bit `0x7E0` stays 29-bit.
 //! `ENOBUFS` on send (the interface's transmit queue is full, usual on controllers with a
-//! short queue) is retried every millisecond for up to [`ENOBUFS_PATIENCE`]. The socket closes
-//! when the backend is dropped.
+//! short queue) is retried every millisecond for up to [`ENOBUFS_PATIENCE`].
 //!
-//! The backend registers with the tokio reactor, so it is opened inside a tokio runtime with
-//! I/O enabled.
+//! ## The socket
+//!
+//! The `socketcan` crate opens and binds it; the backend drives it non-blocking through its own
+//! [`AsyncFd`] rather than the crate's `tokio` socket, which waits for `READABLE` only: the
+//! kernel reports an interface that goes down (`ENETDOWN`) or away (`ENODEV`) as a socket
+//! error, which raises `EPOLLERR` alone, so a read waiting for `READABLE` would sleep until its
+//! deadline and the caller would see timeouts instead of the cause. Here a read also wakes on
+//! errors: the interface going down is [`CanError::Io`] (`Network is down`), its removal
+//! [`CanError::Closed`]. The socket closes when the backend is dropped. The backend registers
+//! with the tokio reactor, so it is opened inside a tokio runtime with I/O enabled.
 
 use std::io;
 use std::path::Path;
@@ -43,11 +53,13 @@ use std::time::Duration;
 
 use ::socketcan::id::FdFlags;
 use ::socketcan::{
-    CanAddr, CanAnyFrame, CanDataFrame, CanFdFrame, EmbeddedFrame, ExtendedId, Id, Socket,
-    SocketOptions, StandardId,
+    CanAddr, CanAnyFrame, CanDataFrame, CanFdFrame, CanFdSocket, EmbeddedFrame, ExtendedId, Id,
+    Socket, SocketOptions, StandardId,
 };
 use ecu_sim::can::frame::{Frame, FrameError};
 use nix::errno::Errno;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 use super::{CanBackend, CanError};
@@ -65,7 +77,7 @@ const MAX_NAME: usize = 15;
 /// A CAN interface seen through a `CAN_RAW` socket.
 #[derive(Debug)]
 pub struct SocketCanBackend {
-    socket: ::socketcan::tokio::CanFdSocket,
+    socket: AsyncFd<CanFdSocket>,
     interface: String,
     fd: bool,
 }
@@ -105,7 +117,7 @@ impl SocketCanBackend {
                 // A kernel without CAN has no CAN interface either: name the deeper cause.
                 return Err(fail(match check_kernel() {
                     Err(CanError::Io { source, .. }) => {
-                        format!("no such interface; {}", socket_error(&source, fd))
+                        format!("no such interface; {}", socket_error(&source))
                     }
                     _ => "no such interface".into(),
                 }));
@@ -120,15 +132,26 @@ impl SocketCanBackend {
         }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(fail(
-                "the SocketCAN backend is opened inside a tokio runtime (it registers with its reactor)"
+                "not inside a tokio runtime: the SocketCAN backend registers with its reactor"
                     .into(),
             ));
         }
-        let socket = ::socketcan::tokio::CanFdSocket::open_addr(&addr)
-            .map_err(|e| fail(socket_error(&e, fd)))?;
+        let socket = CanFdSocket::open_addr(&addr).map_err(|e| fail(socket_error(&e)))?;
         socket
             .set_error_filter_drop_all()
             .map_err(|e| fail(format!("setsockopt(CAN_RAW_ERR_FILTER): {e}")))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| fail(format!("fcntl(O_NONBLOCK): {e}")))?;
+        // `AsyncFd::register`, its replacement, is `unsafe` (the caller vouches that the fd stays
+        // open and the same while registered), which the workspace forbids. Here that holds by
+        // construction: the `CanFdSocket` owns its fd and moves into the `AsyncFd` for good.
+        #[expect(
+            deprecated,
+            reason = "AsyncFd::register is unsafe; the socket owns its fd"
+        )]
+        let socket = AsyncFd::new(socket)
+            .map_err(|e| fail(format!("registering with the tokio reactor: {e}")))?;
         Ok(SocketCanBackend {
             socket,
             interface: interface.to_string(),
@@ -143,6 +166,20 @@ impl SocketCanBackend {
     /// Whether this is a CAN FD connection.
     pub fn is_fd(&self) -> bool {
         self.fd
+    }
+
+    /// The next frame of any kind, or the socket's pending error.
+    async fn read(&self) -> io::Result<CanAnyFrame> {
+        loop {
+            let mut ready = self
+                .socket
+                .ready(Interest::READABLE | Interest::ERROR)
+                .await?;
+            // A spurious wake (or an error already taken) reads WouldBlock and clears readiness.
+            if let Ok(result) = ready.try_io(|s| s.get_ref().read_frame()) {
+                return result;
+            }
+        }
     }
 
     fn io_error(&self, op: &'static str, source: io::Error) -> CanError {
@@ -178,7 +215,11 @@ impl CanBackend for SocketCanBackend {
         let raw = to_socketcan(frame).map_err(|e| unsendable(e.to_string()))?;
         let patience = Instant::now() + ENOBUFS_PATIENCE;
         loop {
-            match self.socket.write_frame(&raw).await {
+            let written = self
+                .socket
+                .async_io(Interest::WRITABLE, |s| s.write_frame(&raw))
+                .await;
+            match written {
                 Ok(()) => return Ok(()),
                 Err(e) if errno(&e) == Some(Errno::ENOBUFS) && Instant::now() < patience => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -190,7 +231,7 @@ impl CanBackend for SocketCanBackend {
 
     async fn recv(&mut self, deadline: Instant) -> Result<Option<Frame>, CanError> {
         loop {
-            let raw = match tokio::time::timeout_at(deadline, self.socket.read_frame()).await {
+            let raw = match tokio::time::timeout_at(deadline, self.read()).await {
                 Err(_elapsed) => return Ok(None),
                 Ok(Err(e)) => return Err(self.io_error("read", e)),
                 Ok(Ok(raw)) => raw,
@@ -266,9 +307,9 @@ fn errno(e: &io::Error) -> Option<Errno> {
     e.raw_os_error().map(Errno::from_raw)
 }
 
-/// Why a `CAN_RAW` socket did not open or bind (`socket`, `bind` and, for FD,
+/// Why a `CAN_RAW` socket did not open or bind (`socket`, `bind` and
 /// `setsockopt(CAN_RAW_FD_FRAMES)` in one call).
-fn socket_error(e: &io::Error, fd: bool) -> String {
+fn socket_error(e: &io::Error) -> String {
     match errno(e) {
         Some(Errno::EAFNOSUPPORT | Errno::EPROTONOSUPPORT) => format!(
             "this kernel has no CAN support: socket(PF_CAN): {e} (a kernel with CONFIG_CAN and CONFIG_CAN_RAW, or `modprobe can-raw`)"
@@ -277,7 +318,7 @@ fn socket_error(e: &io::Error, fd: bool) -> String {
             "permission denied opening a CAN_RAW socket on it: {e} (CAN_RAW needs no privilege: a security policy or seccomp filter refuses it)"
         ),
         Some(Errno::ENODEV) => format!("not a CAN interface: bind: {e}"),
-        Some(Errno::ENOPROTOOPT) if fd => {
+        Some(Errno::ENOPROTOOPT) => {
             format!("this kernel's CAN_RAW has no CAN FD: setsockopt(CAN_RAW_FD_FRAMES): {e}")
         }
         _ => format!("opening a CAN_RAW socket: {e}"),
@@ -511,24 +552,24 @@ mod tests {
     #[test]
     fn socket_errors_name_the_cause() {
         let e = |n| io::Error::from_raw_os_error(n as i32);
-        let text = socket_error(&e(Errno::EAFNOSUPPORT), false);
+        let text = socket_error(&e(Errno::EAFNOSUPPORT));
         assert!(
             text.starts_with("this kernel has no CAN support: socket(PF_CAN): "),
             "{text}"
         );
         assert!(text.contains("(os error 97)"), "{text}");
-        let text = socket_error(&e(Errno::EACCES), false);
+        let text = socket_error(&e(Errno::EACCES));
         assert!(
             text.starts_with("permission denied opening a CAN_RAW socket on it: "),
             "{text}"
         );
-        assert!(socket_error(&e(Errno::EPERM), true).starts_with("permission denied"));
-        assert!(socket_error(&e(Errno::ENODEV), false).starts_with("not a CAN interface: bind: "));
+        assert!(socket_error(&e(Errno::EPERM)).starts_with("permission denied"));
+        assert!(socket_error(&e(Errno::ENODEV)).starts_with("not a CAN interface: bind: "));
         assert!(
-            socket_error(&e(Errno::ENOPROTOOPT), true)
+            socket_error(&e(Errno::ENOPROTOOPT))
                 .starts_with("this kernel's CAN_RAW has no CAN FD: ")
         );
-        assert!(socket_error(&e(Errno::EMFILE), false).starts_with("opening a CAN_RAW socket: "));
+        assert!(socket_error(&e(Errno::EMFILE)).starts_with("opening a CAN_RAW socket: "));
     }
 
     #[test]

@@ -196,7 +196,7 @@ target:
             ),
             (
                 &GOOD.replace("transport: doip", "transport: can-fd"),
-                "m.yaml:7:14: target.transport: unknown variant `can-fd`, expected `doip`",
+                "m.yaml:7:14: target.transport: unknown variant `can-fd`, expected one of `doip`, `slcan`, `socketcan`",
             ),
             (
                 &format!("{GOOD}colour: red\n"),

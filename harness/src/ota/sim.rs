@@ -21,6 +21,7 @@ use std::time::Duration;
 use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::SimFlash;
 use ecu_sim::proto::uds::server::{Addressing, DiagServer};
+use ecu_sim::serve::{Backend, Disconnect};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -300,6 +301,40 @@ impl<H: Hooks> Workers for SimWorkers<H> {
     }
 }
 
+/// The simulated world behind real sockets (`ecu_sim::serve`): an external program talks to
+/// the in-process ECU, faults included, in the runtime's time (run it on a real clock).
+#[derive(Debug)]
+pub struct WorldBackend<H> {
+    pub world: Arc<Mutex<SimWorld<H>>>,
+    /// Time zero of the simulation.
+    pub epoch: Instant,
+}
+
+impl<H> Clone for WorldBackend<H> {
+    fn clone(&self) -> Self {
+        WorldBackend {
+            world: Arc::clone(&self.world),
+            epoch: self.epoch,
+        }
+    }
+}
+
+impl<H: Hooks> Backend for WorldBackend<H> {
+    async fn request(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+    ) -> Result<Vec<(std::time::Instant, Vec<u8>)>, Disconnect> {
+        let now = us(self.epoch.elapsed());
+        let mut world = self.world.lock().expect("the simulated world lock");
+        let epoch = self.epoch.into_std();
+        Ok(deliver(&mut world, now, &bytes, addressing)?
+            .into_iter()
+            .map(|(at, r)| (epoch + Duration::from_micros(at), r))
+            .collect())
+    }
+}
+
 /// The idle timeout of the simulated HTTP client.
 pub const STALL_TIMEOUT_MS: u64 = 10_000;
 
@@ -311,34 +346,43 @@ pub struct InProcess<H = NoHooks> {
     pending: VecDeque<(u64, Vec<u8>)>,
 }
 
+/// A request on its way through the hooks to the ECU: the responses (absolute µs), or
+/// `Err(Disconnect)` if the connection breaks instead.
+pub fn deliver<H: Hooks>(
+    world: &mut SimWorld<H>,
+    now: u64,
+    request: &[u8],
+    addressing: Addressing,
+) -> Result<Vec<(u64, Vec<u8>)>, Disconnect> {
+    let SimWorld { sim, hooks } = world;
+    let mut request = request.to_vec();
+    let mut responses = Vec::new();
+    match hooks.on_request(sim, now, &mut request) {
+        RequestFate::Deliver { after_us } => {
+            sim.server
+                .handle_request(&mut sim.ecu, now + after_us, &request, addressing);
+            while let Some(r) = sim.server.poll_transmit() {
+                responses.push((r.at_us, r.bytes));
+            }
+        }
+        RequestFate::Lost => {}
+        RequestFate::Answer(r) => responses = r,
+        RequestFate::Closed => {
+            hooks.after_request(sim, now);
+            return Err(Disconnect);
+        }
+    }
+    hooks.on_responses(now, &mut responses);
+    hooks.after_request(sim, now);
+    Ok(responses)
+}
+
 impl<H: Hooks> Transport for InProcess<H> {
     async fn send(&mut self, request: &[u8]) -> Result<(), TransportError> {
         let now = us(self.epoch.elapsed());
         let mut world = self.world.lock().expect("the simulated world lock");
-        let SimWorld { sim, hooks } = &mut *world;
-        let mut request = request.to_vec();
-        let mut responses = Vec::new();
-        match hooks.on_request(sim, now, &mut request) {
-            RequestFate::Deliver { after_us } => {
-                sim.server.handle_request(
-                    &mut sim.ecu,
-                    now + after_us,
-                    &request,
-                    Addressing::Physical,
-                );
-                while let Some(r) = sim.server.poll_transmit() {
-                    responses.push((r.at_us, r.bytes));
-                }
-            }
-            RequestFate::Lost => {}
-            RequestFate::Answer(r) => responses = r,
-            RequestFate::Closed => {
-                hooks.after_request(sim, now);
-                return Err(TransportError::Closed);
-            }
-        }
-        hooks.on_responses(now, &mut responses);
-        hooks.after_request(sim, now);
+        let responses = deliver(&mut world, now, request, Addressing::Physical)
+            .map_err(|Disconnect| TransportError::Closed)?;
         // Responses to earlier requests may still be on their way: keep them in time order.
         self.pending.extend(responses);
         self.pending.make_contiguous().sort_by_key(|(at, _)| *at);

@@ -7,6 +7,7 @@
 //! | [`validate`] | parsing with `file:line:col` problems and hints |
 //! | [`world`] | the simulated surroundings: triggers, actions, invariants |
 //! | [`runner`] | one run: build the ECU and images, drive the job, settle, check |
+//! | [`external`] | one run with an external OTA client: the world on real sockets, in real time |
 //! | [`expect`] | expectations against the end state and the trace |
 //! | [`trace`] | the one event stream every view reads |
 //! | [`report`] | statuses, files and directories, parallel runs, the replay command |
@@ -14,6 +15,7 @@
 
 pub mod cli;
 pub mod expect;
+pub mod external;
 pub mod junit;
 pub mod report;
 pub mod runner;

@@ -14,8 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::schema::{
-    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, DefectSpec, ImageSpec, OutcomeSpec,
-    Scenario, Signing, SlotSpec,
+    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, DefectSpec, ImageSpec, ManagerSpec,
+    OutcomeSpec, Scenario, Signing, SlotSpec,
 };
 use super::trace::{Source, Trace};
 use super::validate::parse_dtc;
@@ -74,7 +74,8 @@ pub struct RunResult {
     pub end: EndState,
     /// Unmet expectations and broken invariants, most important first.
     pub failures: Vec<String>,
-    pub job: Job,
+    /// The manager's job (none with an external client).
+    pub job: Option<Job>,
 }
 
 /// A one-thread runtime on a paused clock: every wait costs no wall time (virtual time).
@@ -115,6 +116,9 @@ pub fn run_tapped(
     let mut scenario = scenario.clone();
     if let Some(s) = seed {
         scenario.seed = s;
+    }
+    if matches!(scenario.client, Client::External(_)) {
+        return super::external::run(&scenario, tap);
     }
     let runtime = virtual_time()?;
     let dir = scratch_dir()?;
@@ -279,7 +283,11 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
     let mut sim = SimEcu { ecu, server };
     world.arm_flash_faults(&mut sim);
     world.observe(&mut sim, 0);
-    let Client::Manager(m) = &s.client;
+    let m = match &s.client {
+        Client::Manager(m) => m.clone(),
+        // (An external client runs without the manager: its limits are unused.)
+        Client::External(_) => ManagerSpec::default(),
+    };
     let config = LiveConfig {
         manager: Manager {
             limits: Limits {
@@ -415,28 +423,7 @@ async fn execute(
         }
     };
 
-    // The ticker: power restores, time triggers, the firmware's own timers.
-    let ticker = {
-        let shared = Arc::clone(&shared);
-        let woken = Arc::clone(&wake);
-        tokio::spawn(async move {
-            loop {
-                let wake = {
-                    let w = lock(&shared);
-                    let now = us(epoch.elapsed());
-                    w.hooks.next_wake(&w.sim, now)
-                };
-                tokio::select! {
-                    biased;
-                    () = tokio::time::sleep_until(epoch + Duration::from_micros(wake)) => {}
-                    () = woken.notified() => {}
-                }
-                let mut w = lock(&shared);
-                let SimWorld { sim, hooks } = &mut *w;
-                hooks.tick(sim, us(epoch.elapsed()));
-            }
-        })
-    };
+    let ticker = spawn_ticker(Arc::clone(&shared), Arc::clone(&wake), epoch);
 
     let now = move || us(epoch.elapsed());
     let job = loop {
@@ -503,7 +490,7 @@ async fn execute(
     // Events are reported as they become known: the ECU stamps them with its own clock,
     // which runs ahead while it is busy. In time order they tell the story.
     hooks.trace.events.sort_by_key(|e| e.at_us);
-    let end = end_state(&job, sim, hooks, now());
+    let end = end_state(Some(&job), sim, hooks, now());
     let mut failures = hooks.violations.clone();
     if sim.ecu.running().is_none() {
         failures.insert(
@@ -533,12 +520,40 @@ async fn execute(
         trace: hooks.trace.clone(),
         end,
         failures,
-        job,
+        job: Some(job),
     })
 }
 
-fn end_state(job: &Job, sim: &SimEcu, world: &World, now: u64) -> EndState {
-    let (outcome, reason) = match &job.state {
+/// The ticker: power restores, time triggers, the firmware's own timers. Runs until aborted.
+pub fn spawn_ticker(
+    shared: Arc<Mutex<SimWorld<World>>>,
+    woken: Arc<tokio::sync::Notify>,
+    epoch: tokio::time::Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let wake = {
+                let w = lock(&shared);
+                let now = us(epoch.elapsed());
+                w.hooks.next_wake(&w.sim, now)
+            };
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(epoch + Duration::from_micros(wake)) => {}
+                () = woken.notified() => {}
+            }
+            let mut w = lock(&shared);
+            let SimWorld { sim, hooks } = &mut *w;
+            hooks.tick(sim, us(epoch.elapsed()));
+        }
+    })
+}
+
+/// The end state; the outcome from `job` (without one, `failed` until the caller decides).
+pub fn end_state(job: Option<&Job>, sim: &SimEcu, world: &World, now: u64) -> EndState {
+    let unfinished = State::Submitted;
+    let state = job.map_or(&unfinished, |j| &j.state);
+    let (outcome, reason) = match state {
         State::Committed => (OutcomeSpec::Committed, None),
         State::RolledBack { reason } => (OutcomeSpec::RolledBack, Some(reason.clone())),
         State::Failed {

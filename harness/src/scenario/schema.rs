@@ -42,6 +42,9 @@ pub struct Scenario {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
     pub expect: Expect,
+    /// The directory of the file it came from (`{dir}` of an external client).
+    #[serde(skip)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +219,41 @@ impl Default for DownloadSpec {
 pub enum Client {
     /// This project's manager (`hil ota`), with its limits.
     Manager(ManagerSpec),
+    /// Another program (a team's own flashing tool) updates the ECU, served on real sockets in
+    /// real time (see [`ExternalClient`]).
+    External(ExternalClient),
+}
+
+/// A flashing tool run as the OTA client: `sh -c COMMAND` with placeholders replaced (in
+/// `command` and in `env` values):
+///
+/// | placeholder | value |
+/// |---|---|
+/// | `{host}` `{port}` | the ECU's DoIP entity (`transport: doip`) |
+/// | `{ecu_address}` `{tester_address}` | DoIP logical addresses, `0x0010` style |
+/// | `{pty}` | the slcan adapter's pseudo-terminal (`transport: can`) |
+/// | `{tx_id}` `{rx_id}` | ISO-TP request and response ids, `0x7E0` style |
+/// | `{image}` | the update image (a file) |
+/// | `{version}` | the update's version |
+/// | `{dir}` | the scenario file's directory |
+///
+/// The outcome: exit status 0 and the update running confirmed is `committed`; status 0
+/// and the old image running after a revert is `rolled_back`; anything else is `failed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalClient {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The client is killed (and the scenario fails) after this long.
+    #[serde(default = "ExternalClient::default_timeout")]
+    pub timeout_s: f64,
+}
+
+impl ExternalClient {
+    fn default_timeout() -> f64 {
+        300.0
+    }
 }
 
 impl Default for Client {

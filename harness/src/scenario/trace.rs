@@ -21,6 +21,8 @@ pub enum Source {
     Fault,
     /// The runner itself (manager killed and resumed, settling).
     Runner,
+    /// An external OTA client (its output, its exit).
+    Client,
 }
 
 impl fmt::Display for Source {
@@ -31,6 +33,7 @@ impl fmt::Display for Source {
             Source::Ecu => "ecu",
             Source::Fault => "fault",
             Source::Runner => "runner",
+            Source::Client => "client",
         })
     }
 }

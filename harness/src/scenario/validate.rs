@@ -11,7 +11,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::schema::{
-    Action, BootModeSpec, CanFault, Fault, OutcomeSpec, Region, Scenario, TransportSpec, Trigger,
+    Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, Opportunity, OutcomeSpec,
+    Region, Scenario, TransportSpec, Trigger,
 };
 use ecu_sim::image::Version;
 
@@ -101,6 +102,12 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
         .collect();
     problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
+        let mut scenario = scenario;
+        let dir = std::path::Path::new(file).parent();
+        scenario.dir = Some(dir.filter(|d| !d.as_os_str().is_empty()).map_or_else(
+            || std::path::PathBuf::from("."),
+            std::path::Path::to_path_buf,
+        ));
         Ok(scenario)
     } else {
         Err(Invalid(problems))
@@ -109,7 +116,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
 
 /// serde_yaml says " at line L column C" (at the end or mid-sentence); the position goes in
 /// front instead.
-fn strip_location(message: &str) -> String {
+pub fn strip_location(message: &str) -> String {
     let Some(i) = message.find(" at line ") else {
         return message.to_string();
     };
@@ -124,7 +131,7 @@ fn strip_location(message: &str) -> String {
 
 /// For "unknown variant `x`, expected one of `a`, `b`" (and unknown fields): the closest
 /// valid name.
-fn with_hint(message: &str) -> String {
+pub fn with_hint(message: &str) -> String {
     let unknown = ["unknown variant `", "unknown field `"]
         .iter()
         .find_map(|p| message.find(p).map(|i| i + p.len()));
@@ -178,7 +185,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn dotted(path: &[String]) -> String {
+/// `["faults", "0", "do"]` → `faults[0].do`.
+pub fn dotted(path: &[String]) -> String {
     let mut out = String::new();
     for seg in path {
         if seg.parse::<usize>().is_ok() {
@@ -295,7 +303,116 @@ fn check(s: &Scenario) -> Found {
             "a committed update has no reason".into(),
         ));
     }
+    if let Client::External(c) = &s.client {
+        check_external(s, c, &mut found);
+    }
     found
+}
+
+/// The placeholders an external client's command and environment may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "host",
+    "port",
+    "ecu_address",
+    "tester_address",
+    "pty",
+    "tx_id",
+    "rx_id",
+    "image",
+    "version",
+    "dir",
+];
+
+/// The `{name}`s in `text` that are not placeholders.
+fn unknown_placeholders(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        // `${VAR}` is the shell's, not ours.
+        let shell = open > 0 && rest.as_bytes()[open - 1] == b'$';
+        if !shell && !PLACEHOLDERS.contains(&name) {
+            out.push(name.to_string());
+        }
+        rest = &after[close + 1..];
+    }
+    out
+}
+
+/// An external client has no OTA job and no download: what needs the project's manager.
+fn check_external(s: &Scenario, c: &ExternalClient, found: &mut Found) {
+    let at = |segs: &[&str]| {
+        let mut p = vec!["client".to_string(), "external".to_string()];
+        p.extend(segs.iter().map(|s| s.to_string()));
+        p
+    };
+    if c.command.trim().is_empty() {
+        found.push((at(&["command"]), "must not be empty".into()));
+    }
+    let texts = std::iter::once((at(&["command"]), &c.command))
+        .chain(c.env.iter().map(|(k, v)| (at(&["env", k]), v)));
+    for (p, text) in texts {
+        for name in unknown_placeholders(text) {
+            let hint = closest(&name, PLACEHOLDERS)
+                .map(|b| format!(" (did you mean `{{{b}}}`?)"))
+                .unwrap_or_default();
+            found.push((
+                p.clone(),
+                format!(
+                    "unknown placeholder `{{{name}}}`{hint}; placeholders: {}",
+                    PLACEHOLDERS
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    if c.timeout_s.is_nan() || c.timeout_s <= 0.0 {
+        found.push((at(&["timeout_s"]), "must be above 0".into()));
+    }
+    if s.ecu.transport == TransportSpec::Canfd {
+        found.push((
+            path(&["ecu", "transport"]),
+            "an external client reaches the ECU over DoIP or an slcan pty, which carries classic CAN only: use `doip` or `can`".into(),
+        ));
+    }
+    let manager_only = "needs the project's OTA manager (an external client has no job states)";
+    let no_download =
+        "an external client gets the image as a file (`{image}`): there is no download to attack";
+    for (i, fault) in s.faults.iter().enumerate() {
+        let f = |segs: &[&str]| {
+            let mut p = vec!["faults".to_string(), i.to_string()];
+            p.extend(segs.iter().map(|s| s.to_string()));
+            p
+        };
+        match &fault.when {
+            Trigger::State(_) => found.push((f(&["when", "state"]), manager_only.into())),
+            Trigger::DownloadBytes(_) | Trigger::DownloadPercent(_) => {
+                found.push((f(&["when"]), no_download.into()))
+            }
+            Trigger::Probability(p) if p.per == Opportunity::DownloadChunk => {
+                found.push((f(&["when", "probability", "per"]), no_download.into()))
+            }
+            _ => {}
+        }
+        match &fault.action {
+            Action::Download(_) | Action::SwapArtifact(_) => {
+                found.push((f(&["do"]), no_download.into()))
+            }
+            Action::KillManager => found.push((f(&["do"]), manager_only.into())),
+            Action::PowerCut(c) if c.kill_manager => {
+                found.push((f(&["do", "power_cut", "kill_manager"]), manager_only.into()))
+            }
+            _ => {}
+        }
+    }
+    if s.expect.download_resumed.is_some() {
+        found.push((path(&["expect", "download_resumed"]), no_download.into()));
+    }
 }
 
 /// `D00300` → 0xD00300.

@@ -291,6 +291,14 @@ pub fn sweep(
     o: &Options,
     progress: &(dyn Fn(usize, usize, usize) + Sync),
 ) -> Result<Summary, RunError> {
+    if matches!(
+        scenario.client,
+        crate::scenario::schema::Client::External(_)
+    ) {
+        return Err(RunError::Manager(
+            "a sweep forks the project's OTA manager at every point; an external client cannot be forked (run the scenario with `hil run` instead)".into(),
+        ));
+    }
     let started = std::time::Instant::now();
     let base = Arc::new(scenario.clone());
     let prepared = runner::prepare(&base)?;

@@ -321,7 +321,7 @@ fn render_log(f: &mut Frame, state: &UiState, s: &ScenarioView, area: Rect) {
         .map(|e| {
             let colour = match e.source {
                 Source::Fault => Color::Red,
-                Source::Ota => Color::Cyan,
+                Source::Ota | Source::Client => Color::Cyan,
                 Source::Download => Color::Blue,
                 Source::Runner => Color::Magenta,
                 Source::Ecu => Color::Reset,

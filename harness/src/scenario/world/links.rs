@@ -4,7 +4,7 @@
 
 use super::{Step, World};
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
-use crate::scenario::schema::{CanFault, DownloadFault, Opportunity, Trigger};
+use crate::scenario::schema::{CanFault, Client, DownloadFault, Opportunity, Trigger};
 use crate::scenario::trace::Source;
 use ecu_sim::can::frame::Frame;
 use ecu_sim::can::timing::frame_bits;
@@ -65,9 +65,20 @@ impl Hooks for World {
         actions.extend(self.chance(now, Opportunity::Request));
         if sid == 0x34 {
             self.blocks_sent = 0;
+            self.download_size = request_download_size(request);
         }
         if sid == 0x36 {
             self.blocks_sent += 1;
+            // With no manager to report the transfer's length in blocks (an external
+            // client), it is the memory size over the first block's data length.
+            if self.blocks_sent == 1
+                && matches!(self.scenario.client, Client::External(_))
+                && let Some(size) = self.download_size
+                && request.len() > 2
+            {
+                let per = (request.len() - 2) as u64;
+                self.blocks_total = u32::try_from(size.div_ceil(per)).unwrap_or(u32::MAX);
+            }
             let (n, of) = (self.blocks_sent, self.blocks_total.max(1));
             let pct = f64::from(n) * 100.0 / f64::from(of);
             let prev = f64::from(n - 1) * 100.0 / f64::from(of);
@@ -265,5 +276,29 @@ impl Hooks for World {
             "download_note"
         };
         self.push(now, Source::Download, name, note.to_string());
+    }
+}
+
+/// memorySize of a RequestDownload (`34 dfi alfid address… size…`).
+fn request_download_size(req: &[u8]) -> Option<u64> {
+    let alfid = *req.get(2)?;
+    let (size_len, addr_len) = (usize::from(alfid >> 4), usize::from(alfid & 0x0F));
+    let bytes = req.get(3 + addr_len..3 + addr_len + size_len)?;
+    (1..=8)
+        .contains(&size_len)
+        .then(|| bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_download_fields() {
+        // 4-byte address, 4-byte size 0x0000A000.
+        let req = [0x34, 0x00, 0x44, 0, 0, 0, 0, 0x00, 0x00, 0xA0, 0x00];
+        assert_eq!(request_download_size(&req), Some(0xA000));
+        assert_eq!(request_download_size(&req[..9]), None);
+        assert_eq!(request_download_size(&[0x34, 0x00, 0x04]), None);
     }
 }

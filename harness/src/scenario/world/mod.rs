@@ -125,6 +125,8 @@ pub struct World {
     pub wake: Arc<Notify>,
     blocks_sent: u32,
     blocks_total: u32,
+    /// memorySize of the RequestDownload waiting for its answer.
+    download_size: Option<u64>,
     pub download_resumed: bool,
     pub download_restarted: bool,
     /// Reverts seen.
@@ -176,6 +178,7 @@ impl World {
             wake: Arc::new(Notify::new()),
             blocks_sent: 0,
             blocks_total: 0,
+            download_size: None,
             download_resumed: false,
             download_restarted: false,
             rollbacks: 0,
