@@ -2,6 +2,7 @@
 //! surviving a power cut; the OTA manager, scenario engine and sweeps build on it.
 
 pub mod artifact;
+pub mod bench;
 pub mod can;
 pub mod demo;
 pub mod download;

@@ -21,7 +21,7 @@
 //! | helper | request | checks |
 //! |---|---|---|
 //! | [`UdsClient::session`] | `10 ss` | `50 ss P2 P2*`; remembers session and timing |
-//! | [`UdsClient::unlock`] | `27 ll`, `27 ll+1 key` | key = SHA-256(secret ‖ seed)\[0..4\]; a zero seed means already unlocked |
+//! | [`UdsClient::unlock`] | `27 ll`, `27 ll+1 key` | key from [`UdsConfig::key`]: SHA-256(secret ‖ seed)\[0..4\] or an external command; a zero seed means already unlocked |
 //! | [`UdsClient::read_did`], [`UdsClient::read_dids`] | `22 id…` | echoed identifiers; values split by [`codec::did_len`] |
 //! | [`UdsClient::tester_present`] | `3E 00` | `7E 00` |
 //! | [`UdsClient::keep_alive`] | `3E 80` | nothing comes back |
@@ -36,6 +36,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use ecu_sim::proto::uds::codec::{
@@ -52,7 +53,10 @@ pub struct UdsConfig {
     pub p2_margin: Duration,
     /// Added to the ECU's P2* after each responsePending.
     pub p2_star_margin: Duration,
-    /// SecurityAccess secret per level (the odd requestSeed sub-function).
+    /// How SecurityAccess keys are computed.
+    pub key: KeyAlgorithm,
+    /// SecurityAccess secret per level (the odd requestSeed sub-function), for
+    /// [`KeyAlgorithm::Builtin`].
     pub secrets: BTreeMap<u8, Vec<u8>>,
     /// TesterPresent interval while [`UdsClient::idle`] in a non-default session (S3 is 5 s).
     pub keep_alive: Duration,
@@ -66,10 +70,105 @@ impl Default for UdsConfig {
         UdsConfig {
             p2_margin: Duration::from_secs(1),
             p2_star_margin: Duration::from_secs(5),
+            key: KeyAlgorithm::Builtin,
             secrets: security::default_secrets(),
             keep_alive: Duration::from_secs(2),
             security_delay: Some(Duration::from_secs(11)),
         }
+    }
+}
+
+/// How the client turns a SecurityAccess seed into a key.
+///
+/// In bench files and YAML: `builtin` or `{command: "keygen --level {level} --seed {seed}"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeyAlgorithm {
+    /// This project's algorithm: SHA-256(secret ‖ seed)\[0..4\] with the level's secret from
+    /// [`UdsConfig::secrets`] (what the virtual ECU expects).
+    #[default]
+    Builtin,
+    /// An external program (e.g. a wrapper around an OEM's seed-key library), run as
+    /// `sh -c COMMAND`:
+    ///
+    /// | input | where |
+    /// |---|---|
+    /// | the level (the odd requestSeed sub-function), decimal | `{level}` in the command, `HIL_SECURITY_LEVEL` |
+    /// | the seed, lowercase hex without spaces | `{seed}` in the command, `HIL_SEED` |
+    ///
+    /// It must exit 0 within [`KEY_COMMAND_TIMEOUT`] and print the key in hex on stdout
+    /// (whitespace between and around the digits is ignored).
+    Command(String),
+}
+
+/// How long a [`KeyAlgorithm::Command`] may run.
+pub const KEY_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The key for `seed` at `level` from `command` (see [`KeyAlgorithm::Command`]).
+pub async fn command_key(command: &str, level: u8, seed: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let seed_hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    let line = command
+        .replace("{level}", &level.to_string())
+        .replace("{seed}", &seed_hex);
+    let fail = |problem: String| ClientError::KeyCommand {
+        command: line.clone(),
+        problem,
+    };
+    let run = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .env("HIL_SECURITY_LEVEL", level.to_string())
+        .env("HIL_SEED", &seed_hex)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(KEY_COMMAND_TIMEOUT, run).await {
+        Err(_) => {
+            return Err(fail(format!(
+                "did not finish within {KEY_COMMAND_TIMEOUT:?}"
+            )));
+        }
+        Ok(Err(e)) => return Err(fail(format!("did not start: {e}"))),
+        Ok(Ok(out)) => out,
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = [stderr.trim(), stdout.trim()]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map_or_else(|| "no output".to_string(), |s| format!("{:?}", clip(s)));
+        return Err(fail(format!("failed ({}): {said}", out.status)));
+    }
+    parse_key(&stdout).map_err(|why| fail(format!("printed {:?}: {why}", clip(stdout.trim()))))
+}
+
+/// A key printed in hex: `de ad be ef`, `DEADBEEF\n`.
+fn parse_key(text: &str) -> Result<Vec<u8>, &'static str> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.is_empty() {
+        return Err("no key (expected hex digits)");
+    }
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err("not a key in hex");
+    }
+    if digits.len() % 2 == 1 {
+        return Err("an odd number of hex digits");
+    }
+    Ok(digits
+        .chunks(2)
+        .map(|pair| {
+            let hex = std::str::from_utf8(pair).expect("ascii hex digits");
+            u8::from_str_radix(hex, 16).expect("checked hex digits")
+        })
+        .collect())
+}
+
+/// At most 200 characters of a program's output, for messages.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -103,6 +202,9 @@ pub enum ClientError {
     },
     #[error("no secret for security level {level}")]
     NoSecret { level: u8 },
+    /// A [`KeyAlgorithm::Command`] gave no key; `command` is the line as run.
+    #[error("security key command `{command}` {problem}")]
+    KeyCommand { command: String, problem: String },
 }
 
 impl ClientError {
@@ -252,14 +354,18 @@ impl<T: Transport> UdsClient<T> {
         Ok(timing)
     }
 
-    /// SecurityAccess at `level` (odd) with the configured secret.
+    /// SecurityAccess at `level` (odd) with the configured [`KeyAlgorithm`].
     pub async fn unlock(&mut self, level: u8) -> Result<(), ClientError> {
-        let secret = self
-            .config
-            .secrets
-            .get(&level)
-            .cloned()
-            .ok_or(ClientError::NoSecret { level })?;
+        let algorithm = match &self.config.key {
+            KeyAlgorithm::Builtin => KeySource::Secret(
+                self.config
+                    .secrets
+                    .get(&level)
+                    .cloned()
+                    .ok_or(ClientError::NoSecret { level })?,
+            ),
+            KeyAlgorithm::Command(command) => KeySource::Command(command.clone()),
+        };
         let r = match self.request(&[sid::SECURITY_ACCESS, level]).await {
             Err(e) if e.nrc() == Some(Nrc::RequiredTimeDelayNotExpired as u8) => {
                 let Some(delay) = self.config.security_delay else {
@@ -279,8 +385,12 @@ impl<T: Transport> UdsClient<T> {
         if seed.iter().all(|&b| b == 0) {
             return Ok(());
         }
+        let key = match algorithm {
+            KeySource::Secret(secret) => security::compute_key(&secret, seed).to_vec(),
+            KeySource::Command(command) => command_key(&command, level, seed).await?,
+        };
         let mut req = vec![sid::SECURITY_ACCESS, level + 1];
-        req.extend_from_slice(&security::compute_key(&secret, seed));
+        req.extend_from_slice(&key);
         let r = self.request(&req).await?;
         expect_exact(&r, &[0x67, level + 1], "sendKey echo")
     }
@@ -423,6 +533,12 @@ impl<T: Transport> UdsClient<T> {
     }
 }
 
+/// Where [`UdsClient::unlock`] gets its key, settled before the seed is requested.
+enum KeySource {
+    Secret(Vec<u8>),
+    Command(String),
+}
+
 fn unexpected(sid: u8, response: &[u8], why: &'static str) -> ClientError {
     ClientError::Unexpected {
         sid,
@@ -548,6 +664,93 @@ mod tests {
             c.unlock(5).await,
             Err(ClientError::NoSecret { level: 5 })
         ));
+    }
+
+    fn command_client(command: &str, replies: Vec<Vec<Vec<u8>>>) -> UdsClient<Script> {
+        let config = UdsConfig {
+            key: KeyAlgorithm::Command(command.into()),
+            secrets: BTreeMap::new(),
+            ..UdsConfig::default()
+        };
+        UdsClient::new(
+            Script {
+                replies: replies.into(),
+                ..Script::default()
+            },
+            config,
+        )
+    }
+
+    const SEED: [u8; 6] = [0x67, 0x01, 0x11, 0x22, 0x3a, 0xbc];
+
+    #[tokio::test]
+    async fn unlock_with_a_key_command() {
+        // Level and seed arrive in the line and in the environment; the key may be spaced
+        // and in either case.
+        let mut c = command_client(
+            r#"[ "$HIL_SECURITY_LEVEL" = {level} ] && [ "$HIL_SEED" = {seed} ] && [ {seed} = 11223abc ] && printf 'DE AD\n be ef\n'"#,
+            vec![vec![SEED.to_vec()], vec![vec![0x67, 0x02]]],
+        );
+        c.unlock(1).await.unwrap();
+        assert_eq!(
+            c.transport_mut().sent[1],
+            [0x27, 0x02, 0xde, 0xad, 0xbe, 0xef]
+        );
+        // A key of another length is sent as printed.
+        let mut c = command_client(
+            "printf %s {seed}00",
+            vec![vec![SEED.to_vec()], vec![vec![0x67, 0x02]]],
+        );
+        c.unlock(1).await.unwrap();
+        assert_eq!(
+            c.transport_mut().sent[1],
+            [0x27, 0x02, 0x11, 0x22, 0x3a, 0xbc, 0x00]
+        );
+    }
+
+    #[tokio::test]
+    async fn key_command_failures_name_the_command_and_its_output() {
+        let cases = [
+            (
+                "echo no licence for {level} >&2; exit 3",
+                "security key command `echo no licence for 1 >&2; exit 3` failed (exit status: 3): \"no licence for 1\"",
+            ),
+            (
+                "exit 1",
+                "security key command `exit 1` failed (exit status: 1): no output",
+            ),
+            (
+                "echo key: {seed}",
+                "security key command `echo key: 11223abc` printed \"key: 11223abc\": not a key in hex",
+            ),
+            (
+                "true",
+                "security key command `true` printed \"\": no key (expected hex digits)",
+            ),
+            (
+                "echo abc",
+                "security key command `echo abc` printed \"abc\": an odd number of hex digits",
+            ),
+        ];
+        for (command, want) in cases {
+            let mut c = command_client(command, vec![vec![SEED.to_vec()]]);
+            let e = c.unlock(1).await.unwrap_err();
+            assert!(matches!(e, ClientError::KeyCommand { .. }), "{e:?}");
+            assert_eq!(e.to_string(), want);
+            // No key was sent.
+            assert_eq!(c.transport_mut().sent.len(), 1, "{command}");
+        }
+    }
+
+    #[test]
+    fn printed_keys_parse_as_hex() {
+        assert_eq!(
+            parse_key(" de AD\tbe\nef \n"),
+            Ok(vec![0xde, 0xad, 0xbe, 0xef])
+        );
+        assert_eq!(parse_key("0x12"), Err("not a key in hex"));
+        assert_eq!(parse_key("\n"), Err("no key (expected hex digits)"));
+        assert_eq!(clip(&"é".repeat(300)).chars().count(), 201);
     }
 
     #[tokio::test]
