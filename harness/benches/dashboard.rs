@@ -34,7 +34,7 @@ fn main() {
     let mut frames = 0;
     for _ in 0..7 {
         let t = Instant::now();
-        let o = report::run_all(&files, None, jobs, &|_| {}, None, None);
+        let o = report::run_all(&files, None, jobs, &|_| {}, None, None, None);
         assert!(o.iter().all(|o| o.status == report::Status::Passed));
         plain.push(t.elapsed().as_secs_f64());
 
@@ -67,7 +67,7 @@ fn main() {
                 tx,
                 buffers: Some(std::sync::Arc::clone(&buffers)),
             };
-            let o = report::run_all(&files, None, jobs, &|_| {}, Some(live), None);
+            let o = report::run_all(&files, None, jobs, &|_| {}, Some(live), None, None);
             assert!(o.iter().all(|o| o.status == report::Status::Passed));
             done.store(true, Ordering::SeqCst);
         });

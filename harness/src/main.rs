@@ -49,6 +49,10 @@ enum Command {
         /// Write an SVG timeline per scenario to DIR/<name>.svg.
         #[arg(long, value_name = "DIR")]
         timeline: Option<PathBuf>,
+        /// Run against the real ECU of this bench file (one scenario at a time, real time);
+        /// scenarios with faults the bench cannot realise are SKIPPED with the reason.
+        #[arg(long, value_name = "BENCH.yaml")]
+        bench: Option<PathBuf>,
     },
     /// Cut power at every flash operation, UDS boundary, download step and boot of a scenario's
     /// update and check the ECU never bricks. Exit 0 all points passed, 1 a point failed, 2
@@ -514,6 +518,7 @@ fn main() -> ExitCode {
             ui,
             junit,
             timeline,
+            bench,
         } => hil::scenario::cli::run(
             &paths,
             &hil::scenario::cli::RunOptions {
@@ -523,6 +528,7 @@ fn main() -> ExitCode {
                 ui: ui.map(ui_mode),
                 junit,
                 timeline_dir: timeline,
+                bench,
             },
         ),
         Command::Validate { paths } => hil::scenario::cli::validate(&paths),

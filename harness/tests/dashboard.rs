@@ -181,7 +181,7 @@ fn junit_has_the_structure_ci_systems_read() {
             "description: invalid\nupdate: {version: 2.0.0}\nexpect: {outcome: comitted}\n",
         ),
     ];
-    let mut outcomes = report::run_all(&files, None, 2, &|_| {}, None, None);
+    let mut outcomes = report::run_all(&files, None, 2, &|_| {}, None, None, None);
     // And one the user stopped before it started.
     let stop = Arc::new(RunControl::default());
     stop.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -192,6 +192,7 @@ fn junit_has_the_structure_ci_systems_read() {
         &|_| {},
         None,
         Some(stop),
+        None,
     ));
     let xml = junit::render("scenarios", &outcomes);
     let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");

@@ -49,6 +49,7 @@ fn check(path: &Path) -> Result<(), Failed> {
             wall_s: 0.0,
             messages: first.failures.clone(),
             run: Some(first),
+            bench: None,
         };
         return Err(outcome.explain().into());
     }

@@ -7,7 +7,9 @@
 //! | [`schema`] | the file format and the typed [`schema::Bench`] |
 //! | [`validate`] | reading files, every problem as `file:line:col: message` with hints |
 //! | [`realise`] | which scenarios a bench can realise, and why not |
+//! | [`run`] | one scenario on the bench: the manager against the real ECU, faults from what the bench has |
 
 pub mod realise;
+pub mod run;
 pub mod schema;
 pub mod validate;

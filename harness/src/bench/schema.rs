@@ -58,6 +58,9 @@ pub struct Bench {
     /// Seconds a new image may stay on probation (overrides the scenario's manager).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm_timeout_s: Option<f64>,
+    /// The file it was read from (for replay commands).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 impl Bench {
@@ -208,6 +211,7 @@ mod tests {
             faults: BTreeSet::new(),
             boot_timeout_s: Some(60.0),
             confirm_timeout_s: None,
+            file: None,
         };
         let spec = ManagerSpec {
             download_attempts: 2,

@@ -26,7 +26,10 @@ use crate::scenario::validate::{closest, dotted, locate, strip_location, with_hi
 pub fn load(path: &Path) -> Result<Bench, Invalid> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file),
+        Ok(text) => parse(&text, &file).map(|b| Bench {
+            file: Some(path.to_path_buf()),
+            ..b
+        }),
         Err(e) => Err(Invalid(vec![Problem {
             file,
             line: 1,
@@ -323,6 +326,7 @@ fn check(raw: RawBench) -> Result<Bench, Found> {
             faults,
             boot_timeout_s: raw.boot_timeout_s,
             confirm_timeout_s: raw.confirm_timeout_s,
+            file: None,
         }),
         _ => Err(found),
     }

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub junit: Option<PathBuf>,
     /// Write `<name>.svg` (the timeline) per scenario here.
     pub timeline_dir: Option<PathBuf>,
+    /// Run on this bench (a real ECU) instead of the virtual ECU.
+    pub bench: Option<PathBuf>,
 }
 
 /// The plain view of one live event: a line for milestones (a new phase, a fault, a power
@@ -135,7 +137,21 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let jobs = if opts.jobs == 0 {
+    let bench = match &opts.bench {
+        None => None,
+        Some(path) => match crate::bench::validate::load(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let bench = bench.as_ref();
+    let jobs = if bench.is_some() {
+        // One ECU: one scenario at a time.
+        1
+    } else if opts.jobs == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         opts.jobs
@@ -162,6 +178,7 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
                         &|_| {},
                         Some(live),
                         Some(Arc::clone(&control)),
+                        bench,
                     );
                     finished.store(true, Ordering::SeqCst);
                     o
@@ -182,7 +199,7 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
                 std::thread::spawn(move || print_live(rx, names, mode, total))
             };
             let live = report::Live { tx, buffers: None };
-            let o = report::run_all(&files, opts.seed, jobs, &|_| {}, Some(live), None);
+            let o = report::run_all(&files, opts.seed, jobs, &|_| {}, Some(live), None, bench);
             let _ = printer.join();
             o
         }

@@ -9,6 +9,9 @@ use super::schema::{Scenario, TransportSpec};
 use super::trace::TraceEvent;
 use super::validate::{self, Invalid};
 use super::world::Tap;
+use crate::bench::realise;
+use crate::bench::run as bench_run;
+use crate::bench::schema::Bench;
 
 /// How a scenario ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,12 +51,22 @@ pub struct Outcome {
     /// For FAIL: unmet expectations; for ERROR: what broke; for SKIP: why.
     pub messages: Vec<String>,
     pub run: Option<RunResult>,
+    /// The bench file it ran on (none: the virtual ECU).
+    pub bench: Option<PathBuf>,
 }
 
 impl Outcome {
     /// The command that replays this scenario exactly.
     pub fn replay(&self) -> String {
-        format!("hil run {} --seed {}", self.path.display(), self.seed)
+        match &self.bench {
+            None => format!("hil run {} --seed {}", self.path.display(), self.seed),
+            Some(b) => format!(
+                "hil run --bench {} {} --seed {}",
+                b.display(),
+                self.path.display(),
+                self.seed
+            ),
+        }
     }
 
     /// The one line `hil run` prints for it.
@@ -211,11 +224,18 @@ pub enum LiveEvent {
 
 /// Load and run one file.
 pub fn run_file(path: &Path, seed: Option<u64>) -> Outcome {
-    run_file_live(path, seed, None)
+    run_file_live(path, seed, None, None)
 }
 
-/// [`run_file`], showing every trace event to `tap` as it happens.
-pub fn run_file_live(path: &Path, seed: Option<u64>, tap: Option<Tap>) -> Outcome {
+/// [`run_file`], showing every trace event to `tap` as it happens; on `bench` (a real ECU)
+/// instead of the virtual ECU when given — SKIPPED with the reason if the bench cannot
+/// realise the scenario.
+pub fn run_file_live(
+    path: &Path,
+    seed: Option<u64>,
+    tap: Option<Tap>,
+    bench: Option<&Bench>,
+) -> Outcome {
     let name = name_of(path);
     let scenario = match load(path) {
         Ok(s) => s,
@@ -230,6 +250,7 @@ pub fn run_file_live(path: &Path, seed: Option<u64>, tap: Option<Tap>) -> Outcom
                 wall_s: 0.0,
                 messages: e.0.iter().map(|p| p.to_string()).collect(),
                 run: None,
+                bench: None,
             };
         }
     };
@@ -240,8 +261,29 @@ pub fn run_file_live(path: &Path, seed: Option<u64>, tap: Option<Tap>) -> Outcom
         TransportSpec::Can => format!("can {} kbit/s", e.bitrate / 1000),
         TransportSpec::Canfd => format!("can fd {}k/{}k", e.bitrate / 1000, e.data_bitrate / 1000),
     };
+    let link = bench.map_or(link, |b| b.target.describe());
     let started = std::time::Instant::now();
-    let (status, messages, run) = match runner::run_tapped(&scenario, Some(seed), tap) {
+    let result = match bench {
+        None => runner::run_tapped(&scenario, Some(seed), tap),
+        Some(b) => match realise::unrealisable(&scenario, b) {
+            Some(reason) => {
+                return Outcome {
+                    path: path.to_path_buf(),
+                    name,
+                    description: scenario.description,
+                    seed,
+                    link,
+                    status: Status::Skipped,
+                    wall_s: 0.0,
+                    messages: vec![format!("bench {}: {reason}", b.name)],
+                    run: None,
+                    bench: b.file.clone(),
+                };
+            }
+            None => bench_run::run(&scenario, b, Some(seed), tap),
+        },
+    };
+    let (status, messages, run) = match result {
         Ok(r) if r.failures.is_empty() => (Status::Passed, Vec::new(), Some(r)),
         Ok(r) => (Status::Failed, r.failures.clone(), Some(r)),
         Err(e @ RunError::Stuck(_)) => (Status::Failed, vec![e.to_string()], None),
@@ -257,6 +299,7 @@ pub fn run_file_live(path: &Path, seed: Option<u64>, tap: Option<Tap>) -> Outcom
         wall_s: started.elapsed().as_secs_f64(),
         messages,
         run,
+        bench: bench.and_then(|b| b.file.clone()),
     }
 }
 
@@ -269,6 +312,7 @@ pub fn run_all(
     on_done: &(dyn Fn(&Outcome) + Sync),
     live: Option<Live>,
     control: Option<std::sync::Arc<RunControl>>,
+    bench: Option<&Bench>,
 ) -> Vec<Outcome> {
     let (live, buffers) = match live {
         Some(l) => (Some(l.tx), l.buffers),
@@ -312,6 +356,7 @@ pub fn run_all(
                             wall_s: 0.0,
                             messages: vec!["stopped by the user before it started".into()],
                             run: None,
+                            bench: bench.and_then(|b| b.file.clone()),
                         };
                         finish(i, outcome);
                         continue;
@@ -363,7 +408,7 @@ pub fn run_all(
                             }
                         }))
                     });
-                    let outcome = run_file_live(path, seed, tap);
+                    let outcome = run_file_live(path, seed, tap, bench);
                     if let Some(tx) = &live {
                         flush(tx);
                     }

@@ -176,7 +176,7 @@ pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Ve
 }
 
 /// The images a `swap_artifact` action can serve instead of the update.
-fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>)>, RunError> {
+pub fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>)>, RunError> {
     let tampered = ImageSpec {
         tampered: true,
         ..update.clone()
@@ -549,11 +549,9 @@ pub fn spawn_ticker(
     })
 }
 
-/// The end state; the outcome from `job` (without one, `failed` until the caller decides).
-pub fn end_state(job: Option<&Job>, sim: &SimEcu, world: &World, now: u64) -> EndState {
-    let unfinished = State::Submitted;
-    let state = job.map_or(&unfinished, |j| &j.state);
-    let (outcome, reason) = match state {
+/// The scenario outcome of a job's final state, with its reason.
+pub fn outcome_of(state: &State) -> (OutcomeSpec, Option<String>) {
+    match state {
         State::Committed => (OutcomeSpec::Committed, None),
         State::RolledBack { reason } => (OutcomeSpec::RolledBack, Some(reason.clone())),
         State::Failed {
@@ -565,7 +563,13 @@ pub fn end_state(job: Option<&Job>, sim: &SimEcu, world: &World, now: u64) -> En
             OutcomeSpec::Failed,
             Some(format!("unfinished: {}", state_name(other))),
         ),
-    };
+    }
+}
+
+/// The end state; the outcome from `job` (without one, `failed` until the caller decides).
+pub fn end_state(job: Option<&Job>, sim: &SimEcu, world: &World, now: u64) -> EndState {
+    let unfinished = State::Submitted;
+    let (outcome, reason) = outcome_of(job.map_or(&unfinished, |j| &j.state));
     let running = sim.ecu.running();
     EndState {
         outcome,

@@ -264,18 +264,27 @@ impl Hooks for World {
         if note.starts_with("restarting from byte 0") {
             self.download_restarted = true;
         }
-        let name = if note.starts_with("resuming") {
-            "download_resumed"
-        } else if note.starts_with("restarting") {
-            "download_restarted"
-        } else if note.starts_with("requesting") {
-            "download_requested"
-        } else if note.starts_with("sha-256 mismatch") {
-            "download_corrupt"
-        } else {
-            "download_note"
-        };
-        self.push(now, Source::Download, name, note.to_string());
+        self.push(
+            now,
+            Source::Download,
+            download_event(note),
+            note.to_string(),
+        );
+    }
+}
+
+/// The trace event name of a download note (the downloader's words for what it did).
+pub fn download_event(note: &str) -> &'static str {
+    if note.starts_with("resuming") {
+        "download_resumed"
+    } else if note.starts_with("restarting") {
+        "download_restarted"
+    } else if note.starts_with("requesting") {
+        "download_requested"
+    } else if note.starts_with("sha-256 mismatch") {
+        "download_corrupt"
+    } else {
+        "download_note"
     }
 }
 

@@ -9,6 +9,8 @@
 
 mod links;
 
+pub use links::download_event;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
