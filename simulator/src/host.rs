@@ -12,11 +12,26 @@
 //! |---|---|---|
 //! | `Realtime { speed }` | `speed` × wall time since start | at the wall time of `t` (erases take as long as on the bench ÷ speed) |
 //! | `Max` | advances with the wall clock, and jumps ahead by the ECU's work | at once: the ECU is never the bottleneck |
+//!
+//! ## Power
+//!
+//! [`EcuHandle::set_power`] switches the ECU's supply (a relay in front of it, see
+//! [`crate::proto::relay`]). The task lets simulated time reach the switch's moment, then
+//! powers the ECU off (the firmware stops where it is) or on (the bootloader runs, taking its
+//! simulated time). While it is off the ECU answers nothing.
+//!
+//! | what | when a power cut lands | what is lost |
+//! |---|---|---|
+//! | the ECU idles or runs firmware | at the cut's simulated time | volatile state: session, security, a download in progress |
+//! | the ECU works on a request (an erase, a write) | when that request's flash work is done: requests are atomic here (cuts inside a flash operation, with torn cells, are the flash model's armed cuts) | the request's responses not sent yet: transports drop them ([`PowerState::cuts`]) |
+//!
+//! Flash contents, the VIN and the DTC memory survive (the flash file is written through, the
+//! NVM file is saved after every change).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::dtc::Dtc;
 use crate::ecu::Ecu;
@@ -108,10 +123,41 @@ pub struct Request {
     pub reply: oneshot::Sender<Vec<(Instant, Vec<u8>)>>,
 }
 
+/// The ECU's supply as transports see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerState {
+    /// Whether the ECU is powered (it may still be booting).
+    pub on: bool,
+    /// How many times the ECU lost power so far. A response is sent only while this is what it
+    /// was when its request was sent: what an ECU computed before a cut never leaves it.
+    pub cuts: u64,
+}
+
+impl PowerState {
+    /// A supply nobody switches (the default of [`crate::serve::Backend::power`]).
+    pub const ALWAYS_ON: PowerState = PowerState { on: true, cuts: 0 };
+}
+
+/// The ECU task is gone (stopped, or it panicked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the ecu task has stopped")]
+pub struct HostStopped;
+
+/// What the ECU task is asked to do, in the order asked.
+#[derive(Debug)]
+enum Message {
+    Request(Request),
+    Power {
+        on: bool,
+        done: oneshot::Sender<PowerState>,
+    },
+}
+
 /// A handle transports use to reach the ECU task.
 #[derive(Clone, Debug)]
 pub struct EcuHandle {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Message>,
+    power: watch::Receiver<PowerState>,
 }
 
 impl EcuHandle {
@@ -123,10 +169,28 @@ impl EcuHandle {
             addressing,
             reply,
         };
-        if self.tx.send(req).await.is_err() {
+        if self.tx.send(Message::Request(req)).await.is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// Switch the ECU's supply now (in the order of the requests sent before and after);
+    /// returns once it is switched: off at once, on when the bootloader has run (the firmware
+    /// may still need its own start-up time before it answers). Switching to the position the
+    /// supply is already in does nothing.
+    pub async fn set_power(&self, on: bool) -> Result<PowerState, HostStopped> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Message::Power { on, done })
+            .await
+            .map_err(|_| HostStopped)?;
+        rx.await.map_err(|_| HostStopped)
+    }
+
+    /// The supply as the ECU task last left it.
+    pub fn power(&self) -> PowerState {
+        *self.power.borrow()
     }
 }
 
@@ -148,15 +212,20 @@ impl<F: Flash + Send + 'static> Host<F> {
         stop: oneshot::Receiver<()>,
     ) -> (EcuHandle, tokio::task::JoinHandle<Host<F>>) {
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(self.run(pace, rx, stop));
-        (EcuHandle { tx }, task)
+        let (power_tx, power) = watch::channel(PowerState {
+            on: self.ecu.is_powered(),
+            cuts: 0,
+        });
+        let task = tokio::spawn(self.run(pace, rx, stop, power_tx));
+        (EcuHandle { tx, power }, task)
     }
 
     async fn run(
         mut self,
         pace: Pace,
-        mut rx: mpsc::Receiver<Request>,
+        mut rx: mpsc::Receiver<Message>,
         mut stop: oneshot::Receiver<()>,
+        power: watch::Sender<PowerState>,
     ) -> Host<F> {
         let mut clock = SimClock::new(pace, self.ecu.now_us());
         let mut nvm = self.nvm_text();
@@ -170,15 +239,23 @@ impl<F: Flash + Send + 'static> Host<F> {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = &mut stop => break,
-                req = rx.recv() => {
-                    let Some(req) = req else { break };
-                    let now = clock.sim_now(self.ecu.now_us(), Instant::now());
-                    self.server.handle_request(&mut self.ecu, now, &req.bytes, req.addressing);
-                    let out = std::iter::from_fn(|| self.server.poll_transmit())
-                        .map(|r| (clock.real_at(r.at_us), r.bytes))
-                        .collect();
-                    let _ = req.reply.send(out);
-                }
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(Message::Request(req)) => {
+                        let now = clock.sim_now(self.ecu.now_us(), Instant::now());
+                        self.server.handle_request(&mut self.ecu, now, &req.bytes, req.addressing);
+                        let out = std::iter::from_fn(|| self.server.poll_transmit())
+                            .map(|r| (clock.real_at(r.at_us), r.bytes))
+                            .collect();
+                        let _ = req.reply.send(out);
+                    }
+                    Some(Message::Power { on, done }) => {
+                        let now = clock.sim_now(self.ecu.now_us(), Instant::now());
+                        self.switch_power(now, on);
+                        publish_power(&power, self.ecu.is_powered());
+                        let _ = done.send(*power.borrow());
+                    }
+                },
                 () = tokio::time::sleep_until(wake.into()) => {
                     let now = clock.sim_now(self.ecu.now_us(), Instant::now());
                     if let Err(e) = self.ecu.advance_to(now) {
@@ -186,6 +263,8 @@ impl<F: Flash + Send + 'static> Host<F> {
                     }
                 }
             }
+            // The ECU also loses power by itself (a cut armed in its flash).
+            publish_power(&power, self.ecu.is_powered());
             for e in self.ecu.drain_events() {
                 tracing::info!(target: "ecu", "{e}");
             }
@@ -200,6 +279,20 @@ impl<F: Flash + Send + 'static> Host<F> {
             }
         }
         self
+    }
+
+    /// Switch the supply at simulated `now_us` (or when the ECU's current work is done, if its
+    /// clock is ahead): the firmware acts on time up to then.
+    fn switch_power(&mut self, now_us: u64, on: bool) {
+        if let Err(e) = self.ecu.advance_to(now_us) {
+            tracing::warn!("ecu: {e}");
+        }
+        // Both are logged with the ECU's events.
+        if !on {
+            self.ecu.power_off();
+        } else if let Err(e) = self.ecu.power_on() {
+            tracing::warn!("ecu: power on: {e}");
+        }
     }
 
     /// The non-volatile data as text: `vin=…` and `dtc=D00200 0b` lines.
@@ -232,6 +325,18 @@ impl<F: Flash + Send + 'static> Host<F> {
     }
 }
 
+/// Tell transports whether the ECU is powered; a change from on to off counts a cut.
+fn publish_power(tx: &watch::Sender<PowerState>, on: bool) {
+    tx.send_if_modified(|state| {
+        if state.on == on {
+            return false;
+        }
+        state.cuts += u64::from(!on);
+        state.on = on;
+        true
+    });
+}
+
 /// Write a file so that a crash leaves the old or the new content: temp file, fsync, rename.
 pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -243,8 +348,9 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::flash::SimFlash;
 
     #[test]
     fn pace_parsing() {
@@ -265,6 +371,93 @@ mod tests {
             c.sim_now(0, clock.base_real + Duration::from_secs(2)),
             20_001_000
         );
+    }
+
+    /// A factory-fresh ECU (v1.0.0, healthy) hosted at `pace`.
+    pub(crate) fn hosted(
+        pace: Pace,
+    ) -> (
+        EcuHandle,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Host<SimFlash>>,
+    ) {
+        use crate::boot::{BootConfig, BootMode};
+        use crate::image::{ImageBuilder, Keyring, Version, dev_key};
+        let image =
+            ImageBuilder::new(Version::new(1, 0, 0), vec![0x5A; 9000]).sign(&dev_key("oem"));
+        let boot = BootConfig {
+            defect: None,
+            max_boot_attempts: 1,
+            keys: Keyring::new().with_key(dev_key("oem").verifying_key()),
+        };
+        let geometry = crate::flash::Geometry::uniform(4096, 3 + 2 * 8 + 1, 8).unwrap();
+        let ecu = Ecu::factory(geometry, BootMode::Swap, &image, boot, 1).unwrap();
+        let host = Host {
+            ecu,
+            server: DiagServer::new(crate::proto::uds::server::ServerConfig::default()),
+            nvm_path: None,
+        };
+        let (stop, stop_rx) = oneshot::channel();
+        let (handle, task) = host.spawn(pace, stop_rx);
+        (handle, stop, task)
+    }
+
+    async fn boot_count(ecu: &EcuHandle) -> Option<u32> {
+        let out = ecu
+            .request(vec![0x22, 0xFD, 0x00], Addressing::Physical)
+            .await;
+        let (_, r) = out.last()?;
+        assert_eq!(&r[..3], &[0x62, 0xFD, 0x00], "{r:02x?}");
+        let record = crate::proto::uds::codec::BootStatusRecord::decode(&r[3..]).unwrap();
+        Some(record.boot_count)
+    }
+
+    #[tokio::test]
+    async fn power_off_silences_the_ecu_and_power_on_boots_it_again() {
+        let (ecu, stop, task) = hosted(Pace::Max);
+        assert_eq!(ecu.power(), PowerState { on: true, cuts: 0 });
+        assert_eq!(boot_count(&ecu).await, Some(1));
+
+        let off = PowerState { on: false, cuts: 1 };
+        assert_eq!(ecu.set_power(false).await, Ok(off));
+        assert_eq!(ecu.power(), off);
+        assert_eq!(
+            boot_count(&ecu).await,
+            None,
+            "an unpowered ECU answers nothing"
+        );
+        // Functional requests too (TesterPresent).
+        let out = ecu.request(vec![0x3E, 0x00], Addressing::Functional).await;
+        assert!(out.is_empty(), "{out:?}");
+        // Off again: no second cut.
+        assert_eq!(ecu.set_power(false).await, Ok(off));
+
+        let on = PowerState { on: true, cuts: 1 };
+        assert_eq!(ecu.set_power(true).await, Ok(on));
+        assert_eq!(boot_count(&ecu).await, Some(2));
+        // On again: no second boot.
+        assert_eq!(ecu.set_power(true).await, Ok(on));
+        assert_eq!(boot_count(&ecu).await, Some(2));
+
+        let _ = stop.send(());
+        let host = task.await.unwrap();
+        assert_eq!(host.ecu.boot_count(), 2);
+        assert!(host.ecu.is_powered());
+        assert_eq!(ecu.set_power(false).await, Err(HostStopped));
+    }
+
+    #[tokio::test]
+    async fn power_switches_at_the_simulated_time_and_the_clock_runs_while_off() {
+        let (ecu, stop, task) = hosted(Pace::Realtime { speed: 100.0 });
+        assert_eq!(boot_count(&ecu).await, Some(1));
+        ecu.set_power(false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ecu.set_power(true).await.unwrap();
+        let _ = stop.send(());
+        let host = task.await.unwrap();
+        // 50 ms at speed 100: the ECU was off for 5 simulated seconds, then booted.
+        assert!(host.ecu.now_us() >= 5_000_000, "{}", host.ecu.now_us());
+        assert_eq!(host.ecu.boot_count(), 2);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! ecu-sim --flash ecu.bin boot --run-ms 1000  # reset: the bootloader swaps, v2 confirms itself
 //! ecu-sim --flash ecu.bin status
 //! ecu-sim serve --doip 127.0.0.1:13400 --state ecu-state   # UDS over DoIP until Ctrl-C
+//! ecu-sim serve --slcan-pty --relay-pty   # also on CAN via slcan, power behind a relay board
 //! ```
 //!
 //! Exit codes: 0 ok, 1 the ECU has no bootable image, 2 usage or I/O error.
@@ -22,6 +23,7 @@ use ecu_sim::flash::{FileFlash, Geometry};
 use ecu_sim::host::{Host, Pace};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::doip;
+use ecu_sim::proto::relay::{self, RelayBoard, format_bytes};
 use ecu_sim::proto::uds::server::{DiagServer, ServerConfig};
 
 #[derive(Parser, Debug)]
@@ -93,6 +95,16 @@ enum Command {
     Status,
     /// Run the ECU as a DoIP node (UDS over TCP, vehicle identification over UDP) until
     /// Ctrl-C. Flash, VIN and DTCs persist in the state directory across restarts.
+    ///
+    /// Once it serves, stdout has one line per endpoint, in this order:
+    ///
+    ///   ecu-sim: doip listening on ADDR:PORT (tcp and udp), ecu logical address 0x0010
+    ///   ecu-sim: slcan adapter on PTY (iso-tp 0x7e0/0x7e8, functional 0x7df)   (--slcan-pty)
+    ///   ecu-sim: power relay on PTY (on A0 01 01 A2, off A0 01 00 A1)          (--relay-pty)
+    #[command(
+        verbatim_doc_comment,
+        about = "Run the ECU as a DoIP node (UDS over TCP, vehicle identification over UDP) until Ctrl-C. Flash, VIN and DTCs persist in the state directory across restarts."
+    )]
     Serve(ServeArgs),
 }
 
@@ -106,6 +118,27 @@ struct ServeArgs {
     /// functional 0x7DF).
     #[arg(long)]
     slcan_pty: bool,
+    /// Also put the ECU's power supply behind a USB relay board on a new pseudo-terminal (its
+    /// path is printed): writing the on or off command to it switches the ECU on (it boots) or
+    /// off (it answers nothing), as a bench's serial relay does. The ECU starts powered.
+    #[arg(long)]
+    relay_pty: bool,
+    /// What switches the relay on: hex bytes (the default is an LCUS-1 board's channel 1).
+    #[arg(
+        long,
+        value_name = "HEX",
+        default_value = "A0 01 01 A2",
+        requires = "relay_pty"
+    )]
+    relay_on: HexBytes,
+    /// What switches the relay off: hex bytes.
+    #[arg(
+        long,
+        value_name = "HEX",
+        default_value = "A0 01 00 A1",
+        requires = "relay_pty"
+    )]
+    relay_off: HexBytes,
     /// Directory for flash.bin and nvm.txt (created if missing).
     #[arg(long, default_value = "ecu-state")]
     state: PathBuf,
@@ -125,6 +158,17 @@ struct ServeArgs {
     /// Seed for security-access seeds (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+}
+
+/// Bytes written as hex on the command line, e.g. `"A0 01 01 A2"`.
+#[derive(Clone, Debug)]
+struct HexBytes(Vec<u8>);
+
+impl std::str::FromStr for HexBytes {
+    type Err = relay::HexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        relay::parse_bytes(s).map(HexBytes)
+    }
 }
 
 fn parse_u16(s: &str) -> Result<u16, String> {
@@ -299,6 +343,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<ExitCode> {
+    let relay = if args.relay_pty {
+        Some(
+            RelayBoard::new(args.relay_on.0.clone(), args.relay_off.0.clone())
+                .context("--relay-on, --relay-off")?,
+        )
+    } else {
+        None
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -354,7 +406,7 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.doip)
             .await
             .with_context(|| format!("binding tcp {}", args.doip))?;
@@ -386,14 +438,14 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
             "ecu-sim: doip listening on {addr} (tcp and udp), ecu logical address 0x{:04x}",
             args.logical_address
         );
-        // The pty's slave stays open here too: clients come and go without the master seeing
-        // a hang-up.
-        let mut _slave = None;
+        // The ptys' slaves stay open here too: clients come and go without the masters seeing
+        // a hang-up. Dropped at the end, they end the masters' pending reads.
+        let mut slaves = Vec::new();
         let slcan = if args.slcan_pty {
             let (master, slave, path) =
                 ecu_sim::serve::raw_pty().context("creating the slcan pty")?;
             println!("ecu-sim: slcan adapter on {path} (iso-tp 0x7e0/0x7e8, functional 0x7df)");
-            _slave = Some(slave);
+            slaves.push(slave);
             Some(tokio::spawn(ecu_sim::serve::serve_slcan(
                 master,
                 handle.clone(),
@@ -403,14 +455,32 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         } else {
             None
         };
+        let relay = match relay {
+            Some(board) => {
+                let (master, slave, path) =
+                    ecu_sim::serve::raw_pty().context("creating the relay pty")?;
+                println!(
+                    "ecu-sim: power relay on {path} (on {}, off {})",
+                    format_bytes(board.on_command()),
+                    format_bytes(board.off_command())
+                );
+                slaves.push(slave);
+                Some(tokio::spawn(ecu_sim::serve::serve_relay(
+                    master,
+                    board,
+                    handle.clone(),
+                )))
+            }
+            None => None,
+        };
         use std::io::Write as _;
         std::io::stdout().flush()?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         tcp.abort();
         udp.abort();
-        if let Some(s) = slcan {
-            s.abort();
+        for task in [slcan, relay].into_iter().flatten() {
+            task.abort();
         }
         let _ = stop_tx.send(());
         let mut host = host_task.await?;
@@ -419,7 +489,12 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
             ecu_sim::host::write_atomically(path, host.nvm_text().as_bytes())?;
         }
         anyhow::Ok(())
-    })?;
+    });
+    // A pty's master read runs on a blocking thread until the last slave closes: with a tool
+    // still holding the slcan or relay port open it never ends, and dropping the runtime
+    // would wait for it. Everything is saved by now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

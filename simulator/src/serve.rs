@@ -2,11 +2,15 @@
 //!
 //! - TCP: one task per connection drives a sans-IO [`doip::Connection`] with the wall clock;
 //!   diagnostic requests go to the ECU task ([`EcuHandle`]) and its responses are sent when
-//!   they are due. The connection stays up across ECU resets (the DoIP entity is a gateway in
-//!   front of the ECU, which reboots behind it); requests sent while the ECU boots get no
-//!   answer, as on a vehicle.
+//!   they are due. The connection stays up across ECU resets and power cuts (the DoIP entity
+//!   is a gateway in front of the ECU, which reboots behind it); requests sent while the ECU
+//!   boots or is off are acknowledged and get no answer, as on a vehicle.
 //! - UDP on the same port: vehicle identification, entity status and power mode requests.
 //! - slcan on a byte stream (a pty's master): ISO-TP frames through a sans-IO adapter.
+//! - a relay board on a byte stream (a pty's master): the ECU's supply
+//!   ([`crate::proto::relay`]).
+//!
+//! Responses computed before a power cut are not sent after it ([`Backend::power`]).
 //!
 //! What answers the requests is a [`Backend`]: the ECU task of `ecu-sim serve`
 //! ([`EcuHandle`]), or a scenario world that injects faults on the way (the harness).
@@ -20,8 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::host::EcuHandle;
+use crate::host::{EcuHandle, PowerState};
 use crate::proto::doip::{self, Connection, Event};
+use crate::proto::relay::{RelayBoard, RelayEvent, format_bytes};
 use crate::proto::uds::server::Addressing;
 
 /// The connection carrying a request is to be closed (a fault injected in front of the ECU).
@@ -36,6 +41,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
         bytes: Vec<u8>,
         addressing: Addressing,
     ) -> impl Future<Output = Result<Vec<(Instant, Vec<u8>)>, Disconnect>> + Send;
+
+    /// The ECU's supply now. Transports send a request's responses only while
+    /// [`PowerState::cuts`] stays what it was when they sent the request, and put nothing on
+    /// a bus for an ECU that is off. Default: always on (a backend that drops what a cut
+    /// loses by itself).
+    fn power(&self) -> PowerState {
+        PowerState::ALWAYS_ON
+    }
 }
 
 impl Backend for EcuHandle {
@@ -45,6 +58,10 @@ impl Backend for EcuHandle {
         addressing: Addressing,
     ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
         Ok(EcuHandle::request(self, bytes, addressing).await)
+    }
+
+    fn power(&self) -> PowerState {
+        EcuHandle::power(self)
     }
 }
 
@@ -121,6 +138,7 @@ async fn connection<B: Backend>(
                     } else {
                         Addressing::Functional
                     };
+                    let cuts = ecu.power().cuts;
                     let Ok(responses) = ecu.request(data, addressing).await else {
                         tracing::info!("doip: connection closed in front of the ecu");
                         return wr.shutdown().await;
@@ -130,6 +148,10 @@ async fn connection<B: Backend>(
                         // only sleep for responses that are really due later.
                         if due > Instant::now() {
                             tokio::time::sleep_until(due.into()).await;
+                        }
+                        if ecu.power().cuts != cuts {
+                            tracing::info!("doip: the ecu lost power before it answered");
+                            break;
                         }
                         if let Err(e) = conn.send_diagnostic(now(), &bytes) {
                             tracing::warn!("doip: response not sent: {e}");
@@ -170,6 +192,9 @@ async fn connection<B: Backend>(
 /// `max_message`: the largest request accepted (at least the block length RequestDownload
 /// announces; ISO-TP's escaped first frame carries more than 4095 bytes on classic CAN).
 /// Runs until the stream ends or fails.
+///
+/// The adapter stays powered when the ECU is not (it hangs on the host's USB): while the ECU
+/// is off its endpoint sees no frames, and a power cut drops what it was receiving or sending.
 pub async fn serve_slcan<S, B: Backend>(
     mut io: S,
     ecu: B,
@@ -192,6 +217,17 @@ pub async fn serve_slcan<S, B: Backend>(
     let mut ep = DiagEndpoint::new(ids, template);
     let mut dev = SlcanDevice::new();
     let mut buf = vec![0u8; 4096];
+    let mut power = ecu.power();
+    // The supply as the ECU's endpoint last saw it: a new cut wipes the endpoint.
+    let mut check_power = |ep: &mut DiagEndpoint, ecu: &B| {
+        let now = ecu.power();
+        if now.cuts != power.cuts {
+            tracing::debug!("slcan: the ecu lost power: its iso-tp state and responses are gone");
+            ep.clear();
+        }
+        power = now;
+        power.on
+    };
     loop {
         let wake = ep
             .poll_timeout()
@@ -204,12 +240,18 @@ pub async fn serve_slcan<S, B: Backend>(
                 Ok(n) => {
                     dev.handle_bytes(&buf[..n]);
                     let now = us(Instant::now());
-                    for f in dev.take_to_bus() {
-                        ep.handle_frame(now, &f.to_isotp());
+                    let frames = dev.take_to_bus();
+                    if check_power(&mut ep, &ecu) {
+                        for f in frames {
+                            ep.handle_frame(now, &f.to_isotp());
+                        }
                     }
                 }
             },
-            () = tokio::time::sleep_until(wake.into()) => ep.handle_timeout(us(Instant::now())),
+            () = tokio::time::sleep_until(wake.into()) => {
+                check_power(&mut ep, &ecu);
+                ep.handle_timeout(us(Instant::now()));
+            }
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
@@ -222,6 +264,7 @@ pub async fn serve_slcan<S, B: Backend>(
                 EndpointEvent::TransportError(e) => tracing::debug!("slcan: iso-tp: {e}"),
             }
         }
+        check_power(&mut ep, &ecu);
         let now = us(Instant::now());
         while let Some(f) = ep.poll_transmit(now) {
             dev.handle_frame(&crate::can::frame::Frame::from_isotp(f, false));
@@ -233,14 +276,57 @@ pub async fn serve_slcan<S, B: Backend>(
     }
 }
 
+/// The ECU's supply behind a relay board on a byte stream (a pty's master): every command the
+/// host writes switches the ECU's power ([`EcuHandle::set_power`]), in the order written;
+/// other bytes are logged and skipped. The board only listens (LCUS-1 boards do not answer
+/// switch commands). Runs until the stream ends or fails, or the ECU task stops.
+pub async fn serve_relay<S>(mut io: S, mut board: RelayBoard, ecu: EcuHandle)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = match io.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("relay: reading: {e}");
+                return;
+            }
+        };
+        board.handle_bytes(&buf[..n]);
+        while let Some(event) = board.poll_event() {
+            match event {
+                RelayEvent::Switched { on } => {
+                    let word = if on { "on" } else { "off" };
+                    match ecu.set_power(on).await {
+                        Ok(state) => tracing::info!(
+                            "relay: switched {word} (ecu {}, {} power cut(s) so far)",
+                            if state.on { "powered" } else { "unpowered" },
+                            state.cuts
+                        ),
+                        Err(e) => {
+                            tracing::error!("relay: switching {word}: {e}");
+                            return;
+                        }
+                    }
+                }
+                RelayEvent::Ignored { bytes } => {
+                    tracing::warn!("relay: ignored {} (not a command)", format_bytes(&bytes));
+                }
+            }
+        }
+    }
+}
+
 /// The master side of a pseudo-terminal as one async stream. Reads and writes go through two
 /// handles of the same master: a `tokio::fs::File` runs one operation at a time, so with a
 /// single handle an answer would wait behind a read that waits for the host.
 pub type PtyStream = tokio::io::Join<tokio::fs::File, tokio::fs::File>;
 
-/// A new pseudo-terminal in raw mode for an slcan adapter: (the master as a stream, the
-/// slave, the slave's path). Keep the slave open while serving, so tools can open and close
-/// the path without the master seeing a hang-up; drop it to end a pending read.
+/// A new pseudo-terminal in raw mode for an slcan adapter or a relay board: (the master as a
+/// stream, the slave, the slave's path). Keep the slave open while serving, so tools can open
+/// and close the path without the master seeing a hang-up; drop it to end a pending read.
 pub fn raw_pty() -> std::io::Result<(PtyStream, std::os::fd::OwnedFd, String)> {
     use nix::sys::termios;
     let pty = nix::pty::openpty(None, None)?;
@@ -255,4 +341,234 @@ pub fn raw_pty() -> std::io::Result<(PtyStream, std::os::fd::OwnedFd, String)> {
         tokio::fs::File::from_std(writer),
     );
     Ok((stream, pty.slave, path.display().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::can::frame::Frame;
+    use crate::proto::doip::{ActivationType, ClientConfig, ClientConnection, ClientEvent};
+    use crate::proto::slcan::encode_frame;
+
+    const PENDING: [u8; 3] = [0x7F, 0x22, 0x78];
+    const FINAL: [u8; 4] = [0x62, 0xF1, 0x89, 0x01];
+
+    /// An ECU that answers every request with `answer` (each response due that long after the
+    /// request) and whose supply the test switches.
+    #[derive(Clone, Debug)]
+    struct Scripted {
+        answer: Vec<(Duration, Vec<u8>)>,
+        power: Arc<Mutex<PowerState>>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    impl Scripted {
+        fn new(answer: &[(u64, &[u8])]) -> Self {
+            Scripted {
+                answer: answer
+                    .iter()
+                    .map(|&(ms, b)| (Duration::from_millis(ms), b.to_vec()))
+                    .collect(),
+                power: Arc::new(Mutex::new(PowerState::ALWAYS_ON)),
+                requests: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        fn set_power(&self, on: bool) {
+            let mut p = self.power.lock().unwrap();
+            p.cuts += u64::from(p.on && !on);
+            p.on = on;
+        }
+
+        /// Cut the power `after` from now.
+        fn cut_after(&self, after: Duration) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                me.set_power(false);
+            });
+        }
+    }
+
+    impl Backend for Scripted {
+        async fn request(
+            &self,
+            _bytes: Vec<u8>,
+            _addressing: Addressing,
+        ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            let now = Instant::now();
+            Ok(self
+                .answer
+                .iter()
+                .map(|(after, b)| (now + *after, b.clone()))
+                .collect())
+        }
+
+        fn power(&self) -> PowerState {
+            *self.power.lock().unwrap()
+        }
+    }
+
+    /// A tester on DoIP sends ReadDataByIdentifier F189 (`cut`: the ECU loses power that long
+    /// after); every response that arrives within 1.5 s.
+    async fn doip_responses(ecu: Scripted, cut: Option<Duration>) -> Vec<Vec<u8>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_tcp(listener, ecu.clone(), doip::Config::default()));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut client = ClientConnection::new(ClientConfig::default());
+        let start = Instant::now();
+        let now = || start.elapsed().as_micros() as u64;
+        client
+            .activate(now(), 0x0E00, ActivationType::Default)
+            .unwrap();
+        let mut responses = Vec::new();
+        let mut sent = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            while let Some(bytes) = client.poll_transmit() {
+                stream.write_all(&bytes).await.unwrap();
+            }
+            let mut send = false;
+            while let Some(event) = client.poll_event() {
+                match event {
+                    ClientEvent::Activated { .. } => send = true,
+                    ClientEvent::Diagnostic { data, .. } => responses.push(data),
+                    ClientEvent::DiagnosticAck { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if send && !sent {
+                sent = true;
+                client
+                    .send_diagnostic(now(), 0x0010, &[0x22, 0xF1, 0x89])
+                    .unwrap();
+                if let Some(after) = cut {
+                    ecu.cut_after(after);
+                }
+                continue;
+            }
+            tokio::select! {
+                n = stream.read(&mut buf) => {
+                    let n = n.unwrap();
+                    assert!(n > 0, "the entity closed the connection");
+                    client.handle_bytes(now(), &buf[..n]);
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        server.abort();
+        assert_eq!(ecu.requests.load(Ordering::SeqCst), 1);
+        responses
+    }
+
+    #[tokio::test]
+    async fn doip_sends_every_response_of_a_powered_ecu() {
+        let ecu = Scripted::new(&[(0, &PENDING), (300, &FINAL)]);
+        assert_eq!(doip_responses(ecu, None).await, [&PENDING[..], &FINAL]);
+    }
+
+    #[tokio::test]
+    async fn doip_drops_the_responses_a_power_cut_overtakes() {
+        let ecu = Scripted::new(&[(0, &PENDING), (300, &FINAL)]);
+        let got = doip_responses(ecu, Some(Duration::from_millis(100))).await;
+        assert_eq!(got, [&PENDING[..]]);
+    }
+
+    /// An slcan tool sends ReadDataByIdentifier F189 as a single frame (`cut`: the ECU loses
+    /// power that long after); the frames from the ECU within 700 ms.
+    async fn slcan_frames(ecu: Scripted, cut: Option<Duration>) -> Vec<Frame> {
+        let (mut host, device) = tokio::io::duplex(4096);
+        let server = tokio::spawn(serve_slcan(
+            device,
+            ecu.clone(),
+            crate::proto::uds_can::CanIds::default(),
+            4095,
+        ));
+        host.write_all(b"S6\rO\r").await.unwrap();
+        let request = Frame::classic(0x7E0, [0x03, 0x22, 0xF1, 0x89, 0xAA, 0xAA, 0xAA, 0xAA]);
+        host.write_all(&encode_frame(&request).unwrap())
+            .await
+            .unwrap();
+        if let Some(after) = cut {
+            ecu.cut_after(after);
+        }
+        let mut text = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+        let mut buf = [0u8; 256];
+        loop {
+            tokio::select! {
+                n = host.read(&mut buf) => text.extend_from_slice(&buf[..n.unwrap()]),
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        server.abort();
+        text.split(|&b| b == b'\r')
+            .filter(|l| l.first() == Some(&b't'))
+            .map(|l| crate::proto::slcan::decode_frame(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn slcan_sends_the_response_of_a_powered_ecu() {
+        let ecu = Scripted::new(&[(300, &FINAL)]);
+        let frames = slcan_frames(ecu, None).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0].id, 0x7E8);
+        assert_eq!(&frames[0].data[..5], &[0x04, 0x62, 0xF1, 0x89, 0x01]);
+    }
+
+    #[tokio::test]
+    async fn slcan_drops_the_response_a_power_cut_overtakes() {
+        let ecu = Scripted::new(&[(300, &FINAL)]);
+        let frames = slcan_frames(ecu.clone(), Some(Duration::from_millis(100))).await;
+        assert_eq!(frames, []);
+        assert_eq!(ecu.requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unpowered_ecu_sees_no_frames_on_slcan() {
+        let ecu = Scripted::new(&[(0, &FINAL)]);
+        ecu.set_power(false);
+        let frames = slcan_frames(ecu.clone(), None).await;
+        assert_eq!(frames, []);
+        assert_eq!(ecu.requests.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn the_relay_switches_the_hosted_ecu() {
+        let (ecu, stop, _task) = crate::host::tests::hosted(crate::host::Pace::Max);
+        let (mut host, device) = tokio::io::duplex(64);
+        let relay = tokio::spawn(serve_relay(device, RelayBoard::default(), ecu.clone()));
+        host.write_all(&[0x00, 0xA0, 0x01]).await.unwrap();
+        host.write_all(&[0x00, 0xA1]).await.unwrap();
+        let off = PowerState { on: false, cuts: 1 };
+        wait_for_power(&ecu, off).await;
+        host.write_all(&crate::proto::relay::LCUS_ON).await.unwrap();
+        wait_for_power(&ecu, PowerState { on: true, cuts: 1 }).await;
+        // The relay task ends with its stream.
+        drop(host);
+        tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("the relay task ends when its stream does")
+            .unwrap();
+        let _ = stop.send(());
+    }
+
+    async fn wait_for_power(ecu: &EcuHandle, want: PowerState) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ecu.power() != want {
+            assert!(
+                Instant::now() < deadline,
+                "power {:?}, not {want:?}",
+                ecu.power()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

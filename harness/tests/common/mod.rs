@@ -81,6 +81,8 @@ pub struct Bench {
     pub http_port: u16,
     /// The ECU's slcan pty, when started with one.
     pub slcan_pty: Option<String>,
+    /// The pty of the ECU's emulated power relay, when started with one.
+    pub relay_pty: Option<String>,
     _procs: Vec<Proc>,
 }
 
@@ -91,6 +93,16 @@ impl Bench {
 
     /// As [`Bench::start`]; `slcan`: the ECU also sits behind an slcan adapter on a pty.
     pub fn start_with(speed: &str, http_args: &[&str], slcan: bool) -> Bench {
+        Bench::start_full(speed, http_args, slcan, false)
+    }
+
+    /// An ECU for `hil run --bench` (which serves its own artifacts): optionally behind an
+    /// slcan pty, optionally with its power on an emulated relay board.
+    pub fn start_ecu(speed: &str, slcan: bool, relay: bool) -> Bench {
+        Bench::start_full(speed, &[], slcan, relay)
+    }
+
+    fn start_full(speed: &str, http_args: &[&str], slcan: bool, relay: bool) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("artifacts")).unwrap();
         let mut ecu = Command::new(workspace_bin("ecu-sim"));
@@ -108,15 +120,23 @@ impl Bench {
         if slcan {
             ecu.arg("--slcan-pty");
         }
-        let (ecu, ecu_port, lines) = start_reading(ecu, if slcan { 2 } else { 1 });
-        // "ecu-sim: slcan adapter on /dev/pts/N (...)"
-        let slcan_pty = lines.first().map(|l| {
-            l.split(" on ")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .unwrap_or_else(|| panic!("no pty in {l:?}"))
-                .to_string()
-        });
+        if relay {
+            ecu.arg("--relay-pty");
+        }
+        let (ecu, ecu_port, lines) =
+            start_reading(ecu, 1 + usize::from(slcan) + usize::from(relay));
+        // "ecu-sim: slcan adapter on /dev/pts/N (...)", "ecu-sim: power relay on /dev/pts/M (...)"
+        let pty = |what: &str| {
+            lines.iter().find(|l| l.contains(what)).map(|l| {
+                l.split(" on ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap_or_else(|| panic!("no pty in {l:?}"))
+                    .to_string()
+            })
+        };
+        let slcan_pty = pty("slcan adapter");
+        let relay_pty = pty("power relay");
         let mut http = Command::new(env!("CARGO_BIN_EXE_hil"));
         http.arg("serve-artifacts")
             .arg(dir.path().join("artifacts"))
@@ -128,6 +148,7 @@ impl Bench {
             ecu_port,
             http_port,
             slcan_pty,
+            relay_pty,
             _procs: vec![ecu, http],
         }
     }

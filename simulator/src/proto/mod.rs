@@ -3,6 +3,7 @@
 
 pub mod doip;
 pub mod isotp;
+pub mod relay;
 pub mod slcan;
 pub mod uds;
 pub mod uds_can;

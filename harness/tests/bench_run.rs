@@ -1,0 +1,187 @@
+//! `hil run --bench`: scenarios against a "real" ECU — `ecu-sim serve` as a separate process,
+//! reached over DoIP and through its slcan pty — with its power switched by an emulated USB
+//! relay board on a pseudo-terminal (`ecu-sim serve --relay-pty`), driven by the bench file's
+//! `relay:` through `hil::power::SerialRelay`. Realisable scenarios pass, the rest are SKIPPED
+//! with the reason (in the output and in JUnit), never passed and never failed.
+
+mod common;
+
+use common::{Bench, text};
+
+/// A bench file for the served ECU.
+fn bench_file(b: &Bench, target: &str) -> std::path::PathBuf {
+    let relay = b.relay_pty.as_deref().expect("a relay pty");
+    let path = b.dir.path().join(format!("bench-{}.yaml", target.len()));
+    std::fs::write(
+        &path,
+        format!(
+            "name: ecu-sim on loopback\ntarget: {target}\npower:\n  relay: {{port: {relay}, baud: 9600, on: \"A0 01 01 A2\", off: \"A0 01 00 A1\"}}\nfaults: [power_cut, download, kill_manager]\nboot_timeout_s: 20\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn scenario(b: &Bench, name: &str, body: &str) -> std::path::PathBuf {
+    let dir = b.dir.path().join("scenarios");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn scenarios_run_on_the_bench_and_unrealisable_ones_are_skipped_with_the_reason() {
+    let b = Bench::start_ecu("max", true, true);
+    let bench = bench_file(
+        &b,
+        &format!("{{transport: doip, host: 127.0.0.1, port: {}}}", b.ecu_port),
+    );
+    let (before, _) = b.ecu_state();
+    scenario(
+        &b,
+        "1-power-cut-mid-transfer",
+        "description: the relay cuts power at 50 % of the transfer; the manager starts over and commits\nseed: 3\nupdate: {version: 2.0.0, size: 60000}\nfaults:\n  - when: {transfer_percent: 50}\n    do: {power_cut: {restore_after_ms: 500}}\nexpect:\n  outcome: committed\n  version: 2.0.0\n  events: [power_off, power_on, state:transferring:session, state:committed]\n",
+    );
+    scenario(
+        &b,
+        "2-download-cut",
+        "description: the artifact server closes at 50 %; the download resumes there\nseed: 4\ninstalled: {version: 2.0.0}\nupdate: {version: 3.0.0, size: 60000}\nfaults:\n  - when: {download_percent: 50}\n    do: {download: close}\nexpect:\n  outcome: committed\n  version: 3.0.0\n  download_resumed: true\n  events: [download_requested, download_resumed, state:committed]\n",
+    );
+    scenario(
+        &b,
+        "3-can-frame-loss",
+        "description: needs a gateway\necu: {transport: can}\nupdate: {version: 4.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: drop}\nexpect: {outcome: committed}\n",
+    );
+    scenario(
+        &b,
+        "4-cut-in-erase",
+        "description: needs the flash model\nupdate: {version: 4.0.0}\nfaults:\n  - when: {flash_op: {n: 3, kind: erase}}\n    do: {power_cut: {}}\nexpect: {outcome: committed}\n",
+    );
+    let junit = b.dir.path().join("junit.xml");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["run", "--ui", "plain", "--bench"])
+        .arg(&bench)
+        .arg(b.dir.path().join("scenarios"))
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.contains(name) && (l.starts_with("PASS") || l.starts_with("SKIP")))
+            .unwrap_or_else(|| panic!("no result line for {name}:\n{out}"))
+            .to_string()
+    };
+    assert!(
+        line("1-power-cut-mid-transfer").starts_with("PASS"),
+        "{out}"
+    );
+    assert!(line("2-download-cut").starts_with("PASS"), "{out}");
+    let skip = line("3-can-frame-loss");
+    assert!(skip.starts_with("SKIP"), "{out}");
+    assert!(
+        skip.contains("fault 1 (can: drop): CAN frame faults need a gateway"),
+        "{skip}"
+    );
+    let skip = line("4-cut-in-erase");
+    assert!(skip.starts_with("SKIP"), "{out}");
+    assert!(skip.contains("flash operations cannot be seen"), "{skip}");
+    assert!(
+        out.contains("4 scenario(s): 2 passed, 0 failed, 0 error(s), 2 skipped"),
+        "{out}"
+    );
+
+    // The relay really switched the ECU: it booted for the cut as well as for each update.
+    let (after, _) = b.ecu_state();
+    assert_eq!(
+        after.version.map(|v| v.to_string()).as_deref(),
+        Some("3.0.0")
+    );
+    assert!(
+        after.boot_count >= before.boot_count + 3,
+        "boots {} -> {}",
+        before.boot_count,
+        after.boot_count
+    );
+
+    // JUnit: skipped with the reason, never passed or failed.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("skipped=\"2\""), "{xml}");
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+    assert!(xml.contains("CAN frame faults need a gateway"), "{xml}");
+}
+
+#[test]
+fn a_bench_reached_through_slcan_cuts_power_mid_transfer() {
+    let b = Bench::start_ecu("max", true, true);
+    let pty = b.slcan_pty.clone().expect("an slcan pty");
+    let bench = bench_file(
+        &b,
+        &format!("{{transport: slcan, device: {pty}, bitrate: 500000}}"),
+    );
+    let s = scenario(
+        &b,
+        "slcan-power-cut",
+        "description: power cut at transfer block 2 of an update through an slcan adapter\nseed: 5\nupdate: {version: 2.0.0, size: 30000}\nfaults:\n  - when: {transfer_block: 2}\n    do: {power_cut: {restore_after_ms: 300}}\nexpect:\n  outcome: committed\n  version: 2.0.0\n  events: [power_off, power_on, state:committed]\n",
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["run", "--ui", "plain", "--bench"])
+        .arg(&bench)
+        .arg(&s)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("PASS  slcan-power-cut"), "{out}");
+    assert!(out.contains(&format!("slcan {pty}")), "{out}");
+}
+
+#[test]
+fn a_bench_that_is_not_in_the_starting_state_is_an_error_and_bad_bench_files_are_located() {
+    let b = Bench::start_ecu("max", false, true);
+    let bench = bench_file(
+        &b,
+        &format!("{{transport: doip, host: 127.0.0.1, port: {}}}", b.ecu_port),
+    );
+    let s = scenario(
+        &b,
+        "from-v5",
+        "description: starts from 5.0.0\ninstalled: {version: 5.0.0}\nupdate: {version: 6.0.0}\nexpect: {outcome: committed}\n",
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["run", "--ui", "plain", "--bench"])
+        .arg(&bench)
+        .arg(&s)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("the bench ECU runs 1.0.0, the scenario starts from 5.0.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replay: hil run --bench "),
+        "the replay names the bench: {out}"
+    );
+
+    let bad = b.dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: x\ntarget: {transport: doip, host: h}\nfaults: [power_cut]\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["run", "--bench"])
+        .arg(&bad)
+        .arg(&s)
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("bad.yaml:3:"), "{out}");
+    assert!(out.contains("power"), "{out}");
+}
