@@ -34,10 +34,12 @@ use crate::ota::manifest::{Artifact, Manifest};
 use crate::ota::store::Store;
 use crate::power::{ExternalCommand, Manual, PowerControl, PowerError, SerialRelay};
 use crate::scenario::expect;
-use crate::scenario::runner::{EndState, RunError, RunResult, build_image, outcome_of, swaps};
+use crate::scenario::runner::{
+    EndState, RunError, RunResult, build_image, outcome_of, real_time, swaps, unfired,
+};
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario, Trigger};
 use crate::scenario::trace::{Source, Trace, TraceEvent};
-use crate::scenario::world::{Tap, download_event, state_name};
+use crate::scenario::world::{Tap, download_event, progress_only, state_matches, state_name};
 use crate::uds_client::UdsClient;
 
 /// The file name the update is served under.
@@ -243,12 +245,7 @@ impl Engine {
             }
             _ => {}
         }
-        let progress_only = matches!(
-            state,
-            State::Transferring {
-                step: TransferStep::Block { n, .. }
-            } if *n > 0
-        ) || matches!(state, State::Downloading { bytes } if *bytes > 0);
+        let progress_only = progress_only(state);
         if !matches!(
             state,
             State::Transferring {
@@ -262,15 +259,10 @@ impl Engine {
         }
         self.push(Source::Ota, &format!("state:{name}"), state.to_string());
         self.state = name.clone();
-        self.fire(&format!("on entering {name}"), |t| match t {
-            Trigger::State(s) => {
-                *s == name
-                    || name
-                        .strip_prefix(s.as_str())
-                        .is_some_and(|r| r.starts_with(':'))
-            }
-            _ => false,
-        });
+        self.fire(
+            &format!("on entering {name}"),
+            |t| matches!(t, Trigger::State(s) if state_matches(s, &name)),
+        );
     }
 }
 
@@ -325,10 +317,7 @@ pub fn run(
     if let Some(s) = seed {
         scenario.seed = s;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let runtime = real_time()?;
     let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
     let result = runtime.block_on(execute(Arc::new(scenario), bench, dir.path(), tap));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -674,15 +663,7 @@ async fn execute(
             }
         }
     };
-    for (i, f) in s.faults.iter().enumerate() {
-        if g.fired[i] == 0 && !f.optional {
-            failures.push(format!(
-                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
-                i + 1,
-                f.when
-            ));
-        }
-    }
+    failures.extend(unfired(&s, &g.fired));
     failures.extend(expect::check(&s.expect, &end, &g.trace, true));
     Ok(RunResult {
         trace: g.trace.clone(),

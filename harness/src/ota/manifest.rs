@@ -12,6 +12,7 @@
 //!   port: 13400                          # default 13400
 //!   logical_address: 0x0010              # default 0x0010
 //!   tester_address: 0x0E00               # default 0x0E00
+//!   # or {transport: slcan, device: …} / {transport: socketcan, interface: …}: see crate::target
 //! key_id: 9a1b…                          # optional: hex prefix (≥ 8 digits) of the signing key's hash
 //! permanent: false                       # optional: permanent instead of test upgrade
 //! ```

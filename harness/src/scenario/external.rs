@@ -24,7 +24,9 @@ use ecu_sim::proto::doip;
 use ecu_sim::proto::uds_can::CanIds;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::runner::{EndState, Prepared, RunError, RunResult, end_state, prepare, spawn_ticker};
+use super::runner::{
+    EndState, Prepared, RunError, RunResult, end_state, prepare, real_time, spawn_ticker, unfired,
+};
 use super::schema::{ExternalClient, OutcomeSpec, Scenario, TransportSpec};
 use super::trace::Source;
 use super::world::{Tap, World};
@@ -94,10 +96,7 @@ pub fn run(scenario: &Scenario, tap: Option<Tap>) -> Result<RunResult, RunError>
     let super::schema::Client::External(client) = &scenario.client else {
         return Err(RunError::Ecu("not an external-client scenario".into()));
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let runtime = real_time()?;
     let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
     let mut p = prepare(&Arc::new(scenario.clone()))?;
     if let Some(t) = &tap {
@@ -222,15 +221,7 @@ async fn execute(
             ),
         );
     }
-    for (i, f) in s.faults.iter().enumerate() {
-        if hooks.fired[i] == 0 && !f.optional {
-            failures.push(format!(
-                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
-                i + 1,
-                f.when
-            ));
-        }
-    }
+    failures.extend(unfired(s, &hooks.fired));
     failures.extend(super::expect::check(&s.expect, &end, &hooks.trace, true));
     Ok(RunResult {
         trace: hooks.trace.clone(),

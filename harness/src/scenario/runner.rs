@@ -87,6 +87,32 @@ fn virtual_time() -> Result<tokio::runtime::Runtime, RunError> {
         .map_err(|e| RunError::Ecu(e.to_string()))
 }
 
+/// A one-thread runtime on the wall clock (external clients, benches: real processes and
+/// real ECUs do not run on a paused clock).
+pub fn real_time() -> Result<tokio::runtime::Runtime, RunError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Ecu(e.to_string()))
+}
+
+/// A failure for every fault that never fired, unless it is optional.
+pub fn unfired(s: &Scenario, fired: &[u32]) -> Vec<String> {
+    s.faults
+        .iter()
+        .zip(fired)
+        .enumerate()
+        .filter(|(_, (f, n))| **n == 0 && !f.optional)
+        .map(|(i, (f, _))| {
+            format!(
+                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
+                i + 1,
+                f.when
+            )
+        })
+        .collect()
+}
+
 /// A scratch directory for a simulated job store: in memory (`/dev/shm`) where there is one,
 /// as simulations write thousands of small files that no disk needs to see.
 pub fn scratch_dir() -> Result<tempfile::TempDir, RunError> {
@@ -501,15 +527,7 @@ async fn execute(
             ),
         );
     }
-    for (i, f) in s.faults.iter().enumerate() {
-        if hooks.fired[i] == 0 && !f.optional {
-            failures.push(format!(
-                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
-                i + 1,
-                f.when
-            ));
-        }
-    }
+    failures.extend(unfired(s, &hooks.fired));
     failures.extend(super::expect::check(
         &s.expect,
         &end,

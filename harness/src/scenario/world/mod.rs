@@ -562,12 +562,7 @@ impl World {
     pub fn on_state(&mut self, sim: &mut SimEcu, now: u64, state: &crate::ota::job::State) {
         use crate::ota::job::{State, TransferStep};
         let name = state_name(state);
-        let progress_only = matches!(
-            state,
-            State::Transferring {
-                step: TransferStep::Block { n, .. }
-            } if *n > 0
-        ) || matches!(state, State::Downloading { bytes } if *bytes > 0);
+        let progress_only = progress_only(state);
         if let State::Transferring {
             step: TransferStep::Block { of, .. },
         } = state
@@ -585,12 +580,7 @@ impl World {
             return;
         }
         let actions = self.matching(now, &format!("on entering {name}"), |t| match t {
-            Trigger::State(s) => {
-                *s == name
-                    || name
-                        .strip_prefix(s.as_str())
-                        .is_some_and(|r| r.starts_with(':'))
-            }
+            Trigger::State(s) => state_matches(s, &name),
             Trigger::Event(n) => *n == format!("state:{name}"),
             _ => false,
         });
@@ -673,6 +663,26 @@ fn cut_variant(v: CutVariantSpec) -> CutVariant {
         CutVariantSpec::Torn => CutVariant::Torn,
         CutVariantSpec::After => CutVariant::After,
     }
+}
+
+/// Whether a `state` trigger naming `wanted` matches entering state `name`: the state itself
+/// or one of its steps (`transferring` matches `transferring:erase`).
+pub fn state_matches(wanted: &str, name: &str) -> bool {
+    wanted == name
+        || name
+            .strip_prefix(wanted)
+            .is_some_and(|r| r.starts_with(':'))
+}
+
+/// A transition that only reports progress (bytes downloaded, blocks sent) within a state.
+pub fn progress_only(state: &crate::ota::job::State) -> bool {
+    use crate::ota::job::{State, TransferStep};
+    matches!(
+        state,
+        State::Transferring {
+            step: TransferStep::Block { n, .. }
+        } if *n > 0
+    ) || matches!(state, State::Downloading { bytes } if *bytes > 0)
 }
 
 /// `transferring:block`, `applying:await_boot`, `committed`, ...
