@@ -1,7 +1,7 @@
 //! `hil run --bench`: scenarios against a "real" ECU — `ecu-sim serve` as a separate process,
 //! reached over DoIP and through its slcan pty — with its power switched by an emulated USB
 //! relay board on a pseudo-terminal (`ecu-sim serve --relay-pty`), driven by the bench file's
-//! `relay:` through `hil::power::SerialRelay`. Realisable scenarios pass, the rest are SKIPPED
+//! `relay:` through `hil::power::SerialRelay`, or by its `command:` power switch. Realisable scenarios pass, the rest are SKIPPED
 //! with the reason (in the output and in JUnit), never passed and never failed.
 
 mod common;
@@ -115,13 +115,21 @@ fn scenarios_run_on_the_bench_and_unrealisable_ones_are_skipped_with_the_reason(
 }
 
 #[test]
-fn a_bench_reached_through_slcan_cuts_power_mid_transfer() {
+fn a_bench_reached_through_slcan_with_power_commands_cuts_power_mid_transfer() {
     let b = Bench::start_ecu("max", true, true);
     let pty = b.slcan_pty.clone().expect("an slcan pty");
-    let bench = bench_file(
-        &b,
-        &format!("{{transport: slcan, device: {pty}, bitrate: 500000}}"),
-    );
+    let relay = b.relay_pty.clone().expect("a relay pty");
+    // Power through shell commands (labgrid's ExternalPowerDriver style) that write the relay
+    // board's bytes themselves (octal escapes: A0 01 01 A2 / A0 01 00 A1).
+    let bench = b.dir.path().join("bench-slcan.yaml");
+    std::fs::write(
+        &bench,
+        format!(
+            "name: ecu-sim through slcan\ntarget: {{transport: slcan, device: {pty}, bitrate: 500000}}\npower:\n  command:\n    on: printf '\\240\\001\\001\\242' > {relay}\n    off: printf '\\240\\001\\000\\241' > {relay}\nfaults: [power_cut]\nboot_timeout_s: 20\n"
+        ),
+    )
+    .unwrap();
+    let (before, _) = b.ecu_state();
     let s = scenario(
         &b,
         "slcan-power-cut",
@@ -137,6 +145,14 @@ fn a_bench_reached_through_slcan_cuts_power_mid_transfer() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("PASS  slcan-power-cut"), "{out}");
     assert!(out.contains(&format!("slcan {pty}")), "{out}");
+    // The commands really switched the ECU: a boot for the cut and one for the update.
+    let (after, _) = b.ecu_state();
+    assert!(
+        after.boot_count >= before.boot_count + 2,
+        "boots {} -> {}",
+        before.boot_count,
+        after.boot_count
+    );
 }
 
 #[test]
