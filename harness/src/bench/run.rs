@@ -670,6 +670,7 @@ async fn execute(
         end,
         failures,
         job: Some(job),
+        real_time: true,
     })
 }
 

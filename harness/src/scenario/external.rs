@@ -228,6 +228,7 @@ async fn execute(
         end,
         failures,
         job: None,
+        real_time: true,
     })
 }
 

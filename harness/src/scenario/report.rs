@@ -73,9 +73,14 @@ impl Outcome {
     pub fn line(&self) -> String {
         let detail = match (&self.run, self.status) {
             (Some(r), Status::Passed) => format!(
-                "{} in {:.1} s simulated ({})",
+                "{} in {:.1} s {} ({})",
                 outcome_word(r),
                 r.end.simulated_us as f64 / 1e6,
+                if r.real_time {
+                    "real time"
+                } else {
+                    "simulated"
+                },
                 self.link
             ),
             (_, _) => self.messages.first().cloned().unwrap_or_default(),

@@ -76,6 +76,8 @@ pub struct RunResult {
     pub failures: Vec<String>,
     /// The manager's job (none with an external client).
     pub job: Option<Job>,
+    /// Times are wall-clock time (an external client, a bench), not virtual time.
+    pub real_time: bool,
 }
 
 /// A one-thread runtime on a paused clock: every wait costs no wall time (virtual time).
@@ -539,6 +541,7 @@ async fn execute(
         end,
         failures,
         job: Some(job),
+        real_time: false,
     })
 }
 
