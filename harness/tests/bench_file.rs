@@ -31,7 +31,14 @@ fn bad_benches_get_exact_file_line_col_messages() {
             // unknown-top-level-field
             "name: x\ntarget: {transport: doip, host: h}\nfault: [download]\n",
             &[
-                "b.yaml:3:1: unknown field `fault`, expected one of `name`, `target`, `security`, `power`, `faults`, `boot_timeout_s`, `confirm_timeout_s` (did you mean `faults`?)",
+                "b.yaml:3:1: unknown field `fault`, expected one of `name`, `target`, `security`, `power`, `faults`, `boot_timeout_s`, `confirm_timeout_s`, `images` (did you mean `faults`?)",
+            ],
+        ),
+        (
+            // image-version
+            "name: x\ntarget: {transport: doip, host: h}\nimages: {2.0: fw.bin}\n",
+            &[
+                "b.yaml:3:15: images.2.0: \"2.0\" is not a version (major.minor.revision, e.g. 2.1.0)",
             ],
         ),
         (

@@ -7,15 +7,16 @@
 mod common;
 
 use common::{Bench, text};
+use ecu_sim::image::{Behaviour, ImageBuilder, Version, dev_key};
 
-/// A bench file for the served ECU.
-fn bench_file(b: &Bench, target: &str) -> std::path::PathBuf {
+/// A bench file for the served ECU; `extra` is appended (e.g. `images:`).
+fn bench_file(b: &Bench, target: &str, extra: &str) -> std::path::PathBuf {
     let relay = b.relay_pty.as_deref().expect("a relay pty");
     let path = b.dir.path().join(format!("bench-{}.yaml", target.len()));
     std::fs::write(
         &path,
         format!(
-            "name: ecu-sim on loopback\ntarget: {target}\npower:\n  relay: {{port: {relay}, baud: 9600, on: \"A0 01 01 A2\", off: \"A0 01 00 A1\"}}\nfaults: [power_cut, download, kill_manager]\nboot_timeout_s: 20\n"
+            "name: ecu-sim on loopback\ntarget: {target}\npower:\n  relay: {{port: {relay}, baud: 9600, on: \"A0 01 01 A2\", off: \"A0 01 00 A1\"}}\nfaults: [power_cut, download, kill_manager]\nboot_timeout_s: 20\n{extra}"
         ),
     )
     .unwrap();
@@ -33,9 +34,19 @@ fn scenario(b: &Bench, name: &str, body: &str) -> std::path::PathBuf {
 #[test]
 fn scenarios_run_on_the_bench_and_unrealisable_ones_are_skipped_with_the_reason() {
     let b = Bench::start_ecu("max", true, true);
+    // The team's own 3.0.0 (here: built with the ECU's development key), by version, relative
+    // to the bench file.
+    let v3 = ImageBuilder::new(Version::new(3, 0, 0), vec![0x33; 45_000])
+        .security_counter(3)
+        .behaviour(Behaviour::Healthy {
+            confirm_after_ms: 200,
+        })
+        .sign(&dev_key("oem"));
+    std::fs::write(b.dir.path().join("fw-3.0.0.bin"), &v3).unwrap();
     let bench = bench_file(
         &b,
         &format!("{{transport: doip, host: 127.0.0.1, port: {}}}", b.ecu_port),
+        "images: {3.0.0: fw-3.0.0.bin}\n",
     );
     let (before, _) = b.ecu_state();
     scenario(
@@ -65,10 +76,18 @@ fn scenarios_run_on_the_bench_and_unrealisable_ones_are_skipped_with_the_reason(
         .arg(b.dir.path().join("scenarios"))
         .arg("--junit")
         .arg(&junit)
+        .arg("--trace")
+        .arg(b.dir.path().join("traces"))
         .output()
         .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
+    // Scenario 2 updated to the bench's own 3.0.0 file, not one built from its spec.
+    let trace = std::fs::read_to_string(b.dir.path().join("traces/2-download-cut.jsonl")).unwrap();
+    assert!(
+        trace.contains(&format!("done: {} bytes", v3.len())),
+        "{trace}"
+    );
     let line = |name: &str| {
         out.lines()
             .find(|l| l.contains(name) && (l.starts_with("PASS") || l.starts_with("SKIP")))
@@ -161,6 +180,7 @@ fn a_bench_that_is_not_in_the_starting_state_is_an_error_and_bad_bench_files_are
     let bench = bench_file(
         &b,
         &format!("{{transport: doip, host: 127.0.0.1, port: {}}}", b.ecu_port),
+        "",
     );
     let s = scenario(
         &b,

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | power | switched on (a previous run may have left it off) |
 //! | precondition | the ECU answers and runs the scenario's `installed.version`, else an error: the bench is not in the scenario's starting state |
-//! | update | built from the scenario (its seed, its signing key), served by [`ArtifactServer`] from a temp dir; the job is submitted to a fresh store |
+//! | update | the bench's own image for the scenario's `update.version` (`images:`), else one built from the scenario (its seed, its signing key); served by [`ArtifactServer`] from a temp dir; the job is submitted to a fresh store |
 //! | faults | triggers from the manager's progress (job states, download bytes, transfer blocks) and the clock; actions: power off → `restore_after_ms` → on, killing and restarting the manager, server faults (download faults triggered at a byte offset act at exactly that offset), serving a swapped artifact |
 //! | end | after the job and any pending power restore, the ECU is read over UDS: boot status (version, slot, confirmed) and its DTCs |
 //!
@@ -363,7 +363,10 @@ async fn execute(
     }
 
     // The update, served from loopback.
-    let update = build_image(&s.update, s.seed, "update")?;
+    let update = match bench.images.get(&s.update.version) {
+        None => build_image(&s.update, s.seed, "update")?,
+        Some(path) => bench_image(path, &s.update.version)?,
+    };
     let swapped = swaps(&s.update, s.seed)?;
     let artifacts = dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).map_err(|e| RunError::Store(e.to_string()))?;
@@ -672,6 +675,23 @@ async fn execute(
         job: Some(job),
         real_time: true,
     })
+}
+
+/// The bench's own image for `version`: it must read, parse and carry that version.
+fn bench_image(path: &Path, version: &str) -> Result<Vec<u8>, RunError> {
+    let err = |message: String| RunError::Image {
+        what: "update",
+        message: format!("bench image {}: {message}", path.display()),
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let header = ecu_sim::image::Header::parse(&bytes).map_err(|e| err(e.to_string()))?;
+    if version.parse::<Version>().ok() != Some(header.version) {
+        return Err(err(format!(
+            "its header says {}, the scenario updates to {version}",
+            header.version
+        )));
+    }
+    Ok(bytes)
 }
 
 fn swap_name(s: ArtifactSwap) -> &'static str {

@@ -12,6 +12,7 @@
 //! faults: [power_cut, download, kill_manager]
 //! boot_timeout_s: 30                 # optional: overrides the scenario's manager limits
 //! confirm_timeout_s: 10
+//! images: {2.0.0: fw/vcu-2.0.0.signed.bin}   # optional: the team's images by version
 //! ```
 //!
 //! | field | values (defaults) |
@@ -22,6 +23,7 @@
 //! | `power` | [`PowerSpec`]: `{relay: {port, baud (9600), on, off}}`, `{command: {on, off}}`, `manual`, `none` (default) |
 //! | `faults` | [`Capability`] names: `power_cut` (needs power control), `download`, `kill_manager` (default: none) |
 //! | `boot_timeout_s`, `confirm_timeout_s` | seconds above 0, optional |
+//! | `images` | version → signed image file (relative to the bench file): served instead of an image built from the scenario |
 //!
 //! Unknown fields are errors; [`super::validate`] reads files and reports every problem as
 //! `file:line:col: message`. These types are what a file becomes once it validated; they
@@ -58,6 +60,11 @@ pub struct Bench {
     /// Seconds a new image may stay on probation (overrides the scenario's manager).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirm_timeout_s: Option<f64>,
+    /// The team's signed images by version (paths relative to the bench file): the update of
+    /// a scenario whose `update.version` is here is this file, not an image built from the
+    /// scenario's spec (a real ECU boots only its real firmware, signed with its keys).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub images: std::collections::BTreeMap<String, PathBuf>,
     /// The file it was read from (for replay commands).
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -211,6 +218,7 @@ mod tests {
             faults: BTreeSet::new(),
             boot_timeout_s: Some(60.0),
             confirm_timeout_s: None,
+            images: Default::default(),
             file: None,
         };
         let spec = ManagerSpec {

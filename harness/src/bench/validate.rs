@@ -10,6 +10,7 @@
 //! bytes, capability names, the security command — and locates each problem by walking the
 //! YAML to its path ([`locate`]).
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,9 +27,18 @@ use crate::scenario::validate::{closest, dotted, locate, strip_location, with_hi
 pub fn load(path: &Path) -> Result<Bench, Invalid> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file).map(|b| Bench {
-            file: Some(path.to_path_buf()),
-            ..b
+        Ok(text) => parse(&text, &file).map(|b| {
+            // Image paths are relative to the bench file.
+            let dir = path.parent().unwrap_or(Path::new("."));
+            Bench {
+                file: Some(path.to_path_buf()),
+                images: b
+                    .images
+                    .into_iter()
+                    .map(|(v, p)| (v, dir.join(p)))
+                    .collect(),
+                ..b
+            }
         }),
         Err(e) => Err(Invalid(vec![Problem {
             file,
@@ -113,6 +123,8 @@ struct RawBench {
     boot_timeout_s: Option<f64>,
     #[serde(default)]
     confirm_timeout_s: Option<f64>,
+    #[serde(default)]
+    images: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +329,14 @@ fn check(raw: RawBench) -> Result<Bench, Found> {
             ));
         }
     }
+    for version in raw.images.keys() {
+        if version.parse::<ecu_sim::image::Version>().is_err() {
+            found.push((
+                at(&["images", version]),
+                format!("{version:?} is not a version (major.minor.revision, e.g. 2.1.0)"),
+            ));
+        }
+    }
     match target {
         Some(target) if found.is_empty() => Ok(Bench {
             name: raw.name,
@@ -326,6 +346,7 @@ fn check(raw: RawBench) -> Result<Bench, Found> {
             faults,
             boot_timeout_s: raw.boot_timeout_s,
             confirm_timeout_s: raw.confirm_timeout_s,
+            images: raw.images,
             file: None,
         }),
         _ => Err(found),
