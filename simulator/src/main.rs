@@ -433,7 +433,7 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
             handle.clone(),
             conn_config,
         ));
-        let udp = tokio::spawn(ecu_sim::serve::serve_udp(udp, entity));
+        let udp = tokio::spawn(ecu_sim::serve::serve_udp(udp, entity, handle.clone()));
         println!(
             "ecu-sim: doip listening on {addr} (tcp and udp), ecu logical address 0x{:04x}",
             args.logical_address

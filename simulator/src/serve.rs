@@ -91,8 +91,9 @@ pub async fn serve_tcp<B: Backend>(listener: TcpListener, ecu: B, config: doip::
     }
 }
 
-/// Answer UDP vehicle identification (and status) requests.
-pub async fn serve_udp(socket: UdpSocket, entity: doip::EntityInfo) {
+/// Answer UDP vehicle identification (and status) requests; the diagnostic power mode is
+/// `NotReady` while the ECU behind the entity has no power.
+pub async fn serve_udp<B: Backend>(socket: UdpSocket, entity: doip::EntityInfo, ecu: B) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -102,7 +103,15 @@ pub async fn serve_udp(socket: UdpSocket, entity: doip::EntityInfo) {
                 continue;
             }
         };
-        if let Some(reply) = doip::udp_response(&buf[..n], &entity)
+        let now = doip::EntityInfo {
+            power_mode: if ecu.power().on {
+                entity.power_mode
+            } else {
+                doip::PowerMode::NotReady
+            },
+            ..entity.clone()
+        };
+        if let Some(reply) = doip::udp_response(&buf[..n], &now)
             && let Err(e) = socket.send_to(&reply, peer).await
         {
             tracing::warn!("doip udp: reply to {peer}: {e}");

@@ -191,6 +191,23 @@ fn open_relay(path: &str) -> std::fs::File {
         .unwrap()
 }
 
+/// The entity's diagnostic power mode over UDP (0x4003 → 0x4004): 0x00 not ready, 0x01 ready.
+fn power_mode(port: u16) -> u8 {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    udp.send_to(&hex!("02 FD 40 03 00 00 00 00"), ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = udp.recv(&mut buf).expect("a power mode response");
+    assert_eq!(
+        &buf[..8],
+        hex!("02 FD 40 04 00 00 00 01"),
+        "{:02x?}",
+        &buf[..n]
+    );
+    buf[8]
+}
+
 /// Give the server time to read the relay bytes before the next DoIP request.
 fn settle() {
     std::thread::sleep(Duration::from_millis(200));
@@ -214,9 +231,15 @@ fn the_relay_cuts_and_restores_the_ecus_power() {
     let mut relay = open_relay(&path);
 
     // Off: the ECU answers nothing; the DoIP entity in front of it stays up.
+    assert_eq!(power_mode(port), 0x01, "ready while powered");
     relay.write_all(&hex!("A0 01 00 A1")).unwrap();
     settle();
     tester.assert_silent("after the off command");
+    assert_eq!(
+        power_mode(port),
+        0x00,
+        "not ready while the ECU has no power"
+    );
 
     // A broken on command (wrong checksum) and noise switch nothing.
     relay.write_all(&hex!("A0 01 01 A3 FF 0D 0A")).unwrap();
@@ -235,6 +258,7 @@ fn the_relay_cuts_and_restores_the_ecus_power() {
     assert_eq!(after.version, Some(Version::new(1, 0, 0)));
     assert_eq!(after.outcome, before.outcome, "a normal boot: {after:?}");
     assert!(after.confirmed);
+    assert_eq!(power_mode(port), 0x01, "ready again");
 
     // On again while on: nothing happens (no second boot).
     relay.write_all(&hex!("A0 01 01 A2")).unwrap();
