@@ -71,31 +71,13 @@ impl<F: FnMut(bool) + Send> PowerControl for VirtualRail<F> {
     }
 }
 
-/// `"A0 01 01 A2"` (spaces, commas or `0x` optional) → bytes.
+/// `"A0 01 01 A2"` (spaces, commas or `0x` optional) → bytes: the notation the virtual
+/// ECU's relay board (`ecu_sim::proto::relay`) reads too.
 pub fn parse_bytes(text: &str) -> Result<Vec<u8>, PowerError> {
-    let err = |message: String| PowerError::Bytes {
-        text: text.to_string(),
-        message,
-    };
-    let bytes: Result<Vec<u8>, _> = text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            let hex = t
-                .strip_prefix("0x")
-                .or_else(|| t.strip_prefix("0X"))
-                .unwrap_or(t);
-            if hex.len() > 2 {
-                return Err(err(format!("{t:?} is more than one byte")));
-            }
-            u8::from_str_radix(hex, 16).map_err(|e| err(format!("{t:?}: {e}")))
-        })
-        .collect();
-    let bytes = bytes?;
-    if bytes.is_empty() {
-        return Err(err("no bytes".into()));
-    }
-    Ok(bytes)
+    ecu_sim::proto::relay::parse_bytes(text).map_err(|e| PowerError::Bytes {
+        text: e.text,
+        message: e.message,
+    })
 }
 
 /// A relay board on a serial port.

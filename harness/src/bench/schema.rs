@@ -144,8 +144,7 @@ impl PowerSpec {
 
 /// `[0xA0, 0x01]` → `"A0 01"` (what [`crate::power::parse_bytes`] reads).
 fn hex_bytes<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    let text: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
-    s.serialize_str(&text.join(" "))
+    s.serialize_str(&ecu_sim::proto::relay::format_bytes(bytes))
 }
 
 /// A kind of fault a bench can realise. The set is closed: other scenario faults need a
