@@ -134,7 +134,38 @@ fn main() {
             }
         });
     }
+    // Runs everywhere: the CLI names why an interface does not open (here: no such interface,
+    // and, on a kernel without CAN, that too).
+    trials.push(Trial::test(
+        "hil_flash_names_a_missing_interface",
+        hil_flash_names_a_missing_interface,
+    ));
     libtest_mimic::run(&args, trials).exit();
+}
+
+fn hil_flash_names_a_missing_interface() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let image = dir.path().join("v2.bin");
+    std::fs::write(&image, b"not reached").map_err(|e| e.to_string())?;
+    let o = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["flash", "--socketcan", "hilnosuch0"])
+        .arg(&image)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    if o.status.code() != Some(2) {
+        return Err(format!("exit {:?}, expected 2: {err}", o.status.code()).into());
+    }
+    let want = "socketcan hilnosuch0 (iso-tp 0x7e0/0x7e8): can: CAN interface hilnosuch0: no such interface";
+    if !err.contains(want) {
+        return Err(format!("no {want:?} in: {err}").into());
+    }
+    if hil::can::socketcan::check_kernel().is_err()
+        && !err.contains("this kernel has no CAN support")
+    {
+        return Err(format!("the missing kernel support is not named: {err}").into());
+    }
+    Ok(())
 }
 
 /// A trial's body, given its bus.
