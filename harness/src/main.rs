@@ -433,7 +433,7 @@ fn main() -> ExitCode {
             boot_timeout,
             image,
         } => {
-            let padding = Some(0xCC);
+            let padding = Some(hil::target::DEFAULT_PADDING);
             let target = if let Some(device) = slcan {
                 Target::Slcan {
                     device,

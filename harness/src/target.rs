@@ -38,8 +38,11 @@ fn default_tx() -> u32 {
 fn default_rx() -> u32 {
     0x7E8
 }
+/// The ISO-TP padding byte unless a target says otherwise.
+pub const DEFAULT_PADDING: u8 = 0xCC;
+
 fn default_padding() -> Option<u8> {
-    Some(0xCC)
+    Some(DEFAULT_PADDING)
 }
 
 /// The ECU and how to reach it.
@@ -94,7 +97,9 @@ impl Target {
             Target::Doip { host, .. } if host.is_empty() => {
                 Some(("host", "must not be empty".into()))
             }
+            Target::Doip { port: 0, .. } => Some(("port", "0 is not a TCP port".into())),
             Target::Doip { .. } => None,
+            Target::Slcan { serial_baud: 0, .. } => Some(("serial_baud", "must be above 0".into())),
             Target::Slcan {
                 bitrate,
                 tx_id,
@@ -122,6 +127,14 @@ impl Target {
             } => {
                 if interface.is_empty() {
                     return Some(("interface", "must not be empty".into()));
+                }
+                if interface.len() > 15 {
+                    return Some((
+                        "interface",
+                        format!(
+                            "{interface:?} is longer than 15 bytes, the longest Linux interface name"
+                        ),
+                    ));
                 }
                 id("tx_id", *tx_id).or_else(|| id("rx_id", *rx_id))
             }

@@ -38,7 +38,7 @@ use crate::scenario::runner::{
     EndState, RunError, RunResult, build_image, outcome_of, real_time, swaps, unfired,
 };
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario, Trigger};
-use crate::scenario::trace::{Source, Trace, TraceEvent};
+use crate::scenario::trace::{Source, Trace};
 use crate::scenario::world::{Tap, download_event, progress_only, state_matches, state_name};
 use crate::uds_client::UdsClient;
 
@@ -172,16 +172,11 @@ impl Engine {
     }
 
     fn push(&mut self, source: Source, event: &str, text: String) {
-        let e = TraceEvent {
-            at_us: self.now(),
-            source,
-            event: event.into(),
-            text: text.into(),
-        };
-        if let Some(t) = &self.tap {
-            (t.0)(&e);
+        let at = self.now();
+        self.trace.push(at, source, event, text);
+        if let (Some(t), Some(e)) = (&self.tap, self.trace.events.last()) {
+            (t.0)(e);
         }
-        self.trace.events.push(e);
     }
 
     /// Fire every fault whose trigger matches and that has firings left.
@@ -330,7 +325,6 @@ async fn execute(
     dir: &Path,
     tap: Option<Tap>,
 ) -> Result<RunResult, RunError> {
-    let ecu_err = |e: String| RunError::Ecu(e);
     let manager_spec = match &s.client {
         Client::Manager(m) => bench.manager_spec(m),
         Client::External(_) => {
@@ -340,20 +334,20 @@ async fn execute(
         }
     };
     let boot_timeout = Duration::from_secs_f64(manager_spec.boot_timeout_s);
-    let mut power = AnyPower::open(&bench.power).map_err(|e| ecu_err(e.to_string()))?;
+    let mut power = AnyPower::open(&bench.power).map_err(|e| RunError::Ecu(e.to_string()))?;
     power
         .set(true)
         .await
-        .map_err(|e| ecu_err(format!("switching power on: {e}")))?;
+        .map_err(|e| RunError::Ecu(format!("switching power on: {e}")))?;
 
     // The bench must be where the scenario starts.
-    let before = read_ecu(bench, boot_timeout).await.map_err(ecu_err)?;
+    let before = read_ecu(bench, boot_timeout).await.map_err(RunError::Ecu)?;
     let installed: Version = s.installed.version.parse().map_err(|e| RunError::Image {
         what: "installed",
         message: format!("{e}"),
     })?;
     if before.status.version != Some(installed) {
-        return Err(ecu_err(format!(
+        return Err(RunError::Ecu(format!(
             "the bench ECU runs {}, the scenario starts from {installed}: bring the ECU to {installed} first",
             before
                 .status
@@ -613,7 +607,7 @@ async fn execute(
     let mut g = lock(&engine);
     let (outcome, reason) = outcome_of(&job.state);
     let mut failures = Vec::new();
-    let end = match reading {
+    let read = match reading {
         Ok(r) => {
             g.push(
                 Source::Ecu,
@@ -631,40 +625,33 @@ async fn execute(
                     }
                 ),
             );
-            EndState {
-                outcome,
-                reason,
-                version: r.status.version,
-                slot: Some(if r.status.slot == 0 {
-                    Slot::Primary
-                } else {
-                    Slot::Secondary
-                }),
-                confirmed: r.status.confirmed,
-                boots: 0,
-                rollbacks: 0,
-                dtcs: r.dtcs,
-                simulated_us: g.now(),
-                download_resumed: g.download_resumed,
-                installed: Some(installed),
-            }
+            Some(r)
         }
         Err(e) => {
             failures.push(format!("the ECU does not answer at the end: {e}"));
-            EndState {
-                outcome,
-                reason,
-                version: None,
-                slot: None,
-                confirmed: false,
-                boots: 0,
-                rollbacks: 0,
-                dtcs: Vec::new(),
-                simulated_us: g.now(),
-                download_resumed: g.download_resumed,
-                installed: Some(installed),
-            }
+            None
         }
+    };
+    let status = read.as_ref().map(|r| &r.status);
+    let end = EndState {
+        outcome,
+        reason,
+        version: status.and_then(|s| s.version),
+        slot: status.map(|s| {
+            if s.slot == 0 {
+                Slot::Primary
+            } else {
+                Slot::Secondary
+            }
+        }),
+        confirmed: status.is_some_and(|s| s.confirmed),
+        // A real ECU's boots and reverts are not counted (`realise` skips such expectations).
+        boots: 0,
+        rollbacks: 0,
+        dtcs: read.map(|r| r.dtcs).unwrap_or_default(),
+        simulated_us: g.now(),
+        download_resumed: g.download_resumed,
+        installed: Some(installed),
     };
     failures.extend(unfired(&s, &g.fired));
     failures.extend(expect::check(&s.expect, &end, &g.trace, true));

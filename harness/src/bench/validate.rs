@@ -391,21 +391,15 @@ fn check_target(raw: &RawTarget, found: &mut Found) -> Option<Target> {
     }
     match &target {
         Target::Doip {
-            port,
             logical_address,
             tester_address,
             ..
-        } => {
-            if *port == 0 {
-                found.push((at(&["target", "port"]), "0 is not a TCP port".into()));
-            }
-            if logical_address == tester_address {
-                found.push(same(
-                    ("logical_address", raw.logical_address.is_some()),
-                    ("tester_address", raw.tester_address.is_some()),
-                    u32::from(*logical_address),
-                ));
-            }
+        } if logical_address == tester_address => {
+            found.push(same(
+                ("logical_address", raw.logical_address.is_some()),
+                ("tester_address", raw.tester_address.is_some()),
+                u32::from(*logical_address),
+            ));
         }
         Target::Slcan { tx_id, rx_id, .. } | Target::Socketcan { tx_id, rx_id, .. }
             if tx_id == rx_id =>
@@ -417,17 +411,6 @@ fn check_target(raw: &RawTarget, found: &mut Found) -> Option<Target> {
             ));
         }
         _ => {}
-    }
-    if let Target::Slcan { serial_baud: 0, .. } = &target {
-        found.push((at(&["target", "serial_baud"]), "must be above 0".into()));
-    }
-    if let Target::Socketcan { interface, .. } = &target
-        && interface.len() > 15
-    {
-        found.push((
-            at(&["target", "interface"]),
-            format!("{interface:?} is longer than 15 bytes, the longest Linux interface name"),
-        ));
     }
     Some(target)
 }

@@ -44,12 +44,9 @@ fn placeholders(
     let mut v = BTreeMap::new();
     let ids = CanIds::default();
     v.insert("ecu_address", format!("{:#06x}", ECU_ADDRESS));
-    v.insert("tester_address", format!("{:#06x}", 0x0E00));
-    v.insert("tx_id", format!("{:#05X}", ids.request).replace("0X", "0x"));
-    v.insert(
-        "rx_id",
-        format!("{:#05X}", ids.response).replace("0X", "0x"),
-    );
+    v.insert("tester_address", format!("{:#06x}", TESTER_ADDRESS));
+    v.insert("tx_id", format!("0x{:03X}", ids.request));
+    v.insert("rx_id", format!("0x{:03X}", ids.response));
     v.insert("image", image.display().to_string());
     v.insert("version", s.update.version.clone());
     v.insert(
@@ -84,6 +81,8 @@ pub fn expand(text: &str, values: &BTreeMap<&'static str, String>) -> String {
 
 /// The DoIP logical address of the served ECU.
 const ECU_ADDRESS: u16 = 0x0010;
+/// The tester address a client is told to use (the entity routes any tester).
+const TESTER_ADDRESS: u16 = 0x0E00;
 
 #[derive(Debug)]
 enum Endpoint {
@@ -300,28 +299,8 @@ async fn run_client(
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("the client did not start: {e}"))?;
-    let lines = |r: Option<_>, event: &'static str| {
-        let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            let Some(r) = r else { return String::new() };
-            let mut lines = BufReader::new(r).lines();
-            let mut last = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let at = epoch.elapsed().as_micros() as u64;
-                note(&shared, at, event, format!("client: {line}"));
-                last = line;
-            }
-            last
-        })
-    };
-    let out = lines(
-        child.stdout.take().map(Box::pin).map(boxed),
-        "client_stdout",
-    );
-    let err = lines(
-        child.stderr.take().map(Box::pin).map(boxed),
-        "client_stderr",
-    );
+    let out = spawn_lines(child.stdout.take(), "client_stdout", shared, epoch);
+    let err = spawn_lines(child.stderr.take(), "client_stderr", shared, epoch);
     let group = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
     // Whatever the client left running (its children hold the pty or the socket) goes too.
     let kill_group = || {
@@ -351,10 +330,25 @@ async fn run_client(
     }
 }
 
-type Reader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
-
-fn boxed<R: tokio::io::AsyncRead + Send + 'static>(r: std::pin::Pin<Box<R>>) -> Reader {
-    r
+/// Put each line of `r` into the trace as it comes; the task returns the last line.
+fn spawn_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    r: Option<R>,
+    event: &'static str,
+    shared: &Arc<Mutex<SimWorld<World>>>,
+    epoch: tokio::time::Instant,
+) -> tokio::task::JoinHandle<String> {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let Some(r) = r else { return String::new() };
+        let mut lines = BufReader::new(r).lines();
+        let mut last = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let at = epoch.elapsed().as_micros() as u64;
+            note(&shared, at, event, format!("client: {line}"));
+            last = line;
+        }
+        last
+    })
 }
 
 fn note(shared: &Arc<Mutex<SimWorld<World>>>, at: u64, event: &str, text: String) {
