@@ -1,0 +1,364 @@
+//! MCUboot image format: builder, parser and verifier, byte-compatible with MCUboot's `imgtool`.
+//!
+//! Images signed by `imgtool sign` (2.5.0, ed25519 key, default `--sha auto`) verify here, and
+//! images built by [`ImageBuilder`] pass `imgtool verify`; for the same key, payload and options
+//! the two produce the same bytes (ed25519 signatures are deterministic). The interop tests in
+//! `tests/tests/imgtool_interop.rs` check both directions against the real tool.
+//!
+//! ## Layout
+//!
+//! | part | size | hashed | notes |
+//! |---|---|---|---|
+//! | header | `hdr_size` (≥ 32) | yes | the 32-byte [`Header`], then padding: `imgtool --pad-header` fills it with the erased value (`-R`, default `0xff`) |
+//! | payload | `img_size` | yes | |
+//! | protected TLV area | `protect_tlv_size` (0 if none) | yes | info `{u16 0x6908, u16 size incl. info}` + TLVs |
+//! | unprotected TLV area | its info's size | no | info `{u16 0x6907, u16 size incl. info}` + TLVs |
+//!
+//! Everything is little-endian. A TLV is `u16 type`, `u16 len` (value only) and `len` value
+//! bytes, with no alignment padding. The protected area exists only when it holds a TLV; its
+//! size in the header (`ih_protect_tlv_size`) includes its 4-byte info and must equal the
+//! size that info states (MCUboot's `bootutil_tlv_iter_begin` checks the same). Bytes after
+//! the unprotected area (erased flash, a swap trailer) are not part of the image and are
+//! never read.
+//!
+//! ## Header
+//!
+//! | offset | field | type | notes |
+//! |---|---|---|---|
+//! | 0 | `ih_magic` | u32 | [`IMAGE_MAGIC`] `0x96f3b83d` (bytes `3d b8 f3 96`) |
+//! | 4 | `ih_load_addr` | u32 | imgtool `--load-addr`; non-zero also sets [`IMAGE_F_RAM_LOAD`] |
+//! | 8 | `ih_hdr_size` | u16 | header area size, ≥ 32 |
+//! | 10 | `ih_protect_tlv_size` | u16 | protected TLV area size incl. its info, 0 if none |
+//! | 12 | `ih_img_size` | u32 | payload size |
+//! | 16 | `ih_flags` | u32 | `IMAGE_F_*` |
+//! | 20 | `iv_major`, `iv_minor` | u8, u8 | [`Version`] |
+//! | 22 | `iv_revision` | u16 | |
+//! | 24 | `iv_build_num` | u32 | |
+//! | 28 | `_pad1` | u32 | zero |
+//!
+//! ## TLVs
+//!
+//! | TLV | type | area | value |
+//! |---|---|---|---|
+//! | KEYHASH | [`TLV_KEYHASH`] `0x01` | unprotected | SHA-256 of the signing key as DER SubjectPublicKeyInfo (44 bytes; imgtool's `get_public_bytes()` for ed25519, and the form MCUboot embeds its keys in) |
+//! | SHA256 | [`TLV_SHA256`] `0x10` | unprotected | SHA-256 of header + payload + protected area (incl. its info) |
+//! | ED25519 | [`TLV_ED25519`] `0x24` | unprotected | 64-byte ed25519 signature *of the 32-byte digest* (imgtool's default, not `--pure`) |
+//! | SEC_CNT | [`TLV_SEC_CNT`] `0x50` | protected | `u32` security counter (imgtool `--security-counter`) |
+//! | simulation | [`TLV_SIM_BEHAVIOUR`] `0x00a5` | protected | [`Behaviour`], 5 bytes (imgtool `--custom-tlv 0xa5 0x…`) |
+//!
+//! `0x00a5` lies in MCUboot's vendor-reserved ranges (`0xXXa0`–`0xXXff`) and in the range
+//! imgtool 2.5.0 accepts for `--custom-tlv` (`0x00a0..=0xfffe`, minus its predefined types);
+//! imgtool always places custom TLVs in the protected area, after SEC_CNT.
+//!
+//! ## Verification ([`verify`])
+//!
+//! Like MCUboot built with `MCUBOOT_SIGN_ED25519`, SHA-256 image hashes, key hashes (not
+//! `MCUBOOT_HW_KEY`), `MCUBOOT_USE_TLV_ALLOW_LIST` and downgrade prevention by security counter:
+//!
+//! | step | check | error |
+//! |---|---|---|
+//! | 1 | header magic, `hdr_size` ≥ 32, both TLV areas inside the input and well-formed | [`ImageError::BadMagic`], [`ImageError::BadHeaderSize`], [`ImageError::Truncated`], [`ImageError::BadTlvInfoMagic`], [`ImageError::ProtectedSizeMismatch`], [`ImageError::TlvOverflow`] |
+//! | 2 | only KEYHASH, SHA256 and ED25519 in the unprotected area; SEC_CNT and the simulation TLV only in the protected one; known TLVs have their exact length; SHA256, SEC_CNT and the simulation TLV at most once | [`ImageError::MisplacedTlv`], [`ImageError::BadTlvLength`], [`ImageError::DuplicateTlv`] |
+//! | 3 | a SHA256 TLV equal to the SHA-256 of the hashed bytes | [`ImageError::MissingHash`], [`ImageError::HashMismatch`] |
+//! | 4 | only if the [`Keyring`] is not empty: a KEYHASH naming a trusted key, followed by an ED25519 signature of the digest that verifies with it | [`ImageError::MissingSignature`], [`ImageError::UnknownKey`], [`ImageError::BadSignature`] |
+//! | 5 | security counter (0 without SEC_CNT) ≥ the required minimum | [`ImageError::CounterTooLow`] |
+//! | 6 | simulation TLV kind known | [`ImageError::BadBehaviour`] |
+//!
+//! Several KEYHASH + ED25519 pairs may follow each other (MCUboot's multi-signature form):
+//! pairs naming unknown keys are skipped, at least one must name a trusted key, and every
+//! pair naming a trusted key must verify. Other protected TLVs (imgtool's dependencies, boot
+//! record, UUIDs, custom TLVs) are covered by the hash and otherwise ignored. An image
+//! without SEC_CNT counts as security counter 0 (an MCUboot with `MCUBOOT_HW_ROLLBACK_PROT`
+//! would refuse it).
+//!
+//! Images for other MCUboot configurations are refused by the allow list
+//! ([`ImageError::MisplacedTlv`]), as such an MCUboot refuses them: `imgtool --sha 512` and
+//! `--pure` put a SHA512 TLV (`0x12`) in the unprotected area, `--public-key-format full` a
+//! PUBKEY TLV (`0x02`), encrypted images their `ENC_*` key TLVs (`0x30..=0x34`).
+//!
+//! With every check above, changing any single byte of a signed image (header, padding,
+//! payload, either TLV area) makes [`verify`] fail when the keyring is not empty; without keys
+//! only the hash protects the image, so KEYHASH and signature bytes may change unnoticed.
+//!
+//! | module | what |
+//! |---|---|
+//! | this one | constants, [`Version`], [`Behaviour`], [`ImageError`] |
+//! | `parse` | [`Header`], TLV areas, [`parse`] |
+//! | `verify` | [`Keyring`], [`verify`] |
+//! | `build` | [`ImageBuilder`], [`dev_key`] |
+
+use std::fmt;
+use std::str::FromStr;
+
+mod build;
+mod parse;
+#[cfg(test)]
+mod tests;
+mod verify;
+
+pub use build::{ImageBuilder, dev_key};
+pub use parse::{Header, ParsedImage, Tlv, Tlvs, parse};
+pub use verify::{ImageInfo, Keyring, verify};
+
+use ed25519_dalek::pkcs8::DecodePublicKey;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+/// `ih_magic` of an MCUboot image.
+pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
+/// Magic of the unprotected TLV area's info.
+pub const TLV_INFO_MAGIC: u16 = 0x6907;
+/// Magic of the protected TLV area's info.
+pub const TLV_PROT_INFO_MAGIC: u16 = 0x6908;
+/// Size of a TLV area info (`u16 magic`, `u16 size`) and of a TLV header (`u16 type`, `u16 len`).
+pub const TLV_INFO_SIZE: usize = 4;
+/// SHA-256 of the signing key's DER SubjectPublicKeyInfo.
+pub const TLV_KEYHASH: u16 = 0x01;
+/// SHA-256 of header, payload and protected TLV area.
+pub const TLV_SHA256: u16 = 0x10;
+/// Ed25519 signature of the SHA-256 digest.
+pub const TLV_ED25519: u16 = 0x24;
+/// Security counter, `u32`, protected.
+pub const TLV_SEC_CNT: u16 = 0x50;
+/// Our simulation TLV: how the image behaves when booted ([`Behaviour`]). In MCUboot's
+/// vendor-reserved range and in imgtool's `--custom-tlv` range (`0x00a0..=0xfffe`);
+/// protected, so it is covered by hash and signature.
+pub const TLV_SIM_BEHAVIOUR: u16 = 0x00a5;
+/// `ih_flags` bit imgtool sets when `--load-addr` is given.
+pub const IMAGE_F_RAM_LOAD: u32 = 0x20;
+
+/// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410): the 32 key bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// Image version `major.minor.revision+build`. Ordered field by field, as MCUboot compares
+/// versions (build included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version {
+    pub major: u8,
+    pub minor: u8,
+    pub revision: u16,
+    pub build: u32,
+}
+
+impl Version {
+    /// `major.minor.revision+0`.
+    pub const fn new(major: u8, minor: u8, revision: u16) -> Self {
+        Version {
+            major,
+            minor,
+            revision,
+            build: 0,
+        }
+    }
+
+    /// The same version with build number `build`.
+    pub const fn with_build(self, build: u32) -> Self {
+        Version { build, ..self }
+    }
+}
+
+/// `1.2.3+4`; a zero build number is left out (`1.2.3`) unless the alternate form is asked
+/// for: `format!("{v:#}")` always prints it, as `imgtool verify` does (`1.2.3+0`).
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.revision)?;
+        if self.build != 0 || f.alternate() {
+            write!(f, "+{}", self.build)?;
+        }
+        Ok(())
+    }
+}
+
+/// A version string that is not `major.minor.revision` or `major.minor.revision+build`.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error(
+    "bad version {input:?} (expected major.minor.revision[+build], major and minor < 256, revision < 65536)"
+)]
+pub struct ParseVersionError {
+    pub input: String,
+}
+
+/// Accepts `1.2.3` and `1.2.3+4`: decimal digits only (no sign, no spaces), every field
+/// within its width.
+impl FromStr for Version {
+    type Err = ParseVersionError;
+
+    fn from_str(s: &str) -> Result<Self, ParseVersionError> {
+        fn field<T: FromStr>(digits: &str) -> Option<T> {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok()
+        }
+        let parse = || -> Option<Version> {
+            let (main, build) = match s.split_once('+') {
+                Some((main, build)) => (main, field(build)?),
+                None => (s, 0),
+            };
+            let mut parts = main.split('.');
+            let version = Version {
+                major: field(parts.next()?)?,
+                minor: field(parts.next()?)?,
+                revision: field(parts.next()?)?,
+                build,
+            };
+            parts.next().is_none().then_some(version)
+        };
+        parse().ok_or_else(|| ParseVersionError {
+            input: s.to_string(),
+        })
+    }
+}
+
+/// How an image behaves when booted (see [`crate::firmware`]), carried in the protected
+/// [`TLV_SIM_BEHAVIOUR`] TLV. Images without it behave as [`Behaviour::DEFAULT`].
+///
+/// TLV value (5 bytes):
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 1 | kind |
+/// | 1 | 4 | parameter, `u32` little-endian |
+///
+/// | kind | behaviour | parameter |
+/// |---|---|---|
+/// | `0` | [`Behaviour::Healthy`]: runs, confirms itself after a delay | delay, ms |
+/// | `1` | [`Behaviour::CrashOnBoot`]: resets right after boot | ignored (written 0) |
+/// | `2` | [`Behaviour::Hang`]: hangs; the watchdog resets it | watchdog timeout, ms |
+/// | `3` | [`Behaviour::NeverConfirm`]: runs and answers diagnostics, never confirms | ignored (written 0) |
+/// | `4` | [`Behaviour::NoDiagnostics`]: runs and confirms, answers no diagnostics | ignored (written 0) |
+///
+/// Any other kind is [`ImageError::BadBehaviour`]. Example: `02 f4 01 00 00` is a hang with a
+/// 500 ms watchdog, given to imgtool as `--custom-tlv 0xa5 0x02f4010000`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Healthy { confirm_after_ms: u32 },
+    CrashOnBoot,
+    Hang { watchdog_ms: u32 },
+    NeverConfirm,
+    NoDiagnostics,
+}
+
+impl Behaviour {
+    /// What images without the simulation TLV do.
+    pub const DEFAULT: Behaviour = Behaviour::Healthy {
+        confirm_after_ms: 500,
+    };
+
+    /// Length of the TLV value.
+    pub const TLV_LEN: usize = 5;
+
+    /// The TLV value.
+    pub fn encode(self) -> [u8; Self::TLV_LEN] {
+        let (kind, param) = match self {
+            Behaviour::Healthy { confirm_after_ms } => (0, confirm_after_ms),
+            Behaviour::CrashOnBoot => (1, 0),
+            Behaviour::Hang { watchdog_ms } => (2, watchdog_ms),
+            Behaviour::NeverConfirm => (3, 0),
+            Behaviour::NoDiagnostics => (4, 0),
+        };
+        let p = u32::to_le_bytes(param);
+        [kind, p[0], p[1], p[2], p[3]]
+    }
+
+    /// Decode a TLV value.
+    pub fn decode(value: &[u8]) -> Result<Self, ImageError> {
+        let &[kind, a, b, c, d] = value else {
+            return Err(ImageError::BadTlvLength {
+                tlv: TLV_SIM_BEHAVIOUR,
+                len: len_u16(value),
+            });
+        };
+        let param = u32::from_le_bytes([a, b, c, d]);
+        Ok(match kind {
+            0 => Behaviour::Healthy {
+                confirm_after_ms: param,
+            },
+            1 => Behaviour::CrashOnBoot,
+            2 => Behaviour::Hang { watchdog_ms: param },
+            3 => Behaviour::NeverConfirm,
+            4 => Behaviour::NoDiagnostics,
+            kind => return Err(ImageError::BadBehaviour { kind }),
+        })
+    }
+}
+
+/// What is wrong with an image. Offsets are from the start of the image.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("bad image magic 0x{found:08x} (expected 0x96f3b83d)")]
+    BadMagic { found: u32 },
+    #[error("image truncated: needs {needed} bytes, {available} available")]
+    Truncated { needed: usize, available: usize },
+    #[error("header size {hdr_size} is smaller than the 32-byte header")]
+    BadHeaderSize { hdr_size: u16 },
+    #[error("bad tlv info magic 0x{found:04x} at offset {offset}")]
+    BadTlvInfoMagic { offset: usize, found: u16 },
+    #[error("protected tlv area is {info} bytes but the header says {header}")]
+    ProtectedSizeMismatch { header: u16, info: u16 },
+    #[error("tlv at offset {offset} runs past the end of its area")]
+    TlvOverflow { offset: usize },
+    #[error("tlv 0x{tlv:04x} has length {len} (expected {})", expected_len(*.tlv))]
+    BadTlvLength { tlv: u16, len: u16 },
+    #[error("tlv 0x{tlv:04x} appears more than once")]
+    DuplicateTlv { tlv: u16 },
+    #[error(
+        "tlv 0x{tlv:04x} is not allowed in the {} tlv area",
+        area_name(*.protected)
+    )]
+    MisplacedTlv { tlv: u16, protected: bool },
+    #[error("no sha256 tlv")]
+    MissingHash,
+    #[error("hash mismatch: the image is not what was signed")]
+    HashMismatch,
+    #[error("no signature (keyhash + ed25519 tlvs) but keys are configured")]
+    MissingSignature,
+    #[error("signed with an unknown key (keyhash {}…)", hex(&.keyhash[..8]))]
+    UnknownKey { keyhash: [u8; 32] },
+    #[error("bad signature: the ed25519 signature does not verify with the trusted key")]
+    BadSignature,
+    #[error("security counter {image} is lower than the stored {required} (downgrade)")]
+    CounterTooLow { image: u32, required: u32 },
+    #[error("unknown simulation behaviour kind {kind}")]
+    BadBehaviour { kind: u8 },
+    #[error("bad key: {0}")]
+    BadKey(String),
+}
+
+fn area_name(protected: bool) -> &'static str {
+    if protected {
+        "protected"
+    } else {
+        "unprotected"
+    }
+}
+
+/// Value length of the TLVs whose length is fixed (for [`ImageError::BadTlvLength`]).
+fn expected_len(tlv: u16) -> usize {
+    match tlv {
+        TLV_KEYHASH | TLV_SHA256 => 32,
+        TLV_ED25519 => 64,
+        TLV_SEC_CNT => 4,
+        TLV_SIM_BEHAVIOUR => Behaviour::TLV_LEN,
+        _ => 0,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A TLV value's length as the format stores it (values longer than any TLV can be saturate).
+fn len_u16(value: &[u8]) -> u16 {
+    u16::try_from(value.len()).unwrap_or(u16::MAX)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
