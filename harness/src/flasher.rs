@@ -173,6 +173,13 @@ pub enum FlashEvent {
     Answering {
         after: Duration,
     },
+    /// The ECU answered `sid` but is not ready yet (just after a boot): `nrc`, or
+    /// responsePending without a final answer (`nrc` 0x78); the request is repeated within
+    /// the same attempt.
+    NotReady {
+        sid: u8,
+        nrc: u8,
+    },
     /// The boot status, each time it changes while waiting.
     BootStatus(BootStatusRecord),
     Done(Outcome),
@@ -193,6 +200,11 @@ impl fmt::Display for FlashEvent {
                 "programmed {bytes} bytes in {:.3} s ({:.1} MB/s)",
                 elapsed.as_secs_f64(),
                 *bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
+            ),
+            FlashEvent::NotReady { sid, nrc } => write!(
+                f,
+                "ecu not ready: 0x{sid:02x} answered 0x{nrc:02x} {}; asking again",
+                crate::uds_client::nrc_name(*nrc)
             ),
             FlashEvent::Answering { after } => {
                 write!(f, "ecu answers {} ms after the reset", after.as_millis())
@@ -411,8 +423,7 @@ impl Flasher {
         let start = Instant::now();
         let mut phase = Phase::Session;
         on(&FlashEvent::Phase(phase.clone()));
-        client
-            .session(Session::Programming)
+        self.enter_programming(client, on)
             .await
             .map_err(uds(&phase))?;
 
@@ -553,6 +564,36 @@ impl Flasher {
         })
     }
 
+    /// `10 02`. An ECU that answers but is not ready yet — just after a boot: `0x21`
+    /// busyRepeatRequest, `0x22` conditionsNotCorrect, or responsePending with no final
+    /// answer — is asked again (backoff from [`FlasherConfig::poll_initial`]) for up to
+    /// [`FlasherConfig::boot_timeout`], within the same attempt.
+    async fn enter_programming<T: Transport, F: FnMut(&FlashEvent) + Send>(
+        &self,
+        client: &mut UdsClient<T>,
+        on: &mut F,
+    ) -> Result<(), ClientError> {
+        let start = Instant::now();
+        let mut delay = self.config.poll_initial;
+        loop {
+            let e = match client.session(Session::Programming).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let nrc = match &e {
+                ClientError::Negative { nrc, .. } if matches!(nrc, 0x21 | 0x22) => *nrc,
+                ClientError::Timeout { pending, .. } if *pending > 0 => 0x78,
+                _ => return Err(e),
+            };
+            if start.elapsed() >= self.config.boot_timeout {
+                return Err(e);
+            }
+            on(&FlashEvent::NotReady { sid: 0x10, nrc });
+            client.idle(delay).await?;
+            delay = (delay * 2).min(self.config.poll_max);
+        }
+    }
+
     /// Reset the ECU and wait until the new image (`version`) is confirmed or gone.
     pub async fn activate<T: Transport, F: FnMut(&FlashEvent) + Send>(
         &self,
@@ -689,10 +730,22 @@ impl Flasher {
                             .read_did(did::LAST_BOOT_REASON)
                             .await
                             .map_err(uds(&phase))?;
+                        let mut reason = String::from_utf8_lossy(&reason).into_owned();
+                        if reason.is_empty() {
+                            // The ECU's last boot was a normal one (the revert happened in an
+                            // earlier boot): say what is seen, never an empty reason.
+                            reason = format!(
+                                "{} runs instead of {version} (last boot: {})",
+                                status
+                                    .version
+                                    .map_or_else(|| "no image".to_string(), |v| v.to_string()),
+                                boot_outcome_name(status.outcome)
+                            );
+                        }
                         return Ok(Some(Outcome::RolledBack {
                             running: status.version,
                             boot_outcome: status.outcome,
-                            reason: String::from_utf8_lossy(&reason).into_owned(),
+                            reason,
                         }));
                     }
                     if status.confirmed {

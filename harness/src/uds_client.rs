@@ -372,8 +372,19 @@ impl<T: Transport> UdsClient<T> {
                     return Err(e);
                 };
                 tracing::debug!("security access locked out; asking again in {delay:?}");
-                tokio::time::sleep(delay).await;
-                self.request(&[sid::SECURITY_ACCESS, level]).await?
+                // Keep the session alive through the wait (it is longer than S3).
+                self.idle(delay).await?;
+                match self.request(&[sid::SECURITY_ACCESS, level]).await {
+                    // The session was lost all the same (the ECU reset, or missed the
+                    // keep-alives): enter it again before asking once more.
+                    Err(e) if session_lost(&e) && self.session != Session::Default => {
+                        let session = self.session;
+                        tracing::debug!("session lost while waiting; entering {session:?} again");
+                        self.session(session).await?;
+                        self.request(&[sid::SECURITY_ACCESS, level]).await?
+                    }
+                    other => other?,
+                }
             }
             other => other?,
         };
@@ -531,6 +542,17 @@ impl<T: Transport> UdsClient<T> {
             }
         }
     }
+}
+
+/// Whether an error says the ECU is no longer in the session the tester entered (S3 expired,
+/// or it reset): NRC `0x7F` serviceNotSupportedInActiveSession or `0x7E`
+/// subFunctionNotSupportedInActiveSession.
+pub fn session_lost(e: &ClientError) -> bool {
+    matches!(
+        e.nrc(),
+        Some(n) if n == Nrc::ServiceNotSupportedInActiveSession as u8
+            || n == Nrc::SubFunctionNotSupportedInActiveSession as u8
+    )
 }
 
 /// Where [`UdsClient::unlock`] gets its key, settled before the seed is requested.

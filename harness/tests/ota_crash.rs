@@ -1,8 +1,15 @@
 //! Crash safety, the aktualizr/Mender way: `hil ota resume` is killed with SIGKILL at seeded
-//! random instants spread over every phase of a live update (real HTTP, real DoIP, the ECU
-//! served by `ecu-sim serve`), and restarted each time. After every kill the job file must be
-//! valid and loadable and the ECU must run a verified image; a resumed download must continue
-//! from the bytes on disk; and the job must end with the outcome the image deserves.
+//! instants spread over every phase of a live update (real HTTP, real DoIP, the ECU served by
+//! `ecu-sim serve`), and restarted each time — well over 100 kills per run, over a committing,
+//! a never-confirming and a crashing image. Half the instants are aimed at phase boundaries
+//! (the moment a state is persisted), half are random inside phases; some wait out the
+//! confirm timeout so that the manager dies while the bootloader reverts the image.
+//!
+//! After every kill: the job file is valid and loadable, the ECU runs a verified image (old or
+//! new), a resumed download continues from the bytes on disk. At the end: the job's outcome is
+//! the outcome of the same update run without kills (a reference bench), and no job ever
+//! transferred its image again after the ECU booted it (an image the bootloader reverted is
+//! never installed twice).
 //!
 //! Replay: the seed is printed at the start; `OTA_CRASH_SEED=N cargo nextest run -p hil
 //! --test ota_crash` runs the same kill plan (the instants are seeded; how far the job got by
@@ -66,9 +73,26 @@ fn describe(job: &serde_json::Value, on_disk: u64) -> String {
             ),
             s => format!("transferring {s}"),
         },
+        // The manager reset the ECU again after probation: the bootloader reverts.
+        "applying" if reverting(job) => {
+            format!("reverting ({})", state["step"].as_str().unwrap_or_default())
+        }
         "applying" => format!("applying {}", state["step"].as_str().unwrap_or_default()),
         s => s.to_string(),
     }
+}
+
+/// Whether the job is past probation and the manager reset the ECU again (the revert).
+fn reverting(job: &serde_json::Value) -> bool {
+    let history = job["history"].as_array().map_or(&[][..], Vec::as_slice);
+    let probation = history
+        .iter()
+        .position(|t| t["state"]["step"] == "await_confirm");
+    probation.is_some_and(|at| {
+        history[at..]
+            .iter()
+            .any(|t| t["state"]["step"] == "reset" || t["state"]["step"] == "await_boot")
+    })
 }
 
 /// The job file, which must be valid JSON and a loadable job whenever it is read.
@@ -84,32 +108,80 @@ fn read_job(bench: &Bench, id: &str) -> serde_json::Value {
     value
 }
 
-/// One kill of the plan: once the job has got at least as far as `rank`, wait `delay`, kill.
+/// One kill of the plan: once the job has got at least as far as `rank` (or, with
+/// `reverting`, once the manager has reset the ECU after probation), wait `delay`, kill.
 #[derive(Debug)]
 struct Kill {
     rank: f64,
+    reverting: bool,
     delay: Duration,
 }
 
-/// `kills` instants spread over the whole update, in the order they can happen: a quarter
-/// while downloading, half while transferring, a quarter while applying.
-fn plan(rng: &mut ChaCha8Rng, kills: usize) -> Vec<Kill> {
-    let mut plan: Vec<Kill> = (0..kills)
-        .map(|i| {
-            let range = match i * 4 / kills {
-                0 => 1.0..2.0,
-                1 | 2 => 3.0..10.0,
-                _ => 11.0..13.5,
-            };
-            Kill {
-                rank: rng.gen_range(range),
-                delay: Duration::from_millis(rng.gen_range(0..120)),
-            }
+/// Phase entries (see [`rank`]): the instants a state is persisted.
+const BOUNDARIES: [f64; 13] = [
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0,
+];
+
+/// `kills` instants over the whole update, in the order they can happen: every phase
+/// boundary once (a kill right after the state is persisted, before or while its side effect
+/// runs), the rest random — a quarter while downloading, half while transferring, a quarter
+/// while applying. `reverts`: that many more kills once the image is past probation and the
+/// manager has sent the reset that makes the bootloader revert it.
+fn plan(rng: &mut ChaCha8Rng, kills: usize, reverts: usize) -> Vec<Kill> {
+    let mut plan: Vec<Kill> = BOUNDARIES
+        .iter()
+        .map(|&rank| Kill {
+            rank,
+            reverting: false,
+            delay: Duration::from_millis(rng.gen_range(0..3)),
         })
         .collect();
+    let random = kills.saturating_sub(BOUNDARIES.len());
+    plan.extend((0..random).map(|i| {
+        let range = match i * 4 / random.max(1) {
+            0 => 1.0..2.0,
+            1 | 2 => 3.0..10.0,
+            _ => 11.0..13.5,
+        };
+        Kill {
+            rank: rng.gen_range(range),
+            reverting: false,
+            delay: Duration::from_millis(rng.gen_range(0..120)),
+        }
+    }));
     plan.sort_by(|a, b| a.rank.total_cmp(&b.rank));
+    // The revert: the confirm timeout runs out, the manager resets the ECU, the bootloader
+    // swaps back (about 1.6 s at 5x for these images). The first kill lands while the ECU
+    // reverts; the next ones kill the resumed manager while it waits for the reverting ECU.
+    plan.extend((0..reverts).map(|i| Kill {
+        rank: 0.0,
+        reverting: i == 0,
+        delay: Duration::from_millis(rng.gen_range(20..600)),
+    }));
     plan
 }
+
+/// No `transferring` entry after the ECU booted the new image (`applying: await_boot`): an
+/// image the ECU already took is never programmed again.
+fn assert_never_transferred_after_boot(job: &serde_json::Value) {
+    let history = job["history"].as_array().expect("a history");
+    let booted = history
+        .iter()
+        .position(|t| t["state"]["state"] == "applying" && t["state"]["step"] == "await_boot");
+    if let Some(at) = booted {
+        let again: Vec<_> = history[at..]
+            .iter()
+            .filter(|t| t["state"]["state"] == "transferring")
+            .collect();
+        assert!(
+            again.is_empty(),
+            "the image was transferred again after the ecu booted it: {job:#}"
+        );
+    }
+}
+
+/// The manager's confirm timeout (probation before it makes the bootloader revert).
+const CONFIRM_TIMEOUT_S: &str = "4";
 
 fn resume(bench: &Bench, log: &Path) -> Child {
     bench
@@ -117,7 +189,7 @@ fn resume(bench: &Bench, log: &Path) -> Child {
             "ota",
             "resume",
             "--confirm-timeout",
-            "4",
+            CONFIRM_TIMEOUT_S,
             "--download-attempts",
             "40",
             "--transfer-attempts",
@@ -154,9 +226,11 @@ fn run_under_kills(
         // Wait until the job got as far as the plan says (or the run ended).
         let started = Instant::now();
         let mut exited = false;
-        while rank(&read_job(bench, id), disk()) < kill.rank
-            && started.elapsed() < Duration::from_secs(60)
-        {
+        let far_enough = |job: &serde_json::Value| {
+            let r = rank(job, disk());
+            r >= 14.0 || (r >= kill.rank && (!kill.reverting || reverting(job)))
+        };
+        while !far_enough(&read_job(bench, id)) && started.elapsed() < Duration::from_secs(60) {
             if child.try_wait().unwrap().is_some() {
                 exited = true;
                 break;
@@ -225,6 +299,42 @@ fn run_under_kills(
     (hit, resumed)
 }
 
+/// The three updates, in order, on one ECU: (image, outcome, old version, new version).
+fn updates() -> [(u8, Behaviour, usize, &'static str); 3] {
+    [
+        (
+            2,
+            Behaviour::Healthy {
+                confirm_after_ms: 8_000,
+            },
+            200_000,
+            "committed",
+        ),
+        (3, Behaviour::NeverConfirm, 160_000, "rolled_back"),
+        (4, Behaviour::CrashOnBoot, 160_000, "rolled_back"),
+    ]
+}
+
+/// The final state of each update without kills, on a bench of its own.
+fn reference() -> Vec<serde_json::Value> {
+    let bench = Bench::start("5", &["--throttle", "200000"]);
+    updates()
+        .into_iter()
+        .map(|(major, behaviour, len, _)| {
+            let id = submit(&bench, &bench.publish(major, behaviour, len));
+            let log = bench.dir.path().join(format!("{id}-reference.log"));
+            let status = resume(&bench, &log).wait().unwrap();
+            assert!(status.code().is_some_and(|c| c < 2));
+            let job = read_job(&bench, &id);
+            assert_eq!(
+                job["attempts"]["transfer"], 1,
+                "without kills one transfer: {job:#}"
+            );
+            job["state"].clone()
+        })
+        .collect()
+}
+
 #[test]
 fn sigkill_at_seeded_instants_in_every_phase_never_loses_the_update() {
     let seed = std::env::var("OTA_CRASH_SEED")
@@ -234,55 +344,47 @@ fn sigkill_at_seeded_instants_in_every_phase_never_loses_the_update() {
     eprintln!(
         "seed {seed} (replay: OTA_CRASH_SEED={seed} cargo nextest run -p hil --test ota_crash)"
     );
+    let reference = reference();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // A slow link and an ECU at 5x real time, so that every phase lasts long enough to be hit.
     let bench = Bench::start("5", &["--throttle", "200000"]);
-    let (v1, v2, v3) = (
-        Version::new(1, 0, 0),
-        Version::new(2, 0, 0),
-        Version::new(3, 0, 0),
-    );
-
-    // A healthy v2: committed however often the manager dies.
-    let manifest = bench.publish(
-        2,
-        Behaviour::Healthy {
-            confirm_after_ms: 8_000,
-        },
-        200_000,
-    );
-    let id = submit(&bench, &manifest);
-    let (mut hit, mut resumed) = run_under_kills(&bench, &id, &plan(&mut rng, 16), v1, v2);
-    let job = read_job(&bench, &id);
-    assert_eq!(job["state"]["state"], "committed", "{job:#}");
-    let (status, slot) = bench.ecu_state();
-    assert_eq!(
-        (status.version, status.confirmed, slot.image),
-        (Some(v2), true, 1)
-    );
-
-    // A v3 that never confirms: rolled back to v2 however often the manager dies.
-    let manifest = bench.publish(3, Behaviour::NeverConfirm, 160_000);
-    let id = submit(&bench, &manifest);
-    let (more, more_resumed) = run_under_kills(&bench, &id, &plan(&mut rng, 12), v2, v3);
-    hit.extend(more);
-    resumed += more_resumed;
-    let job = read_job(&bench, &id);
-    assert_eq!(job["state"]["state"], "rolled_back", "{job:#}");
-    let (status, slot) = bench.ecu_state();
-    assert_eq!(
-        (status.version, status.confirmed, slot.image),
-        (Some(v2), true, 1)
-    );
+    let mut hit = Vec::new();
+    let mut resumed = 0;
+    let mut old = Version::new(1, 0, 0);
+    for ((major, behaviour, len, outcome), want) in updates().into_iter().zip(&reference) {
+        let new = Version::new(major, 0, 0);
+        let id = submit(&bench, &bench.publish(major, behaviour, len));
+        // The reverting images get kills during the revert as well.
+        let reverts = if outcome == "rolled_back" { 3 } else { 0 };
+        let (more, more_resumed) =
+            run_under_kills(&bench, &id, &plan(&mut rng, 40, reverts), old, new);
+        hit.extend(more);
+        resumed += more_resumed;
+        let job = read_job(&bench, &id);
+        assert_eq!(job["state"]["state"], outcome, "{job:#}");
+        assert_eq!(
+            job["state"]["state"], want["state"],
+            "the outcome without kills was {want}: {job:#}"
+        );
+        assert_never_transferred_after_boot(&job);
+        let (status, slot) = bench.ecu_state();
+        let running = if outcome == "committed" { new } else { old };
+        assert_eq!(
+            (status.version, status.confirmed, slot.image),
+            (Some(running), true, 1),
+            "{job:#}"
+        );
+        old = running;
+    }
 
     eprintln!("{} kills: {hit:#?}", hit.len());
     assert!(
-        hit.len() >= 20,
+        hit.len() >= 100,
         "only {} kills landed before the end of a job",
         hit.len()
     );
     assert!(resumed > 0, "no kill left a partial download to resume");
-    for phase in ["downloading", "transferring", "applying"] {
+    for phase in ["downloading", "transferring", "applying", "reverting"] {
         assert!(
             hit.iter().any(|h| h.starts_with(phase)),
             "no kill landed while {phase}: {hit:?}"

@@ -196,3 +196,27 @@ fn a_flipped_byte_is_downloaded_again_and_never_flashed() {
     let (status, _) = b.ecu_state();
     assert_eq!(status.version, Some(ecu_sim::image::Version::new(1, 0, 0)));
 }
+
+/// A download that gives up says why, whatever the server did: the job's reason names the
+/// attempts' errors (a hash mismatch, a 503, a closed connection), not just "gave up".
+#[test]
+fn a_download_that_gives_up_names_the_last_errors() {
+    for (faults, want) in [
+        (&["--flip-byte", "1000"][..], "sha-256 mismatch"),
+        (&["--fail-every", "1", "--fail-status", "503"][..], "503"),
+        (&["--close-after", "0"][..], "closed"),
+    ] {
+        let (_b, code, out) =
+            update_through(faults, &["--download-attempts", "2", "--http-retries", "1"]);
+        assert_eq!(code, Some(1), "{out}");
+        let failed = out
+            .lines()
+            .find(|l| l.contains("job-0001: FAILED"))
+            .unwrap_or_else(|| panic!("no FAILED line in:\n{out}"));
+        println!("{failed}");
+        assert!(
+            failed.contains("gave up after 2 attempts") && failed.contains(want),
+            "{faults:?}: {failed}"
+        );
+    }
+}

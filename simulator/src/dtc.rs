@@ -12,14 +12,15 @@
 //!
 //! | DTC | recorded when |
 //! |---|---|
-//! | `D0 01 00` | the bootloader rejected an image (hash, signature, counter) |
-//! | `D0 02 00` | a test image was reverted |
+//! | `D0 01 00` | the bootloader rejected an image (hash, signature, counter): a requested upgrade, a test image on probation, or the running image (e.g. bit rot) |
+//! | `D0 02 00` | a test image was reverted (also recorded by the boot that completes a revert interrupted by a power loss) |
 //! | `D0 03 00` | the firmware hung and the watchdog reset the ECU |
 //! | `D0 04 00` | the firmware crashed |
 //! | `D0 05 00` | checkProgrammingDependencies (routine 0xFF01) found the downloaded image invalid |
 
 use std::collections::BTreeMap;
 
+use crate::boot::SwapType;
 use crate::event::EventKind;
 
 /// Status bits this ECU supports (the DTCStatusAvailabilityMask of 0x19).
@@ -66,7 +67,11 @@ impl Dtc {
     pub fn for_event(kind: &EventKind) -> Option<Dtc> {
         match kind {
             EventKind::ImageRejected { .. } => Some(Dtc::ImageRejected),
-            EventKind::RevertStarted { .. } => Some(Dtc::Reverted),
+            EventKind::RevertStarted { .. }
+            | EventKind::SwapResumed {
+                kind: SwapType::Revert,
+                ..
+            } => Some(Dtc::Reverted),
             EventKind::WatchdogReset { .. } => Some(Dtc::Watchdog),
             EventKind::FirmwareCrashed { .. } => Some(Dtc::Crash),
             _ => None,

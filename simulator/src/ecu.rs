@@ -413,6 +413,16 @@ impl<F: Flash> Ecu<F> {
                         reason: reason.clone(),
                     })
                 }
+                // The boot that completes a revert interrupted by a power cut reports it as
+                // a revert (DID 0xFD00, 0xFD04), like the boot that started it would have.
+                EventKind::SwapResumed {
+                    kind: SwapType::Revert,
+                    ..
+                } if outcome.is_none() => {
+                    outcome = Some(BootOutcome::Reverted {
+                        reason: RevertReason::Resumed,
+                    })
+                }
                 EventKind::ImageRejected { reason, .. } if outcome.is_none() => {
                     outcome = Some(BootOutcome::Rejected {
                         reason: reason.clone(),

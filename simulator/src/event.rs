@@ -23,6 +23,9 @@ pub enum RevertReason {
     NotConfirmed { attempts: u8 },
     /// The test image no longer verifies.
     Invalid { reason: String },
+    /// A revert interrupted by a power loss was resumed from the swap journal and completed
+    /// (the journal keeps the swap, not why it was started).
+    Resumed,
 }
 
 impl fmt::Display for RevertReason {
@@ -32,6 +35,7 @@ impl fmt::Display for RevertReason {
                 write!(f, "not confirmed after {attempts} boot attempt(s)")
             }
             RevertReason::Invalid { reason } => write!(f, "test image invalid: {reason}"),
+            RevertReason::Resumed => write!(f, "an interrupted revert was resumed and completed"),
         }
     }
 }

@@ -183,8 +183,16 @@ fn bit_rot_in_a_test_image_reverts_and_in_the_only_image_bricks_loudly() {
     let at = e.config().layout.primary.region.offset + 0x300;
     e.flash_mut().flip_bits(at, 0x10).unwrap();
     e.drain_events();
+    e.dtcs_mut().clear(0xFF_FFFF);
     e.reset().unwrap();
     assert_eq!(version(&e), 1);
+    // The bootloader rejected the image on probation (D00100) and reverted it (D00200).
+    let codes: Vec<u32> = e.dtcs().iter().map(|(d, _)| d.code()).collect();
+    assert_eq!(
+        codes,
+        [0xD0_0100, 0xD0_0200],
+        "dtcs after the invalid test image"
+    );
     let ev: Vec<_> = e.drain_events().into_iter().map(|e| e.kind).collect();
     assert!(
         ev.iter().any(|k| matches!(
@@ -199,8 +207,13 @@ fn bit_rot_in_a_test_image_reverts_and_in_the_only_image_bricks_loudly() {
     // Rot the confirmed only image: nothing may boot, and the ECU says why.
     let at = e.config().layout.primary.region.offset + 0x300;
     e.flash_mut().flip_bits(at, 0x01).unwrap();
+    e.dtcs_mut().clear(0xFF_FFFF);
     e.reset().unwrap();
     assert!(e.running().is_none());
+    // Recorded, though nothing answers diagnostics now: the bootloader rejected the running
+    // image (bit rot) — the DTC is there for whoever reflashes the ECU.
+    let codes: Vec<u32> = e.dtcs().iter().map(|(d, _)| d.code()).collect();
+    assert_eq!(codes, [0xD0_0100], "dtcs after bit rot in the only image");
     match e.last_decision() {
         Some(BootDecision::NoBootableImage { reasons }) => {
             assert_eq!(
@@ -321,4 +334,44 @@ fn the_rollback_image_is_untouchable_during_probation() {
         update(&mut e, &healthy(3), false);
         assert_eq!(version(&e), 3, "{mode}");
     }
+}
+
+/// A revert cut by a power loss is resumed from the journal at the next boot; that boot
+/// reports the revert (DID 0xFD00 outcome 4, 0xFD04 reason) and records D00200 in its own
+/// operation cycle, so a tester that reads the ECU only afterwards learns the image was reverted.
+#[test]
+fn a_revert_resumed_after_a_power_cut_is_reported_as_a_revert() {
+    let never = image(2, 2, Behaviour::NeverConfirm);
+    let mut e = ecu(BootMode::Swap, 1);
+    e.stage_update(&never, false).unwrap();
+    e.reset().unwrap();
+    assert!(e.running().unwrap().test);
+    // The next reset reverts; cut power in the middle of that revert swap.
+    let at = e.flash().ops() + 30;
+    e.flash_mut().arm_cut(at, ecu_sim::flash::CutVariant::Torn);
+    assert!(e.reset().is_err(), "the armed cut lands inside the revert");
+    e.power_off();
+    e.dtcs_mut().clear(0xFF_FFFF);
+    e.drain_events();
+    e.power_on().unwrap();
+    assert_eq!(version(&e), 1);
+    let ev: Vec<_> = e.drain_events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        ev.iter().any(|k| matches!(
+            k,
+            EventKind::SwapResumed {
+                kind: ecu_sim::boot::SwapType::Revert,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    let outcome = e.last_boot().expect("a boot outcome");
+    assert_eq!(outcome.code(), 0x04, "{outcome:?}");
+    assert_eq!(
+        outcome.reason(),
+        "reverted: an interrupted revert was resumed and completed"
+    );
+    let dtcs: Vec<(u32, u8)> = e.dtcs().iter().map(|(d, s)| (d.code(), s)).collect();
+    assert_eq!(dtcs, [(0xD0_0200, 0x0B)], "recorded in this boot's cycle");
 }

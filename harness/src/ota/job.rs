@@ -224,7 +224,27 @@ pub struct Job {
     /// How many times each phase was (re)started, e.g. download attempts after a restart.
     #[serde(default)]
     pub attempts: std::collections::BTreeMap<String, u32>,
+    /// The manager sent (or was about to send) the reset that installs the image. Persisted
+    /// before the reset: afterwards, the old version running with the new image no longer
+    /// staged means the bootloader reverted or rejected it — the image is never flashed again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub applied: bool,
+    /// Why retried attempts failed, per phase (`download`, `transfer`), oldest first, at most
+    /// [`MAX_FAILURES`] each: the reason of a job that gives up names them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failures: std::collections::BTreeMap<String, Vec<AttemptFailure>>,
 }
+
+/// One failed attempt of a phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptFailure {
+    pub attempt: u32,
+    pub reason: String,
+}
+
+/// Failures kept per phase (the most recent ones).
+pub const MAX_FAILURES: usize = 8;
 
 /// The current format of [`Job`] documents.
 pub const JOB_FORMAT: u32 = 1;
@@ -241,6 +261,8 @@ impl Job {
                 state: State::Submitted,
             }],
             attempts: Default::default(),
+            applied: false,
+            failures: Default::default(),
         }
     }
 
@@ -282,6 +304,42 @@ impl Job {
         let n = self.attempts.entry(what.to_string()).or_default();
         *n += 1;
         *n
+    }
+
+    /// Record why the current attempt of `what` failed (it will be retried).
+    pub fn failed_attempt(&mut self, what: &str, reason: String) {
+        let attempt = self.attempts.get(what).copied().unwrap_or(0);
+        let list = self.failures.entry(what.to_string()).or_default();
+        list.push(AttemptFailure { attempt, reason });
+        if list.len() > MAX_FAILURES {
+            list.remove(0);
+        }
+    }
+
+    /// The recorded failures of `what` as one line, attempts with the same reason grouped:
+    /// `attempts 1-2: connection closed; attempt 3: sha-256 mismatch …`.
+    pub fn failure_summary(&self, what: &str) -> Option<String> {
+        let list = self.failures.get(what).filter(|l| !l.is_empty())?;
+        let mut groups: Vec<(u32, u32, &str)> = Vec::new();
+        for f in list {
+            match groups.last_mut() {
+                Some((_, last, reason)) if *reason == f.reason && f.attempt <= *last + 1 => {
+                    *last = f.attempt;
+                }
+                _ => groups.push((f.attempt, f.attempt, &f.reason)),
+            }
+        }
+        let parts: Vec<String> = groups
+            .into_iter()
+            .map(|(first, last, reason)| {
+                if first == last {
+                    format!("attempt {first}: {reason}")
+                } else {
+                    format!("attempts {first}-{last}: {reason}")
+                }
+            })
+            .collect();
+        Some(parts.join("; "))
     }
 
     /// Whether `phase` appears anywhere in the history.

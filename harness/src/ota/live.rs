@@ -141,12 +141,15 @@ impl<W: Workers, P: FnMut(&Progress) + Send> Driver<'_, W, P> {
     /// Apply a worker event, persist, report.
     fn event(&mut self, event: WorkerEvent) -> Result<(), OtaError> {
         let before = self.job.state.clone();
+        let failures = self.job.failures.clone();
         self.config
             .manager
             .handle(&mut self.job, event, self.workers.now_us())?;
         if self.job.state != before {
             self.store.save(&self.job)?;
             (self.progress)(&Progress::State(self.job.state.clone()));
+        } else if self.job.failures != failures {
+            self.store.save(&self.job)?;
         }
         Ok(())
     }
@@ -413,6 +416,9 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
             if failure.is_some() {
                 return;
             }
+            if let FlashEvent::NotReady { .. } = e {
+                d.note(format!("transfer: {e}"));
+            }
             if let Some(step) = transfer_step(e)
                 && let Err(err) = d.event(WorkerEvent::TransferStep(step))
             {
@@ -518,7 +524,7 @@ async fn observe<W: Workers, P: FnMut(&Progress) + Send>(
     while started.elapsed() < d.config.flasher.boot_timeout {
         match observation(d.workers, &d.job.manifest, version).await {
             Ok(o) => {
-                d.note(format!("observed the ecu: {o:?}"));
+                d.note(format!("observed the ecu: {o}"));
                 return d.event(WorkerEvent::Observed(o));
             }
             Err(e) => {
@@ -579,5 +585,12 @@ async fn observation<W: Workers>(
             reason: String::from_utf8_lossy(&reason).into_owned(),
         });
     }
-    Ok(Observation::NotStaged)
+    let last_boot = client
+        .read_did(did::LAST_BOOT_REASON)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Observation::NotStaged {
+        running: status.version,
+        last_boot: String::from_utf8_lossy(&last_boot).into_owned(),
+    })
 }

@@ -22,7 +22,11 @@
 //! | the new version, on probation | — | `applying: await_confirm` ([`Command::AwaitOutcome`]) |
 //! | another version | the new image, requested (test or permanent) | `applying: reset` ([`Command::Apply`]) |
 //! | another version, last boot reverted or rejected | not requested | `rolled_back` with the ECU's reason |
+//! | another version, after the manager applied the image ([`Job::applied`]) | not requested | `rolled_back`: the bootloader reverted or rejected it (e.g. a revert completed after a power cut, or later boots since) — never flashed again |
 //! | another version | anything else | `transferring: session` (flash again) |
+//!
+//! Mid-transfer (a restart during `transferring`, before the job applied anything), a rollback
+//! the ECU reports is an earlier update's: the image is programmed.
 
 use super::job::{ApplyStep, Job, OtaError, Phase, State, TransferStep};
 
@@ -72,8 +76,33 @@ pub enum Observation {
     RolledBack {
         reason: String,
     },
-    /// Nothing usable is staged.
-    NotStaged,
+    /// Nothing usable is staged: `running` is the version the ECU runs, `last_boot` what its
+    /// last boot reported (DID 0xFD04, often empty after a normal boot).
+    NotStaged {
+        running: Option<ecu_sim::image::Version>,
+        last_boot: String,
+    },
+}
+
+impl std::fmt::Display for Observation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Observation::Committed => f.write_str("the new version runs, confirmed"),
+            Observation::OnProbation => f.write_str("the new version runs on probation"),
+            Observation::Requested => f.write_str("the new image is staged and requested"),
+            Observation::RolledBack { reason } => write!(f, "rolled back ({reason})"),
+            Observation::NotStaged { running, last_boot } => {
+                match running {
+                    Some(v) => write!(f, "{v} runs, the new image is not staged")?,
+                    None => f.write_str("no image runs, the new image is not staged")?,
+                }
+                if !last_boot.is_empty() {
+                    write!(f, " (last boot: {last_boot})")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What a worker reports.
@@ -149,8 +178,16 @@ impl Manager {
             }
             State::Applying { step } => match (step, resumed) {
                 (_, true) => Command::Observe,
-                (ApplyStep::Reset, false) => Command::Apply,
-                (_, false) => Command::AwaitOutcome,
+                (ApplyStep::Reset, false) => {
+                    // Persisted before the reset: from now on the image may be installed, and
+                    // its absence means the bootloader reverted or rejected it.
+                    job.applied = true;
+                    Command::Apply
+                }
+                (_, false) => {
+                    job.applied = true;
+                    Command::AwaitOutcome
+                }
             },
             _ => unreachable!("terminal states handled above"),
         };
@@ -166,7 +203,10 @@ impl Manager {
                 _ => self.limits.transfer_attempts,
             };
             if n > limit {
-                let reason = format!("{what}: gave up after {limit} attempts");
+                let mut reason = format!("{what}: gave up after {limit} attempts");
+                if let Some(why) = job.failure_summary(what) {
+                    reason = format!("{reason} ({why})");
+                }
                 job.go(
                     State::Failed {
                         reason,
@@ -186,8 +226,12 @@ impl Manager {
             WorkerEvent::DownloadProgress { bytes } => State::Downloading { bytes },
             WorkerEvent::Downloaded => State::Downloaded,
             WorkerEvent::DownloadFailed {
-                retryable: true, ..
-            } => return Ok(()),
+                retryable: true,
+                reason,
+            } => {
+                job.failed_attempt("download", reason);
+                return Ok(());
+            }
             WorkerEvent::DownloadFailed { reason, .. } => State::Failed {
                 reason: format!("download: {reason}"),
                 refused: false,
@@ -211,8 +255,12 @@ impl Manager {
             },
             // A link error: `next` restarts the sequence (bounded by the attempt limit).
             WorkerEvent::TransferFailed {
-                retryable: true, ..
-            } => return Ok(()),
+                retryable: true,
+                reason,
+            } => {
+                job.failed_attempt("transfer", reason);
+                return Ok(());
+            }
             WorkerEvent::TransferFailed { reason, .. } => State::Failed {
                 reason: format!("transfer: {reason}"),
                 refused: true,
@@ -229,19 +277,23 @@ impl Manager {
                 reason: format!("apply: {reason}"),
                 refused: false,
             },
-            WorkerEvent::Observed(o) if job.state.phase() == Phase::Transferring => match o {
-                // Already installed (or on probation): wait for the outcome.
-                Observation::Committed | Observation::OnProbation => State::Applying {
-                    step: ApplyStep::AwaitConfirm,
-                },
-                Observation::Requested => State::Applying {
-                    step: ApplyStep::Reset,
-                },
-                // A rollback seen now is an earlier update's: program this one.
-                Observation::RolledBack { .. } | Observation::NotStaged => State::Transferring {
-                    step: TransferStep::Session,
-                },
-            },
+            WorkerEvent::Observed(o) if job.state.phase() == Phase::Transferring => {
+                match o {
+                    // Already installed (or on probation): wait for the outcome.
+                    Observation::Committed | Observation::OnProbation => State::Applying {
+                        step: ApplyStep::AwaitConfirm,
+                    },
+                    Observation::Requested => State::Applying {
+                        step: ApplyStep::Reset,
+                    },
+                    // A rollback seen now is an earlier update's: program this one.
+                    Observation::RolledBack { .. } | Observation::NotStaged { .. } => {
+                        State::Transferring {
+                            step: TransferStep::Session,
+                        }
+                    }
+                }
+            }
             WorkerEvent::Observed(o) => match o {
                 Observation::Committed => State::Committed,
                 Observation::OnProbation => State::Applying {
@@ -251,7 +303,11 @@ impl Manager {
                     step: ApplyStep::Reset,
                 },
                 Observation::RolledBack { reason } => State::RolledBack { reason },
-                Observation::NotStaged => State::Transferring {
+                // We applied it and it is gone: the bootloader reverted or rejected it.
+                Observation::NotStaged { running, last_boot } if job.applied => State::RolledBack {
+                    reason: rollback_reason(job, running, &last_boot),
+                },
+                Observation::NotStaged { .. } => State::Transferring {
                     step: TransferStep::Session,
                 },
             },
@@ -262,6 +318,19 @@ impl Manager {
         }
         job.go(to, at_us)
     }
+}
+
+/// The reason of a rollback the ECU no longer reports as its last boot's outcome: what its
+/// last boot said, or what the manager sees.
+fn rollback_reason(job: &Job, running: Option<ecu_sim::image::Version>, last_boot: &str) -> String {
+    if !last_boot.is_empty() {
+        return last_boot.to_string();
+    }
+    let running = running.map_or_else(|| "no image".to_string(), |v| v.to_string());
+    format!(
+        "reverted: the ecu runs {running} again and {} is no longer staged (the boot that reverted it was not the last one)",
+        job.manifest.version
+    )
 }
 
 #[cfg(test)]
@@ -276,6 +345,104 @@ mod tests {
         )
         .unwrap();
         Job::new("job-0001".into(), m, 0)
+    }
+
+    fn not_staged(last_boot: &str) -> Observation {
+        Observation::NotStaged {
+            running: Some(ecu_sim::image::Version::new(1, 0, 0)),
+            last_boot: last_boot.into(),
+        }
+    }
+
+    /// The image was applied (reset sent), then the manager restarted: the ECU runs the old
+    /// version and the new one is not staged any more. That is a rollback (the revert may have
+    /// completed in a boot after a power cut, which reports no revert), never a new transfer.
+    #[test]
+    fn an_applied_image_that_is_gone_was_rolled_back_not_flashed_again() {
+        let m = Manager::default();
+        for (start, last_boot, want) in [
+            (
+                ApplyStep::Reset,
+                "reverted: an interrupted revert was resumed and completed",
+                "rolled_back: reverted: an interrupted revert was resumed and completed",
+            ),
+            (
+                ApplyStep::AwaitConfirm,
+                "",
+                "rolled_back: reverted: the ecu runs 1.0.0 again and 2.0.0 is no longer staged (the boot that reverted it was not the last one)",
+            ),
+        ] {
+            let mut j = job();
+            j.state = State::Applying { step: start };
+            // The apply command marks the job before the reset is sent (the driver persists it).
+            assert!(!j.applied);
+            let cmd = m.next(&mut j, 1, false).unwrap();
+            assert!(matches!(cmd, Command::Apply | Command::AwaitOutcome));
+            assert!(j.applied, "{start:?}");
+            // ... killed; resumed: observe.
+            assert_eq!(m.next(&mut j, 2, true).unwrap(), Command::Observe);
+            m.handle(&mut j, WorkerEvent::Observed(not_staged(last_boot)), 3)
+                .unwrap();
+            assert_eq!(j.state.to_string(), want);
+            assert_eq!(m.next(&mut j, 4, false).unwrap(), Command::Done);
+            assert!(
+                !j.attempts.contains_key("transfer"),
+                "never transferred again"
+            );
+        }
+        // The flag survives the store's JSON form, and old documents without it load.
+        let mut j = job();
+        j.applied = true;
+        let text = serde_json::to_string(&j).unwrap();
+        assert!(text.contains("\"applied\":true"));
+        let back: Job = serde_json::from_str(&text).unwrap();
+        assert!(back.applied);
+        let old = serde_json::to_string(&job()).unwrap();
+        assert!(!old.contains("applied"));
+        assert!(!serde_json::from_str::<Job>(&old).unwrap().applied);
+    }
+
+    /// A download that gives up names every different reason its attempts failed for.
+    #[test]
+    fn giving_up_names_the_errors_of_the_attempts() {
+        let m = Manager::default();
+        let mut j = job();
+        let reasons = [
+            "http://h:1/a: server answered 503 Service Unavailable",
+            "http://h:1/a: server answered 503 Service Unavailable",
+            "http://h:1/a: connection closed after 100 of 5 bytes",
+            "sha-256 mismatch: expected 00…, got 11…; the file was deleted",
+            "http://h:1/a: connection closed after 100 of 5 bytes",
+        ];
+        for r in reasons {
+            assert_eq!(m.next(&mut j, 1, false).unwrap(), Command::Download);
+            m.handle(
+                &mut j,
+                WorkerEvent::DownloadFailed {
+                    reason: r.into(),
+                    retryable: true,
+                },
+                2,
+            )
+            .unwrap();
+        }
+        assert_eq!(m.next(&mut j, 3, false).unwrap(), Command::Done);
+        assert_eq!(
+            j.state.to_string(),
+            "failed: download: gave up after 5 attempts (attempts 1-2: http://h:1/a: server answered 503 Service Unavailable; attempt 3: http://h:1/a: connection closed after 100 of 5 bytes; attempt 4: sha-256 mismatch: expected 00…, got 11…; the file was deleted; attempt 5: http://h:1/a: connection closed after 100 of 5 bytes)"
+        );
+        // Only the most recent failures are kept.
+        let mut j = job();
+        for i in 0..20 {
+            j.attempt("transfer");
+            j.failed_attempt("transfer", format!("e{i}"));
+        }
+        assert_eq!(j.failures["transfer"].len(), crate::ota::job::MAX_FAILURES);
+        assert!(
+            j.failure_summary("transfer")
+                .unwrap()
+                .starts_with("attempt 13: e12; ")
+        );
     }
 
     #[test]
@@ -372,7 +539,7 @@ mod tests {
             step: TransferStep::Block { n: 5, of: 9 },
         };
         assert_eq!(m.next(&mut j, 1, true).unwrap(), Command::Observe);
-        m.handle(&mut j, WorkerEvent::Observed(Observation::NotStaged), 2)
+        m.handle(&mut j, WorkerEvent::Observed(not_staged("")), 2)
             .unwrap();
         assert_eq!(m.next(&mut j, 3, false).unwrap(), Command::Transfer);
         assert_eq!(
@@ -394,7 +561,7 @@ mod tests {
                 },
                 "transferring: session",
             ),
-            (Observation::NotStaged, "transferring: session"),
+            (not_staged(""), "transferring: session"),
         ] {
             let mut j = job();
             j.state = State::Transferring {
@@ -414,7 +581,7 @@ mod tests {
                 },
                 "rolled_back: reverted: x",
             ),
-            (Observation::NotStaged, "transferring: session"),
+            (not_staged(""), "transferring: session"),
         ];
         for (o, want) in obs {
             let mut j = job();
@@ -453,7 +620,7 @@ mod tests {
         assert_eq!(m.next(&mut j, 3, false).unwrap(), Command::Done);
         assert_eq!(
             j.state.to_string(),
-            "failed: transfer: gave up after 2 attempts"
+            "failed: transfer: gave up after 2 attempts (attempts 1-2: connection reset)"
         );
 
         let mut j = job();

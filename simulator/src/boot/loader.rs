@@ -265,6 +265,7 @@ impl<'a> Bootloader<'a> {
             }
             Ok(info) => self.boot_confirmed(flash, stored, Slot::Primary, info, sink),
             Err(e) if pt.is_pending() && pt.copy_done.is_set() => {
+                Self::reject(flash, sink, Slot::Primary, &e);
                 let seq = match journal::swap_state(flash, self.layout)? {
                     SwapState::Idle { last_seq } => last_seq,
                     SwapState::InProgress { seq, .. } => seq,
@@ -280,9 +281,14 @@ impl<'a> Bootloader<'a> {
                     }),
                 }
             }
-            Err(e) => Ok(BootDecision::NoBootableImage {
-                reasons: vec![(Slot::Primary, e.to_string())],
-            }),
+            Err(e) => {
+                // The running image no longer verifies (bit rot, a torn write): the bootloader
+                // rejects it (DTC D00100), and nothing else can boot in this mode.
+                Self::reject(flash, sink, Slot::Primary, &e);
+                Ok(BootDecision::NoBootableImage {
+                    reasons: vec![(Slot::Primary, e.to_string())],
+                })
+            }
         }
     }
 
