@@ -6,11 +6,12 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET`/`HEAD /name` of a regular file under the root | `200`, `Content-Length`, `Accept-Ranges: bytes` |
+//! | `GET`/`HEAD /name` of a regular file under the root (through symlinks that stay under it) | `200`, `Content-Length`, `Accept-Ranges: bytes` |
 //! | … with `Range: bytes=a-b`, `bytes=a-`, `bytes=-n` | `206` with `Content-Range: bytes a-b/len` |
 //! | … with a range past the end (`bytes=len-`, `bytes=-0`) | `416` with `Content-Range: bytes */len` |
 //! | … with several ranges, another unit or a bad spec | `200`, the whole file (RFC 9110 §14.2 allows ignoring it) |
-//! | a missing file, a directory | `404` |
+//! | a missing file, a directory, a FIFO, socket or device | `404` (never opened for reading: nothing blocks) |
+//! | a name whose real path (symlinks resolved) leaves the root | `403` |
 //! | a `..` segment (also `%2e%2e`), an encoded `/` or `\` in a segment, a bad `%` escape | `400` |
 //! | another method | `405` with `Allow: GET, HEAD` |
 //! | a head that does not parse | `400` (`431` when over 16 KiB), [`ArtifactEvent::Malformed`] |
@@ -206,6 +207,8 @@ pub struct ArtifactServer {
 #[derive(Debug)]
 struct Shared {
     root: PathBuf,
+    /// `root` with every symlink resolved: what served paths must stay under.
+    real_root: PathBuf,
     faults: Mutex<FaultState>,
     events: mpsc::UnboundedSender<ArtifactEvent>,
     body_bytes: AtomicU64,
@@ -275,6 +278,10 @@ impl ArtifactServer {
                 source: io::Error::other("not a directory"),
             });
         }
+        let real_root = std::fs::canonicalize(&root).map_err(|source| ArtifactError::Root {
+            path: root.clone(),
+            source,
+        })?;
         let bind_err = |source| ArtifactError::Bind {
             addr: addr.to_string(),
             source,
@@ -284,6 +291,7 @@ impl ArtifactServer {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             root,
+            real_root,
             faults: Mutex::new(FaultState {
                 faults,
                 ..FaultState::default()
@@ -549,6 +557,50 @@ pub fn resolve_path(target: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Why a path below the root is not served.
+#[derive(Debug)]
+enum Refusal {
+    /// Missing, unreadable, or not a regular file.
+    NotFound,
+    /// Its real path (symlinks resolved) is outside the root.
+    Outside,
+}
+
+impl Refusal {
+    fn status(&self) -> u16 {
+        match self {
+            Refusal::NotFound => 404,
+            Refusal::Outside => 403,
+        }
+    }
+}
+
+/// Open `path` for reading if its real path is under `real_root` and it is a regular file.
+/// The type is checked before opening, and the open is non-blocking and does not follow a
+/// final symlink (the path is already resolved), so a FIFO or a device is never waited on,
+/// nor a file swapped in for a link between the check and the open.
+fn open_below(real_root: &Path, path: &Path) -> Result<(File, u64), Refusal> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let real = std::fs::canonicalize(path).map_err(|_| Refusal::NotFound)?;
+    if !real.starts_with(real_root) {
+        return Err(Refusal::Outside);
+    }
+    let is_file = |meta: &std::fs::Metadata| meta.file_type().is_file();
+    if !std::fs::symlink_metadata(&real).is_ok_and(|m| is_file(&m)) {
+        return Err(Refusal::NotFound);
+    }
+    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(&real)
+        .map_err(|_| Refusal::NotFound)?;
+    match file.metadata() {
+        Ok(meta) if is_file(&meta) => Ok((file, meta.len())),
+        _ => Err(Refusal::NotFound),
+    }
+}
+
 /// Run blocking file I/O off the async worker threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
@@ -610,19 +662,15 @@ async fn respond(shared: &Shared, stream: &mut TcpStream, request: Request) -> i
         return write_all(stream, &simple(400, &[], head_only)).await;
     };
     let full = shared.root.join(relative);
-    let opened = blocking(move || {
-        let file = File::open(&full)?;
-        let meta = file.metadata()?;
-        if meta.is_file() {
-            Ok(Some((file, meta.len())))
-        } else {
-            Ok(None)
+    let real_root = shared.real_root.clone();
+    let (file, len) = match blocking(move || Ok(open_below(&real_root, &full))).await {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(refused)) => {
+            let status = refused.status();
+            shared.emit(answer(status));
+            return write_all(stream, &simple(status, &[], head_only)).await;
         }
-    })
-    .await;
-    let Ok(Some((file, len))) = opened else {
-        shared.emit(answer(404));
-        return write_all(stream, &simple(404, &[], head_only)).await;
+        Err(e) => return Err(e),
     };
 
     let mut outcome = range

@@ -33,6 +33,12 @@ pub enum ToolError {
     BadKey { path: PathBuf, message: String },
     #[error("encoding the key: {0}")]
     Encode(String),
+    /// A manifest URL `hil ota submit` would refuse (checked before anything is written).
+    #[error("--manifest-url {url:?} is not a usable url: {source}")]
+    BadUrl {
+        url: String,
+        source: crate::http::UrlError,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
@@ -191,7 +197,8 @@ pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
 }
 
 /// Write the image to `out`, and with `manifest_url` its OTA manifest next to it (`out` with
-/// `.yaml`); refuses to overwrite either without `force`. Returns the manifest's path.
+/// `.yaml`); refuses to overwrite either without `force`, and a URL the manifest parser would
+/// refuse, before writing anything. Returns the manifest's path.
 pub fn write_image(
     built: &Built,
     version: Version,
@@ -199,6 +206,14 @@ pub fn write_image(
     manifest_url: Option<&str>,
     force: bool,
 ) -> Result<Option<PathBuf>, ToolError> {
+    if let Some(url) = manifest_url
+        && let Err(source) = crate::http::Url::parse(url)
+    {
+        return Err(ToolError::BadUrl {
+            url: url.to_string(),
+            source,
+        });
+    }
     let manifest_path = manifest_url.map(|_| out.with_extension("yaml"));
     if manifest_path.as_deref() == Some(out) {
         return Err(ToolError::Io {

@@ -762,7 +762,11 @@ fn serve_artifacts(dir: &std::path::Path, addr: &str, faults: Faults) -> ExitCod
         }
     };
     let mut out = std::io::stdout();
-    match runtime.block_on(artifact::serve_until_signal(dir, addr, faults, &mut out)) {
+    let served = runtime.block_on(artifact::serve_until_signal(dir, addr, faults, &mut out));
+    // A file read stuck in the kernel (e.g. a hung network file system) must not keep a
+    // stopped server alive: blocking tasks get one second, then the process exits anyway.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub(crate) mod read;
+
 use crate::can::slcan::SlcanAdapter;
 use crate::can::socketcan::SocketCanBackend;
 use crate::can::{IsoTpSettings, IsoTpTransport};

@@ -192,6 +192,26 @@ fn bad_benches_get_exact_file_line_col_messages() {
                 "b.yaml:1:1: invalid type: sequence, expected a bench (a mapping with `name` and `target`)",
             ],
         ),
+        (
+            // duplicate-top-level-key
+            "name: x\ntarget: {transport: doip, host: h}\nname: y\n",
+            &["b.yaml:3:1: duplicate field `name`"],
+        ),
+        (
+            // duplicate-target-key
+            "name: x\ntarget:\n  transport: doip\n  host: h\n  host: h2\n",
+            &["b.yaml:5:3: target: duplicate field `host`"],
+        ),
+        (
+            // duplicate-image-version, which serde would silently overwrite
+            "name: x\ntarget: {transport: doip, host: h}\nimages:\n  2.0.0: a.bin\n  2.0.0: b.bin\n",
+            &["b.yaml:5:3: images: duplicate field `2.0.0`"],
+        ),
+        (
+            // port-out-of-range
+            "name: x\ntarget:\n  transport: doip\n  host: h\n  port: 70000\n",
+            &["b.yaml:5:9: target.port: invalid value: integer `70000`, expected u16"],
+        ),
     ];
     let mut failures = Vec::new();
     for (text, want) in table {

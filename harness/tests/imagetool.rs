@@ -360,11 +360,37 @@ fn force_keeps_keys_private_and_manifests_never_clobber_images() {
             "--force",
         ],
     );
+    // A URL `hil ota submit` would refuse is refused here, before anything is written.
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            r#"error: --manifest-url "http://h/a b#c: d" is not a usable url: invalid character ' '"#
+        ),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(d.join("v2.yaml")).unwrap(), "mine");
+    // Quotes, `#` and `:` stay one YAML string.
+    let url = "http://h:8080/it's/a?b=c:d#frag";
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "2.0.0",
+            "--out",
+            "v2.bin",
+            "--manifest-url",
+            url,
+            "--force",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let m = hil::ota::manifest::Manifest::parse(
         &std::fs::read_to_string(d.join("v2.yaml")).unwrap(),
         "v2.yaml",
     )
     .expect("the manifest parses");
-    assert_eq!(m.artifact.url, "http://h/a b#c: d");
+    assert_eq!(m.artifact.url, url);
 }

@@ -107,6 +107,26 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
                 "s.yaml:5:9: faults[0].do: invalid type: unit variant, expected newtype variant (this one takes settings: write `name: {...}`, e.g. `power_cut: {restore_after_ms: 500}`)",
             ],
         ),
+        (
+            // duplicate-top-level-key: at the second key, not at 1:1
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\ndescription: y\n",
+            &["s.yaml:4:1: duplicate field `description`"],
+        ),
+        (
+            // duplicate-nested-key: at the key, not at the start of its mapping
+            "description: x\nupdate: {version: 2.0.0, version: 3.0.0}\nexpect: {outcome: committed}\n",
+            &["s.yaml:2:26: update: duplicate field `version`"],
+        ),
+        (
+            // duplicate-key-in-a-fault (block style, inside a list)
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_percent: 50}\n    do: reset\n    when: {boot: 1}\nexpect: {outcome: committed}\n",
+            &["s.yaml:6:5: faults[0]: duplicate field `when`"],
+        ),
+        (
+            // duplicate-key-in-a-free-map: client env, which serde would silently overwrite
+            "description: x\nupdate: {version: 2.0.0}\nclient:\n  external:\n    command: flash {image}\n    env: {A: '1', A: '2'}\nexpect: {outcome: committed}\n",
+            &["s.yaml:6:19: client.external.env: duplicate field `A`"],
+        ),
     ];
     for (text, expected) in table {
         let problems = validate::parse(text, "s.yaml").expect_err(text);

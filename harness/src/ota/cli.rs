@@ -1,7 +1,9 @@
 //! `hil ota …`: submit a manifest, run or resume jobs, show their status.
 //!
 //! Exit codes: 0 every job committed (or, for `submit` and `status`, the command worked),
-//! 1 a job rolled back or failed, 2 the harness broke (bad manifest, unreadable store).
+//! 1 a job rolled back or failed, 2 the harness broke (bad manifest, unreadable store, a job
+//! file that does not read — reported by name after the other jobs ran or were listed — or
+//! another runner holding the store).
 
 use std::io::Write;
 use std::path::Path;
@@ -46,17 +48,27 @@ pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let ids = match only {
-        Some(id) => vec![id.to_string()],
-        None => match store.jobs() {
-            Ok(jobs) => jobs
-                .into_iter()
-                .filter(|j| !j.state.is_terminal())
-                .map(|j| j.id)
-                .collect(),
+    // Held until this function returns: no other runner drives these jobs meanwhile.
+    let _runner = match store.lock_runner() {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
+    let (ids, broken) = match only {
+        Some(id) => (vec![id.to_string()], Vec::new()),
+        None => match store.scan() {
+            Ok((jobs, broken)) => (
+                jobs.into_iter()
+                    .filter(|j| !j.state.is_terminal())
+                    .map(|j| j.id)
+                    .collect(),
+                broken,
+            ),
             Err(e) => return fail(e),
         },
     };
+    for e in &broken {
+        eprintln!("error: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,7 +106,9 @@ pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
             Err(e) => return fail(format_args!("{id}: {e}")),
         }
     }
-    if all_committed {
+    if !broken.is_empty() {
+        ExitCode::from(2)
+    } else if all_committed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -126,16 +140,24 @@ pub fn status(store: &Path, json: bool) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let jobs = match store.jobs() {
+    let (jobs, broken) = match store.scan() {
         Ok(j) => j,
         Err(e) => return fail(e),
+    };
+    for e in &broken {
+        eprintln!("error: {e}");
+    }
+    let code = if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     };
     if json {
         match serde_json::to_string_pretty(&jobs) {
             Ok(text) => println!("{text}"),
             Err(e) => return fail(e),
         }
-        return ExitCode::SUCCESS;
+        return code;
     }
     for job in &jobs {
         let downloads = job.attempts.get("download").copied().unwrap_or(0);
@@ -153,5 +175,5 @@ pub fn status(store: &Path, json: bool) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    code
 }

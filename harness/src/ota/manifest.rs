@@ -17,14 +17,21 @@
 //! permanent: false                       # optional: permanent instead of test upgrade
 //! ```
 //!
-//! Unknown fields are errors. Every error names the field (and, for syntax and type errors,
-//! the line and column).
+//! Unknown fields are errors. Every error is `FILE:LINE:COL: field: message`, located at the
+//! field's own value (or key, for a key written twice), like scenario and bench files: `target`
+//! is read as a flat record ([`crate::target::read`]) so that its errors keep their position,
+//! and checks after parsing are located by walking the YAML to the field. The URL is checked
+//! here as the downloader will parse it ([`Url::parse`]): spaces, control characters, user
+//! info, a missing host or a port outside 1–65535 are refused at submit, not at run.
 
 use serde::{Deserialize, Serialize};
 
 use ecu_sim::image::Version;
 
+use crate::http::Url;
+use crate::scenario::validate::{dotted, duplicate_key, locate_or_parent, strip_location};
 pub use crate::target::Target;
+use crate::target::read::{Found, RawTarget, check_target};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +53,22 @@ pub struct Manifest {
     pub permanent: bool,
 }
 
+/// A manifest as serde reads it from a file (see the module doc).
+#[derive(Deserialize)]
+#[serde(
+    expecting = "a manifest (a mapping with `artifact`, `version` and `target`)",
+    deny_unknown_fields
+)]
+struct RawManifest {
+    artifact: Artifact,
+    version: String,
+    target: RawTarget,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    permanent: bool,
+}
+
 /// A manifest that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
@@ -59,19 +82,30 @@ pub enum ManifestError {
     },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
-    /// A field that parses but makes no sense.
-    #[error("{origin}: field `{field}`: {message}")]
+    /// A field that parses but makes no sense, at its value.
+    #[error("{origin}:{line}:{column}: {field}: {message}")]
     Field {
         origin: String,
+        line: usize,
+        column: usize,
         field: String,
         message: String,
     },
 }
 
 impl Manifest {
-    /// Parse and check `text`; `origin` names it in errors (a file name).
+    /// Parse and check `text`; `origin` names it in errors (a file name). The first problem
+    /// in the file (by position) is the error.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
-        let m: Manifest = serde_yaml::from_str(text).map_err(|e| match e.location() {
+        if let Some(dup) = duplicate_key(text) {
+            return Err(ManifestError::Syntax {
+                origin: origin.to_string(),
+                line: dup.line,
+                column: dup.column,
+                message: dup.message(),
+            });
+        }
+        let raw: RawManifest = serde_yaml::from_str(text).map_err(|e| match e.location() {
             Some(loc) => ManifestError::Syntax {
                 origin: origin.to_string(),
                 line: loc.line(),
@@ -83,48 +117,33 @@ impl Manifest {
                 message: e.to_string(),
             },
         })?;
-        m.check(origin)?;
-        Ok(m)
-    }
-
-    fn check(&self, origin: &str) -> Result<(), ManifestError> {
-        let field = |field: &str, message: String| ManifestError::Field {
-            origin: origin.to_string(),
-            field: field.to_string(),
-            message,
-        };
-        let url = &self.artifact.url;
-        if !url.starts_with("http://") || url.len() <= "http://".len() {
-            return Err(field(
-                "artifact.url",
-                format!("{url:?} is not an http:// url"),
-            ));
+        let mut found = check_fields(&raw);
+        let target = check_target(&raw.target, &mut found);
+        let first = found
+            .into_iter()
+            .map(|(path, message)| (locate_or_parent(text, &path), path, message))
+            .min_by_key(|(at, ..)| *at);
+        match (first, target) {
+            (Some(((line, column), path, message)), _) => Err(ManifestError::Field {
+                origin: origin.to_string(),
+                line,
+                column,
+                field: dotted(&path),
+                message,
+            }),
+            (None, Some(target)) => Ok(Manifest {
+                artifact: raw.artifact,
+                version: raw.version,
+                target,
+                key_id: raw.key_id,
+                permanent: raw.permanent,
+            }),
+            // check_target always says why it has no target; never a panic if it did not.
+            (None, None) => Err(ManifestError::Invalid {
+                origin: origin.to_string(),
+                message: "target: not a usable target".into(),
+            }),
         }
-        if self.artifact.size == 0 {
-            return Err(field("artifact.size", "must be more than 0".into()));
-        }
-        let sha = &self.artifact.sha256;
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(field(
-                "artifact.sha256",
-                format!("expected 64 hex digits, got {:?}", sha),
-            ));
-        }
-        self.version
-            .parse::<Version>()
-            .map_err(|e| field("version", e.to_string()))?;
-        if let Some(k) = &self.key_id
-            && (k.len() < 8 || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(field(
-                "key_id",
-                format!("expected 8 to 64 hex digits, got {k:?}"),
-            ));
-        }
-        if let Some((name, message)) = self.target.check() {
-            return Err(field(&format!("target.{name}"), message));
-        }
-        Ok(())
     }
 
     pub fn version(&self) -> Version {
@@ -142,12 +161,41 @@ impl Manifest {
     }
 }
 
-/// serde_yaml appends " at line L column C"; we print the position first instead.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// The problems of the fields besides `target`, as (path, message).
+fn check_fields(m: &RawManifest) -> Found {
+    let mut found = Found::new();
+    let mut problem = |path: &[&str], message: String| {
+        found.push((path.iter().map(|s| s.to_string()).collect(), message));
+    };
+    let url = &m.artifact.url;
+    if let Err(e) = Url::parse(url) {
+        problem(
+            &["artifact", "url"],
+            format!("{url:?} is not a usable url: {e}"),
+        );
     }
+    if m.artifact.size == 0 {
+        problem(&["artifact", "size"], "must be more than 0".into());
+    }
+    let sha = &m.artifact.sha256;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        problem(
+            &["artifact", "sha256"],
+            format!("expected 64 hex digits, got {sha:?}"),
+        );
+    }
+    if let Err(e) = m.version.parse::<Version>() {
+        problem(&["version"], e.to_string());
+    }
+    if let Some(k) = &m.key_id
+        && (k.len() < 8 || k.len() > 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        problem(
+            &["key_id"],
+            format!("expected 8 to 64 hex digits, got {k:?}"),
+        );
+    }
+    found
 }
 
 #[cfg(test)]
@@ -205,27 +253,27 @@ target:
             ),
             (
                 &GOOD.replace("http://127.0.0.1:8080/v2.bin", "ftp://x/v2.bin"),
-                "m.yaml: field `artifact.url`: \"ftp://x/v2.bin\" is not an http:// url",
+                "m.yaml:2:8: artifact.url: \"ftp://x/v2.bin\" is not a usable url: unsupported scheme \"ftp\", only http://host:port/path",
             ),
             (
                 &GOOD.replace("size: 100677", "size: 0"),
-                "m.yaml: field `artifact.size`: must be more than 0",
+                "m.yaml:3:9: artifact.size: must be more than 0",
             ),
             (
                 &GOOD.replace("3f5c00", "3f5c0"),
-                "m.yaml: field `artifact.sha256`: expected 64 hex digits, got \"3f5c0000",
+                "m.yaml:4:11: artifact.sha256: expected 64 hex digits, got \"3f5c0000",
             ),
             (
                 &GOOD.replace("version: 2.0.0", "version: two"),
-                "m.yaml: field `version`: ",
+                "m.yaml:5:10: version: ",
             ),
             (
                 &format!("{GOOD}key_id: xyz\n"),
-                "m.yaml: field `key_id`: expected 8 to 64 hex digits, got \"xyz\"",
+                "m.yaml:10:9: key_id: expected 8 to 64 hex digits, got \"xyz\"",
             ),
             (
                 "[1, 2]",
-                "m.yaml:1:1: invalid type: sequence, expected struct Manifest",
+                "m.yaml:1:1: invalid type: sequence, expected a manifest (a mapping with `artifact`, `version` and `target`)",
             ),
             (
                 "artifact:\n  url: 'x\n",
@@ -235,6 +283,119 @@ target:
         for (text, want) in cases {
             let got = Manifest::parse(text, "m.yaml").unwrap_err().to_string();
             assert!(got.starts_with(want), "\n got: {got}\nwant: {want}");
+        }
+    }
+
+    /// Every bad URL is refused when the manifest is read (at submit), located at the value.
+    #[test]
+    fn bad_urls_are_refused_at_the_url() {
+        let table: &[(&str, &str)] = &[
+            (
+                "http://h/a b",
+                r#""http://h/a b" is not a usable url: invalid character ' '"#,
+            ),
+            (
+                r#""http://h/a\r\nb""#,
+                r#""http://h/a\r\nb" is not a usable url: invalid character '\r'"#,
+            ),
+            (
+                r#""http://h/a\nb""#,
+                r#""http://h/a\nb" is not a usable url: invalid character '\n'"#,
+            ),
+            (
+                r#""http://h/\ta""#,
+                r#""http://h/\ta" is not a usable url: invalid character '\t'"#,
+            ),
+            (
+                "http://user:pw@h/a",
+                r#""http://user:pw@h/a" is not a usable url: user info (user@host) is not supported"#,
+            ),
+            (
+                "http://h:0/a",
+                r#""http://h:0/a" is not a usable url: bad port "0""#,
+            ),
+            (
+                "http://h:65536/a",
+                r#""http://h:65536/a" is not a usable url: bad port "65536""#,
+            ),
+            (
+                "http://h:/a",
+                r#""http://h:/a" is not a usable url: bad port """#,
+            ),
+            ("http:///a", r#""http:///a" is not a usable url: no host"#),
+            (
+                "http://:8080/a",
+                r#""http://:8080/a" is not a usable url: no host"#,
+            ),
+            (
+                "https://h/a",
+                r#""https://h/a" is not a usable url: https is not supported, only http://host:port/path"#,
+            ),
+            (
+                "h:8080/a",
+                r#""h:8080/a" is not a usable url: no scheme, expected http://host:port/path"#,
+            ),
+        ];
+        for (url, want) in table {
+            let text = GOOD.replace("http://127.0.0.1:8080/v2.bin", url);
+            let got = Manifest::parse(&text, "m.yaml").unwrap_err().to_string();
+            assert_eq!(got, format!("m.yaml:2:8: artifact.url: {want}"), "{url}");
+        }
+        for good in [
+            "http://h/a",
+            "http://[::1]:8080/a.bin",
+            "http://h:65535/x?y=1",
+        ] {
+            let text = GOOD.replace("http://127.0.0.1:8080/v2.bin", good);
+            Manifest::parse(&text, "m.yaml").unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    /// Errors inside `target` and duplicate keys are located at their own line and column.
+    #[test]
+    fn target_fields_and_duplicate_keys_are_located_where_they_are() {
+        let host = "  host: 127.0.0.1\n";
+        let table: &[(String, &str)] = &[
+            (
+                GOOD.replace(host, &format!("{host}  port: 70000\n")),
+                "m.yaml:9:9: target.port: invalid value: integer `70000`, expected u16",
+            ),
+            (
+                GOOD.replace(host, &format!("{host}  port: 0\n")),
+                "m.yaml:9:9: target.port: 0 is not a TCP port",
+            ),
+            (
+                GOOD.replace(host, &format!("{host}  port: x\n")),
+                "m.yaml:9:9: target.port: invalid type: string \"x\", expected u16",
+            ),
+            (
+                GOOD.replace("0x0010", "0x10000"),
+                "m.yaml:9:20: target.logical_address: 0x10000 does not fit 16 bits",
+            ),
+            (
+                GOOD.replace("0x0010", "-1"),
+                "m.yaml:9:20: target.logical_address: -1 is negative",
+            ),
+            (
+                format!("{GOOD}  host: h2\n"),
+                "m.yaml:10:3: target: duplicate field `host`",
+            ),
+            (
+                format!("{GOOD}version: 3.0.0\n"),
+                "m.yaml:10:1: duplicate field `version`",
+            ),
+            (
+                GOOD.replace("  size: 100677\n", "  size: 100677\n  size: 5\n"),
+                "m.yaml:4:3: artifact: duplicate field `size`",
+            ),
+            (
+                GOOD.replace(host, "  host: 127.0.0.1\n  device: /dev/ttyACM0\n"),
+                "m.yaml:9:11: target.device: `device` is not a doip setting (doip takes host, port, logical_address, tester_address)",
+            ),
+        ];
+        for (text, want) in table {
+            let got = Manifest::parse(text, "m.yaml").unwrap_err().to_string();
+            assert_eq!(&got, want, "{text}");
         }
     }
 

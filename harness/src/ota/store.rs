@@ -4,16 +4,35 @@
 //! STORE/
 //!   jobs/job-0001.json        the job (see crate::ota::job)
 //!   artifacts/job-0001.bin    the artifact as downloaded so far
+//!   next-id                   the number of the next job (never goes down)
+//!   runner.lock               flock'ed exclusively by the one runner (`hil ota run`/`resume`)
+//!   submit.lock               flock'ed while an id is allocated
 //! ```
 //!
 //! A save writes `jobs/ID.json.tmp`, fsyncs it, renames it over `jobs/ID.json` and fsyncs the
 //! directory, so a crash at any instant leaves the old or the new document, never a mix. A job
 //! file that does not parse is an error naming the file and the position — never a panic,
-//! never silently a new job.
+//! never silently a new job — and so is a job whose `id` is not its file name.
+//!
+//! ## Concurrency
+//!
+//! | who | lock | a second one |
+//! |---|---|---|
+//! | runner ([`Store::lock_runner`]) | `runner.lock`, exclusive, for the whole run | refused at once: [`StoreError::Busy`] |
+//! | submit ([`Store::submit`]) | `submit.lock`, exclusive, while the id is allocated | waits its turn (milliseconds) |
+//!
+//! An id is allocated under `submit.lock` as `max(next-id, highest job file + 1)`; `next-id`
+//! is rewritten (atomically) before the job file is created, and the job file is created with
+//! create-new semantics (a complete temp file hard-linked into place), so an existing job is
+//! never overwritten and an id is never handed out twice, even after its file was deleted.
+//! Submitting does not need the runner lock: a running `hil ota run` leaves new jobs for the
+//! next run. The locks are `flock(2)` locks, released by the kernel when a process dies.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
 
 use super::job::{JOB_FORMAT, Job};
 use super::manifest::Manifest;
@@ -37,6 +56,24 @@ pub enum StoreError {
     Format { path: PathBuf, found: u32 },
     #[error("no job {id} in {store}")]
     NoSuchJob { id: String, store: PathBuf },
+    #[error("job file {path} holds job {found}, its name says {id}")]
+    IdMismatch {
+        path: PathBuf,
+        id: String,
+        found: String,
+    },
+    #[error("store {store} is in use by another `hil ota run`/`resume` (it holds {lock})")]
+    Busy { store: PathBuf, lock: PathBuf },
+    #[error("{path}: cannot lock: {source}")]
+    Lock { path: PathBuf, source: nix::Error },
+    #[error("{path}: {content:?} is not a job number")]
+    Counter { path: PathBuf, content: String },
+}
+
+/// The store's runner lock, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct RunnerLock {
+    _lock: Flock<fs::File>,
 }
 
 /// A directory of jobs.
@@ -88,32 +125,104 @@ impl Store {
         self.root.join("artifacts").join(format!("{id}.bin"))
     }
 
-    /// Create a job for `manifest` (ids `job-0001`, `job-0002`, … in submission order).
+    /// Take the runner lock: one process drives the jobs of a store at a time. A second
+    /// runner gets [`StoreError::Busy`] at once instead of waiting.
+    pub fn lock_runner(&self) -> Result<RunnerLock, StoreError> {
+        let path = self.root.join("runner.lock");
+        match lock_file(&path, FlockArg::LockExclusiveNonblock) {
+            Err(StoreError::Lock {
+                source: nix::Error::EWOULDBLOCK,
+                ..
+            }) => Err(StoreError::Busy {
+                store: self.root.clone(),
+                lock: path,
+            }),
+            other => other.map(|lock| RunnerLock { _lock: lock }),
+        }
+    }
+
+    /// Create a job for `manifest` (ids `job-0001`, `job-0002`, … in submission order, never
+    /// reused; see the module doc). Safe to call from many processes at once.
     pub fn submit(&self, manifest: Manifest, at_us: u64) -> Result<Job, StoreError> {
-        let next = self.ids()?.len() + 1;
-        let job = Job::new(format!("job-{next:04}"), manifest, at_us);
-        self.save(&job)?;
+        let _lock = lock_file(&self.root.join("submit.lock"), FlockArg::LockExclusive)?;
+        let counter = self.root.join("next-id");
+        let recorded = match fs::read_to_string(&counter) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| StoreError::Counter {
+                    path: counter.clone(),
+                    content: text.trim().to_string(),
+                })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(io(&counter)(e)),
+        };
+        let highest = self
+            .ids()?
+            .iter()
+            .filter_map(|id| id.strip_prefix("job-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let n = recorded.max(highest + 1);
+        self.write_atomically(&counter, format!("{}\n", n + 1).as_bytes())?;
+        let job = Job::new(format!("job-{n:04}"), manifest, at_us);
+        self.create(&job)?;
         Ok(job)
+    }
+
+    /// Write `bytes` to a temp file beside `path`, fsync, rename over `path`, fsync the dir.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = path.with_extension("tmp");
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        if self.durable {
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        fs::rename(&tmp, path).map_err(io(path))?;
+        self.sync_dir(path);
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) {
+        if self.durable
+            && let Some(dir) = path.parent()
+            && let Ok(d) = fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+    }
+
+    /// Persist a new job: its complete document appears at once, and never over another job.
+    fn create(&self, job: &Job) -> Result<(), StoreError> {
+        let path = self.job_path(&job.id);
+        let dir = self.root.join("jobs");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".new-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        tmp.write_all(&job_bytes(job)).map_err(io(tmp.path()))?;
+        if self.durable {
+            tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+        }
+        // persist_noclobber: link(2) then unlink, so an existing file is never replaced.
+        tmp.persist_noclobber(&path)
+            .map_err(|e| io(&path)(e.error))?;
+        self.sync_dir(&path);
+        Ok(())
     }
 
     /// Persist `job` atomically.
     pub fn save(&self, job: &Job) -> Result<(), StoreError> {
         let path = self.job_path(&job.id);
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(job).expect("jobs serialize");
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&text).map_err(io(&tmp))?;
-        f.write_all(b"\n").map_err(io(&tmp))?;
+        f.write_all(&job_bytes(job)).map_err(io(&tmp))?;
         if self.durable {
             f.sync_all().map_err(io(&tmp))?;
         }
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        if self.durable {
-            let dir = self.root.join("jobs");
-            if let Ok(d) = fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-        }
+        self.sync_dir(&path);
         Ok(())
     }
 
@@ -130,7 +239,15 @@ impl Store {
             }
             Err(e) => return Err(io(&path)(e)),
         };
-        parse_job(&text, &path)
+        let job = parse_job(&text, &path)?;
+        if job.id != id {
+            return Err(StoreError::IdMismatch {
+                path,
+                id: id.to_string(),
+                found: job.id,
+            });
+        }
+        Ok(job)
     }
 
     /// Ids of all jobs, in order.
@@ -144,7 +261,8 @@ impl Store {
                 ids.push(id.to_string());
             }
         }
-        ids.sort();
+        // job-9999 before job-10000.
+        ids.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
         Ok(ids)
     }
 
@@ -152,6 +270,41 @@ impl Store {
     pub fn jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.ids()?.iter().map(|id| self.load(id)).collect()
     }
+
+    /// Every job that reads, and an error for each one that does not (in id order): one
+    /// corrupt file does not hide the others. Only a store that cannot be listed is an error.
+    pub fn scan(&self) -> Result<(Vec<Job>, Vec<StoreError>), StoreError> {
+        let mut jobs = Vec::new();
+        let mut broken = Vec::new();
+        for id in self.ids()? {
+            match self.load(&id) {
+                Ok(job) => jobs.push(job),
+                Err(e) => broken.push(e),
+            }
+        }
+        Ok((jobs, broken))
+    }
+}
+
+/// The document of `job`, as saved.
+fn job_bytes(job: &Job) -> Vec<u8> {
+    let mut text = serde_json::to_vec_pretty(job).expect("jobs serialize");
+    text.push(b'\n');
+    text
+}
+
+/// Open (create) `path` and flock it.
+fn lock_file(path: &Path, how: FlockArg) -> Result<Flock<fs::File>, StoreError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
+    Flock::lock(file, how).map_err(|(_, source)| StoreError::Lock {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parse a job document; `path` names it in errors.

@@ -1,8 +1,9 @@
 //! Reading scenario files: every problem as `file:line:col: message`, with a hint where one
 //! helps (the valid names when one is misspelt).
 //!
-//! Two passes. Serde (with `deny_unknown_fields`, enums as one-key maps) reports the first
-//! syntax, type, unknown-field or unknown-variant error with its position. A scenario that
+//! Three passes. A key written twice in one mapping is reported at the second one
+//! ([`duplicate_key`]). Serde (with `deny_unknown_fields`, enums as one-key maps) reports the
+//! first syntax, type, unknown-field or unknown-variant error with its position. A scenario that
 //! parses is then checked as a whole (versions, state names, ranges, faults the chosen
 //! transport can realise), and each problem is located by walking the YAML to its path.
 
@@ -73,6 +74,9 @@ pub const STATES: &[&str] = &[
 
 /// Parse and check `text` (from `file`).
 pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
+    if let Some(dup) = duplicate_key(text) {
+        return Err(Invalid(vec![dup.problem(file)]));
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     let scenario: Scenario = match serde_yaml::with::singleton_map_recursive::deserialize(de) {
         Ok(s) => s,
@@ -91,7 +95,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
     let mut problems: Vec<Problem> = check(&scenario)
         .into_iter()
         .map(|(path, message)| {
-            let (line, column) = locate(text, &path).unwrap_or((1, 1));
+            let (line, column) = locate_or_parent(text, &path);
             Problem {
                 file: file.into(),
                 line,
@@ -512,6 +516,198 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
     }
     if fault.times == 0 {
         found.push((at(&["times"]), "a fault fires at least once".into()));
+    }
+}
+
+/// The (line, column) of the value at `path`, or of its nearest parent in the file (a
+/// problem with a default, a field the file leaves out, goes to the mapping that omits it).
+pub fn locate_or_parent(text: &str, path: &[String]) -> (usize, usize) {
+    (0..=path.len())
+        .rev()
+        .find_map(|n| locate(text, &path[..n]))
+        .unwrap_or((1, 1))
+}
+
+/// A key written twice in one mapping, at its second occurrence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// The path of the mapping.
+    pub path: Vec<String>,
+    pub key: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl DuplicateKey {
+    /// `mapping.path: duplicate field `key`` (no path at the top level), as serde words it.
+    pub fn message(&self) -> String {
+        if self.path.is_empty() {
+            format!("duplicate field `{}`", self.key)
+        } else {
+            format!("{}: duplicate field `{}`", dotted(&self.path), self.key)
+        }
+    }
+
+    pub fn problem(&self, file: &str) -> Problem {
+        Problem {
+            file: file.into(),
+            line: self.line,
+            column: self.column,
+            message: self.message(),
+        }
+    }
+}
+
+/// The first key that appears twice in one mapping anywhere in `text`. Serde reports a
+/// duplicate struct field at the start of its mapping (1:1 at the top level) and lets a
+/// duplicate in a free map (`env`, `images`) silently overwrite the first; this pass finds
+/// both, at the second key. Text that is not YAML has none (the serde pass reports it).
+pub fn duplicate_key(text: &str) -> Option<DuplicateKey> {
+    let found = std::cell::RefCell::new(None);
+    let seed = Dups {
+        path: Vec::new(),
+        found: &found,
+    };
+    match seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => {
+            let (path, key) = found.into_inner()?;
+            let loc = e.location()?;
+            Some(DuplicateKey {
+                path,
+                key,
+                line: loc.line(),
+                column: loc.column(),
+            })
+        }
+        _ => None,
+    }
+}
+
+type DupSlot = std::cell::RefCell<Option<(Vec<String>, String)>>;
+
+/// Walks every mapping and sequence; fails at the first key seen twice in one mapping.
+struct Dups<'a> {
+    path: Vec<String>,
+    found: &'a DupSlot,
+}
+
+impl<'de> DeserializeSeed<'de> for Dups<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Dups<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key_seed(Key {
+            seen: &mut seen,
+            path: &self.path,
+            found: self.found,
+        })? {
+            let mut path = self.path.clone();
+            path.push(key);
+            map.next_value_seed(Dups {
+                path,
+                found: self.found,
+            })?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            let mut path = self.path.clone();
+            path.push(i.to_string());
+            if seq
+                .next_element_seed(Dups {
+                    path,
+                    found: self.found,
+                })?
+                .is_none()
+            {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
+
+/// A mapping key as text; fails (and records it) when the mapping had it already.
+struct Key<'a, 'b> {
+    seen: &'b mut std::collections::BTreeSet<String>,
+    path: &'b [String],
+    found: &'a DupSlot,
+}
+
+impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Key<'_, '_> {
+    fn key<E: de::Error>(self, key: String) -> Result<String, E> {
+        if self.seen.insert(key.clone()) {
+            return Ok(key);
+        }
+        *self.found.borrow_mut() = Some((self.path.to_vec(), key));
+        Err(E::custom(FOUND))
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_, '_> {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a scalar key")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        self.key(v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        self.key(v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        self.key(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        self.key(v.to_string())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        self.key(v.to_string())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+        self.key("~".to_string())
     }
 }
 
