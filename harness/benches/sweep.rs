@@ -75,7 +75,7 @@ fn main() {
                 let s = &s;
                 scope.spawn(move || {
                     for p in chunk {
-                        let r = runner::run(&sweep::reproducer(s, "bench", p), None).unwrap();
+                        let r = runner::run(&sweep::reproducer(s, "bench", p, &[]), None).unwrap();
                         assert!(r.failures.is_empty(), "{:?}", r.failures);
                     }
                 });

@@ -660,6 +660,7 @@ async fn execute(
         end,
         failures,
         job: Some(job),
+        evidence: None,
         real_time: true,
     })
 }

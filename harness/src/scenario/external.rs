@@ -210,7 +210,7 @@ async fn execute(
     let mut end = end_state(None, sim, hooks, now());
     let update: Option<Version> = s.update.version.parse().ok();
     (end.outcome, end.reason) = outcome(&exit, &end, update);
-    let mut failures = hooks.violations.clone();
+    let mut failures: Vec<String> = hooks.violations.iter().map(ToString::to_string).collect();
     if sim.ecu.running().is_none() {
         failures.insert(
             0,
@@ -220,6 +220,8 @@ async fn execute(
             ),
         );
     }
+    let evidence = hooks.evidence();
+    failures.extend(evidence.installs(None).problems);
     failures.extend(unfired(s, &hooks.fired));
     failures.extend(super::expect::check(&s.expect, &end, &hooks.trace, true));
     Ok(RunResult {
@@ -227,6 +229,7 @@ async fn execute(
         end,
         failures,
         job: None,
+        evidence: Some(evidence),
         real_time: true,
     })
 }

@@ -76,6 +76,8 @@ pub struct RunResult {
     pub failures: Vec<String>,
     /// The manager's job (none with an external client).
     pub job: Option<Job>,
+    /// The simulated world's typed record (none on a bench: a real ECU is seen from outside).
+    pub evidence: Option<super::world::Evidence>,
     /// Times are wall-clock time (an external client, a bench), not virtual time.
     pub real_time: bool,
 }
@@ -238,7 +240,7 @@ pub fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>
     ])
 }
 
-fn manifest(update: &[u8], version: &str) -> Manifest {
+pub(crate) fn manifest(update: &[u8], version: &str) -> Manifest {
     let sha: String = Sha256::digest(update)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -519,7 +521,7 @@ async fn execute(
     // which runs ahead while it is busy. In time order they tell the story.
     hooks.trace.events.sort_by_key(|e| e.at_us);
     let end = end_state(Some(&job), sim, hooks, now());
-    let mut failures = hooks.violations.clone();
+    let mut failures: Vec<String> = hooks.violations.iter().map(ToString::to_string).collect();
     if sim.ecu.running().is_none() {
         failures.insert(
             0,
@@ -529,6 +531,8 @@ async fn execute(
             ),
         );
     }
+    let evidence = hooks.evidence();
+    failures.extend(evidence.installs(Some(&job)).problems);
     failures.extend(unfired(s, &hooks.fired));
     failures.extend(super::expect::check(
         &s.expect,
@@ -541,6 +545,7 @@ async fn execute(
         end,
         failures,
         job: Some(job),
+        evidence: Some(evidence),
         real_time: false,
     })
 }

@@ -1,7 +1,8 @@
 //! `hil sweep SCENARIO`.
 //!
-//! Exit codes: 0 every point passed, 1 a point failed, 2 invalid input or usage, 3 the engine
-//! broke (or the scenario fails without any cut).
+//! Exit codes: 0 every point passed (each ended in an outcome the scenario allows, none
+//! bricked, broke an invariant or installed an image twice), 1 a point failed, 2 invalid input
+//! or usage, 3 the engine broke (or the scenario fails without any cut, or a cut did not fire).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Class, Options, Summary, random_chains, to_yaml};
+use super::verdict::Verdict;
+use super::{Class, Options, Summary, Tally, random_chains, to_yaml};
 use crate::scenario::report::{self, LiveEvent, RunControl};
 use crate::scenario::schema::CutVariantSpec;
 use crate::ui::state::{SweepView, UiState};
@@ -104,11 +106,7 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
             o.seed,
             o.max_chain,
         ) {
-            let problems = match verdict {
-                Ok(p) => p,
-                Err(e) => vec![format!("engine error: {e}")],
-            };
-            if !problems.is_empty() {
+            if !verdict.passed() {
                 chains_failed += 1;
                 let file = o
                     .sweep
@@ -121,7 +119,7 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
                 }
                 chain_lines.push(format!(
                     "  random chain: {}{}",
-                    problems.first().cloned().unwrap_or_default(),
+                    first_problem(&verdict),
                     file.map(|f| format!("\n    reproducer: {}", f.display()))
                         .unwrap_or_default()
                 ));
@@ -138,12 +136,7 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
     } else {
         let _ = write!(out, "{}", table(&summary));
         for f in &summary.failures {
-            let _ = writeln!(
-                out,
-                "FAIL  {}: {}",
-                f.point.what,
-                f.messages.first().cloned().unwrap_or_default()
-            );
+            let _ = writeln!(out, "FAIL  {}: {}", f.point.what, first_problem(&f.verdict));
             if let Some(r) = &f.reproducer {
                 let _ = writeln!(
                     out,
@@ -236,31 +229,65 @@ fn sweep_with_dashboard(
     })
 }
 
-/// The summary table.
+/// `[kind] message` of a verdict's most important problem.
+fn first_problem(v: &Verdict) -> String {
+    v.problems
+        .first()
+        .map(|p| format!("[{}] {}", p.kind.name(), p.message))
+        .unwrap_or_default()
+}
+
+/// One row of the table.
+fn row(name: &str, t: &Tally) -> String {
+    format!(
+        "{name:<18} {:>7} {:>10} {:>12} {:>8} {:>8} {:>7}\n",
+        t.points, t.committed, t.rolled_back, t.refused, t.gave_up, t.failed
+    )
+}
+
+/// The summary table: the outcome distribution per point class (a point that failed counts
+/// as failed only), then the failures by kind.
+///
+/// ```text
+/// sweep NAME: clean pass 294 flash ops, 36 requests, 1 boots, 9.8 s simulated
+/// points               total  committed  rolled back  refused  gave up  failed
+/// flash-ops              882        868           14        0        0       0
+/// ...
+/// all                    923        898           25        0        0       0
+/// 923 points in 1.19 s (774 points/s), 923 cuts fired
+/// ```
 pub fn table(s: &Summary) -> String {
     let mut t = format!(
         "sweep {}: clean pass {} flash ops, {} requests, {} boots, {:.1} s simulated\n",
         s.scenario, s.clean.flash_ops, s.clean.requests, s.clean.boots, s.clean.simulated_s
     );
     t.push_str(&format!(
-        "{:<22} {:>8} {:>8} {:>8}\n",
-        "points", "total", "passed", "failed"
+        "{:<18} {:>7} {:>10} {:>12} {:>8} {:>8} {:>7}\n",
+        "points", "total", "committed", "rolled back", "refused", "gave up", "failed"
     ));
     for (k, v) in &s.by_kind {
-        t.push_str(&format!(
-            "{k:<22} {:>8} {:>8} {:>8}\n",
-            v.points, v.passed, v.failed
-        ));
+        t.push_str(&row(k, v));
     }
     if s.skipped > 0 {
         t.push_str(&format!("stopped: {} points not run\n", s.skipped));
     }
+    t.push_str(&row("all", &s.all));
+    if !s.failure_kinds.is_empty() {
+        let kinds: Vec<String> = s
+            .failure_kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {}", k.name()))
+            .collect();
+        t.push_str(&format!("failed: {}\n", kinds.join(", ")));
+    }
+    if s.faults_not_required > 0 {
+        t.push_str(&format!(
+            "{} points: some of the scenario's faults did not fire after the cut (not required)\n",
+            s.faults_not_required
+        ));
+    }
     t.push_str(&format!(
-        "{:<22} {:>8} {:>8} {:>8}\n{} points in {:.2} s ({:.0} points/s), {} cuts fired\n",
-        "all",
-        s.points,
-        s.passed,
-        s.failed,
+        "{} points in {:.2} s ({:.0} points/s), {} cuts fired\n",
         s.points,
         s.wall_s,
         s.points as f64 / s.wall_s.max(1e-9),

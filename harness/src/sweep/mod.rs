@@ -16,13 +16,21 @@
 //! the manager come back after `--restore-ms`, the manager resumes from its store. Each point
 //! runs as a *fork*: the step again from its copy with the cut armed, then on to the end — the
 //! prefix is never replayed. Steps stream to worker threads through a bounded queue, so memory
-//! stays bounded. A point passes when the ECU booted only images that verify (never a mixed
-//! image), ends with the expected outcome, and the cut really fired.
+//! stays bounded. Each point is classified ([`verdict`]): an outcome (`committed`, `rolled
+//! back`, `refused`, `gave up`) or a failure (`bricked`, `invariant broken`, `installed
+//! twice`, an outcome the scenario does not allow); it passes when it has no failure. The cut
+//! must really fire (otherwise the sweep did not test what it says).
+//!
+//! **The scenario's own faults**: the point's cut comes first. The scenario's faults stay armed
+//! in the fork and fire where their triggers match on the path after the cut; the ones that do
+//! not fire any more are not required (the cut changed the path), and the reproducer marks
+//! them `optional: true`.
 //!
 //! Every failing point gets a **reproducer**: the scenario plus the one fault at that point,
 //! counted from the start, which `hil run` replays.
 
 pub mod cli;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +48,7 @@ use crate::scenario::schema::{
     Action, CutVariantSpec, Fault, FlashOpTrigger, PowerCut, Scenario, Trigger,
 };
 use crate::scenario::world::{Recorder, Step, StepRecord};
+use verdict::{FailureKind, Outcome, Verdict};
 
 /// Which opportunities to cut at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -123,17 +132,43 @@ pub struct Point {
 #[derive(Clone, Debug, Serialize)]
 pub struct Failure {
     pub point: Point,
-    pub messages: Vec<String>,
+    pub verdict: Verdict,
     /// Where its reproducer was written.
     pub reproducer: Option<PathBuf>,
+    /// The scenario's faults that did not fire in the point's run (optional in the reproducer).
+    #[serde(skip)]
+    pub unfired: Vec<usize>,
 }
 
-/// Points and results per class and variant.
-#[derive(Clone, Debug, Default, Serialize)]
+/// Points per class and variant: those that passed by their outcome, and those that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub points: usize,
     pub passed: usize,
     pub failed: usize,
+    pub committed: usize,
+    pub rolled_back: usize,
+    pub refused: usize,
+    pub gave_up: usize,
+}
+
+impl Tally {
+    /// Count one point.
+    pub fn add(&mut self, v: &Verdict) {
+        self.points += 1;
+        if !v.passed() {
+            self.failed += 1;
+            return;
+        }
+        self.passed += 1;
+        match v.outcome {
+            Some(Outcome::Committed) => self.committed += 1,
+            Some(Outcome::RolledBack) => self.rolled_back += 1,
+            Some(Outcome::Refused) => self.refused += 1,
+            Some(Outcome::GaveUp) => self.gave_up += 1,
+            None => {}
+        }
+    }
 }
 
 /// What a sweep found.
@@ -143,10 +178,17 @@ pub struct Summary {
     pub points: usize,
     pub passed: usize,
     pub failed: usize,
+    /// Every point: the outcomes of those that passed, and the failures.
+    pub all: Tally,
+    /// Failing points by their most important problem.
+    pub failure_kinds: BTreeMap<FailureKind, usize>,
     /// Cuts that fired (must equal `points`).
     pub fired: usize,
     /// Points not run because the sweep was stopped.
     pub skipped: usize,
+    /// Points after whose cut some of the scenario's own faults did not fire (not required:
+    /// the cut changed the path).
+    pub faults_not_required: usize,
     /// Points whose cut did not fire (a sweep defect: it did not cut where it meant to).
     pub not_fired: Vec<String>,
     /// By "class" or "class/variant".
@@ -272,8 +314,15 @@ fn points_of(
     out
 }
 
-/// A point, its problems (or an engine error), and whether its cut fired.
-type PointResult = (Point, Result<Vec<String>, String>, bool);
+/// What one point's run established.
+struct PointResult {
+    point: Point,
+    verdict: Verdict,
+    /// Whether the point's cut fired.
+    fired: bool,
+    /// The scenario's faults that did not fire.
+    unfired: Vec<usize>,
+}
 
 /// A step's copy and its points, on their way to a worker.
 struct Work {
@@ -347,15 +396,14 @@ pub fn sweep(
                         for f in ["jobs/job-0001.json", "jobs/job-0001.json.tmp"] {
                             let _ = std::fs::remove_file(store.path().join(f));
                         }
-                        let (verdict, fired) =
-                            run_point(&base, &work, point, update, config, store.path());
-                        if !matches!(&verdict, Ok(m) if m.is_empty()) {
+                        let result = run_point(&base, &work, point, update, config, store.path());
+                        if !result.verdict.passed() {
                             failed_n.fetch_add(1, Ordering::SeqCst);
                         }
                         results
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push((point.clone(), verdict, fired));
+                            .push(result);
                         let d = done.fetch_add(1, Ordering::SeqCst) + 1;
                         progress(
                             d,
@@ -426,16 +474,21 @@ pub fn sweep(
     let mut results = results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    results.sort_by(|a, b| a.0.what.cmp(&b.0.what));
+    results.sort_by(|a, b| a.point.what.cmp(&b.point.what));
     let mut summary = Summary {
         scenario: name.to_string(),
         clean: clean_pass,
         skipped: skipped.load(Ordering::SeqCst),
         ..Summary::default()
     };
-    for (point, verdict, fired) in results {
+    for PointResult {
+        point,
+        verdict,
+        fired,
+        unfired,
+    } in results
+    {
         summary.all_points.push(point.clone());
-        summary.points += 1;
         summary.fired += usize::from(fired);
         if !fired {
             summary.not_fired.push(point.what.clone());
@@ -447,31 +500,24 @@ pub fn sweep(
             ],
             None => vec![point.class.name().to_string()],
         };
-        let ok = matches!(&verdict, Ok(m) if m.is_empty());
         for k in keys {
-            let t = summary.by_kind.entry(k).or_default();
-            t.points += 1;
-            if ok {
-                t.passed += 1;
-            } else {
-                t.failed += 1;
-            }
+            summary.by_kind.entry(k).or_default().add(&verdict);
         }
-        if ok {
-            summary.passed += 1;
-        } else {
-            summary.failed += 1;
-            let messages = match verdict {
-                Ok(m) => m,
-                Err(e) => vec![format!("engine error: {e}")],
-            };
+        summary.all.add(&verdict);
+        summary.faults_not_required += usize::from(!unfired.is_empty());
+        if let Some(kind) = verdict.first_kind() {
+            *summary.failure_kinds.entry(kind).or_default() += 1;
             summary.failures.push(Failure {
                 point,
-                messages,
+                verdict,
                 reproducer: None,
+                unfired,
             });
         }
     }
+    summary.points = summary.all.points;
+    summary.passed = summary.all.passed;
+    summary.failed = summary.all.failed;
     if let Some(out) = &o.out {
         write_reproducers(scenario, name, out, &mut summary.failures)
             .map_err(|e| RunError::Store(format!("{}: {e}", out.display())))?;
@@ -480,7 +526,7 @@ pub fn sweep(
     Ok(summary)
 }
 
-/// Run one point as a fork; (problems or an engine error, whether the cut fired).
+/// Run one point as a fork and classify it.
 fn run_point(
     base: &Arc<Scenario>,
     work: &Work,
@@ -488,7 +534,7 @@ fn run_point(
     update: &[u8],
     config: &crate::ota::live::LiveConfig,
     dir: &Path,
-) -> (Result<Vec<String>, String>, bool) {
+) -> PointResult {
     let mut scenario = (**base).clone();
     scenario.faults.push(point.fork_fault.clone());
     let index = scenario.faults.len() - 1;
@@ -512,20 +558,40 @@ fn run_point(
     };
     match runner::run_fork(prepared, fork, dir) {
         Ok(r) => {
-            let fired = !r
-                .failures
-                .iter()
-                .any(|f| f.starts_with(&format!("fault {} never fired", index + 1)));
-            (Ok(r.failures), fired)
+            let fired = r.evidence.as_ref().map_or(&[][..], |e| &e.fired[..]);
+            PointResult {
+                point: point.clone(),
+                verdict: verdict::classify(base, &r),
+                fired: fired.get(index).is_some_and(|n| *n > 0),
+                unfired: unfired(base, fired),
+            }
         }
-        Err(e) => (Err(e.to_string()), false),
+        Err(e) => PointResult {
+            point: point.clone(),
+            verdict: Verdict::engine(e.to_string()),
+            fired: false,
+            unfired: Vec::new(),
+        },
     }
 }
 
-/// The scenario plus the single fault of `point`, counted from the start.
-pub fn reproducer(scenario: &Scenario, name: &str, point: &Point) -> Scenario {
+/// The scenario's faults (the first `base.faults.len()`) that did not fire.
+fn unfired(base: &Scenario, fired: &[u32]) -> Vec<usize> {
+    (0..base.faults.len())
+        .filter(|&i| fired.get(i).is_none_or(|n| *n == 0))
+        .collect()
+}
+
+/// The scenario plus the single fault of `point`, counted from the start; the scenario's
+/// faults that did not fire after the cut (`unfired`) are optional.
+pub fn reproducer(scenario: &Scenario, name: &str, point: &Point, unfired: &[usize]) -> Scenario {
     let mut s = scenario.clone();
     s.description = format!("Sweep reproducer: {name} with a power cut {}", point.what);
+    for &i in unfired {
+        if let Some(f) = s.faults.get_mut(i) {
+            f.optional = true;
+        }
+    }
     s.faults.push(point.fault.clone());
     s
 }
@@ -553,7 +619,7 @@ fn write_reproducers(
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
                 .trim_matches('-')
         ));
-        let yaml = to_yaml(&reproducer(scenario, name, &f.point))
+        let yaml = to_yaml(&reproducer(scenario, name, &f.point, &f.unfired))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         std::fs::write(&file, yaml)?;
         f.reproducer = Some(file);
@@ -563,7 +629,8 @@ fn write_reproducers(
 
 /// `--random N --seed S`: `n` runs from the start, each with a chain of up to `max_chain`
 /// cuts at random points of the clean pass (later cuts may not fire once an earlier one
-/// changed the run; they are optional). Returns (runs, cuts fired, failures as reproducers).
+/// changed the run; they are optional, and so are the scenario's faults that did not fire).
+/// Returns each run's scenario (its reproducer) with its verdict, classified as a point's.
 pub fn random_chains(
     scenario: &Scenario,
     name: &str,
@@ -571,7 +638,7 @@ pub fn random_chains(
     n: usize,
     seed: u64,
     max_chain: usize,
-) -> Vec<(Scenario, Result<Vec<String>, String>)> {
+) -> Vec<(Scenario, Verdict)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
     for i in 0..n {
@@ -590,9 +657,16 @@ pub fn random_chains(
             f.optional = true;
             s.faults.push(f);
         }
-        let verdict = runner::run(&s, None)
-            .map(|r| r.failures)
-            .map_err(|e| e.to_string());
+        let verdict = match runner::run(&s, None) {
+            Ok(r) => {
+                let fired = r.evidence.as_ref().map_or(&[][..], |e| &e.fired[..]);
+                for i in unfired(scenario, fired) {
+                    s.faults[i].optional = true;
+                }
+                verdict::classify(scenario, &r)
+            }
+            Err(e) => Verdict::engine(e.to_string()),
+        };
         out.push((s, verdict));
     }
     out

@@ -7,8 +7,10 @@
 //! an image that is byte for byte one of the two images and verifies; it never stops booting).
 //! What it does to the messages on the links (UDS, the download) is in `links.rs`.
 
+mod facts;
 mod links;
 
+pub use facts::{Evidence, ImageEvent, Installs, Violation};
 pub use links::download_event;
 
 use std::collections::VecDeque;
@@ -93,7 +95,9 @@ pub struct World {
     /// Times each fault fired, by index.
     pub fired: Vec<u32>,
     /// Invariant violations, in order.
-    pub violations: Vec<String>,
+    pub violations: Vec<Violation>,
+    /// Test boots and reverts, in order (the sweep's "installed twice" check).
+    pub image_events: Vec<ImageEvent>,
     pub images: Arc<Vec<KnownImage>>,
     pub layout: Layout,
     /// Requests the ECU got so far.
@@ -157,6 +161,7 @@ impl World {
             scenario,
             trace: Trace::default(),
             violations: Vec::new(),
+            image_events: Vec::new(),
             images: Arc::new(images),
             layout,
             requests: 0,
@@ -470,15 +475,41 @@ impl World {
                 );
                 self.apply(sim, now.max(e.at_us), actions);
             }
-            EventKind::Booted { slot, version, .. } => {
+            EventKind::Booted {
+                slot,
+                version,
+                test,
+                ..
+            } => {
                 let boot = self.current_boot;
-                self.check_booted(booted, boot, *slot, &version.to_string(), e.at_us)
+                let image = self.check_booted(booted, boot, *slot, &version.to_string(), e.at_us);
+                if *test {
+                    self.image_events.push(ImageEvent::TestBoot {
+                        at_us: e.at_us,
+                        slot: *slot,
+                        image,
+                    });
+                }
             }
-            EventKind::NoBootableImage { reasons } => self.violations.push(format!(
-                "at {:.6} s the ECU has no bootable image (bricked): {reasons:?}",
-                e.at_us as f64 / 1e6
-            )),
-            EventKind::RevertStarted { .. } => self.rollbacks += 1,
+            EventKind::NoBootableImage { reasons } => {
+                self.violations.push(Violation::NoBootableImage {
+                    at_us: e.at_us,
+                    reasons: reasons.clone(),
+                });
+            }
+            EventKind::RevertStarted { slot, reason } => {
+                self.rollbacks += 1;
+                let image = self.image_events.iter().rev().find_map(|i| match i {
+                    ImageEvent::TestBoot { slot: s, image, .. } if s == slot => Some(*image),
+                    _ => None,
+                });
+                self.image_events.push(ImageEvent::Revert {
+                    at_us: e.at_us,
+                    slot: *slot,
+                    image: image.flatten(),
+                    reason: reason.clone(),
+                });
+            }
             EventKind::PowerLost { op, .. } => {
                 // A cut armed in the flash model fired: the rule that is gone.
                 let left: Vec<u64> = sim.ecu.flash().cut_rules().iter().map(|r| r.id).collect();
@@ -528,33 +559,48 @@ impl World {
     }
 
     /// Every boot started an image that is byte for byte one of the two, and verifies (the ECU
-    /// hashed the slot's bytes at the moment of the boot).
+    /// hashed the slot's bytes at the moment of the boot). Returns the name of the image it
+    /// booted, if it is one of the two.
     fn check_booted(
         &mut self,
         booted: &[BootedBytes],
         boot: u64,
         slot: Slot,
         version: &str,
-        at: u64,
-    ) {
+        at_us: u64,
+    ) -> Option<&'static str> {
         let Some(b) = booted.iter().find(|b| b.boot == boot) else {
-            self.violations.push(format!(
-                "at {:.6} s boot {boot} started {version} from {slot}, but its bytes could not be read",
-                at as f64 / 1e6
-            ));
-            return;
+            self.violations.push(Violation::BootUnread {
+                at_us,
+                boot,
+                slot,
+                version: version.to_string(),
+            });
+            return None;
         };
-        match self.images.iter().find(|img| img.sha256 == b.sha256) {
-            None => self.violations.push(format!(
-                "at {:.6} s the ECU booted {version} from {slot}, which is neither image byte for byte (a mixed or corrupted image)",
-                at as f64 / 1e6
-            )),
-            Some(img) if !img.verifies => self.violations.push(format!(
-                "at {:.6} s the ECU booted the {} image from {slot}, which does not verify",
-                at as f64 / 1e6,
-                img.name
-            )),
+        let image = self.images.iter().find(|img| img.sha256 == b.sha256);
+        match image {
+            None => self.violations.push(Violation::ForeignImage {
+                at_us,
+                slot,
+                version: version.to_string(),
+            }),
+            Some(img) if !img.verifies => self.violations.push(Violation::Unverified {
+                at_us,
+                slot,
+                image: img.name,
+            }),
             Some(_) => {}
+        }
+        image.map(|img| img.name)
+    }
+
+    /// The typed record of the run so far.
+    pub fn evidence(&self) -> Evidence {
+        Evidence {
+            violations: self.violations.clone(),
+            fired: self.fired.clone(),
+            images: self.image_events.clone(),
         }
     }
 
