@@ -173,6 +173,11 @@ pub enum FlashEvent {
     Answering {
         after: Duration,
     },
+    /// About to ask the ECU to install the image (checkProgrammingDependencies): its boot
+    /// counter before the request (`None`: it did not say).
+    Requesting {
+        boot_count: Option<u32>,
+    },
     /// The ECU answered `sid` but is not ready yet (just after a boot): `nrc`, or
     /// responsePending without a final answer (`nrc` 0x78); the request is repeated within
     /// the same attempt.
@@ -201,6 +206,10 @@ impl fmt::Display for FlashEvent {
                 elapsed.as_secs_f64(),
                 *bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
             ),
+            FlashEvent::Requesting { boot_count } => match boot_count {
+                Some(n) => write!(f, "asking the ecu to install the image (boot {n})"),
+                None => f.write_str("asking the ecu to install the image"),
+            },
             FlashEvent::NotReady { sid, nrc } => write!(
                 f,
                 "ecu not ready: 0x{sid:02x} answered 0x{nrc:02x} {}; asking again",
@@ -530,6 +539,10 @@ impl Flasher {
             permanent: self.config.permanent,
         };
         on(&FlashEvent::Phase(phase.clone()));
+        // From the next request on, the ECU may install the image at any boot: note where its
+        // boot counter stands (an update agent that restarts tells its own rollback by it).
+        let boot_count = self.boot_count(client).await;
+        on(&FlashEvent::Requesting { boot_count });
         let record: &[u8] = if self.config.permanent { &[0x01] } else { &[] };
         let status = client
             .routine(

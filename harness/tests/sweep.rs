@@ -274,25 +274,21 @@ fn healthy(mode: &str) {
 }
 
 #[test]
-#[ignore = "needs the manager fix from main"]
 fn ci_sweep_never_confirming_swap() {
     never_confirming("swap");
 }
 
 #[test]
-#[ignore = "needs the manager fix from main"]
 fn ci_sweep_never_confirming_ab() {
     never_confirming("ab");
 }
 
 #[test]
-#[ignore = "needs the manager fix from main"]
 fn ci_sweep_crash_on_boot_swap() {
     crashing("swap");
 }
 
 #[test]
-#[ignore = "needs the manager fix from main"]
 fn ci_sweep_crash_on_boot_ab() {
     crashing("ab");
 }

@@ -8,7 +8,7 @@
 //! | `downloading {bytes}` | artifact bytes on disk so far | `downloading`, `downloaded`, `failed` |
 //! | `downloaded` | size and SHA-256 verified | `verifying`, `failed` |
 //! | `verifying` | the image is checked against the manifest (header, version, key) | `transferring`, `downloading` (artifact gone or changed), `failed` |
-//! | `transferring {step}` | the programming sequence over UDS: `session`, `security`, `erase`, `request_download`, `block {n, of}`, `exit`, `check` | `transferring`, `applying`, `failed` |
+//! | `transferring {step}` | the programming sequence over UDS: `session`, `security`, `erase`, `request_download`, `block {n, of}`, `exit`, `check` | `transferring`, `applying`, `rolled_back` (the ECU took and reverted the image before the apply: a cut right after the check routine), `failed` |
 //! | `applying {step}` | `reset`, `await_boot`, `await_confirm` | `applying`, `transferring` (the ECU lost the staged image), `committed`, `rolled_back`, `failed` |
 //! | `committed` | the new version runs, confirmed | — |
 //! | `rolled_back {reason}` | the ECU reverted to the old image; `reason` is the ECU's | — |
@@ -126,7 +126,9 @@ impl Phase {
             Downloading => matches!(to, Downloading | Downloaded | Failed),
             Downloaded => matches!(to, Verifying | Failed),
             Verifying => matches!(to, Transferring | Downloading | Failed),
-            Transferring => matches!(to, Transferring | Applying | Failed),
+            // rolled_back: the ECU installed and reverted the image before the manager got to
+            // apply it (a power cut right after the check routine).
+            Transferring => matches!(to, Transferring | Applying | RolledBack | Failed),
             Applying => matches!(
                 to,
                 Applying | Transferring | Committed | RolledBack | Failed
@@ -229,6 +231,11 @@ pub struct Job {
     /// staged means the bootloader reverted or rejected it — the image is never flashed again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub applied: bool,
+    /// The ECU's boot counter (DID 0xFD00) read just before the check-programming-dependencies
+    /// routine asked it to install the image (persisted before the request): a rollback the
+    /// ECU reports from a later boot is this job's, even if the manager never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at_boot: Option<u32>,
     /// Why retried attempts failed, per phase (`download`, `transfer`), oldest first, at most
     /// [`MAX_FAILURES`] each: the reason of a job that gives up names them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -262,6 +269,7 @@ impl Job {
             }],
             attempts: Default::default(),
             applied: false,
+            requested_at_boot: None,
             failures: Default::default(),
         }
     }
@@ -405,7 +413,7 @@ mod tests {
             (1, &[1, 2, 8, 9]),
             (2, &[3, 8, 9]),
             (3, &[1, 4, 8, 9]),
-            (4, &[4, 5, 8, 9]),
+            (4, &[4, 5, 7, 8, 9]),
             (5, &[4, 5, 6, 7, 8, 9]),
             (6, &[]),
             (7, &[]),

@@ -140,16 +140,16 @@ struct Driver<'a, W: Workers, P: FnMut(&Progress) + Send> {
 impl<W: Workers, P: FnMut(&Progress) + Send> Driver<'_, W, P> {
     /// Apply a worker event, persist, report.
     fn event(&mut self, event: WorkerEvent) -> Result<(), OtaError> {
-        let before = self.job.state.clone();
-        let failures = self.job.failures.clone();
+        let before = self.job.clone();
         self.config
             .manager
             .handle(&mut self.job, event, self.workers.now_us())?;
-        if self.job.state != before {
+        // Anything the manager recorded is on disk before the worker goes on.
+        if self.job != before {
             self.store.save(&self.job)?;
+        }
+        if self.job.state != before.state {
             (self.progress)(&Progress::State(self.job.state.clone()));
-        } else if self.job.failures != failures {
-            self.store.save(&self.job)?;
         }
         Ok(())
     }
@@ -419,6 +419,13 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
             if let FlashEvent::NotReady { .. } = e {
                 d.note(format!("transfer: {e}"));
             }
+            if let FlashEvent::Requesting { boot_count } = e
+                && let Err(err) = d.event(WorkerEvent::Requesting {
+                    boot_count: *boot_count,
+                })
+            {
+                failure = Some(err);
+            }
             if let Some(step) = transfer_step(e)
                 && let Err(err) = d.event(WorkerEvent::TransferStep(step))
             {
@@ -583,6 +590,7 @@ async fn observation<W: Workers>(
             .map_err(|e| e.to_string())?;
         return Ok(Observation::RolledBack {
             reason: String::from_utf8_lossy(&reason).into_owned(),
+            boot_count: status.boot_count,
         });
     }
     let last_boot = client

@@ -26,7 +26,10 @@
 //! | another version | anything else | `transferring: session` (flash again) |
 //!
 //! Mid-transfer (a restart during `transferring`, before the job applied anything), a rollback
-//! the ECU reports is an earlier update's: the image is programmed.
+//! the ECU reports is an earlier update's — the image is programmed — unless a boot after the
+//! check routine asked the ECU to install this image reported it ([`Job::requested_at_boot`]):
+//! then the ECU took this image and reverted it (a cut right after the check routine), and the
+//! job ends `rolled_back`.
 
 use super::job::{ApplyStep, Job, OtaError, Phase, State, TransferStep};
 
@@ -73,8 +76,10 @@ pub enum Observation {
     OnProbation,
     /// The new image is staged and requested; the reset has not happened.
     Requested,
+    /// The ECU's last boot (number `boot_count`) reverted or rejected an image.
     RolledBack {
         reason: String,
+        boot_count: u32,
     },
     /// Nothing usable is staged: `running` is the version the ECU runs, `last_boot` what its
     /// last boot reported (DID 0xFD04, often empty after a normal boot).
@@ -90,7 +95,9 @@ impl std::fmt::Display for Observation {
             Observation::Committed => f.write_str("the new version runs, confirmed"),
             Observation::OnProbation => f.write_str("the new version runs on probation"),
             Observation::Requested => f.write_str("the new image is staged and requested"),
-            Observation::RolledBack { reason } => write!(f, "rolled back ({reason})"),
+            Observation::RolledBack { reason, boot_count } => {
+                write!(f, "rolled back at boot {boot_count} ({reason})")
+            }
             Observation::NotStaged { running, last_boot } => {
                 match running {
                     Some(v) => write!(f, "{v} runs, the new image is not staged")?,
@@ -123,6 +130,11 @@ pub enum WorkerEvent {
     /// The artifact on disk is gone or no longer matches: download again.
     ArtifactMissing,
     TransferStep(TransferStep),
+    /// About to ask the ECU to install the image (check programming dependencies); the ECU's
+    /// boot counter before the request.
+    Requesting {
+        boot_count: Option<u32>,
+    },
     Transferred,
     TransferFailed {
         reason: String,
@@ -250,6 +262,10 @@ impl Manager {
                 }
                 State::Transferring { step }
             }
+            WorkerEvent::Requesting { boot_count } => {
+                job.requested_at_boot = boot_count;
+                return Ok(());
+            }
             WorkerEvent::Transferred => State::Applying {
                 step: ApplyStep::Reset,
             },
@@ -286,6 +302,13 @@ impl Manager {
                     Observation::Requested => State::Applying {
                         step: ApplyStep::Reset,
                     },
+                    // Reported by a boot after the ECU was asked to install this image: the
+                    // ECU took it and reverted it (a cut right after the check routine).
+                    Observation::RolledBack { reason, boot_count }
+                        if job.requested_at_boot.is_some_and(|b| boot_count > b) =>
+                    {
+                        State::RolledBack { reason }
+                    }
                     // A rollback seen now is an earlier update's: program this one.
                     Observation::RolledBack { .. } | Observation::NotStaged { .. } => {
                         State::Transferring {
@@ -302,7 +325,7 @@ impl Manager {
                 Observation::Requested => State::Applying {
                     step: ApplyStep::Reset,
                 },
-                Observation::RolledBack { reason } => State::RolledBack { reason },
+                Observation::RolledBack { reason, .. } => State::RolledBack { reason },
                 // We applied it and it is gone: the bootloader reverted or rejected it.
                 Observation::NotStaged { running, last_boot } if job.applied => State::RolledBack {
                     reason: rollback_reason(job, running, &last_boot),
@@ -400,6 +423,42 @@ mod tests {
         let old = serde_json::to_string(&job()).unwrap();
         assert!(!old.contains("applied"));
         assert!(!serde_json::from_str::<Job>(&old).unwrap().applied);
+    }
+
+    /// Killed right after the check routine asked the ECU to install the image; the ECU then
+    /// lost power, installed it, and reverted it (a crash on boot). The resumed manager sees a
+    /// rollback from a boot after its request: this job's, not an earlier update's.
+    #[test]
+    fn a_rollback_from_a_boot_after_the_request_is_this_jobs() {
+        let m = Manager::default();
+        let rolled_back = |boot_count| {
+            WorkerEvent::Observed(Observation::RolledBack {
+                reason: "reverted: not confirmed after 1 boot attempt(s)".into(),
+                boot_count,
+            })
+        };
+        let mut j = job();
+        j.state = State::Transferring {
+            step: TransferStep::Check,
+        };
+        m.handle(&mut j, WorkerEvent::Requesting { boot_count: Some(4) }, 1)
+            .unwrap();
+        assert_eq!(j.requested_at_boot, Some(4));
+        assert_eq!(m.next(&mut j, 2, true).unwrap(), Command::Observe);
+        m.handle(&mut j, rolled_back(6), 3).unwrap();
+        assert_eq!(
+            j.state.to_string(),
+            "rolled_back: reverted: not confirmed after 1 boot attempt(s)"
+        );
+        // The same report from the boot before the request (no boot since) is an earlier
+        // update's: program this one.
+        let mut j = job();
+        j.state = State::Transferring {
+            step: TransferStep::Check,
+        };
+        j.requested_at_boot = Some(4);
+        m.handle(&mut j, rolled_back(4), 3).unwrap();
+        assert_eq!(j.state.to_string(), "transferring: session");
     }
 
     /// A download that gives up names every different reason its attempts failed for.
@@ -558,6 +617,7 @@ mod tests {
             (
                 Observation::RolledBack {
                     reason: "reverted: x".into(),
+                    boot_count: 3,
                 },
                 "transferring: session",
             ),
@@ -578,6 +638,7 @@ mod tests {
             (
                 Observation::RolledBack {
                     reason: "reverted: x".into(),
+                    boot_count: 3,
                 },
                 "rolled_back: reverted: x",
             ),
