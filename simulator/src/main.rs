@@ -442,12 +442,19 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (handle, host_task) = host.spawn(args.speed, stop_rx);
-        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp(
+        let sockets = ecu_sim::serve::Sockets::new(entity.max_sockets);
+        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp_with(
             listener,
             handle.clone(),
             conn_config,
+            sockets.clone(),
         ));
-        let udp = tokio::spawn(ecu_sim::serve::serve_udp(udp, entity, handle.clone()));
+        let udp = tokio::spawn(ecu_sim::serve::serve_udp(
+            udp,
+            entity,
+            handle.clone(),
+            sockets,
+        ));
         println!(
             "ecu-sim: doip listening on {addr} (tcp and udp), ecu logical address 0x{:04x}",
             args.logical_address

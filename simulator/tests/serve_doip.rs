@@ -36,10 +36,10 @@ fn spawn(state: &Path) -> Child {
         .args(["serve", "--doip", "127.0.0.1:0", "--speed", "max", "--seed", "1"])
         .arg("--state")
         .arg(state)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("SERVE_LOG").unwrap_or("warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(if std::env::var("SERVE_LOG").is_ok() { Stdio::inherit() } else { Stdio::piped() })
         .spawn()
         .unwrap()
 }
@@ -253,4 +253,128 @@ fn kill_9_during_the_first_start_never_bricks_the_state_directory() {
         without_flash + provisioning > 0 && with_flash > 0,
         "the kills missed the first start"
     );
+}
+
+impl Tester {
+    /// Every message until the entity closes the connection.
+    fn until_closed(&mut self) -> Vec<Message> {
+        std::iter::from_fn(|| self.recv()).collect()
+    }
+
+    fn entity_status(&mut self) -> ecu_sim::proto::doip::EntityStatus {
+        self.send(&Message::EntityStatusRequest);
+        match self.recv() {
+            Some(Message::EntityStatusResponse(s)) => s,
+            other => panic!("wanted the entity status, got {other:?}"),
+        }
+    }
+}
+
+/// ISO 13400-2: an activation for a tester address already active on another socket makes
+/// the entity alive-check that socket: refused with 0x03 while it answers, accepted (and the
+/// silent socket closed) when it does not within the alive check timeout.
+#[test]
+fn an_active_tester_address_is_alive_checked_before_another_socket_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(&dir.path().join("state")).unwrap();
+    let mut first = Tester::connect(served.addr, 0x0E00);
+    assert_eq!(first.activate(), RoutingActivationCode::Success);
+
+    let mut second = Tester::connect(served.addr, 0x0E00);
+    second.send_activation();
+    first.expect_alive_check();
+    assert_eq!(
+        second.activation_code(),
+        RoutingActivationCode::SourceAlreadyActive
+    );
+    assert!(second.is_closed(), "a refused socket is closed");
+    first.expect(&hex!("22 f1 89"), b"\x62\xf1\x891.0.0");
+
+    // The first tester stops answering: the third socket gets the address.
+    let mut third = Tester::connect(served.addr, 0x0E00);
+    assert_eq!(third.activate(), RoutingActivationCode::Success);
+    assert_eq!(first.until_closed(), [Message::AliveCheckRequest]);
+    third.expect(&hex!("22 f1 89"), b"\x62\xf1\x891.0.0");
+}
+
+/// The entity status announces 4 sockets: a fifth tester is refused with 0x01 after alive
+/// checks of the four, a connection beyond the fifth is closed at once, and a registered
+/// socket that fails its alive check makes room.
+#[test]
+fn the_announced_socket_limit_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(&dir.path().join("state")).unwrap();
+    let mut testers: Vec<Tester> = (0..4)
+        .map(|k| Tester::connect(served.addr, 0x0E00 + k))
+        .collect();
+    for t in &mut testers {
+        assert_eq!(t.activate(), RoutingActivationCode::Success);
+    }
+    let status = testers[0].entity_status();
+    assert_eq!((status.max_sockets, status.open_sockets), (4, 4));
+
+    let mut fifth = Tester::connect(served.addr, 0x0E04);
+    fifth.send_activation();
+    for t in &mut testers {
+        t.expect_alive_check();
+    }
+    assert_eq!(
+        fifth.activation_code(),
+        RoutingActivationCode::AllSocketsRegistered
+    );
+    assert!(fifth.is_closed());
+
+    // Four registered and one more connection at most (to answer 0x01 on).
+    let mut fifth = Tester::connect(served.addr, 0x0E04);
+    assert_eq!(testers[0].entity_status().open_sockets, 5);
+    let mut sixth = Tester::connect(served.addr, 0x0E05);
+    assert!(sixth.is_closed(), "a sixth connection is closed at once");
+
+    // The last of the four is gone without closing: the fifth takes its socket.
+    fifth.send_activation();
+    for t in &mut testers[..3] {
+        t.expect_alive_check();
+    }
+    assert_eq!(fifth.activation_code(), RoutingActivationCode::Success);
+    assert_eq!(testers[3].until_closed(), [Message::AliveCheckRequest]);
+    fifth.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+    for t in &mut testers[..3] {
+        t.expect(&hex!("3e 00"), &hex!("7e 00"));
+    }
+}
+
+/// Security access, session and an open download belong to the tester connection that made
+/// them: another tester cannot erase with them, and they end when the connection closes.
+#[test]
+fn diagnostic_state_belongs_to_the_tester_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(&dir.path().join("state")).unwrap();
+    let mut a = Tester::connect(served.addr, 0x0E00);
+    assert_eq!(a.activate(), RoutingActivationCode::Success);
+    a.programming();
+
+    let mut b = Tester::connect(served.addr, 0x0E01);
+    assert_eq!(b.activate(), RoutingActivationCode::Success);
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+    b.expect(&ERASE_4K, &hex!("7f 31 7f"));
+    b.expect(&hex!("10 02"), &hex!("50 02 00 32 01 f4"));
+    b.expect(&ERASE_4K, &hex!("7f 31 33"));
+
+    a.expect(&ERASE_4K, &hex!("71 01 ff 00 00"));
+    a.expect(&DOWNLOAD_4K, &hex!("74 20 40 02"));
+    drop(a);
+
+    // The same tester address on a new connection: default session, locked, no download.
+    let mut c = Tester::connect(served.addr, 0x0E00);
+    assert_eq!(c.activate(), RoutingActivationCode::Success);
+    let mut block = hex!("36 01").to_vec();
+    block.extend_from_slice(&[0x11; 16]);
+    c.expect(&block, &hex!("7f 36 7f"));
+    c.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+    c.expect(&hex!("10 02"), &hex!("50 02 00 32 01 f4"));
+    let seed = c.ask(&hex!("27 01"));
+    assert!(seed.len() == 6 && seed[2..] != [0; 4], "locked: {seed:02x?}");
+    c.expect(&block, &hex!("7f 36 33"));
+    // b kept its own programming session.
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
 }
