@@ -22,7 +22,9 @@ use crate::image::{ImageError, ImageInfo, Keyring, verify};
 pub enum FactoryError {
     #[error("image refused: {0}")]
     Image(#[from] ImageError),
-    #[error("image refused: its {len} bytes do not fit the primary slot's {capacity}-byte image area")]
+    #[error(
+        "image refused: its {len} bytes do not fit the primary slot's {capacity}-byte image area"
+    )]
     TooLarge { len: usize, capacity: u32 },
     #[error(transparent)]
     Flash(#[from] FlashError),
@@ -128,7 +130,10 @@ mod tests {
         let path = dir.path().join("flash.bin");
         let (geometry, layout, keys, image) = setup();
         let err = install(&path, &geometry, &layout, &keys, &image[..100]).unwrap_err();
-        assert!(matches!(err, FactoryError::Image(ImageError::Truncated { .. })), "{err}");
+        assert!(
+            matches!(err, FactoryError::Image(ImageError::Truncated { .. })),
+            "{err}"
+        );
         assert!(!path.exists());
         // A kill during an earlier install left half a temp file.
         std::fs::write(dir.path().join("flash.bin.new"), [0u8; 100]).unwrap();

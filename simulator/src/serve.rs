@@ -126,7 +126,9 @@ impl Sockets {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SocketsInner> {
         // The registry stays consistent even if a task panicked while holding it.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Open TCP connections now (the entity status's "currently open sockets").
@@ -150,7 +152,12 @@ impl Sockets {
 
     /// The verdict on a routing activation for `source` on `socket`, after the alive checks
     /// the registry asks for (each waited for at most `timeout`).
-    async fn admit(&self, socket: SocketId, source: u16, timeout: Duration) -> RoutingActivationCode {
+    async fn admit(
+        &self,
+        socket: SocketId,
+        source: u16,
+        timeout: Duration,
+    ) -> RoutingActivationCode {
         let mut checked = false;
         loop {
             let answers: Vec<oneshot::Receiver<()>> = {
@@ -328,7 +335,9 @@ async fn connection<B: Backend>(
                 Event::ActivationRequested { source, .. } => {
                     let code = link.sockets.admit(link.id, source, alive_timeout).await;
                     if code != RoutingActivationCode::Success {
-                        tracing::info!("doip: routing activation for 0x{source:04x} refused: {code:?}");
+                        tracing::info!(
+                            "doip: routing activation for 0x{source:04x} refused: {code:?}"
+                        );
                     }
                     let _ = conn.complete_activation(now(), code);
                 }

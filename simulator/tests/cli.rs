@@ -156,7 +156,10 @@ fn absurd_geometries_are_refused_before_allocating() {
             "2 sectors of 4294967295 bytes",
         ),
         ("--sectors 1000000", "1000000 sectors of 4096 bytes"),
-        ("--sector-size 1073741824 --sectors 8", "8 sectors of 1073741824 bytes"),
+        (
+            "--sector-size 1073741824 --sectors 8",
+            "8 sectors of 1073741824 bytes",
+        ),
         ("--sectors 0", "no sectors"),
         ("--sector-size 0", "sector size 0"),
     ] {

@@ -9,9 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ecu_sim::proto::doip::{
-    ActivationType, Decoder, Message, RoutingActivationCode, VERSION_2012,
-};
+use ecu_sim::proto::doip::{ActivationType, Decoder, Message, RoutingActivationCode, VERSION_2012};
 use ecu_sim::proto::uds::security::{compute_key, default_secrets};
 use hex_literal::hex;
 use rand::{Rng, SeedableRng};
@@ -22,6 +20,8 @@ const ECU: u16 = 0x0010;
 struct Served {
     child: Child,
     addr: SocketAddr,
+    /// Kept open: the server may print more.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Served {
@@ -33,13 +33,28 @@ impl Drop for Served {
 
 fn spawn(state: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
-        .args(["serve", "--doip", "127.0.0.1:0", "--speed", "max", "--seed", "1"])
+        .args([
+            "serve",
+            "--doip",
+            "127.0.0.1:0",
+            "--speed",
+            "max",
+            "--seed",
+            "1",
+        ])
         .arg("--state")
         .arg(state)
-        .env("RUST_LOG", std::env::var("SERVE_LOG").unwrap_or("warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("SERVE_LOG").unwrap_or("warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if std::env::var("SERVE_LOG").is_ok() { Stdio::inherit() } else { Stdio::piped() })
+        .stderr(if std::env::var("SERVE_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
         .spawn()
         .unwrap()
 }
@@ -49,17 +64,23 @@ fn spawn(state: &Path) -> Child {
 fn serve(state: &Path) -> Result<Served, String> {
     let mut child = spawn(state);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     let Some(rest) = line.strip_prefix("ecu-sim: doip listening on ") else {
         let _ = child.kill();
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = child.wait();
         return Err(format!("no listening line ({line:?}): {err}"));
     };
     let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-    Ok(Served { child, addr })
+    Ok(Served {
+        child,
+        addr,
+        _stdout: stdout,
+    })
 }
 
 /// A tester on one TCP connection, message by message (blocking, 5 s read timeout).
@@ -98,10 +119,11 @@ impl Tester {
                 Ok(0) => return None,
                 Ok(n) => self.decoder.push(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
                 {
                     panic!("tester 0x{:04x}: nothing received within 5 s", self.source)
                 }
@@ -165,10 +187,7 @@ impl Tester {
                 Some(Message::Diagnostic { data: r, .. }) if r.len() == 3 && r[2] == 0x78 => {}
                 Some(Message::Diagnostic { data: r, .. }) => return r,
                 Some(Message::AliveCheckRequest) => self.answer_alive_check(),
-                other => panic!(
-                    "tester 0x{source:04x}: {:02x?} got {other:?}",
-                    data
-                ),
+                other => panic!("tester 0x{source:04x}: {:02x?} got {other:?}", data),
             }
         }
     }
@@ -373,7 +392,10 @@ fn diagnostic_state_belongs_to_the_tester_connection() {
     c.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
     c.expect(&hex!("10 02"), &hex!("50 02 00 32 01 f4"));
     let seed = c.ask(&hex!("27 01"));
-    assert!(seed.len() == 6 && seed[2..] != [0; 4], "locked: {seed:02x?}");
+    assert!(
+        seed.len() == 6 && seed[2..] != [0; 4],
+        "locked: {seed:02x?}"
+    );
     c.expect(&block, &hex!("7f 36 33"));
     // b kept its own programming session.
     b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));

@@ -669,8 +669,14 @@ fn each_tester_has_its_own_session_security_and_download() {
     // A's session and security are untouched; it opens a download.
     b.tester = a;
     b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
-    assert_eq!(b.erase(st.address, 4096).last().unwrap().bytes, hex!("71 01 ff 00 00"));
-    assert_eq!(b.request_download(st.address, 16), Some(hex!("74 20 10 02").to_vec()));
+    assert_eq!(
+        b.erase(st.address, 4096).last().unwrap().bytes,
+        hex!("71 01 ff 00 00")
+    );
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("74 20 10 02").to_vec())
+    );
     // The other tester has no download to add to.
     b.tester = other;
     b.unlock(1);
@@ -699,7 +705,10 @@ fn one_testers_flash_work_invalidates_another_testers_download() {
     let st = b.staging();
     let erased = |b: &mut Bench| b.erase(st.address, 4096).last().unwrap().bytes.clone();
     assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
-    assert_eq!(b.request_download(st.address, 16), Some(hex!("74 20 10 02").to_vec()));
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("74 20 10 02").to_vec())
+    );
     // An erase by the other tester wipes A's open download.
     b.tester = other;
     b.programming();
@@ -710,7 +719,13 @@ fn one_testers_flash_work_invalidates_another_testers_download() {
     assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
     b.tester = other;
     assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
-    assert_eq!(b.request_download(st.address, 16), Some(hex!("74 20 10 02").to_vec()));
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("74 20 10 02").to_vec())
+    );
     b.tester = a;
-    assert_eq!(b.request_download(st.address, 16), Some(hex!("7f 34 70").to_vec()));
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("7f 34 70").to_vec())
+    );
 }

@@ -41,6 +41,18 @@
 //! session (explicitly or after S3 without requests) also turns DTC setting and communication
 //! back on. An ECU reset does all of that; the count of invalid keys and the lockout after
 //! the last allowed one survive resets (otherwise a reset would bypass the delay).
+//!
+//! ## Testers and S3
+//!
+//! | state | belongs to |
+//! |---|---|
+//! | session, S3 timer, security level and seed, erased range, open download, routine results | the tester ([`TesterId`], one per DoIP connection); ends with [`DiagServer::tester_gone`] |
+//! | invalid key count and lockout, VIN, DTC memory, flash | the ECU |
+//!
+//! An erase by one tester drops the others' open downloads; a download or an upgrade
+//! request by one also their erased ranges. The S3 timer is checked when a request arrives
+//! and does not run while it is in progress (also while [`Incoming::held_us`] holds it): it
+//! restarts when the final response is due (ISO 14229-2).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -810,7 +822,8 @@ impl DiagServer {
                     return Err(Nrc::IncorrectMessageLength);
                 }
                 Some(
-                    self.t.results
+                    self.t
+                        .results
                         .get(&id)
                         .cloned()
                         .ok_or(Nrc::RequestSequenceError)?,
@@ -903,7 +916,11 @@ impl DiagServer {
         if record.len() != 32 {
             return Err(Nrc::IncorrectMessageLength);
         }
-        let done = self.t.downloaded.as_ref().ok_or(Nrc::RequestSequenceError)?;
+        let done = self
+            .t
+            .downloaded
+            .as_ref()
+            .ok_or(Nrc::RequestSequenceError)?;
         Ok(Some(vec![u8::from(done.sha256[..] != *record)]))
     }
 
