@@ -374,7 +374,6 @@ async fn connection<B: Backend>(
         }
         // What the events produced (an activation's verdict).
         flush(&mut conn, &mut wr).await?;
-        conn.entity_mut().open_sockets = link.sockets.open_sockets();
         let timer = conn
             .poll_timeout()
             .map(|t| start + Duration::from_micros(t))
@@ -394,6 +393,8 @@ async fn connection<B: Backend>(
                 if n == 0 {
                     return Ok(());
                 }
+                // Current for an entity status request in these bytes.
+                conn.entity_mut().open_sockets = link.sockets.open_sockets();
                 conn.handle_bytes(now(), &buf[..n]);
             }
             Some(check) = link.checks.recv() => {
