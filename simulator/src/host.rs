@@ -3,6 +3,8 @@
 //! One task owns the [`Ecu`] and its [`DiagServer`]; transports (DoIP connections, slcan) send
 //! it requests over a channel and get back the responses with the wall-clock instant each is
 //! due. Between requests the task lets the firmware act on time (confirm itself, crash, hang).
+//! Each DoIP connection is its own tester ([`EcuHandle::request_from`]): its session,
+//! security and download end with [`EcuHandle::tester_gone`].
 //!
 //! ## Clocks
 //!
