@@ -65,6 +65,13 @@ pub enum FlashError {
     PowerLost { op: u64 },
     #[error("bad flash geometry: {0}")]
     BadGeometry(String),
+    /// Refused before anything is allocated: the model keeps every cell in memory.
+    #[error(
+        "bad flash geometry: {sectors} sectors of {sector_size} bytes exceed the simulated device's limits ({} sectors, {} MiB)",
+        MAX_SECTORS,
+        MAX_DEVICE_SIZE >> 20
+    )]
+    TooLarge { sectors: usize, sector_size: u64 },
     #[error("flash backing file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -72,6 +79,11 @@ pub enum FlashError {
         source: std::io::Error,
     },
 }
+
+/// Most sectors a simulated device has ([`Geometry::uniform`] and [`Geometry::from_sizes`]).
+pub const MAX_SECTORS: usize = 1 << 16;
+/// Largest simulated device, bytes: its cells live in memory.
+pub const MAX_DEVICE_SIZE: u64 = 1 << 30;
 
 /// One sector of the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +126,32 @@ pub struct Geometry {
     timing: FlashTiming,
 }
 
+/// Whether `count` sectors (the widest `sector_size` bytes, `total` bytes in all) make a
+/// device the model takes.
+fn check_size(count: usize, sector_size: u64, total: u64) -> Result<(), FlashError> {
+    if count == 0 {
+        return Err(FlashError::BadGeometry("no sectors".into()));
+    }
+    if count > MAX_SECTORS || total > MAX_DEVICE_SIZE {
+        return Err(FlashError::TooLarge {
+            sectors: count,
+            sector_size,
+        });
+    }
+    Ok(())
+}
+
 impl Geometry {
     /// A device of `count` sectors of `sector_size` bytes.
+    ///
+    /// Refused before allocating: more than [`MAX_SECTORS`] sectors or [`MAX_DEVICE_SIZE`]
+    /// bytes ([`FlashError::TooLarge`]), a zero sector size or count.
     pub fn uniform(sector_size: u32, count: usize, write_align: usize) -> Result<Self, FlashError> {
+        if sector_size == 0 {
+            return Err(FlashError::BadGeometry("sector size 0".into()));
+        }
+        let size = u64::from(sector_size);
+        check_size(count, size, size.saturating_mul(count as u64))?;
         Self::from_sizes(
             &format!("{count}x{}K", sector_size / 1024),
             &vec![sector_size; count],
@@ -131,9 +166,9 @@ impl Geometry {
                 "write unit {write_align} is not one of {ALIGNMENTS:?}"
             )));
         }
-        if sizes.is_empty() {
-            return Err(FlashError::BadGeometry("no sectors".into()));
-        }
+        let widest = sizes.iter().copied().max().map_or(0, u64::from);
+        let total = sizes.iter().map(|&s| u64::from(s)).sum();
+        check_size(sizes.len(), widest, total)?;
         let mut sectors = Vec::with_capacity(sizes.len());
         let mut offset: u32 = 0;
         for (i, &size) in sizes.iter().enumerate() {

@@ -3,6 +3,8 @@
 //! One task owns the [`Ecu`] and its [`DiagServer`]; transports (DoIP connections, slcan) send
 //! it requests over a channel and get back the responses with the wall-clock instant each is
 //! due. Between requests the task lets the firmware act on time (confirm itself, crash, hang).
+//! Each DoIP connection is its own tester ([`EcuHandle::request_from`]): its session,
+//! security and download end with [`EcuHandle::tester_gone`].
 //!
 //! ## Clocks
 //!
@@ -36,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::dtc::Dtc;
 use crate::ecu::Ecu;
 use crate::flash::Flash;
-use crate::proto::uds::server::{Addressing, DiagServer};
+use crate::proto::uds::server::{Addressing, DiagServer, Incoming, TesterId};
 
 /// How simulated time relates to the wall clock.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -119,6 +121,8 @@ impl SimClock {
 pub struct Request {
     pub bytes: Vec<u8>,
     pub addressing: Addressing,
+    /// The tester (connection) it comes from: each has its own session and security.
+    pub tester: TesterId,
     /// Every response, with the instant it is due (empty: the ECU did not answer).
     pub reply: oneshot::Sender<Vec<(Instant, Vec<u8>)>>,
 }
@@ -151,6 +155,8 @@ enum Message {
         on: bool,
         done: oneshot::Sender<PowerState>,
     },
+    /// The tester's connection closed: its session, security and download end.
+    TesterGone(TesterId),
 }
 
 /// A handle transports use to reach the ECU task.
@@ -161,12 +167,23 @@ pub struct EcuHandle {
 }
 
 impl EcuHandle {
-    /// Send a request; returns the responses with their due instants.
+    /// Send a request from [`TesterId::LOCAL`]; returns the responses with their due instants.
     pub async fn request(&self, bytes: Vec<u8>, addressing: Addressing) -> Vec<(Instant, Vec<u8>)> {
+        self.request_from(TesterId::LOCAL, bytes, addressing).await
+    }
+
+    /// Send a request from `tester`; returns the responses with their due instants.
+    pub async fn request_from(
+        &self,
+        tester: TesterId,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+    ) -> Vec<(Instant, Vec<u8>)> {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             bytes,
             addressing,
+            tester,
             reply,
         };
         if self.tx.send(Message::Request(req)).await.is_err() {
@@ -186,6 +203,12 @@ impl EcuHandle {
             .await
             .map_err(|_| HostStopped)?;
         rx.await.map_err(|_| HostStopped)
+    }
+
+    /// `tester`'s connection closed ([`DiagServer::tester_gone`]), in the order of its
+    /// requests.
+    pub async fn tester_gone(&self, tester: TesterId) {
+        let _ = self.tx.send(Message::TesterGone(tester)).await;
     }
 
     /// The supply as the ECU task last left it.
@@ -243,7 +266,8 @@ impl<F: Flash + Send + 'static> Host<F> {
                     None => break,
                     Some(Message::Request(req)) => {
                         let now = clock.sim_now(self.ecu.now_us(), Instant::now());
-                        self.server.handle_request(&mut self.ecu, now, &req.bytes, req.addressing);
+                        let incoming = Incoming::new(req.addressing).from(req.tester);
+                        self.server.handle(&mut self.ecu, now, &req.bytes, incoming);
                         let out = std::iter::from_fn(|| self.server.poll_transmit())
                             .map(|r| (clock.real_at(r.at_us), r.bytes))
                             .collect();
@@ -254,6 +278,9 @@ impl<F: Flash + Send + 'static> Host<F> {
                         self.switch_power(now, on);
                         publish_power(&power, self.ecu.is_powered());
                         let _ = done.send(*power.borrow());
+                    }
+                    Some(Message::TesterGone(tester)) => {
+                        self.server.tester_gone(&mut self.ecu, tester);
                     }
                 },
                 () = tokio::time::sleep_until(wake.into()) => {

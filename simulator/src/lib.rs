@@ -6,6 +6,7 @@ pub mod can;
 pub mod dtc;
 pub mod ecu;
 pub mod event;
+pub mod factory;
 pub mod firmware;
 pub mod flash;
 pub mod host;

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ecu_sim::boot::{BootConfig, BootDecision, BootMode, Layout};
-use ecu_sim::ecu::{Ecu, EcuConfig, provision};
+use ecu_sim::ecu::{Ecu, EcuConfig};
+use ecu_sim::factory;
 use ecu_sim::flash::{FileFlash, Geometry};
 use ecu_sim::host::{Host, Pace};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
@@ -78,7 +79,9 @@ enum Command {
         #[arg(long, default_value = "oem")]
         sign_with: String,
     },
-    /// Erase everything and install IMAGE in the primary slot, confirmed.
+    /// Erase everything and install IMAGE in the primary slot, confirmed. IMAGE is verified
+    /// first (format, hash, signature against the keys, fits the slot): a refused one leaves
+    /// the flash file unchanged (exit 2).
     Provision { image: PathBuf },
     /// Power on, then stage IMAGE as an upgrade request (what a firmware update agent does).
     Stage {
@@ -266,17 +269,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         );
         return serve(args, geometry, config);
     }
-    let mut flash = FileFlash::open(&cli.flash, geometry, 0)?;
     let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     if let Command::Provision { image } = &cli.command {
-        provision(&mut flash, &layout, &read(image)?)?;
+        let info = factory::install(&cli.flash, &geometry, &layout, &keys, &read(image)?)
+            .with_context(|| format!("provisioning {}", image.display()))?;
         println!(
-            "provisioned {} into the primary slot of {}",
+            "provisioned {} ({}) into the primary slot of {}",
             image.display(),
+            info.header.version,
             cli.flash.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let flash = FileFlash::open(&cli.flash, geometry, 0)?;
     let config = EcuConfig::new(
         layout,
         BootConfig {
@@ -360,21 +365,30 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("creating {}", args.state.display()))?;
     let flash_path = args.state.join("flash.bin");
-    let fresh = !flash_path.exists();
-    let mut flash = FileFlash::open(&flash_path, geometry, 0)?;
-    if fresh {
+    // flash.bin appears only complete (ecu_sim::factory): a kill during the first start
+    // leaves no flash.bin, and the next start provisions again.
+    if !flash_path.exists() {
         let image = match &args.factory {
             Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
             None => ImageBuilder::new(Version::new(1, 0, 0), vec![0x5A; 16 * 1024])
                 .behaviour(Behaviour::DEFAULT)
                 .sign(&dev_key("oem")),
         };
-        provision(&mut flash, &config.layout, &image)?;
+        let info = factory::install(
+            &flash_path,
+            &geometry,
+            &config.layout,
+            &config.boot.keys,
+            &image,
+        )
+        .context("installing the factory image")?;
         tracing::info!(
-            "new flash {}: factory image installed",
-            flash_path.display()
+            "new flash {}: factory image {} installed",
+            flash_path.display(),
+            info.header.version
         );
     }
+    let flash = FileFlash::open(&flash_path, geometry, 0)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -428,12 +442,19 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (handle, host_task) = host.spawn(args.speed, stop_rx);
-        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp(
+        let sockets = ecu_sim::serve::Sockets::new(entity.max_sockets);
+        let tcp = tokio::spawn(ecu_sim::serve::serve_tcp_with(
             listener,
             handle.clone(),
             conn_config,
+            sockets.clone(),
         ));
-        let udp = tokio::spawn(ecu_sim::serve::serve_udp(udp, entity, handle.clone()));
+        let udp = tokio::spawn(ecu_sim::serve::serve_udp(
+            udp,
+            entity,
+            handle.clone(),
+            sockets,
+        ));
         println!(
             "ecu-sim: doip listening on {addr} (tcp and udp), ecu logical address 0x{:04x}",
             args.logical_address

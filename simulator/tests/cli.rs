@@ -76,3 +76,104 @@ fn flash_file_carries_an_update_across_processes() {
         "{text}"
     );
 }
+
+fn build_image(dir: &Path, version: &str, size: &str, out: &str, sign_with: &str) {
+    let (code, text) = ecu_sim(
+        dir,
+        &[
+            "image",
+            "--version",
+            version,
+            "--size",
+            size,
+            "--sign-with",
+            sign_with,
+            "--out",
+            out,
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
+/// Every bad image is refused with the verifier's reason before the flash is touched: the flash
+/// file stays byte for byte what it was and the factory image still boots.
+#[test]
+fn provision_refuses_bad_images_and_leaves_the_flash_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    build_image(d, "1.0.0", "20000", "v1.bin", "oem");
+    build_image(d, "2.0.0", "20000", "v2.bin", "oem");
+    // The default serve geometry's slot holds 0x3F000 bytes of image.
+    build_image(d, "3.0.0", "300000", "huge.bin", "oem");
+    build_image(d, "4.0.0", "20000", "foreign.bin", "attacker");
+    let v2 = std::fs::read(d.join("v2.bin")).unwrap();
+    std::fs::write(d.join("truncated.bin"), &v2[..v2.len() / 2]).unwrap();
+    std::fs::write(d.join("empty.bin"), b"").unwrap();
+    std::fs::write(d.join("garbage.bin"), vec![0x5Au8; 4096]).unwrap();
+    let mut flipped = v2.clone();
+    flipped[1000] ^= 0x01;
+    std::fs::write(d.join("flipped.bin"), flipped).unwrap();
+
+    let (code, text) = ecu_sim(d, &["--flash", "f.bin", "provision", "v1.bin"]);
+    assert_eq!(code, 0, "{text}");
+    let before = std::fs::read(d.join("f.bin")).unwrap();
+    for (file, reason) in [
+        ("huge.bin", "do not fit the primary slot"),
+        ("truncated.bin", "image truncated"),
+        ("empty.bin", "image truncated"),
+        ("garbage.bin", "bad image magic 0x5a5a5a5a"),
+        ("flipped.bin", "hash mismatch"),
+        ("foreign.bin", "signed with an unknown key"),
+    ] {
+        let (code, text) = ecu_sim(d, &["--flash", "f.bin", "provision", file]);
+        assert_eq!(code, 2, "{file}: {text}");
+        assert!(text.contains("image refused"), "{file}: {text}");
+        assert!(text.contains(reason), "{file}: wanted {reason:?} in {text}");
+        assert!(
+            std::fs::read(d.join("f.bin")).unwrap() == before,
+            "{file}: the flash changed"
+        );
+    }
+    // Refused before a flash file is even created.
+    let (code, text) = ecu_sim(d, &["--flash", "new.bin", "provision", "garbage.bin"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(!d.join("new.bin").exists());
+    let (code, text) = ecu_sim(d, &["--flash", "f.bin", "boot"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("running: 1.0.0 from primary"), "{text}");
+}
+
+/// `ulimit -v` keeps a regression (a huge allocation) from hurting the machine: the old code
+/// died allocating; the new one refuses with a named error before allocating.
+#[test]
+fn absurd_geometries_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_ecu-sim");
+    for (args, wanted) in [
+        ("--sectors 4000000000", "4000000000 sectors of 4096 bytes"),
+        (
+            "--sector-size 4294967295 --sectors 2",
+            "2 sectors of 4294967295 bytes",
+        ),
+        ("--sectors 1000000", "1000000 sectors of 4096 bytes"),
+        (
+            "--sector-size 1073741824 --sectors 8",
+            "8 sectors of 1073741824 bytes",
+        ),
+        ("--sectors 0", "no sectors"),
+        ("--sector-size 0", "sector size 0"),
+    ] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 1000000; exec {bin} --flash f.bin {args} status"
+            ))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args}: {text}");
+        assert!(text.contains(wanted), "{args}: wanted {wanted:?} in {text}");
+        assert!(!dir.path().join("f.bin").exists(), "{args}");
+    }
+}

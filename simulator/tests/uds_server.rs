@@ -9,7 +9,9 @@ use ecu_sim::flash::{Flash, Geometry};
 use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::uds::codec::{BootStatusRecord, SlotRecord, StagingRecord};
 use ecu_sim::proto::uds::security::{compute_key, default_secrets};
-use ecu_sim::proto::uds::server::{Addressing, DiagServer, Response, ServerConfig};
+use ecu_sim::proto::uds::server::{
+    Addressing, DiagServer, Incoming, Response, ServerConfig, TesterId,
+};
 use hex_literal::hex;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -28,6 +30,10 @@ struct Bench {
     ecu: Ecu,
     server: DiagServer,
     now: u64,
+    /// Who sends the next requests.
+    tester: TesterId,
+    /// The next request is held that long before the server starts on it.
+    hold_next: u64,
 }
 
 impl Bench {
@@ -45,13 +51,17 @@ impl Bench {
             ecu,
             server: DiagServer::new(ServerConfig::default()),
             now,
+            tester: TesterId::LOCAL,
+            hold_next: 0,
         }
     }
 
     /// Send a request; return every response, and move the clock to the last one.
     fn send(&mut self, req: &[u8], addressing: Addressing) -> Vec<Response> {
-        self.server
-            .handle_request(&mut self.ecu, self.now, req, addressing);
+        let incoming = Incoming::new(addressing)
+            .from(self.tester)
+            .held(std::mem::take(&mut self.hold_next));
+        self.server.handle(&mut self.ecu, self.now, req, incoming);
         let out: Vec<Response> = std::iter::from_fn(|| self.server.poll_transmit()).collect();
         if let Some(last) = out.last() {
             self.now = self.now.max(last.at_us);
@@ -609,4 +619,113 @@ proptest! {
             b.wait(10_000);
         }
     }
+}
+
+/// ISO 14229-2: the S3 timer does not run while a request is in progress. A request held in
+/// front of the server for 8 s (a storm of four responsePending, 2 s apart) is answered in
+/// the programming session it arrived in; S3 restarts at its final response.
+#[test]
+fn s3_does_not_run_while_a_request_is_in_progress() {
+    let mut b = Bench::new(BootMode::Swap);
+    b.programming();
+    let st = b.staging();
+    b.wait(1_000_000);
+    b.hold_next = 4 * 2_000_000;
+    let out = b.erase(st.address, 4096);
+    assert_eq!(
+        out.last().map(|r| r.bytes.clone()),
+        Some(hex!("71 01 ff 00 00").to_vec()),
+        "{out:?}"
+    );
+    // 4.9 s after the final response: still in the session.
+    b.wait(4_900_000);
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
+    // A long request of the server's own (an erase of the whole area) does not end it either.
+    let out = b.erase(st.address, st.size);
+    assert_eq!(out.last().unwrap().bytes, hex!("71 01 ff 00 00"));
+    b.wait(4_900_000);
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
+    // Silence does.
+    b.wait(5_100_000);
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+}
+
+/// Session, security and download belong to the tester that made them.
+#[test]
+fn each_tester_has_its_own_session_security_and_download() {
+    let (a, other) = (TesterId(1), TesterId(2));
+    let mut b = Bench::new(BootMode::Swap);
+    b.tester = a;
+    b.programming();
+    let st = b.staging();
+    // Another tester is in the default session, locked: it cannot erase what A unlocked.
+    b.tester = other;
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+    let out = b.erase(st.address, 4096);
+    assert_eq!(out.last().unwrap().bytes, hex!("7f 31 7f"));
+    b.expect(&hex!("10 02"), &hex!("50 02 00 32 01 f4"));
+    let out = b.erase(st.address, 4096);
+    assert_eq!(out.last().unwrap().bytes, hex!("7f 31 33"));
+    // A's session and security are untouched; it opens a download.
+    b.tester = a;
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
+    assert_eq!(
+        b.erase(st.address, 4096).last().unwrap().bytes,
+        hex!("71 01 ff 00 00")
+    );
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("74 20 10 02").to_vec())
+    );
+    // The other tester has no download to add to.
+    b.tester = other;
+    b.unlock(1);
+    assert_eq!(b.transfer(1, &[0; 16]), Some(hex!("7f 36 24").to_vec()));
+    // A goes away: its download and session end with it; the same id starts afresh.
+    b.server.tester_gone(&mut b.ecu, a);
+    b.tester = a;
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+    b.expect(&hex!("10 02"), &hex!("50 02 00 32 01 f4"));
+    assert_eq!(b.transfer(1, &[0; 16]), Some(hex!("7f 36 33").to_vec()));
+    b.unlock(1);
+    assert_eq!(b.transfer(1, &[0; 16]), Some(hex!("7f 36 24").to_vec()));
+    // The other tester kept its own unlock.
+    b.tester = other;
+    assert_eq!(b.server.unlocked(other), Some(1));
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
+}
+
+/// One tester's writes to the staging area invalidate what another erased or downloaded.
+#[test]
+fn one_testers_flash_work_invalidates_another_testers_download() {
+    let (a, other) = (TesterId(1), TesterId(2));
+    let mut b = Bench::new(BootMode::Swap);
+    b.tester = a;
+    b.programming();
+    let st = b.staging();
+    let erased = |b: &mut Bench| b.erase(st.address, 4096).last().unwrap().bytes.clone();
+    assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("74 20 10 02").to_vec())
+    );
+    // An erase by the other tester wipes A's open download.
+    b.tester = other;
+    b.programming();
+    assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
+    b.tester = a;
+    assert_eq!(b.transfer(1, &[0; 16]), Some(hex!("7f 36 24").to_vec()));
+    // A download by the other tester: what A erased is being written.
+    assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
+    b.tester = other;
+    assert_eq!(erased(&mut b), hex!("71 01 ff 00 00"));
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("74 20 10 02").to_vec())
+    );
+    b.tester = a;
+    assert_eq!(
+        b.request_download(st.address, 16),
+        Some(hex!("7f 34 70").to_vec())
+    );
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::SimFlash;
-use ecu_sim::proto::uds::server::{Addressing, DiagServer};
+use ecu_sim::proto::uds::server::{Addressing, DiagServer, Incoming};
 use ecu_sim::serve::{Backend, Disconnect};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -40,8 +40,10 @@ pub struct SimEcu {
 /// What happens to a request on its way to the ECU.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFate {
-    /// The ECU gets it `after_us` from now (time on the wire).
-    Deliver { after_us: u64 },
+    /// The ECU gets it `after_us` from now (time on the wire) and starts on it `held_us`
+    /// after that (a responsePending storm): in progress from its arrival, so the ECU's S3
+    /// timer does not run meanwhile.
+    Deliver { after_us: u64, held_us: u64 },
     /// Lost on the way: no answer.
     Lost,
     /// Answered by someone else (responses at absolute times, µs).
@@ -76,7 +78,10 @@ pub trait Hooks: Send + 'static {
         _now_us: u64,
         _request: &mut Vec<u8>,
     ) -> RequestFate {
-        RequestFate::Deliver { after_us: 0 }
+        RequestFate::Deliver {
+            after_us: 0,
+            held_us: 0,
+        }
     }
     /// The ECU's responses on their way back (absolute times, µs); they may be delayed or
     /// dropped.
@@ -358,9 +363,10 @@ pub fn deliver<H: Hooks>(
     let mut request = request.to_vec();
     let mut responses = Vec::new();
     match hooks.on_request(sim, now, &mut request) {
-        RequestFate::Deliver { after_us } => {
+        RequestFate::Deliver { after_us, held_us } => {
+            let incoming = Incoming::new(addressing).held(held_us);
             sim.server
-                .handle_request(&mut sim.ecu, now + after_us, &request, addressing);
+                .handle(&mut sim.ecu, now + after_us, &request, incoming);
             while let Some(r) = sim.server.poll_transmit() {
                 responses.push((r.at_us, r.bytes));
             }

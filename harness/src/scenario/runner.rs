@@ -8,7 +8,7 @@ use ecu_sim::boot::{BootConfig, BootMode, Defect, Slot};
 use ecu_sim::ecu::Ecu;
 use ecu_sim::flash::Geometry;
 use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
-use ecu_sim::proto::uds::server::{Addressing, DiagServer, ServerConfig};
+use ecu_sim::proto::uds::server::{Addressing, DiagServer, Incoming, ServerConfig};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -435,13 +435,12 @@ async fn execute(
             match &f.step {
                 Step::Request { bytes, .. } => {
                     let mut req = bytes.clone();
-                    if let RequestFate::Deliver { after_us } = hooks.on_request(sim, t, &mut req) {
-                        sim.server.handle_request(
-                            &mut sim.ecu,
-                            t + after_us,
-                            &req,
-                            Addressing::Physical,
-                        );
+                    if let RequestFate::Deliver { after_us, held_us } =
+                        hooks.on_request(sim, t, &mut req)
+                    {
+                        let incoming = Incoming::new(Addressing::Physical).held(held_us);
+                        sim.server
+                            .handle(&mut sim.ecu, t + after_us, &req, incoming);
                         while sim.server.poll_transmit().is_some() {}
                     }
                     hooks.after_request(sim, t);

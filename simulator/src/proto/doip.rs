@@ -94,8 +94,8 @@
 //! * Diagnostic messages to [`Config::ecu_address`] or to one of
 //!   [`Config::functional_addresses`] (default `0xE400`) are delivered; others get NACK `0x03`.
 //!   User data above [`Config::max_diagnostic_data`] gets NACK `0x04`.
-//! * The multi-socket registry (codes `0x01`, `0x03`, alive checks of other sockets) belongs to
-//!   the I/O layer: with [`Config::defer_activation`] the connection reports
+//! * The multi-socket registry (codes `0x01`, `0x03`, alive checks of other sockets) is
+//!   [`Registry`], run by the I/O layer: with [`Config::defer_activation`] the connection reports
 //!   [`Event::ActivationRequested`] and waits for [`Connection::complete_activation`]; without
 //!   it, a valid request is accepted at once.
 //! * On UDP a datagram shorter than a header is dropped silently; one whose length disagrees
@@ -108,6 +108,7 @@
 //! | `codec` | [`Header`], [`Message`], the streaming [`Decoder`] |
 //! | `entity` | [`EntityInfo`], [`udp_response`] |
 //! | `server` | [`Connection`] (the entity's side of a TCP connection), [`Config`], [`Event`] |
+//! | `registry` | [`Registry`]: which socket is registered for which tester, the alive checks an activation needs, the socket limit |
 //! | `client` | [`ClientConnection`] (the tester's side), [`ClientConfig`], [`ClientEvent`] |
 
 use std::fmt;
@@ -115,6 +116,7 @@ use std::fmt;
 mod client;
 mod codec;
 mod entity;
+mod registry;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -122,6 +124,7 @@ mod tests;
 pub use client::*;
 pub use codec::*;
 pub use entity::*;
+pub use registry::*;
 pub use server::*;
 
 /// TCP port of DoIP entities (TCP_DATA).

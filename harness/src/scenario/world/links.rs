@@ -154,14 +154,16 @@ impl Hooks for World {
                 CanFault::DelayMs(ms) => after_us += ms * 1000,
             }
         }
+        let mut held_us = 0;
         if let Some((s, count)) = self.storm
             && s == sid
         {
             self.storm = None;
             self.storm_now = Some((s, count));
-            after_us += u64::from(count) * PENDING_INTERVAL_US;
+            // The ECU has the request and answers responsePending meanwhile: in progress.
+            held_us = u64::from(count) * PENDING_INTERVAL_US;
         }
-        RequestFate::Deliver { after_us }
+        RequestFate::Deliver { after_us, held_us }
     }
 
     fn on_responses(&mut self, now: u64, responses: &mut Vec<(u64, Vec<u8>)>) {

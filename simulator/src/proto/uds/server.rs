@@ -41,6 +41,18 @@
 //! session (explicitly or after S3 without requests) also turns DTC setting and communication
 //! back on. An ECU reset does all of that; the count of invalid keys and the lockout after
 //! the last allowed one survive resets (otherwise a reset would bypass the delay).
+//!
+//! ## Testers and S3
+//!
+//! | state | belongs to |
+//! |---|---|
+//! | session, S3 timer, security level and seed, erased range, open download, routine results | the tester ([`TesterId`], one per DoIP connection); ends with [`DiagServer::tester_gone`] |
+//! | invalid key count and lockout, VIN, DTC memory, flash | the ECU |
+//!
+//! An erase by one tester drops the others' open downloads; a download or an upgrade
+//! request by one also their erased ranges. The S3 timer is checked when a request arrives
+//! and does not run while it is in progress (also while [`Incoming::held_us`] holds it): it
+//! restarts when the final response is due (ISO 14229-2).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -173,16 +185,90 @@ pub struct DiagServer {
     // Volatile: reset by a boot.
     boot_seen: u64,
     available_from_us: u64,
+    /// The tester of the request being handled, and its state.
+    current: TesterId,
+    t: Tester,
+    /// The other testers' states.
+    others: BTreeMap<TesterId, Tester>,
+    outbox: VecDeque<Response>,
+}
+
+/// Who sent a request. Each tester (a DoIP connection; CAN and in-process callers are
+/// [`TesterId::LOCAL`]) has its own session, security level, seed, erased range, download
+/// and routine results: what one tester unlocked or opened another cannot use, and it ends
+/// with [`DiagServer::tester_gone`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TesterId(pub u64);
+
+impl TesterId {
+    /// The tester of [`DiagServer::handle_request`]: the CAN bus, an in-process client.
+    pub const LOCAL: TesterId = TesterId(0);
+}
+
+/// How a request reached the server ([`DiagServer::handle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub addressing: Addressing,
+    pub tester: TesterId,
+    /// How long after its arrival the server starts on the request, µs: a fault in front of
+    /// the ECU holding it while responsePending answers go out (a harness's storm). The
+    /// request is in progress from its arrival, so the S3 timer does not run meanwhile.
+    pub held_us: u64,
+}
+
+impl Incoming {
+    /// From [`TesterId::LOCAL`], handled at once.
+    pub fn new(addressing: Addressing) -> Self {
+        Incoming {
+            addressing,
+            tester: TesterId::LOCAL,
+            held_us: 0,
+        }
+    }
+
+    pub fn from(self, tester: TesterId) -> Self {
+        Incoming { tester, ..self }
+    }
+
+    pub fn held(self, held_us: u64) -> Self {
+        Incoming { held_us, ..self }
+    }
+}
+
+/// One tester's volatile diagnostic state.
+#[derive(Clone, Debug)]
+struct Tester {
     session: Session,
-    last_request_us: u64,
+    /// When the S3 timer last (re)started: the end of this tester's last request (its final
+    /// response). It does not run while a request is in progress (ISO 14229-2).
+    s3_from_us: u64,
     unlocked: Option<u8>,
     seed: Option<(u8, [u8; 4])>,
     comm_control: u8,
+    /// This tester turned DTC setting off (back on when its session ends).
+    dtc_off: bool,
     erased: Option<MemoryRange>,
     download: Option<Download>,
     downloaded: Option<Downloaded>,
     results: BTreeMap<u16, Vec<u8>>,
-    outbox: VecDeque<Response>,
+}
+
+impl Default for Tester {
+    /// The state at power-on, and of a tester never seen: default session, locked.
+    fn default() -> Self {
+        Tester {
+            session: Session::Default,
+            s3_from_us: 0,
+            unlocked: None,
+            seed: None,
+            comm_control: 0,
+            dtc_off: false,
+            erased: None,
+            download: None,
+            downloaded: None,
+            results: BTreeMap::new(),
+        }
+    }
 }
 
 impl DiagServer {
@@ -194,15 +280,9 @@ impl DiagServer {
             locked_until_us: 0,
             boot_seen: 0,
             available_from_us: 0,
-            session: Session::Default,
-            last_request_us: 0,
-            unlocked: None,
-            seed: None,
-            comm_control: 0,
-            erased: None,
-            download: None,
-            downloaded: None,
-            results: BTreeMap::new(),
+            current: TesterId::LOCAL,
+            t: Tester::default(),
+            others: BTreeMap::new(),
             outbox: VecDeque::new(),
             config,
         }
@@ -211,12 +291,61 @@ impl DiagServer {
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
-    pub fn session(&self) -> Session {
-        self.session
+    /// `tester`'s session (default for a tester never seen).
+    pub fn session(&self, tester: TesterId) -> Session {
+        self.tester(tester).map_or(Session::Default, |t| t.session)
     }
-    /// The unlocked security level, if any.
-    pub fn unlocked(&self) -> Option<u8> {
-        self.unlocked
+    /// The security level `tester` unlocked, if any.
+    pub fn unlocked(&self, tester: TesterId) -> Option<u8> {
+        self.tester(tester).and_then(|t| t.unlocked)
+    }
+    fn tester(&self, tester: TesterId) -> Option<&Tester> {
+        if tester == self.current {
+            Some(&self.t)
+        } else {
+            self.others.get(&tester)
+        }
+    }
+
+    /// `tester` is gone (its connection closed): its session ends (DTC setting back on if it
+    /// turned it off), its security level, seed and download with it. A tester with the same
+    /// id later starts in the default session, locked.
+    pub fn tester_gone<F: Flash>(&mut self, ecu: &mut Ecu<F>, tester: TesterId) {
+        if tester != self.current {
+            let Some(t) = self.others.remove(&tester) else {
+                return;
+            };
+            let was = std::mem::replace(&mut self.t, t);
+            let current = std::mem::replace(&mut self.current, tester);
+            self.change_session(ecu, Session::Default);
+            self.t = was;
+            self.current = current;
+        } else {
+            self.change_session(ecu, Session::Default);
+            self.t = Tester::default();
+        }
+    }
+
+    /// Make `tester`'s state the current one.
+    fn select(&mut self, tester: TesterId) {
+        if tester != self.current {
+            let t = self.others.remove(&tester).unwrap_or_default();
+            let was = std::mem::replace(&mut self.t, t);
+            self.others.insert(self.current, was);
+            self.current = tester;
+        }
+    }
+
+    /// This tester changes the staging area: what the others downloaded there is gone, and
+    /// (unless it only erases) what they erased no longer is.
+    fn staging_changed(&mut self, only_erased: bool) {
+        for t in self.others.values_mut() {
+            if !only_erased {
+                t.erased = None;
+            }
+            t.download = None;
+            t.downloaded = None;
+        }
     }
     pub fn vin(&self) -> [u8; 17] {
         self.vin
@@ -231,7 +360,7 @@ impl DiagServer {
         self.outbox.pop_front()
     }
 
-    /// Handle one request that arrived at `now_us`.
+    /// Handle one request from [`TesterId::LOCAL`] that arrived at `now_us`.
     pub fn handle_request<F: Flash>(
         &mut self,
         ecu: &mut Ecu<F>,
@@ -239,6 +368,19 @@ impl DiagServer {
         request: &[u8],
         addressing: Addressing,
     ) {
+        self.handle(ecu, now_us, request, Incoming::new(addressing));
+    }
+
+    /// Handle one request that arrived at `now_us`, from `incoming.tester`, started
+    /// `incoming.held_us` later.
+    pub fn handle<F: Flash>(
+        &mut self,
+        ecu: &mut Ecu<F>,
+        now_us: u64,
+        request: &[u8],
+        incoming: Incoming,
+    ) {
+        let addressing = incoming.addressing;
         if ecu.advance_to(now_us).is_err() {
             return;
         }
@@ -249,15 +391,29 @@ impl DiagServer {
         if now_us < self.available_from_us || !ecu.answers_diagnostics() {
             return;
         }
+        self.select(incoming.tester);
+        // S3 is checked when the request arrives and stopped until its final response.
+        self.check_s3(ecu, ecu.now_us());
+        if incoming.held_us > 0 {
+            let _ = ecu.advance_to(ecu.now_us() + incoming.held_us);
+            if ecu.boot_count() != self.boot_seen {
+                // The ECU rebooted while the request was held: it is lost.
+                return self.after_boot(ecu);
+            }
+            if !ecu.answers_diagnostics() {
+                return;
+            }
+        }
         let start = ecu.now_us();
-        self.check_s3(ecu, start);
-        self.last_request_us = start;
         let Some(&service) = request.first() else {
+            self.t.s3_from_us = start;
             return;
         };
         let outcome = self.dispatch(ecu, service, request);
         let end = ecu.now_us();
         let due = end.max(start) + self.config.response_time_us;
+        // Restarted when the final response goes out (or when the work ends, if none does).
+        self.t.s3_from_us = end;
         let bytes = match outcome {
             Ok(Outcome::Reply(bytes)) => bytes,
             Ok(Outcome::Silent) => return,
@@ -295,42 +451,38 @@ impl DiagServer {
             }
         }
         self.outbox.push_back(Response { at_us: due, bytes });
-        self.last_request_us = end;
+        self.t.s3_from_us = due;
     }
 
     /// Volatile state back to power-on values.
     fn after_boot<F: Flash>(&mut self, ecu: &mut Ecu<F>) {
         self.boot_seen = ecu.boot_count();
         self.available_from_us = ecu.now_us();
-        self.session = Session::Default;
-        self.unlocked = None;
-        self.seed = None;
-        self.comm_control = 0;
-        self.erased = None;
-        self.download = None;
-        self.downloaded = None;
-        self.results.clear();
+        self.t = Tester::default();
+        self.others.clear();
         ecu.dtcs_mut().recording_off = false;
     }
 
     fn check_s3<F: Flash>(&mut self, ecu: &mut Ecu<F>, now: u64) {
-        if self.session != Session::Default && now > self.last_request_us + self.config.s3_us {
+        if self.t.session != Session::Default && now > self.t.s3_from_us + self.config.s3_us {
             self.change_session(ecu, Session::Default);
         }
     }
 
     fn change_session<F: Flash>(&mut self, ecu: &mut Ecu<F>, to: Session) {
-        let from = self.session;
+        let from = self.t.session;
         if from == Session::Default && to == Session::Default {
             return;
         }
-        self.session = to;
-        self.unlocked = None;
-        self.seed = None;
-        self.download = None;
+        self.t.session = to;
+        self.t.unlocked = None;
+        self.t.seed = None;
+        self.t.download = None;
         if to == Session::Default {
-            self.comm_control = 0;
-            ecu.dtcs_mut().recording_off = false;
+            self.t.comm_control = 0;
+            if std::mem::take(&mut self.t.dtc_off) {
+                ecu.dtcs_mut().recording_off = false;
+            }
         }
         if from != to {
             ecu.emit(EventKind::SessionChanged { session: to as u8 });
@@ -348,11 +500,11 @@ impl DiagServer {
             sid::SECURITY_ACCESS
             | sid::COMMUNICATION_CONTROL
             | sid::WRITE_DATA_BY_IDENTIFIER
-            | sid::CONTROL_DTC_SETTING => self.session != Session::Default,
+            | sid::CONTROL_DTC_SETTING => self.t.session != Session::Default,
             sid::ROUTINE_CONTROL
             | sid::REQUEST_DOWNLOAD
             | sid::TRANSFER_DATA
-            | sid::REQUEST_TRANSFER_EXIT => self.session == Session::Programming,
+            | sid::REQUEST_TRANSFER_EXIT => self.t.session == Session::Programming,
             _ => return Err(Nrc::ServiceNotSupported),
         };
         if ok {
@@ -363,7 +515,7 @@ impl DiagServer {
     }
 
     fn require_programming_unlock(&self) -> Result<(), Nrc> {
-        if self.unlocked == Some(security::LEVEL_PROGRAMMING) {
+        if self.t.unlocked == Some(security::LEVEL_PROGRAMMING) {
             Ok(())
         } else {
             Err(Nrc::SecurityAccessDenied)
@@ -386,7 +538,13 @@ impl DiagServer {
             sid::TRANSFER_DATA => self.transfer_data(ecu, req),
             sid::REQUEST_TRANSFER_EXIT => self.transfer_exit(ecu),
             sid::TESTER_PRESENT => tester_present(req),
-            sid::CONTROL_DTC_SETTING => control_dtc_setting(ecu, req),
+            sid::CONTROL_DTC_SETTING => {
+                let handled = control_dtc_setting(ecu, req);
+                if handled.is_ok() {
+                    self.t.dtc_off = ecu.dtcs().recording_off;
+                }
+                handled
+            }
             _ => Err(Nrc::ServiceNotSupported),
         }
     }
@@ -438,8 +596,8 @@ impl DiagServer {
             return Err(Nrc::SubFunctionNotSupported);
         };
         let session_ok = match level {
-            security::LEVEL_PROGRAMMING => self.session == Session::Programming,
-            _ => self.session == Session::Extended,
+            security::LEVEL_PROGRAMMING => self.t.session == Session::Programming,
+            _ => self.t.session == Session::Extended,
         };
         if !session_ok {
             return Err(Nrc::SubFunctionNotSupportedInActiveSession);
@@ -450,14 +608,14 @@ impl DiagServer {
             if now < self.locked_until_us {
                 return Err(Nrc::RequiredTimeDelayNotExpired);
             }
-            let seed = if self.unlocked == Some(level) {
+            let seed = if self.t.unlocked == Some(level) {
                 [0; 4]
             } else {
                 let mut s = [0u8; 4];
                 while s == [0; 4] {
                     self.rng.fill_bytes(&mut s);
                 }
-                self.seed = Some((level, s));
+                self.t.seed = Some((level, s));
                 s
             };
             let mut out = vec![0x67, level_sub];
@@ -465,12 +623,12 @@ impl DiagServer {
             return Ok(reply(req[1], out));
         }
         exact_len(req, 6)?;
-        let seed = match self.seed.take() {
+        let seed = match self.t.seed.take() {
             Some((l, seed)) if l == level => seed,
             _ => return Err(Nrc::RequestSequenceError),
         };
         if req[2..6] == security::compute_key(&secret, &seed) {
-            self.unlocked = Some(level);
+            self.t.unlocked = Some(level);
             self.failed_keys = 0;
             ecu.emit(EventKind::SecurityUnlocked { level });
             return Ok(reply(req[1], vec![0x67, level_sub]));
@@ -501,7 +659,7 @@ impl DiagServer {
         if !matches!(req[2] & 0x03, 0x01..=0x03) {
             return Err(Nrc::RequestOutOfRange);
         }
-        self.comm_control = control;
+        self.t.comm_control = control;
         Ok(reply(req[1], vec![0x68, control]))
     }
 
@@ -532,7 +690,7 @@ impl DiagServer {
             did::BOOT_SOFTWARE_ID => {
                 format!("ECU-SIM BOOT {}", env!("CARGO_PKG_VERSION")).into_bytes()
             }
-            did::ACTIVE_SESSION => vec![self.session as u8],
+            did::ACTIVE_SESSION => vec![self.t.session as u8],
             did::PART_NUMBER => self.config.part_number.clone().into_bytes(),
             did::APPLICATION_VERSION => running
                 .map(|r| r.image.header.version.to_string())
@@ -620,7 +778,7 @@ impl DiagServer {
         if id != did::VIN {
             return Err(Nrc::RequestOutOfRange);
         }
-        if self.unlocked.is_none() {
+        if self.t.unlocked.is_none() {
             return Err(Nrc::SecurityAccessDenied);
         }
         let vin: [u8; 17] = req[3..]
@@ -664,7 +822,8 @@ impl DiagServer {
                     return Err(Nrc::IncorrectMessageLength);
                 }
                 Some(
-                    self.results
+                    self.t
+                        .results
                         .get(&id)
                         .cloned()
                         .ok_or(Nrc::RequestSequenceError)?,
@@ -679,7 +838,7 @@ impl DiagServer {
                 id,
                 ok: status.first() == Some(&0),
             });
-            self.results.insert(id, status.clone());
+            self.t.results.insert(id, status.clone());
         }
         let mut out = vec![0x71, control, req[2], req[3]];
         out.extend_from_slice(&status);
@@ -697,12 +856,13 @@ impl DiagServer {
             return Err(Nrc::IncorrectMessageLength);
         }
         let offset = self.staging_offset(ecu, range)?;
-        self.download = None;
-        self.downloaded = None;
-        self.erased = None;
+        self.staging_changed(true);
+        self.t.download = None;
+        self.t.downloaded = None;
+        self.t.erased = None;
         match ecu.with_updater(|u| u.erase_range(offset, range.size)) {
             Ok(()) => {
-                self.erased = Some(range);
+                self.t.erased = Some(range);
                 Ok(Some(vec![0x00]))
             }
             Err(e) => update_nrc(e).map(|_| None),
@@ -721,7 +881,7 @@ impl DiagServer {
             [_] => return Err(Nrc::RequestOutOfRange),
             _ => return Err(Nrc::IncorrectMessageLength),
         };
-        let Some(done) = &self.downloaded else {
+        let Some(done) = &self.t.downloaded else {
             return Err(Nrc::RequestSequenceError);
         };
         let keys = ecu.config().boot.keys.clone();
@@ -739,7 +899,8 @@ impl DiagServer {
             Ok(Ok(_)) => {
                 let slot = staging(ecu).map_or(Slot::Secondary, |s| s.0);
                 ecu.emit(EventKind::UpgradeRequested { slot, permanent });
-                self.downloaded = None;
+                self.staging_changed(false);
+                self.t.downloaded = None;
                 Ok(Some(vec![0x00]))
             }
             Ok(Err(e)) => {
@@ -755,7 +916,11 @@ impl DiagServer {
         if record.len() != 32 {
             return Err(Nrc::IncorrectMessageLength);
         }
-        let done = self.downloaded.as_ref().ok_or(Nrc::RequestSequenceError)?;
+        let done = self
+            .t
+            .downloaded
+            .as_ref()
+            .ok_or(Nrc::RequestSequenceError)?;
         Ok(Some(vec![u8::from(done.sha256[..] != *record)]))
     }
 
@@ -783,11 +948,11 @@ impl DiagServer {
         if 2 + used != req.len() {
             return Err(Nrc::IncorrectMessageLength);
         }
-        if self.download.is_some() {
+        if self.t.download.is_some() {
             return Err(Nrc::ConditionsNotCorrect);
         }
         let slot_offset = self.staging_offset(ecu, range)?;
-        let erased = self.erased.is_some_and(|e| {
+        let erased = self.t.erased.is_some_and(|e| {
             e.address <= range.address
                 && u64::from(range.address) + u64::from(range.size)
                     <= u64::from(e.address) + u64::from(e.size)
@@ -795,9 +960,10 @@ impl DiagServer {
         if !erased {
             return Err(Nrc::UploadDownloadNotAccepted);
         }
-        self.erased = None;
-        self.downloaded = None;
-        self.download = Some(Download {
+        self.staging_changed(false);
+        self.t.erased = None;
+        self.t.downloaded = None;
+        self.t.download = Some(Download {
             range,
             slot_offset,
             received: 0,
@@ -826,7 +992,7 @@ impl DiagServer {
     fn transfer_data<F: Flash>(&mut self, ecu: &mut Ecu<F>, req: &[u8]) -> Handled {
         self.require_programming_unlock()?;
         let max = self.config.max_block_len as usize;
-        let Some(dl) = self.download.as_mut() else {
+        let Some(dl) = self.t.download.as_mut() else {
             return Err(Nrc::RequestSequenceError);
         };
         if req.len() < 3 || req.len() > max {
@@ -855,7 +1021,7 @@ impl DiagServer {
             let at = dl.slot_offset + dl.written;
             dl.written += ready as u32;
             if let Err(e) = ecu.with_updater(|u| u.write(at, &chunk)) {
-                self.download = None;
+                self.t.download = None;
                 return update_nrc(e).map(|()| Outcome::Silent);
             }
         }
@@ -864,20 +1030,20 @@ impl DiagServer {
 
     fn transfer_exit<F: Flash>(&mut self, ecu: &mut Ecu<F>) -> Handled {
         self.require_programming_unlock()?;
-        let Some(dl) = self.download.as_ref() else {
+        let Some(dl) = self.t.download.as_ref() else {
             return Err(Nrc::RequestSequenceError);
         };
         if dl.received < dl.range.size {
             return Err(Nrc::RequestSequenceError);
         }
-        let dl = self.download.take().expect("checked above");
+        let dl = self.t.download.take().expect("checked above");
         if !dl.tail.is_empty() {
             let at = dl.slot_offset + dl.written;
             if let Err(e) = ecu.with_updater(|u| u.write(at, &dl.tail)) {
                 return update_nrc(e).map(|()| Outcome::Silent);
             }
         }
-        self.downloaded = Some(Downloaded {
+        self.t.downloaded = Some(Downloaded {
             size: dl.received,
             sha256: dl.hash.finalize().into(),
         });
