@@ -228,7 +228,9 @@ fn ci_sweep(mode: &str, label: &str, behaviour: &str, outcome: &str) -> sweep::S
     let summary = sweep::sweep(&s, &name, &Options::default(), &|_, _, _| {}).unwrap();
     print!("{}", sweep::cli::table(&summary));
     for f in summary.failures.iter().take(10) {
-        println!("FAIL  {}: {:?}", f.point.what, f.verdict.problems);
+        for p in &f.verdict.problems {
+            println!("FAIL  {}: [{}] {}", f.point.what, p.kind.name(), p.message);
+        }
     }
     assert!(summary.clean.flash_ops > 10, "{name}: {:?}", summary.clean);
     assert_eq!(summary.fired, summary.points, "{name}: every cut fired");

@@ -441,8 +441,14 @@ mod tests {
         j.state = State::Transferring {
             step: TransferStep::Check,
         };
-        m.handle(&mut j, WorkerEvent::Requesting { boot_count: Some(4) }, 1)
-            .unwrap();
+        m.handle(
+            &mut j,
+            WorkerEvent::Requesting {
+                boot_count: Some(4),
+            },
+            1,
+        )
+        .unwrap();
         assert_eq!(j.requested_at_boot, Some(4));
         assert_eq!(m.next(&mut j, 2, true).unwrap(), Command::Observe);
         m.handle(&mut j, rolled_back(6), 3).unwrap();
