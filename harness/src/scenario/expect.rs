@@ -26,14 +26,8 @@ pub fn check(x: &Expect, end: &EndState, trace: &Trace, full: bool) -> Vec<Strin
         // The other acceptable end: the old image back, confirmed.
         if end.version != end.installed || !end.confirmed {
             unmet.push(format!(
-                "rolled back, but the ECU runs {} ({}), not the installed image confirmed",
-                end.version
-                    .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
-                if end.confirmed {
-                    "confirmed"
-                } else {
-                    "unconfirmed"
-                }
+                "rolled back, but the ECU runs {}, not the installed image confirmed",
+                end.running()
             ));
         }
         return unmet;

@@ -67,6 +67,22 @@ pub struct EndState {
     pub installed: Option<Version>,
 }
 
+impl EndState {
+    /// What the ECU runs at the end, e.g. `1.0.0 (confirmed)` or `nothing (unconfirmed)`.
+    pub fn running(&self) -> String {
+        format!(
+            "{} ({})",
+            self.version
+                .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
+            if self.confirmed {
+                "confirmed"
+            } else {
+                "unconfirmed"
+            }
+        )
+    }
+}
+
 /// Everything a run produced.
 #[derive(Clone, Debug)]
 pub struct RunResult {

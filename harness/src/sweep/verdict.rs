@@ -162,18 +162,7 @@ pub fn classify(scenario: &Scenario, r: &RunResult) -> Verdict {
         ));
     }
     let outcome = Outcome::of(end.outcome);
-    let runs = || {
-        format!(
-            "{} ({})",
-            end.version
-                .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
-            if end.confirmed {
-                "confirmed"
-            } else {
-                "unconfirmed"
-            }
-        )
-    };
+    let runs = || end.running();
     match outcome {
         Outcome::Committed => {
             let update = scenario.update.version.parse().ok();
