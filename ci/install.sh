@@ -3,6 +3,8 @@
 #   - cargo-nextest (if `cargo nextest` is missing)
 #   - a Python virtualenv at <repo>/.venv holding the pinned tools of ci/requirements.txt
 #     (MCUboot's imgtool, used by tests/tests/imgtool_interop.rs)
+#   - Debian packages for the Linux CAN guest (ci/linux-can-vm.sh, harness/tests/linux_can.rs):
+#     qemu-system-x86, linux-image-amd64, busybox-static, can-utils, iproute2
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,6 +12,20 @@ cd "$root"
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "install.sh: installing cargo-nextest"
     cargo install cargo-nextest --locked
+fi
+
+# The Linux CAN guest: installed once (dpkg says what is there), as root or through sudo.
+debs=(qemu-system-x86 linux-image-amd64 busybox-static can-utils iproute2 cpio)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install.sh: installing ${missing[*]} (the Linux CAN guest)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+        { $sudo apt-get update -q >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
 fi
 
 python="${PYTHON:-python3}"
@@ -31,4 +47,5 @@ if [ "$have" != "$want" ]; then
     echo "install.sh: .venv/bin/imgtool is $have, ci/requirements.txt pins $want" >&2
     exit 1
 fi
-echo "install.sh: ok (imgtool $have, $(cargo nextest --version | head -1))"
+kernel="$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)"
+echo "install.sh: ok (imgtool $have, $(cargo nextest --version | head -1), guest kernel ${kernel:-none})"

@@ -1,0 +1,107 @@
+//! The CAN tests on a real Linux CAN stack: this machine's kernel has no CAN, so
+//! `ci/linux-can-vm.sh` boots Debian's kernel under QEMU with vcan, the kernel's ISO-TP and
+//! slcan modules, and runs the SocketCAN trials of `harness/tests/socketcan.rs` inside it with
+//! `HIL_REQUIRE_VCAN=1`: there a trial that cannot run fails instead of being skipped. The
+//! guest's packages come from `ci/install.sh`; without them this test fails, naming the step.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn the_socketcan_trials_pass_on_a_linux_kernel_with_vcan() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("ci/linux-can-vm.sh"))
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "the guest run failed:\n{text}");
+    // Every trial ran in the guest: none ignored (skipped), none failed.
+    for trial in [
+        "flash_over_vcan_classic_11bit",
+        "flash_over_vcan_fd_29bit",
+        "backend_against_the_kernel",
+    ] {
+        assert!(
+            text.contains(&format!("test {trial}"))
+                && !text.contains(&format!("{trial} ... ignored")),
+            "{trial} did not run in the guest:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("test result: ok. 4 passed; 0 failed; 0 ignored"),
+        "{text}"
+    );
+}
+
+/// The harness's ISO-TP against the kernel's: `tests/interop/isotp_relay.py` answers on a
+/// kernel CAN_ISOTP socket and relays to `ecu-sim serve --doip` in the guest; `hil flash
+/// --socketcan` programs a v2 image through it, on classic CAN (vcan0) and CAN FD (vcan1), in
+/// blocks of 8198 bytes: messages above 4095 bytes need ISO-TP's escaped first frame.
+#[test]
+fn hil_flashes_through_the_kernels_isotp_classic_and_fd() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The binaries the guest runs: this build's.
+    let hil = Path::new(env!("CARGO_BIN_EXE_hil"));
+    let ecu_sim = common::workspace_bin("ecu-sim");
+    assert_eq!(
+        hil.parent(),
+        ecu_sim.parent(),
+        "hil and ecu-sim side by side"
+    );
+    let script = "tests/interop/kernel_isotp_flash.sh vcan0 && tests/interop/kernel_isotp_flash.sh vcan1 --fd";
+    // The guest starts with a clean environment: the variable goes in the command.
+    let bin_dir = format!("HIL_BIN_DIR={}", hil.parent().unwrap().display());
+    let out = Command::new("bash")
+        .arg(root.join("ci/linux-can-vm.sh"))
+        .args(["env", &bin_dir, "/bin/sh", "-c", script])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        text.matches("result: COMMITTED v2.0.0").count(),
+        2,
+        "classic and fd both commit:\n{text}"
+    );
+    assert!(
+        text.contains("transfer data: 5 blocks of up to 8198 bytes"),
+        "{text}"
+    );
+    for iface in ["vcan0", "vcan1"] {
+        assert!(
+            text.contains(&format!("through the kernel's ISO-TP on {iface}")),
+            "{text}"
+        );
+    }
+}
+
+/// A command that fails inside the guest fails the script with its exit status, and a
+/// missing step is named.
+#[test]
+fn the_guest_reports_the_commands_exit_status() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("ci/linux-can-vm.sh"))
+        .args(["/bin/sh", "-c", "test -e /sys/class/net/vcan1 && exit 7"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains("command exited 7"), "{text}");
+}
