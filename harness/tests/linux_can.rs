@@ -45,7 +45,9 @@ fn the_socketcan_trials_pass_on_a_linux_kernel_with_vcan() {
 /// The harness's ISO-TP against the kernel's: `tests/interop/isotp_relay.py` answers on a
 /// kernel CAN_ISOTP socket and relays to `ecu-sim serve --doip` in the guest; `hil flash
 /// --socketcan` programs a v2 image through it, on classic CAN (vcan0) and CAN FD (vcan1), in
-/// blocks of 8198 bytes: messages above 4095 bytes need ISO-TP's escaped first frame.
+/// blocks of 8198 bytes: messages above 4095 bytes need ISO-TP's escaped first frame. The
+/// kernel's flow control asks for blocks of 8 frames 1 ms apart; `candump -L` records the bus
+/// and `tests/interop/check_flow_control.py` checks that hil kept to it.
 #[test]
 fn hil_flashes_through_the_kernels_isotp_classic_and_fd() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -88,6 +90,12 @@ fn hil_flashes_through_the_kernels_isotp_classic_and_fd() {
             "{text}"
         );
     }
+    // The candump captures kept to the kernel's flow control (blocks of 8, STmin 1 ms).
+    assert_eq!(
+        text.matches("flow control respected: ").count(),
+        2,
+        "{text}"
+    );
 }
 
 /// A command that fails inside the guest fails the script with its exit status, and a

@@ -4,7 +4,7 @@ doipclient) and its answer sent back through the kernel's ISO-TP. It puts `ecu-s
 behind the kernel's segmentation and flow control, so a tester's ISO-TP (hil's) talks to the
 kernel's. responsePending (7F xx 78) answers are relayed as they come.
 
-    isotp_relay.py IFACE DOIP_HOST DOIP_PORT [--fd] [--rx 0x7E0] [--tx 0x7E8]
+    isotp_relay.py IFACE DOIP_HOST DOIP_PORT [--fd] [--rx 0x7E0] [--tx 0x7E8] [--bs N] [--stmin N]
 
 Prints "relay ready" once the socket is bound; one line per relayed request to stderr.
 """
@@ -18,6 +18,7 @@ from doipclient import DoIPClient
 
 SOL_CAN_ISOTP = 106  # SOL_CAN_BASE + CAN_ISOTP
 CAN_ISOTP_OPTS = 1
+CAN_ISOTP_RECV_FC = 2
 CAN_ISOTP_LL_OPTS = 5
 CAN_ISOTP_TX_PADDING = 0x004
 # Services whose second byte is a sub-function (with the suppress-positive-response bit).
@@ -49,12 +50,17 @@ def main() -> int:
     p.add_argument("--fd", action="store_true")
     p.add_argument("--rx", type=lambda s: int(s, 0), default=0x7E0)
     p.add_argument("--tx", type=lambda s: int(s, 0), default=0x7E8)
+    p.add_argument("--bs", type=int, default=0, help="block size in our flow control frames")
+    p.add_argument("--stmin", type=lambda s: int(s, 0), default=0,
+                   help="STmin in our flow control frames (ISO 15765-2 encoding)")
     a = p.parse_args()
 
     s = socket.socket(socket.AF_CAN, socket.SOCK_DGRAM, socket.CAN_ISOTP)
     # struct can_isotp_options: flags, frame_txtime, ext_address, txpad, rxpad, rx_ext_address
     s.setsockopt(SOL_CAN_ISOTP, CAN_ISOTP_OPTS,
                  struct.pack("=LLBBBB", CAN_ISOTP_TX_PADDING, 0, 0, 0xCC, 0, 0))
+    # struct can_isotp_fc_options: bs, stmin, wftmax — what the tester must respect.
+    s.setsockopt(SOL_CAN_ISOTP, CAN_ISOTP_RECV_FC, struct.pack("=BBB", a.bs, a.stmin, 0))
     if a.fd:
         # struct can_isotp_ll_options: mtu (72 = CANFD_MTU), tx_dl (64), tx_flags
         s.setsockopt(SOL_CAN_ISOTP, CAN_ISOTP_LL_OPTS, struct.pack("=BBB", 72, 64, 0))
