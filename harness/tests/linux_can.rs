@@ -98,6 +98,55 @@ fn hil_flashes_through_the_kernels_isotp_classic_and_fd() {
     );
 }
 
+/// The virtual ECU on a kernel CAN interface (`ecu-sim serve --socketcan`), and third-party
+/// stacks against it on classic (vcan0) and FD (vcan1): can-utils' `isotpsend`/`isotprecv`
+/// read F189 through the kernel's ISO-TP, and python-udsoncan over can-isotp's kernel socket
+/// runs the whole programming sequence to v2.0.0 confirmed (`tests/interop/ecu_on_socketcan.sh`).
+#[test]
+fn third_party_stacks_program_the_ecu_on_a_kernel_can_interface() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let hil = Path::new(env!("CARGO_BIN_EXE_hil"));
+    let ecu_sim = common::workspace_bin("ecu-sim");
+    assert_eq!(
+        hil.parent(),
+        ecu_sim.parent(),
+        "hil and ecu-sim side by side"
+    );
+    let bin_dir = format!("HIL_BIN_DIR={}", hil.parent().unwrap().display());
+    let script =
+        "tests/interop/ecu_on_socketcan.sh vcan0 && tests/interop/ecu_on_socketcan.sh vcan1 --fd";
+    let out = Command::new("bash")
+        .arg(root.join("ci/linux-can-vm.sh"))
+        .args(["env", &bin_dir, "/bin/sh", "-c", script])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for kind in ["socketcan vcan0 (classic)", "socketcan vcan1 (fd)"] {
+        assert!(
+            text.contains(&format!("ecu-sim: socketcan on {kind}")),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        text.matches("isotprecv: 62 F1 89 31 2E 30 2E 30").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("\"version\": \"2.0.0\", \"boot_status\": {\"slot\": 0, \"on_probation\": false, \"confirmed\": true")
+            .count(),
+        2,
+        "{text}"
+    );
+}
+
 /// A command that fails inside the guest fails the script with its exit status, and a
 /// missing step is named.
 #[test]

@@ -121,6 +121,13 @@ struct ServeArgs {
     /// functional 0x7DF).
     #[arg(long)]
     slcan_pty: bool,
+    /// Also put the ECU on a Linux CAN interface (SocketCAN, e.g. can0 or vcan0): ISO-TP on
+    /// 0x7E0/0x7E8, functional 0x7DF, frames padded with 0xAA.
+    #[arg(long, value_name = "IFACE")]
+    socketcan: Option<String>,
+    /// With --socketcan: CAN FD frames (up to 64 bytes, BRS) on an FD interface (MTU 72).
+    #[arg(long, requires = "socketcan")]
+    socketcan_fd: bool,
     /// Also put the ECU's power supply behind a USB relay board on a new pseudo-terminal (its
     /// path is printed): writing the on or off command to it switches the ECU on (it boots) or
     /// off (it answers nothing), as a bench's serial relay does. The ECU starts powered.
@@ -476,6 +483,23 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         } else {
             None
         };
+        let socketcan = match &args.socketcan {
+            Some(iface) => {
+                let socket = ecu_sim::can::socketcan::SocketCan::open(iface, args.socketcan_fd)
+                    .context("--socketcan")?;
+                println!(
+                    "ecu-sim: socketcan on {} (iso-tp 0x7e0/0x7e8, functional 0x7df)",
+                    socket.describe()
+                );
+                Some(tokio::spawn(ecu_sim::serve::serve_socketcan(
+                    socket,
+                    handle.clone(),
+                    ecu_sim::proto::uds_can::CanIds::default(),
+                    args.block_len as usize,
+                )))
+            }
+            None => None,
+        };
         let relay = match relay {
             Some(board) => {
                 let (master, slave, path) =
@@ -500,7 +524,7 @@ fn serve(args: &ServeArgs, geometry: Geometry, config: EcuConfig) -> Result<Exit
         tracing::info!("shutting down");
         tcp.abort();
         udp.abort();
-        for task in [slcan, relay].into_iter().flatten() {
+        for task in [slcan, socketcan, relay].into_iter().flatten() {
             task.abort();
         }
         let _ = stop_tx.send(());

@@ -25,6 +25,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::can::frame::Frame;
 use crate::host::{EcuHandle, PowerState};
 use crate::proto::doip::{
     self, Admission, Connection, Event, Registry, RoutingActivationCode, SocketId,
@@ -433,6 +434,77 @@ fn send_response<B: Backend>(
     }
 }
 
+/// A CAN bus the ECU's ISO-TP endpoint sits on: frames from the bus in, frames to the bus out.
+trait CanLink {
+    /// What `serve` logs it as.
+    const NAME: &'static str;
+    /// Frames that arrived (waits for at least one read); `None`: the link ended.
+    fn recv(&mut self) -> impl Future<Output = Option<Vec<Frame>>> + Send;
+    /// Put `frames` on the bus; `false`: the link ended.
+    fn send(&mut self, frames: Vec<Frame>) -> impl Future<Output = bool> + Send;
+}
+
+/// An slcan adapter on a byte stream (a pty's master).
+struct SlcanLink<S> {
+    io: S,
+    dev: crate::proto::slcan::SlcanDevice,
+    buf: Vec<u8>,
+}
+
+impl<S> CanLink for SlcanLink<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    const NAME: &'static str = "slcan";
+
+    async fn recv(&mut self) -> Option<Vec<Frame>> {
+        match self.io.read(&mut self.buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                self.dev.handle_bytes(&self.buf[..n]);
+                Some(self.dev.take_to_bus())
+            }
+        }
+    }
+
+    async fn send(&mut self, frames: Vec<Frame>) -> bool {
+        for f in &frames {
+            self.dev.handle_frame(f);
+        }
+        let out = self.dev.take_to_host();
+        out.is_empty() || self.io.write_all(&out).await.is_ok()
+    }
+}
+
+/// A Linux CAN interface (SocketCAN).
+struct SocketCanLink(crate::can::socketcan::SocketCan);
+
+impl CanLink for SocketCanLink {
+    const NAME: &'static str = "socketcan";
+
+    async fn recv(&mut self) -> Option<Vec<Frame>> {
+        let far = Instant::now() + Duration::from_secs(3600);
+        match self.0.recv(far.into()).await {
+            Ok(Some(f)) => Some(vec![f]),
+            Ok(None) => Some(Vec::new()),
+            Err(e) => {
+                tracing::warn!("{}: {e}", self.0.describe());
+                None
+            }
+        }
+    }
+
+    async fn send(&mut self, frames: Vec<Frame>) -> bool {
+        for f in &frames {
+            if let Err(e) = self.0.send(f).await {
+                tracing::warn!("{}: {e}", self.0.describe());
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// UDS over ISO-TP over CAN behind an slcan adapter on a byte stream (a pty's master): frames
 /// the host sends go through the ISO-TP endpoint to the ECU; its answers go back as frames.
 /// `max_message`: the largest request accepted (at least the block length RequestDownload
@@ -442,33 +514,63 @@ fn send_response<B: Backend>(
 /// The adapter stays powered when the ECU is not (it hangs on the host's USB): while the ECU
 /// is off its endpoint sees no frames, and a power cut drops what it was receiving or sending.
 pub async fn serve_slcan<S, B: Backend>(
-    mut io: S,
+    io: S,
     ecu: B,
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
+    let link = SlcanLink {
+        io,
+        dev: crate::proto::slcan::SlcanDevice::new(),
+        buf: vec![0u8; 4096],
+    };
+    serve_can(link, ecu, ids, max_message, false).await;
+}
+
+/// The same on a Linux CAN interface: the ECU's ISO-TP endpoint on `socket` (classic frames,
+/// or CAN FD frames of up to 64 bytes with BRS when the socket was opened for FD). Runs until
+/// the interface fails (goes down, is removed). Power as for slcan: while the ECU is off its
+/// endpoint sees no frames.
+pub async fn serve_socketcan<B: Backend>(
+    socket: crate::can::socketcan::SocketCan,
+    ecu: B,
+    ids: crate::proto::uds_can::CanIds,
+    max_message: usize,
+) {
+    let fd = socket.is_fd();
+    serve_can(SocketCanLink(socket), ecu, ids, max_message, fd).await;
+}
+
+async fn serve_can<L: CanLink, B: Backend>(
+    mut link: L,
+    ecu: B,
+    ids: crate::proto::uds_can::CanIds,
+    max_message: usize,
+    fd: bool,
+) {
     use crate::proto::isotp;
-    use crate::proto::slcan::SlcanDevice;
     use crate::proto::uds_can::{DiagEndpoint, EndpointEvent};
 
     let start = Instant::now();
     let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
     let template = isotp::Config {
+        fd,
         padding: Some(0xAA),
         max_message: max_message.max(4095),
         ..isotp::Config::new(ids.response, ids.request)
     };
     let mut ep = DiagEndpoint::new(ids, template);
-    let mut dev = SlcanDevice::new();
-    let mut buf = vec![0u8; 4096];
     let mut power = ecu.power();
     // The supply as the ECU's endpoint last saw it: a new cut wipes the endpoint.
     let mut check_power = |ep: &mut DiagEndpoint, ecu: &B| {
         let now = ecu.power();
         if now.cuts != power.cuts {
-            tracing::debug!("slcan: the ecu lost power: its iso-tp state and responses are gone");
+            tracing::debug!(
+                "{}: the ecu lost power: its iso-tp state and responses are gone",
+                L::NAME
+            );
             ep.clear();
         }
         power = now;
@@ -481,12 +583,10 @@ pub async fn serve_slcan<S, B: Backend>(
                 start + Duration::from_micros(t)
             });
         tokio::select! {
-            r = io.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    dev.handle_bytes(&buf[..n]);
+            r = link.recv() => match r {
+                None => return,
+                Some(frames) => {
                     let now = us(Instant::now());
-                    let frames = dev.take_to_bus();
                     if check_power(&mut ep, &ecu) {
                         for f in frames {
                             ep.handle_frame(now, &f.to_isotp());
@@ -507,16 +607,16 @@ pub async fn serve_slcan<S, B: Backend>(
                         ep.respond(us(Instant::now()), us(at), bytes);
                     }
                 }
-                EndpointEvent::TransportError(e) => tracing::debug!("slcan: iso-tp: {e}"),
+                EndpointEvent::TransportError(e) => tracing::debug!("{}: iso-tp: {e}", L::NAME),
             }
         }
         check_power(&mut ep, &ecu);
         let now = us(Instant::now());
+        let mut out = Vec::new();
         while let Some(f) = ep.poll_transmit(now) {
-            dev.handle_frame(&crate::can::frame::Frame::from_isotp(f, false));
+            out.push(Frame::from_isotp(f, fd));
         }
-        let out = dev.take_to_host();
-        if !out.is_empty() && io.write_all(&out).await.is_err() {
+        if !out.is_empty() && !link.send(out).await {
             return;
         }
     }

@@ -10,6 +10,7 @@ Prints one JSON object with what it saw; exits non-zero on any unexpected answer
     flash_doip.py --port 13400 --image v2.bin --without-security   # must be refused with 0x33
     flash_doip.py --port 13400 --identify                          # UDP identification + status
     flash_doip.py --slcan /dev/pts/5 --image v2.bin --block 4000   # over slcan (ISO-TP 0x7E0/0x7E8)
+    flash_doip.py --socketcan vcan0 --image v2.bin [--fd]          # the kernel's ISO-TP
 """
 import argparse
 import hashlib
@@ -83,6 +84,20 @@ def slcan_connection(args):
     return PythonIsoTpConnection(stack)
 
 
+def socketcan_connection(args):
+    """UDS over the Linux kernel's own ISO-TP (a CAN_ISOTP socket through can-isotp's
+    `isotp.socket`), on a SocketCAN interface (normal 11-bit addressing, 0x7E0/0x7E8)."""
+    import isotp
+    from udsoncan.connections import IsoTPSocketConnection
+
+    address = isotp.Address(isotp.AddressingMode.Normal_11bits, txid=0x7E0, rxid=0x7E8)
+    sock = isotp.socket(timeout=0.1)
+    sock.set_opts(optflag=isotp.socket.flags.TX_PADDING, txpad=0xAA)
+    if args.fd:
+        sock.set_ll_opts(mtu=72, tx_dl=64)  # CANFD_MTU
+    return IsoTPSocketConnection(args.socketcan, address, tpsock=sock)
+
+
 def read_raw(client, did):
     return client.read_data_by_identifier(did).service_data.values[did]
 
@@ -100,11 +115,15 @@ def main():
     ap.add_argument("--boot-wait", type=float, default=3.0)
     ap.add_argument("--slcan", help="an slcan adapter's serial device instead of DoIP")
     ap.add_argument("--bitrate", type=int, default=500000)
+    ap.add_argument("--socketcan", help="a SocketCAN interface (the kernel's ISO-TP) instead of DoIP")
+    ap.add_argument("--fd", action="store_true", help="with --socketcan: CAN FD frames")
     args = ap.parse_args()
 
     report = {}
     if args.slcan:
         conn = slcan_connection(args)
+    elif args.socketcan:
+        conn = socketcan_connection(args)
     else:
         doip = DoIPClient(args.host, args.ecu, tcp_port=args.port, udp_port=args.port,
                           client_logical_address=args.tester)

@@ -18,7 +18,7 @@ ecu=$!
 relay=$!
 candump -L "$iface" >capture.log &
 dump=$!
-trap 'kill $ecu $relay $dump 2>/dev/null; wait 2>/dev/null' EXIT
+trap 'kill $ecu $relay $dump 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 i=0
 until grep -q 'relay ready' relay.out 2>/dev/null; do
     i=$((i + 1)); [ "$i" -lt 100 ] || { cat relay.log; exit 3; }; sleep 0.2

@@ -5,4 +5,5 @@ pub mod bus;
 pub mod fault;
 pub mod frame;
 pub mod link;
+pub mod socketcan;
 pub mod timing;
