@@ -60,7 +60,7 @@ impl Hooks for World {
         let mut actions = self.matching(
             now,
             &format!("on {name}"),
-            |t| matches!(t, Trigger::Event(n) if *n == name),
+            |_, t| matches!(t, Trigger::Event(n) if *n == name),
         );
         actions.extend(self.chance(now, Opportunity::Request));
         if sid == 0x34 {
@@ -85,7 +85,7 @@ impl Hooks for World {
             actions.extend(self.matching(
                 now,
                 &format!("at transfer block {n}/{of}"),
-                |t| match t {
+                |_, t| match t {
                     Trigger::TransferBlock(b) => *b == n,
                     Trigger::TransferPercent(p) => pct >= *p && (prev < *p || n == 1),
                     _ => false,
@@ -194,7 +194,7 @@ impl Hooks for World {
         let actions = self.matching(
             now,
             &format!("after request {n}"),
-            |t| matches!(t, Trigger::Request(r) if *r == n),
+            |_, t| matches!(t, Trigger::Request(r) if *r == n),
         );
         self.apply(sim, now, actions);
         self.observe(sim, now);
@@ -215,11 +215,14 @@ impl Hooks for World {
         let end = offset + len as u64;
         let pct = |b: u64| b as f64 * 100.0 / total.max(1) as f64;
         let mut at_offset = None;
-        let mut actions = self.matching(now, &format!("at download byte {offset}"), |t| match t {
-            Trigger::DownloadBytes(b) => (offset..end).contains(b) || (*b >= total && end == total),
-            Trigger::DownloadPercent(p) => pct(offset) <= *p && (*p < pct(end) || end == total),
-            _ => false,
-        });
+        let mut actions =
+            self.matching(now, &format!("at download byte {offset}"), |_, t| match t {
+                Trigger::DownloadBytes(b) => {
+                    (offset..end).contains(b) || (*b >= total && end == total)
+                }
+                Trigger::DownloadPercent(p) => pct(offset) <= *p && (*p < pct(end) || end == total),
+                _ => false,
+            });
         for f in &self.scenario.faults {
             match f.when {
                 Trigger::DownloadBytes(b) if (offset..end).contains(&b) => {

@@ -17,9 +17,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ecu_sim::boot::{Layout, Slot};
-use ecu_sim::ecu::BootedBytes;
+use ecu_sim::ecu::{BootedBytes, EcuError};
 use ecu_sim::event::{Event, EventKind};
-use ecu_sim::flash::{CutRule, CutVariant, Flash, OpKind};
+use ecu_sim::flash::{CutRule, CutVariant, EventCut, Flash, OpKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
@@ -115,6 +115,9 @@ pub struct World {
     restore_at: Vec<u64>,
     /// Faults armed in the flash model: (rule id, fault index, restore delay µs).
     flash_cuts: Vec<(u64, usize, u64)>,
+    /// Power cuts on an ECU event, waiting in the ECU for a boot's event (an
+    /// [`EventCut`](ecu_sim::flash::EventCut)): (cut id, fault index, restore delay µs).
+    event_cuts: Vec<(u64, usize, u64)>,
     next_rule: u64,
     download_next: VecDeque<DownloadFault>,
     throttle: Option<u64>,
@@ -171,6 +174,7 @@ impl World {
             pending_step: None,
             restore_at: Vec::new(),
             flash_cuts: Vec::new(),
+            event_cuts: Vec::new(),
             next_rule: 1,
             download_next: VecDeque::new(),
             throttle: None,
@@ -268,14 +272,60 @@ impl World {
         self.apply(sim, now, vec![f.action]);
     }
 
-    /// Arm the faults that live in the flash model (`flash_op` triggers with a power cut).
+    /// Arm the faults that live in the flash model: `flash_op` triggers, and power cuts on an
+    /// ECU event (armed by a boot's event at the boot's next flash operation, so that the cut
+    /// lands inside the bootloader's work).
     pub fn arm_flash_faults(&mut self, sim: &mut SimEcu) {
         let faults = self.scenario.faults.clone();
         for (i, f) in faults.iter().enumerate() {
-            if let Trigger::FlashOp(_) = f.when {
-                self.arm_flash_fault(sim, i, f);
+            match f.when {
+                Trigger::FlashOp(_) => self.arm_flash_fault(sim, i, f),
+                Trigger::Event(_) => self.arm_event_cut(sim, i, f),
+                _ => {}
             }
         }
+    }
+
+    /// Let fault `i` (an `event` trigger with a power cut) wait in the ECU for its event.
+    fn arm_event_cut(&mut self, sim: &mut SimEcu, i: usize, f: &Fault) {
+        let (Trigger::Event(name), Action::PowerCut(p)) = (&f.when, &f.action) else {
+            return;
+        };
+        let id = self.next_rule;
+        self.next_rule += 1;
+        let name = name.clone();
+        sim.ecu.add_event_cut(EventCut {
+            id,
+            matches: Arc::new(move |k| event_name(k) == name),
+            variant: cut_variant(p.variant),
+        });
+        self.event_cuts.push((id, i, p.restore_after_ms * 1000));
+    }
+
+    /// The faults of event cuts that an event of the boot just observed armed and that fired
+    /// in it (their `power_lost` follows). The ones the event did not arm in a boot (a
+    /// firmware's event) or that found no flash operation after it in the boot are taken
+    /// out of the ECU: they fire when their event is seen, as any other event trigger.
+    fn event_cuts_in_boot(&mut self, sim: &mut SimEcu, name: &str) -> Vec<usize> {
+        let mut landed = Vec::new();
+        let mut k = 0;
+        while k < self.event_cuts.len() {
+            let (id, fault, _) = self.event_cuts[k];
+            if !matches!(&self.scenario.faults[fault].when, Trigger::Event(n) if n == name) {
+                k += 1;
+                continue;
+            }
+            let waiting = sim.ecu.remove_event_cut(id);
+            let armed = sim.ecu.flash().cut_rules().iter().any(|r| r.id == id);
+            if !waiting && !armed {
+                landed.push(fault);
+                k += 1;
+            } else {
+                sim.ecu.flash_mut().remove_cut_rule(id);
+                self.event_cuts.remove(k);
+            }
+        }
+        landed
     }
 
     /// Arm fault `i` (a `flash_op` trigger) in the flash model; `n` counts from now.
@@ -332,7 +382,7 @@ impl World {
         &mut self,
         now: u64,
         what: &str,
-        matches: impl Fn(&Trigger) -> bool,
+        matches: impl Fn(usize, &Trigger) -> bool,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         let faults = self.scenario.faults.clone();
@@ -340,7 +390,7 @@ impl World {
             if matches!(f.when, Trigger::FlashOp(_)) || self.fired[i] >= f.times {
                 continue;
             }
-            if matches(&f.when) {
+            if matches(i, &f.when) {
                 self.fired[i] += 1;
                 self.push(
                     now,
@@ -408,7 +458,9 @@ impl World {
                 }
                 Action::Reset => {
                     let _ = sim.ecu.advance_to(now);
-                    if let Err(e) = sim.ecu.reset() {
+                    if let Err(e) = sim.ecu.reset()
+                        && !matches!(e, EcuError::PowerLost { .. })
+                    {
                         self.push(now, Source::Ecu, "reset_failed", format!("reset: {e}"));
                     }
                 }
@@ -471,7 +523,7 @@ impl World {
                 let actions = self.matching(
                     e.at_us,
                     &format!("at boot {n}"),
-                    |t| matches!(t, Trigger::Boot(b) if *b == n),
+                    |_, t| matches!(t, Trigger::Boot(b) if *b == n),
                 );
                 self.apply(sim, now.max(e.at_us), actions);
             }
@@ -498,7 +550,18 @@ impl World {
                 });
             }
             EventKind::RevertStarted { slot, reason } => {
-                self.rollbacks += 1;
+                // A revert started again before the image booted on probation again (a cut
+                // before its journal's start record) is the same revert.
+                let again = matches!(
+                    self.image_events.iter().rev().find(|i| match i {
+                        ImageEvent::TestBoot { slot: s, .. }
+                        | ImageEvent::Revert { slot: s, .. } => s == slot,
+                    }),
+                    Some(ImageEvent::Revert { .. })
+                );
+                if !again {
+                    self.rollbacks += 1;
+                }
                 let image = self.image_events.iter().rev().find_map(|i| match i {
                     ImageEvent::TestBoot { slot: s, image, .. } if s == slot => Some(*image),
                     _ => None,
@@ -513,7 +576,39 @@ impl World {
             EventKind::PowerLost { op, .. } => {
                 // A cut armed in the flash model fired: the rule that is gone.
                 let left: Vec<u64> = sim.ecu.flash().cut_rules().iter().map(|r| r.id).collect();
+                let waiting: Vec<u64> = sim.ecu.event_cuts().iter().map(|c| c.id).collect();
                 if let Some(k) = self
+                    .event_cuts
+                    .iter()
+                    .position(|(id, ..)| !left.contains(id) && !waiting.contains(id))
+                {
+                    let (_, fault, restore_us) = self.event_cuts.remove(k);
+                    self.fired[fault] += 1;
+                    let f = self.scenario.faults[fault].clone();
+                    let on = match &f.when {
+                        Trigger::Event(n) => n.clone(),
+                        _ => String::new(),
+                    };
+                    self.push(
+                        e.at_us,
+                        Source::Fault,
+                        "fault_fired",
+                        format!(
+                            "fault {} fired on {on} at flash op {op}: {}",
+                            fault + 1,
+                            describe_action(&f.action)
+                        ),
+                    );
+                    self.restore_at.push(e.at_us + restore_us);
+                    self.wake.notify_one();
+                    if let Action::PowerCut(p) = &f.action
+                        && p.kill_manager
+                    {
+                        self.manager_down_until = e.at_us + restore_us;
+                        self.kill.notify_one();
+                    }
+                    self.rearm_event_cuts(sim);
+                } else if let Some(k) = self
                     .flash_cuts
                     .iter()
                     .position(|(id, ..)| !left.contains(id))
@@ -550,12 +645,27 @@ impl World {
             _ => {}
         }
         let at = e.at_us;
-        let actions = self.matching(
-            at,
-            &format!("on {name}"),
-            |t| matches!(t, Trigger::Event(n) if *n == name),
-        );
+        let landed = self.event_cuts_in_boot(sim, &name);
+        let actions = self.matching(at, &format!("on {name}"), |i, t| {
+            matches!(t, Trigger::Event(n) if *n == name) && !landed.contains(&i)
+        });
         self.apply(sim, now.max(at), actions);
+        self.rearm_event_cuts(sim);
+    }
+
+    /// Let the event cuts that fired wait again, as long as their fault has times left.
+    fn rearm_event_cuts(&mut self, sim: &mut SimEcu) {
+        let faults = self.scenario.faults.clone();
+        for (i, f) in faults.iter().enumerate() {
+            if matches!(
+                (&f.when, &f.action),
+                (Trigger::Event(_), Action::PowerCut(_))
+            ) && self.fired[i] < f.times
+                && !self.event_cuts.iter().any(|&(_, fault, _)| fault == i)
+            {
+                self.arm_event_cut(sim, i, f);
+            }
+        }
     }
 
     /// Every boot started an image that is byte for byte one of the two, and verifies (the ECU
@@ -625,7 +735,7 @@ impl World {
         if progress_only {
             return;
         }
-        let actions = self.matching(now, &format!("on entering {name}"), |t| match t {
+        let actions = self.matching(now, &format!("on entering {name}"), |_, t| match t {
             Trigger::State(s) => state_matches(s, &name),
             Trigger::Event(n) => *n == format!("state:{name}"),
             _ => false,
@@ -657,7 +767,10 @@ impl World {
         if !due.is_empty() {
             self.restore_at.retain(|&t| t > now);
             if !sim.ecu.is_powered() {
-                if let Err(e) = sim.ecu.power_on() {
+                // (A cut inside the boot is its own `power_lost` event.)
+                if let Err(e) = sim.ecu.power_on()
+                    && !matches!(e, EcuError::PowerLost { .. })
+                {
                     self.push(
                         now,
                         Source::Ecu,
@@ -672,7 +785,7 @@ impl World {
         let actions = self.matching(
             now,
             &format!("at {ms} ms"),
-            |t| matches!(t, Trigger::AtMs(at) if *at <= ms),
+            |_, t| matches!(t, Trigger::AtMs(at) if *at <= ms),
         );
         self.apply(sim, now, actions);
         self.observe(sim, now);
