@@ -492,8 +492,10 @@ async fn execute(
             None => {
                 let mut w = lock(&shared);
                 let state = w.hooks.job_state.clone();
+                // At the fault that killed it (its cut may lie ahead of the runtime's clock).
+                let at = now().max(w.hooks.killed_at);
                 w.hooks.push(
-                    now(),
+                    at,
                     Source::Runner,
                     "manager_killed",
                     format!("the OTA manager was killed in {state}; resuming from its store"),

@@ -104,6 +104,9 @@ pub struct World {
     pub requests: u64,
     /// A power cut also took the OTA manager down; it starts again at this time (µs).
     pub manager_down_until: u64,
+    /// When the last fault that kills the manager fired (µs): the manager dies then, though
+    /// the runtime notices later or, with the ECU's clock ahead in a boot, earlier.
+    pub killed_at: u64,
     /// Gets every step (sweeps); `None` in ordinary runs.
     pub recorder: Option<Recorder>,
     /// Gets every trace event as it happens; `None` without a live view.
@@ -169,6 +172,7 @@ impl World {
             layout,
             requests: 0,
             manager_down_until: 0,
+            killed_at: 0,
             recorder: None,
             tap: None,
             pending_step: None,
@@ -453,6 +457,7 @@ impl World {
                     self.wake.notify_one();
                     if p.kill_manager {
                         self.manager_down_until = now + p.restore_after_ms * 1000;
+                        self.killed_at = now;
                         self.kill.notify_one();
                     }
                 }
@@ -486,7 +491,10 @@ impl World {
                 Action::InjectNrc(n) if n.nrc == 0x78 => self.storm = Some((n.service, n.count)),
                 Action::InjectNrc(n) => self.nrc.push((n.service, n.nrc, n.count)),
                 Action::CorruptRequest(c) => self.corrupt.push((c.service, c.subfunction, c.count)),
-                Action::KillManager => self.kill.notify_one(),
+                Action::KillManager => {
+                    self.killed_at = now;
+                    self.kill.notify_one();
+                }
                 Action::SwapArtifact(kind) => {
                     self.swapped = self
                         .swaps
@@ -605,6 +613,7 @@ impl World {
                         && p.kill_manager
                     {
                         self.manager_down_until = e.at_us + restore_us;
+                        self.killed_at = e.at_us;
                         self.kill.notify_one();
                     }
                     self.rearm_event_cuts(sim);
@@ -632,6 +641,7 @@ impl World {
                         && p.kill_manager
                     {
                         self.manager_down_until = e.at_us + restore_us;
+                        self.killed_at = e.at_us;
                         self.kill.notify_one();
                     }
                     if self.fired[fault] < f.times {
