@@ -25,8 +25,8 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 
 use super::schema::{
-    Action, ArtifactSwap, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec, Opportunity,
-    Region, Scenario, TransportSpec, Trigger,
+    Action, ArtifactSwap, BitRot, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec,
+    Opportunity, Region, Scenario, TransportSpec, Trigger,
 };
 use super::trace::{Source, Trace, TraceEvent};
 use crate::ota::sim::SimEcu;
@@ -94,6 +94,9 @@ pub struct World {
     pub trace: Trace,
     /// Times each fault fired, by index.
     pub fired: Vec<u32>,
+    /// Why a fault whose trigger matched did nothing (a bit rot outside its region), by
+    /// index: it did not fire.
+    pub idle: Vec<Option<String>>,
     /// Invariant violations, in order.
     pub violations: Vec<Violation>,
     /// Test boots and reverts, in order (the sweep's "installed twice" check).
@@ -163,6 +166,7 @@ impl World {
         };
         World {
             fired: vec![0; scenario.faults.len()],
+            idle: vec![None; scenario.faults.len()],
             rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5ce7_a210),
             scenario,
             trace: Trace::default(),
@@ -219,6 +223,7 @@ impl World {
     pub fn fork(&self, scenario: Arc<Scenario>) -> World {
         let mut w = self.clone();
         w.fired.resize(scenario.faults.len(), 0);
+        w.idle.resize(scenario.faults.len(), None);
         w.scenario = scenario;
         w.kill = Arc::new(Notify::new());
         w.wake = Arc::new(Notify::new());
@@ -266,6 +271,9 @@ impl World {
     /// Apply a fault's action now (a sweep's fork); counts as fault `index` firing.
     pub fn fire_now(&mut self, sim: &mut SimEcu, now: u64, index: usize) {
         let f = self.scenario.faults[index].clone();
+        if !self.can_act(now, index, &f.action) {
+            return;
+        }
         self.fired[index] += 1;
         self.push(
             now,
@@ -365,6 +373,47 @@ impl World {
         self.flash_cuts.push((id, i, restore_ms * 1000));
     }
 
+    /// Whether fault `i`'s action can do something now; if not, the trace says why and the
+    /// fault does not fire (a check of faults that never fired then fails the run).
+    fn can_act(&mut self, now: u64, i: usize, action: &Action) -> bool {
+        let Action::BitRot(b) = action else {
+            return true;
+        };
+        match self.bit_rot_target(b) {
+            Ok(_) => true,
+            Err(why) => {
+                self.push(
+                    now,
+                    Source::Fault,
+                    "bit_rot",
+                    format!("the bit rot of fault {} did nothing: {why}", i + 1),
+                );
+                self.idle[i] = Some(why);
+                false
+            }
+        }
+    }
+
+    /// The address a bit rot flips bits at: inside its region, or why not.
+    fn bit_rot_target(&self, b: &BitRot) -> Result<u32, String> {
+        let region = format!("{:?}", b.region).to_lowercase();
+        let Some(r) = self.region_ranges(b.region).into_iter().next() else {
+            return Err(format!("this layout has no {region} region"));
+        };
+        if b.mask == 0 {
+            return Err("mask 0x00 flips no bit".into());
+        }
+        match r.start.checked_add(b.offset) {
+            Some(addr) if addr < r.end => Ok(addr),
+            _ => Err(format!(
+                "offset {:#x} is outside the {region} region ({:#x} bytes at {:#x})",
+                b.offset,
+                r.end - r.start,
+                r.start
+            )),
+        }
+    }
+
     /// The absolute address ranges of a region.
     pub fn region_ranges(&self, r: Region) -> Vec<std::ops::Range<u32>> {
         let l = &self.layout;
@@ -394,7 +443,7 @@ impl World {
             if matches!(f.when, Trigger::FlashOp(_)) || self.fired[i] >= f.times {
                 continue;
             }
-            if matches(i, &f.when) {
+            if matches(i, &f.when) && self.can_act(now, i, &f.action) {
                 self.fired[i] += 1;
                 self.push(
                     now,
@@ -427,8 +476,11 @@ impl World {
         }
         let mut actions = Vec::new();
         for i in hit {
-            self.fired[i] += 1;
             let f = &faults[i];
+            if !self.can_act(now, i, &f.action) {
+                continue;
+            }
+            self.fired[i] += 1;
             self.push(
                 now,
                 Source::Fault,
@@ -475,8 +527,9 @@ impl World {
                 Action::Download(f) => self.download_next.push_back(f),
                 Action::FlipTransferBits(mask) => self.flip_next_block = Some(mask),
                 Action::BitRot(b) => {
-                    let start = self.region_ranges(b.region).first().map_or(0, |r| r.start);
-                    let addr = start + b.offset;
+                    let Ok(addr) = self.bit_rot_target(&b) else {
+                        continue;
+                    };
                     let r = sim.ecu.flash_mut().flip_bits(addr, b.mask);
                     self.push(
                         now,
@@ -623,8 +676,9 @@ impl World {
                     .position(|(id, ..)| !left.contains(id))
                 {
                     let (_, fault, restore_us) = self.flash_cuts.remove(k);
-                    self.fired[fault] += 1;
                     let f = self.scenario.faults[fault].clone();
+                    let acts = self.can_act(e.at_us, fault, &f.action);
+                    self.fired[fault] += u32::from(acts);
                     self.push(
                         e.at_us,
                         Source::Fault,
@@ -647,7 +701,7 @@ impl World {
                     if self.fired[fault] < f.times {
                         self.arm_flash_fault(sim, fault, &f);
                     }
-                    if !matches!(f.action, Action::PowerCut(_)) {
+                    if acts && !matches!(f.action, Action::PowerCut(_)) {
                         self.apply(sim, now.max(e.at_us), vec![f.action.clone()]);
                     }
                 }
