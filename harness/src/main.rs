@@ -33,7 +33,8 @@ enum Command {
         /// Override every scenario's seed (what a failure's replay command sets).
         #[arg(long)]
         seed: Option<u64>,
-        /// Write each scenario's trace as JSON lines to DIR/<name>.jsonl.
+        /// Write each scenario's trace as JSON lines to DIR/<name>.jsonl (<name>: the file's
+        /// path below the folder the scenarios share, a/x and b/x for a/x.yaml and b/x.yaml).
         #[arg(long, value_name = "DIR")]
         trace: Option<PathBuf>,
         /// Scenarios run at once (default: one per core).

@@ -11,9 +11,10 @@ use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::uds::server::{DiagServer, ServerConfig};
 use hil::flasher::FlasherConfig;
 use hil::ota::job::{Job, State};
+use hil::ota::live::Workers;
 use hil::ota::live::{LiveConfig, drive};
 use hil::ota::manifest::Manifest;
-use hil::ota::sim::{SimEcu, SimWorkers};
+use hil::ota::sim::{ChunkFate, Hooks, SimEcu, SimWorkers};
 use hil::ota::store::Store;
 use sha2::{Digest, Sha256};
 
@@ -114,5 +115,90 @@ fn a_simulated_never_confirming_update_rolls_back() {
             reason: "reverted: not confirmed after 1 boot attempt(s)".into()
         },
         "{text}"
+    );
+}
+
+/// Closes the connection at byte `at` (once) and asks for a chunk to end there.
+struct CloseAt {
+    at: u64,
+    closed: bool,
+    chunks: std::sync::Arc<std::sync::Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Hooks for CloseAt {
+    fn chunk_end(&mut self, offset: u64, _total: u64) -> Option<u64> {
+        (offset < self.at).then_some(self.at)
+    }
+    fn on_chunk(
+        &mut self,
+        _sim: &mut SimEcu,
+        _now_us: u64,
+        offset: u64,
+        len: usize,
+        _total: u64,
+        _first: bool,
+    ) -> ChunkFate {
+        self.chunks.lock().unwrap().push((offset, len));
+        if offset == self.at && !self.closed {
+            self.closed = true;
+            return ChunkFate::Close;
+        }
+        ChunkFate::Send
+    }
+}
+
+#[test]
+fn the_simulated_download_ends_a_chunk_where_the_hooks_act() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("artifact.bin");
+    let img = image(2, Behaviour::DEFAULT);
+    let chunks = std::sync::Arc::default();
+    runtime.block_on(async {
+        let geometry = Geometry::uniform(4096, 3 + 2 * 32 + 1, 8).unwrap();
+        let boot = BootConfig {
+            defect: None,
+            max_boot_attempts: 1,
+            keys: Keyring::new(),
+        };
+        let v1 = image(1, Behaviour::DEFAULT);
+        let ecu = Ecu::factory(geometry, BootMode::Swap, &v1, boot, 1).unwrap();
+        let hooks = CloseAt {
+            at: 30_000,
+            closed: false,
+            chunks: std::sync::Arc::clone(&chunks),
+        };
+        let server = DiagServer::new(ServerConfig::default());
+        let mut workers = SimWorkers::with_hooks(SimEcu { ecu, server }, hooks, 1_000_000);
+        let url = "http://artifacts.sim/v.bin";
+        workers.artifacts.insert(url.into(), img.clone());
+        let m = manifest(url, &img, 2);
+        let mut notes = Vec::new();
+        let e = workers
+            .download(&m, &dest, &mut |_| {}, &mut |n| notes.push(n))
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, "connection closed by the server at byte 30000");
+        assert_eq!(std::fs::metadata(&dest).unwrap().len(), 30_000);
+        workers
+            .download(&m, &dest, &mut |_| {}, &mut |n| notes.push(n))
+            .await
+            .unwrap();
+        assert_eq!(notes[1], "resuming at byte 30000");
+    });
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let chunks = chunks.lock().unwrap().clone();
+    assert_eq!(
+        &chunks[..3],
+        &[(0, 16_384), (16_384, 30_000 - 16_384), (30_000, 16_384)]
+    );
+    assert_eq!(
+        chunks[3],
+        (30_000, 16_384),
+        "the resumed request starts at 30 000"
     );
 }

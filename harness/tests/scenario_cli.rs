@@ -61,6 +61,38 @@ fn a_passing_scenario_prints_one_line_a_summary_and_its_trace() {
 }
 
 #[test]
+fn same_named_scenarios_of_different_folders_keep_their_own_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, from) in [("a", "healthy-swap-doip"), ("b", "healthy-ab-doip")] {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        std::fs::copy(
+            workspace().join(format!("scenarios/{from}.yaml")),
+            dir.path().join(folder).join("x.yaml"),
+        )
+        .unwrap();
+    }
+    let trace = dir.path().join("traces");
+    let timeline = dir.path().join("timelines");
+    let o = hil(&[
+        "run",
+        dir.path().join("a/x.yaml").to_str().unwrap(),
+        dir.path().join("b/x.yaml").to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--timeline",
+        timeline.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let read = |p: &str| std::fs::read_to_string(trace.join(p)).unwrap();
+    // The A/B layout swaps nothing; the swap layout does.
+    assert!(read("a/x.jsonl").contains("\"swap_started\""));
+    assert!(!read("b/x.jsonl").contains("\"swap_started\""));
+    assert!(!trace.join("x.jsonl").exists());
+    assert!(timeline.join("a/x.svg").is_file() && timeline.join("b/x.svg").is_file());
+}
+
+#[test]
 fn a_failing_scenario_explains_itself_and_replays_identically() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wrong-expectation.yaml");

@@ -16,7 +16,7 @@ use crate::boot::{
 use crate::dtc::{Dtc, DtcMemory};
 use crate::event::{Event, EventKind, RevertReason};
 use crate::firmware::{self, Action};
-use crate::flash::{Flash, FlashError, FlashStats, OpContext, SimFlash};
+use crate::flash::{EventCut, Flash, FlashError, FlashStats, OpContext, SimFlash};
 use crate::image::{self, ImageInfo, Version};
 
 /// Static description of an ECU.
@@ -159,6 +159,8 @@ pub struct Ecu<F: Flash = SimFlash> {
     booted: Vec<BootedBytes>,
     dtcs: DtcMemory,
     events: Vec<Event>,
+    /// Power cuts waiting for a boot's event (see [`EventCut`]).
+    event_cuts: Vec<EventCut>,
 }
 
 /// Write a factory image: erase every area, program `image` into the primary slot with a
@@ -232,6 +234,7 @@ impl<F: Flash> Ecu<F> {
             booted: Vec::new(),
             dtcs: DtcMemory::default(),
             events: Vec::new(),
+            event_cuts: Vec::new(),
         }
     }
 
@@ -282,12 +285,28 @@ impl<F: Flash> Ecu<F> {
             .is_some_and(|r| firmware::answers_diagnostics(r.image.behaviour))
     }
 
-    /// Take the events since the last call.
+    /// Arm a power cut at the flash operation that follows the first boot event `cut`
+    /// matches (events of the firmware's side do not arm it).
+    pub fn add_event_cut(&mut self, cut: EventCut) {
+        self.event_cuts.push(cut);
+    }
+    /// Take out the waiting event cut named `id`; whether it was still waiting.
+    pub fn remove_event_cut(&mut self, id: u64) -> bool {
+        let before = self.event_cuts.len();
+        self.event_cuts.retain(|c| c.id != id);
+        self.event_cuts.len() != before
+    }
+    /// The event cuts still waiting for their event.
+    pub fn event_cuts(&self) -> &[EventCut] {
+        &self.event_cuts
+    }
+
     /// What each boot since the last call started, byte for byte (as a SHA-256).
     pub fn drain_booted(&mut self) -> Vec<BootedBytes> {
         std::mem::take(&mut self.booted)
     }
 
+    /// Take the events since the last call.
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
@@ -400,13 +419,14 @@ impl<F: Flash> Ecu<F> {
         let before = self.flash.stats();
         let start_busy = self.flash.busy_us();
         let start_now = self.now_us;
-        let mut sink: Sink = Vec::new();
+        let mut sink = Sink::new(self.boot_count, std::mem::take(&mut self.event_cuts));
         self.flash.set_context(OpContext::Boot(self.boot_count));
         let result = Bootloader::new(&config.layout, &config.boot).boot(&mut self.flash, &mut sink);
         self.flash.set_context(OpContext::Firmware);
+        self.event_cuts = std::mem::take(&mut sink.cuts);
         self.dtcs.new_cycle();
         let mut outcome = None;
-        for (busy, ops, kind) in sink {
+        for (busy, ops, kind) in sink.events {
             match &kind {
                 EventKind::RevertStarted { reason, .. } => {
                     outcome = Some(BootOutcome::Reverted {

@@ -43,7 +43,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use cut::{CutRule, CutVariant, FiredCut, Op, OpContext, OpKind};
+pub use cut::{CutRule, CutVariant, EventCut, FiredCut, Op, OpContext, OpKind};
 pub use file::FileFlash;
 pub use sim::SimFlash;
 
@@ -315,4 +315,6 @@ pub trait Flash {
     }
     /// Who runs the next operations (models that match cut rules on it keep it).
     fn set_context(&mut self, _context: OpContext) {}
+    /// Arm a power cut by rule (models that inject cuts; others ignore it).
+    fn add_cut_rule(&mut self, _rule: CutRule) {}
 }

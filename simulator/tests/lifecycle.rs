@@ -375,3 +375,44 @@ fn a_revert_resumed_after_a_power_cut_is_reported_as_a_revert() {
     let dtcs: Vec<(u32, u8)> = e.dtcs().iter().map(|(d, s)| (d.code(), s)).collect();
     assert_eq!(dtcs, [(0xD0_0200, 0x0B)], "recorded in this boot's cycle");
 }
+
+#[test]
+fn an_event_cut_lands_at_the_flash_operation_after_its_boot_event() {
+    let never = image(2, 2, Behaviour::NeverConfirm);
+    let mut e = ecu(BootMode::Swap, 1);
+    e.stage_update(&never, false).unwrap();
+    e.reset().unwrap();
+    e.drain_events();
+    // Cut at the operation that follows the revert's first progress report.
+    e.add_event_cut(ecu_sim::flash::EventCut {
+        id: 7,
+        matches: std::sync::Arc::new(|k| matches!(k, EventKind::SwapProgress { .. })),
+        variant: ecu_sim::flash::CutVariant::After,
+    });
+    assert!(matches!(e.reset(), Err(EcuError::PowerLost { .. })));
+    let ev = e.drain_events();
+    let progress = ev
+        .iter()
+        .find(|x| matches!(x.kind, EventKind::SwapProgress { .. }))
+        .expect("the revert reported progress");
+    let lost = ev.last().expect("events");
+    assert!(
+        matches!(lost.kind, EventKind::PowerLost { op, .. } if op == progress.flash_ops),
+        "{ev:?}"
+    );
+    assert!(e.event_cuts().is_empty() && e.flash().cut_rules().is_empty());
+    assert!(
+        !ev.iter()
+            .any(|x| matches!(x.kind, EventKind::SwapFinished { .. })),
+        "the revert did not finish: {ev:?}"
+    );
+    // An event the boot never emits leaves its cut waiting.
+    e.add_event_cut(ecu_sim::flash::EventCut {
+        id: 8,
+        matches: std::sync::Arc::new(|k| matches!(k, EventKind::NoBootableImage { .. })),
+        variant: ecu_sim::flash::CutVariant::After,
+    });
+    e.power_on().unwrap();
+    assert_eq!(version(&e), 1);
+    assert_eq!(e.event_cuts().len(), 1);
+}

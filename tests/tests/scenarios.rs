@@ -38,6 +38,7 @@ fn check(path: &Path) -> Result<(), Failed> {
         )
         .into());
     }
+    in_time_order(&first.trace)?;
     if !first.failures.is_empty() {
         let outcome = report::Outcome {
             path: path.to_path_buf(),
@@ -73,6 +74,43 @@ fn check(path: &Path) -> Result<(), Failed> {
     settings.set_description(scenario.description.clone());
     settings.set_omit_expression(true);
     settings.bind(|| insta::assert_yaml_snapshot!(format!("scenario-{name}"), lines));
+    Ok(())
+}
+
+/// The trace tells the story in time order, and the OTA manager dies at the fault that killed
+/// it (the fault fired just before, at the same time), not at its own last activity.
+fn in_time_order(trace: &hil::scenario::trace::Trace) -> Result<(), Failed> {
+    let events = &trace.events;
+    for (k, w) in events.windows(2).enumerate() {
+        if w[1].at_us < w[0].at_us {
+            return Err(format!(
+                "trace out of time order: event {} ({} at {} µs) after event {k} ({} at {} µs)",
+                k + 1,
+                w[1].event,
+                w[1].at_us,
+                w[0].event,
+                w[0].at_us
+            )
+            .into());
+        }
+    }
+    for (k, e) in events.iter().enumerate() {
+        if &*e.event != "manager_killed" {
+            continue;
+        }
+        let fault = events[..k]
+            .iter()
+            .rev()
+            .find(|f| &*f.event == "fault_fired");
+        if fault.is_none_or(|f| f.at_us != e.at_us) {
+            return Err(format!(
+                "manager_killed at {} µs is not stamped at the fault that killed it (last fault fired at {:?} µs)",
+                e.at_us,
+                fault.map(|f| f.at_us)
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 

@@ -101,6 +101,12 @@ pub trait Hooks: Send + 'static {
     ) -> ChunkFate {
         ChunkFate::Send
     }
+    /// Where the download's chunk at `offset` (of `total` bytes) must end, if before its
+    /// usual length: the byte where something acts (a fault at a byte), so that the next
+    /// chunk starts exactly there.
+    fn chunk_end(&mut self, _offset: u64, _total: u64) -> Option<u64> {
+        None
+    }
     /// The download bandwidth from now on, bytes per second.
     fn bandwidth(&mut self, configured: u64) -> u64 {
         configured
@@ -211,15 +217,23 @@ impl<H: Hooks> Workers for SimWorkers<H> {
         file.set_len(have as u64).map_err(io)?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have as u64)).map_err(io)?;
         let mut file = std::io::BufWriter::new(file);
+        /// The usual length of a chunk (the hooks may end one earlier).
         const CHUNK: usize = 16 * 1024;
         while have < bytes.len() {
-            let n = CHUNK.min(bytes.len() - have);
-            let (fate, bandwidth) = {
+            let (n, fate, bandwidth) = {
                 let mut world = self.lock();
                 let SimWorld { sim, hooks } = &mut *world;
+                let total = bytes.len() as u64;
+                let mut n = CHUNK.min(bytes.len() - have);
+                if let Some(end) = hooks
+                    .chunk_end(have as u64, total)
+                    .filter(|&e| e > have as u64)
+                {
+                    n = n.min(usize::try_from(end - have as u64).unwrap_or(usize::MAX));
+                }
                 let now = us(self.epoch.elapsed());
-                let fate = hooks.on_chunk(sim, now, have as u64, n, bytes.len() as u64, first);
-                (fate, hooks.bandwidth(self.bandwidth))
+                let fate = hooks.on_chunk(sim, now, have as u64, n, total, first);
+                (n, fate, hooks.bandwidth(self.bandwidth))
             };
             if first {
                 first = false;

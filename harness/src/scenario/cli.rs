@@ -212,13 +212,17 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
         }
     }
     if let Some(dir) = &opts.timeline_dir {
+        let paths: Vec<PathBuf> = outcomes.iter().map(|o| o.path.clone()).collect();
         let written = std::fs::create_dir_all(dir).and_then(|()| {
             outcomes
                 .iter()
-                .filter_map(|o| o.run.as_ref().map(|r| (o, r)))
-                .try_for_each(|(o, r)| {
-                    std::fs::write(
-                        dir.join(format!("{}.svg", o.name)),
+                .zip(output_keys(&paths))
+                .filter_map(|(o, key)| o.run.as_ref().map(|r| (o, r, key)))
+                .try_for_each(|(o, r, key)| {
+                    write_keyed(
+                        dir,
+                        &key,
+                        "svg",
                         super::timeline::render(&o.name, &o.description, &r.trace),
                     )
                 })
@@ -287,16 +291,51 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
 }
 
 fn write_traces(dir: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for o in outcomes {
+    let paths: Vec<PathBuf> = outcomes.iter().map(|o| o.path.clone()).collect();
+    for (o, key) in outcomes.iter().zip(output_keys(&paths)) {
         if let Some(r) = &o.run {
-            std::fs::write(
-                dir.join(format!("{}.jsonl", o.name)),
-                r.trace.to_json_lines(),
-            )?;
+            write_keyed(dir, &key, "jsonl", r.trace.to_json_lines())?;
         }
     }
     Ok(())
+}
+
+/// Write `DIR/<key>.<ext>`, making the key's folders.
+fn write_keyed(dir: &Path, key: &Path, ext: &str, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let path = dir.join(key).with_extension(ext);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, bytes)
+}
+
+/// Where each scenario's output files go under an output folder (`--trace`, `--timeline`):
+/// its path relative to the folder all the scenarios share, without the extension. Files of
+/// one folder keep their names (`x`); same-named files of different folders stay apart
+/// (`a/x`, `b/x`).
+pub fn output_keys(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let absolute: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let mut root: Option<PathBuf> = None;
+    for p in &absolute {
+        let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        root = Some(match root {
+            None => parent,
+            Some(r) => r
+                .components()
+                .zip(parent.components())
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| a)
+                .collect(),
+        });
+    }
+    let root = root.unwrap_or_default();
+    absolute
+        .iter()
+        .map(|p| p.strip_prefix(&root).unwrap_or(p).with_extension(""))
+        .collect()
 }
 
 /// `hil validate FILE...`: every problem as `file:line:col: message`; exit 0 all valid, 2 not.
@@ -351,4 +390,25 @@ pub fn list(paths: &[PathBuf]) -> ExitCode {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keys_keep_same_named_scenarios_of_different_folders_apart() {
+        let keys = |paths: &[&str]| -> Vec<String> {
+            let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+            output_keys(&paths)
+                .iter()
+                .map(|k| k.display().to_string())
+                .collect()
+        };
+        assert_eq!(keys(&["s/a/x.yaml", "s/b/x.yaml"]), ["a/x", "b/x"]);
+        assert_eq!(keys(&["s/x.yaml", "s/y.yaml"]), ["x", "y"]);
+        assert_eq!(keys(&["s/x.yaml"]), ["x"]);
+        assert_eq!(keys(&["s/x.yaml", "s/a/x.yaml"]), ["x", "a/x"]);
+        assert_eq!(keys(&["./s/a/x.yaml", "s/b/x.yaml"]), ["a/x", "b/x"]);
+    }
 }

@@ -118,17 +118,27 @@ pub fn real_time() -> Result<tokio::runtime::Runtime, RunError> {
 
 /// A failure for every fault that never fired, unless it is optional.
 pub fn unfired(s: &Scenario, fired: &[u32]) -> Vec<String> {
+    unfired_or_idle(s, fired, &[])
+}
+
+/// [`unfired`], saying for a fault whose trigger matched but whose action did nothing
+/// (`idle`, by index: a bit rot outside its region) why it did not fire.
+pub fn unfired_or_idle(s: &Scenario, fired: &[u32], idle: &[Option<String>]) -> Vec<String> {
     s.faults
         .iter()
         .zip(fired)
         .enumerate()
         .filter(|(_, (f, n))| **n == 0 && !f.optional)
-        .map(|(i, (f, _))| {
-            format!(
+        .map(|(i, (f, _))| match idle.get(i).and_then(Option::as_ref) {
+            Some(why) => format!(
+                "fault {} never fired: its trigger matched, but its action did nothing ({why})",
+                i + 1
+            ),
+            None => format!(
                 "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
                 i + 1,
                 f.when
-            )
+            ),
         })
         .collect()
 }
@@ -508,8 +518,10 @@ async fn execute(
             None => {
                 let mut w = lock(&shared);
                 let state = w.hooks.job_state.clone();
+                // At the fault that killed it (its cut may lie ahead of the runtime's clock).
+                let at = now().max(w.hooks.killed_at);
                 w.hooks.push(
-                    now(),
+                    at,
                     Source::Runner,
                     "manager_killed",
                     format!("the OTA manager was killed in {state}; resuming from its store"),
@@ -548,7 +560,7 @@ async fn execute(
     }
     let evidence = hooks.evidence();
     failures.extend(evidence.installs(Some(&job)).problems);
-    failures.extend(unfired(s, &hooks.fired));
+    failures.extend(unfired_or_idle(s, &hooks.fired, &hooks.idle));
     failures.extend(super::expect::check(
         &s.expect,
         &end,

@@ -20,7 +20,7 @@
 //! never at a test boot, so a rejected test image cannot lock out the image it replaced.
 
 use crate::event::{EventKind, RevertReason};
-use crate::flash::{Flash, FlashError};
+use crate::flash::{EventCut, Flash, FlashError};
 use crate::image::{self, ImageError, ImageInfo, Keyring};
 
 use super::journal::{self, Record, Step, SwapState};
@@ -81,8 +81,46 @@ pub enum BootError {
     BadAttempts(u8),
 }
 
-/// Events with the flash busy time and operation count at which they happened.
-pub type Sink = Vec<(u64, u64, EventKind)>;
+/// Where a boot reports: its events with the flash busy time and operation count at which
+/// they happened, and the power cuts that wait for one of them (fault injection: the first
+/// event a cut matches arms it at the boot's next flash operation).
+#[derive(Debug, Default)]
+pub struct Sink {
+    pub events: Vec<(u64, u64, EventKind)>,
+    /// Cuts waiting for an event; an armed one moves to `armed`.
+    pub cuts: Vec<EventCut>,
+    /// The ids of the cuts armed during this boot.
+    pub armed: Vec<u64>,
+    /// The boot's number (the armed rules match only its operations).
+    pub boot: u64,
+}
+
+impl Sink {
+    /// A sink for boot number `boot` with `cuts` waiting.
+    pub fn new(boot: u64, cuts: Vec<EventCut>) -> Sink {
+        Sink {
+            boot,
+            cuts,
+            ..Sink::default()
+        }
+    }
+
+    /// Record `kind` and arm the cuts waiting for it.
+    pub fn emit<F: Flash>(&mut self, flash: &mut F, kind: EventKind) {
+        let boot = self.boot;
+        let armed = &mut self.armed;
+        self.cuts.retain(|c| {
+            if (c.matches)(&kind) {
+                flash.add_cut_rule(c.rule(boot));
+                armed.push(c.id);
+                false
+            } else {
+                true
+            }
+        });
+        self.events.push((flash.busy_us(), flash.ops(), kind));
+    }
+}
 
 /// The bootloader for one layout.
 #[derive(Debug)]
@@ -158,13 +196,9 @@ impl<'a> Bootloader<'a> {
         }
     }
 
-    fn reject<F: Flash>(flash: &F, sink: &mut Sink, slot: Slot, e: &ImageError) {
+    fn reject<F: Flash>(flash: &mut F, sink: &mut Sink, slot: Slot, e: &ImageError) {
         let reason = e.to_string();
-        Self::emit(flash, sink, EventKind::ImageRejected { slot, reason });
-    }
-
-    fn emit<F: Flash>(flash: &F, sink: &mut Sink, kind: EventKind) {
-        sink.push((flash.busy_us(), flash.ops(), kind));
+        sink.emit(flash, EventKind::ImageRejected { slot, reason });
     }
 
     fn verify<F: Flash>(
@@ -201,9 +235,8 @@ impl<'a> Bootloader<'a> {
                     next,
                 };
                 let first = swap.next_step(last);
-                Self::emit(
+                sink.emit(
                     flash,
-                    sink,
                     EventKind::SwapResumed {
                         kind,
                         seq,
@@ -317,9 +350,8 @@ impl<'a> Bootloader<'a> {
         reason: RevertReason,
         sink: &mut Sink,
     ) -> Result<(), BootError> {
-        Self::emit(
+        sink.emit(
             flash,
-            sink,
             EventKind::RevertStarted {
                 slot: Slot::Primary,
                 reason,
@@ -352,9 +384,8 @@ impl<'a> Bootloader<'a> {
                 addr,
                 &Record::Counter { value: image }.encode(self.layout.unit, self.layout.erased),
             )?;
-            Self::emit(
+            sink.emit(
                 flash,
-                sink,
                 EventKind::CounterRaised {
                     from: stored,
                     to: image,
@@ -376,7 +407,7 @@ impl<'a> Bootloader<'a> {
                 let reason = RevertReason::NotConfirmed {
                     attempts: t.attempts,
                 };
-                Self::emit(flash, sink, EventKind::RevertStarted { slot, reason });
+                sink.emit(flash, EventKind::RevertStarted { slot, reason });
                 trailer::erase(flash, self.layout, slot)?;
                 continue;
             }
@@ -479,11 +510,7 @@ impl<'a> Swap<'a> {
             journal,
             next: Some(region.offset + journal::record_size(layout.unit)),
         };
-        sink.push((
-            flash.busy_us(),
-            flash.ops(),
-            EventKind::SwapStarted { kind, seq, sectors },
-        ));
+        sink.emit(flash, EventKind::SwapStarted { kind, seq, sectors });
         let first = swap.next_step(None);
         swap.run(flash, first, sink)
     }
@@ -522,15 +549,14 @@ impl<'a> Swap<'a> {
                 self.append(flash, record)?;
             }
             if s == Step::C {
-                sink.push((
-                    flash.busy_us(),
-                    flash.ops(),
+                sink.emit(
+                    flash,
                     EventKind::SwapProgress {
                         kind: self.kind,
                         sector: i,
                         of: self.sectors,
                     },
-                ));
+                );
             }
             step = self.next_step(Some((s, i)));
         }
@@ -547,14 +573,13 @@ impl<'a> Swap<'a> {
         )?;
         trailer::erase(flash, layout, Slot::Secondary)?;
         self.append(flash, Record::Done { seq: self.seq })?;
-        sink.push((
-            flash.busy_us(),
-            flash.ops(),
+        sink.emit(
+            flash,
             EventKind::SwapFinished {
                 kind: self.kind,
                 seq: self.seq,
             },
-        ));
+        );
         Ok(())
     }
 

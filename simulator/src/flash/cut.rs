@@ -87,3 +87,41 @@ impl CutRule {
             }
     }
 }
+
+/// A power cut waiting for an event instead of an operation count: the first event of a boot
+/// that `matches` arms it at the next flash operation of that boot (a cut "on
+/// `revert_started`" lands inside the revert's work, not after the boot). The ECU keeps the
+/// waiting ones ([`Ecu::add_event_cut`](crate::ecu::Ecu::add_event_cut)); once armed it is a
+/// [`CutRule`] with the same `id` (matching that boot's next operation), gone when it fired.
+#[derive(Clone)]
+pub struct EventCut {
+    /// The caller's name for the cut (the id of the rule it becomes).
+    pub id: u64,
+    pub matches: std::sync::Arc<dyn Fn(&crate::event::EventKind) -> bool + Send + Sync>,
+    pub variant: CutVariant,
+}
+
+impl fmt::Debug for EventCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventCut")
+            .field("id", &self.id)
+            .field("variant", &self.variant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventCut {
+    /// The rule this cut becomes when an event of boot `boot` arms it: that boot's next
+    /// operation.
+    pub fn rule(&self, boot: u64) -> CutRule {
+        CutRule {
+            id: self.id,
+            kind: None,
+            ranges: Vec::new(),
+            boot: Some(Some(boot)),
+            firmware_only: false,
+            nth: 1,
+            variant: self.variant,
+        }
+    }
+}

@@ -137,6 +137,10 @@ impl SimFlash {
     pub fn clear_cut_rules(&mut self) {
         self.rules.clear();
     }
+    /// Take out the rule named `id` (whether or not it would still fire).
+    pub fn remove_cut_rule(&mut self, id: u64) {
+        self.rules.retain(|r| r.id != id);
+    }
     pub fn context(&self) -> OpContext {
         self.context
     }
@@ -352,6 +356,9 @@ impl SimFlash {
 impl Flash for SimFlash {
     fn geometry(&self) -> &Geometry {
         &self.geometry
+    }
+    fn add_cut_rule(&mut self, rule: CutRule) {
+        SimFlash::add_cut_rule(self, rule);
     }
     fn set_context(&mut self, context: OpContext) {
         self.context = context;

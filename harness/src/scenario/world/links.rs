@@ -60,7 +60,7 @@ impl Hooks for World {
         let mut actions = self.matching(
             now,
             &format!("on {name}"),
-            |t| matches!(t, Trigger::Event(n) if *n == name),
+            |_, t| matches!(t, Trigger::Event(n) if *n == name),
         );
         actions.extend(self.chance(now, Opportunity::Request));
         if sid == 0x34 {
@@ -85,7 +85,7 @@ impl Hooks for World {
             actions.extend(self.matching(
                 now,
                 &format!("at transfer block {n}/{of}"),
-                |t| match t {
+                |_, t| match t {
                     Trigger::TransferBlock(b) => *b == n,
                     Trigger::TransferPercent(p) => pct >= *p && (prev < *p || n == 1),
                     _ => false,
@@ -194,7 +194,7 @@ impl Hooks for World {
         let actions = self.matching(
             now,
             &format!("after request {n}"),
-            |t| matches!(t, Trigger::Request(r) if *r == n),
+            |_, t| matches!(t, Trigger::Request(r) if *r == n),
         );
         self.apply(sim, now, actions);
         self.observe(sim, now);
@@ -213,22 +213,18 @@ impl Hooks for World {
         self.begin_step(sim, now, Step::Chunk { offset });
         self.end_step(sim);
         let end = offset + len as u64;
-        let pct = |b: u64| b as f64 * 100.0 / total.max(1) as f64;
+        // (The downloader ends each chunk at the next threshold: see `chunk_end`.)
+        let at = |t: &Trigger| {
+            download_threshold(t, total)
+                .filter(|b| (offset..end).contains(b) || (*b >= total && end == total))
+        };
         let mut at_offset = None;
-        let mut actions = self.matching(now, &format!("at download byte {offset}"), |t| match t {
-            Trigger::DownloadBytes(b) => (offset..end).contains(b) || (*b >= total && end == total),
-            Trigger::DownloadPercent(p) => pct(offset) <= *p && (*p < pct(end) || end == total),
-            _ => false,
+        let mut actions = self.matching(now, &format!("at download byte {offset}"), |_, t| {
+            at(t).is_some()
         });
         for f in &self.scenario.faults {
-            match f.when {
-                Trigger::DownloadBytes(b) if (offset..end).contains(&b) => {
-                    at_offset = Some(b - offset)
-                }
-                Trigger::DownloadPercent(p) if pct(offset) <= p && p < pct(end) => {
-                    at_offset = Some(((total as f64 * p / 100.0) as u64).saturating_sub(offset))
-                }
-                _ => {}
+            if let Some(b) = at(&f.when) {
+                at_offset = Some(b.saturating_sub(offset));
             }
         }
         actions.extend(self.chance(now, Opportunity::DownloadChunk));
@@ -249,6 +245,17 @@ impl Hooks for World {
             }
             Some(DownloadFault::Throttle(_)) => ChunkFate::Send,
         }
+    }
+
+    fn chunk_end(&mut self, offset: u64, total: u64) -> Option<u64> {
+        self.scenario
+            .faults
+            .iter()
+            .zip(&self.fired)
+            .filter(|(f, n)| **n < f.times)
+            .filter_map(|(f, _)| download_threshold(&f.when, total))
+            .filter(|&b| b > offset && b < total)
+            .min()
     }
 
     fn artifact(&mut self, _url: &str) -> Option<Vec<u8>> {
@@ -272,6 +279,16 @@ impl Hooks for World {
             download_event(note),
             note.to_string(),
         );
+    }
+}
+
+/// The byte a download trigger acts at (`download_percent`: that share of `total`, rounded
+/// down).
+fn download_threshold(t: &Trigger, total: u64) -> Option<u64> {
+    match t {
+        Trigger::DownloadBytes(b) => Some(*b),
+        Trigger::DownloadPercent(p) => Some((total as f64 * p / 100.0) as u64),
+        _ => None,
     }
 }
 

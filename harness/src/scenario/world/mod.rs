@@ -17,16 +17,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ecu_sim::boot::{Layout, Slot};
-use ecu_sim::ecu::BootedBytes;
+use ecu_sim::ecu::{BootedBytes, EcuError};
 use ecu_sim::event::{Event, EventKind};
-use ecu_sim::flash::{CutRule, CutVariant, Flash, OpKind};
+use ecu_sim::flash::{CutRule, CutVariant, EventCut, Flash, OpKind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 
 use super::schema::{
-    Action, ArtifactSwap, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec, Opportunity,
-    Region, Scenario, TransportSpec, Trigger,
+    Action, ArtifactSwap, BitRot, CanFault, CutVariantSpec, DownloadFault, Fault, OpKindSpec,
+    Opportunity, Region, Scenario, TransportSpec, Trigger,
 };
 use super::trace::{Source, Trace, TraceEvent};
 use crate::ota::sim::SimEcu;
@@ -94,6 +94,9 @@ pub struct World {
     pub trace: Trace,
     /// Times each fault fired, by index.
     pub fired: Vec<u32>,
+    /// Why a fault whose trigger matched did nothing (a bit rot outside its region), by
+    /// index: it did not fire.
+    pub idle: Vec<Option<String>>,
     /// Invariant violations, in order.
     pub violations: Vec<Violation>,
     /// Test boots and reverts, in order (the sweep's "installed twice" check).
@@ -104,6 +107,9 @@ pub struct World {
     pub requests: u64,
     /// A power cut also took the OTA manager down; it starts again at this time (µs).
     pub manager_down_until: u64,
+    /// When the last fault that kills the manager fired (µs): the manager dies then, though
+    /// the runtime notices later or, with the ECU's clock ahead in a boot, earlier.
+    pub killed_at: u64,
     /// Gets every step (sweeps); `None` in ordinary runs.
     pub recorder: Option<Recorder>,
     /// Gets every trace event as it happens; `None` without a live view.
@@ -115,6 +121,9 @@ pub struct World {
     restore_at: Vec<u64>,
     /// Faults armed in the flash model: (rule id, fault index, restore delay µs).
     flash_cuts: Vec<(u64, usize, u64)>,
+    /// Power cuts on an ECU event, waiting in the ECU for a boot's event (an
+    /// [`EventCut`](ecu_sim::flash::EventCut)): (cut id, fault index, restore delay µs).
+    event_cuts: Vec<(u64, usize, u64)>,
     next_rule: u64,
     download_next: VecDeque<DownloadFault>,
     throttle: Option<u64>,
@@ -157,6 +166,7 @@ impl World {
         };
         World {
             fired: vec![0; scenario.faults.len()],
+            idle: vec![None; scenario.faults.len()],
             rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5ce7_a210),
             scenario,
             trace: Trace::default(),
@@ -166,11 +176,13 @@ impl World {
             layout,
             requests: 0,
             manager_down_until: 0,
+            killed_at: 0,
             recorder: None,
             tap: None,
             pending_step: None,
             restore_at: Vec::new(),
             flash_cuts: Vec::new(),
+            event_cuts: Vec::new(),
             next_rule: 1,
             download_next: VecDeque::new(),
             throttle: None,
@@ -211,6 +223,7 @@ impl World {
     pub fn fork(&self, scenario: Arc<Scenario>) -> World {
         let mut w = self.clone();
         w.fired.resize(scenario.faults.len(), 0);
+        w.idle.resize(scenario.faults.len(), None);
         w.scenario = scenario;
         w.kill = Arc::new(Notify::new());
         w.wake = Arc::new(Notify::new());
@@ -258,6 +271,9 @@ impl World {
     /// Apply a fault's action now (a sweep's fork); counts as fault `index` firing.
     pub fn fire_now(&mut self, sim: &mut SimEcu, now: u64, index: usize) {
         let f = self.scenario.faults[index].clone();
+        if !self.can_act(now, index, &f.action) {
+            return;
+        }
         self.fired[index] += 1;
         self.push(
             now,
@@ -268,14 +284,60 @@ impl World {
         self.apply(sim, now, vec![f.action]);
     }
 
-    /// Arm the faults that live in the flash model (`flash_op` triggers with a power cut).
+    /// Arm the faults that live in the flash model: `flash_op` triggers, and power cuts on an
+    /// ECU event (armed by a boot's event at the boot's next flash operation, so that the cut
+    /// lands inside the bootloader's work).
     pub fn arm_flash_faults(&mut self, sim: &mut SimEcu) {
         let faults = self.scenario.faults.clone();
         for (i, f) in faults.iter().enumerate() {
-            if let Trigger::FlashOp(_) = f.when {
-                self.arm_flash_fault(sim, i, f);
+            match f.when {
+                Trigger::FlashOp(_) => self.arm_flash_fault(sim, i, f),
+                Trigger::Event(_) => self.arm_event_cut(sim, i, f),
+                _ => {}
             }
         }
+    }
+
+    /// Let fault `i` (an `event` trigger with a power cut) wait in the ECU for its event.
+    fn arm_event_cut(&mut self, sim: &mut SimEcu, i: usize, f: &Fault) {
+        let (Trigger::Event(name), Action::PowerCut(p)) = (&f.when, &f.action) else {
+            return;
+        };
+        let id = self.next_rule;
+        self.next_rule += 1;
+        let name = name.clone();
+        sim.ecu.add_event_cut(EventCut {
+            id,
+            matches: Arc::new(move |k| event_name(k) == name),
+            variant: cut_variant(p.variant),
+        });
+        self.event_cuts.push((id, i, p.restore_after_ms * 1000));
+    }
+
+    /// The faults of event cuts that an event of the boot just observed armed and that fired
+    /// in it (their `power_lost` follows). The ones the event did not arm in a boot (a
+    /// firmware's event) or that found no flash operation after it in the boot are taken
+    /// out of the ECU: they fire when their event is seen, as any other event trigger.
+    fn event_cuts_in_boot(&mut self, sim: &mut SimEcu, name: &str) -> Vec<usize> {
+        let mut landed = Vec::new();
+        let mut k = 0;
+        while k < self.event_cuts.len() {
+            let (id, fault, _) = self.event_cuts[k];
+            if !matches!(&self.scenario.faults[fault].when, Trigger::Event(n) if n == name) {
+                k += 1;
+                continue;
+            }
+            let waiting = sim.ecu.remove_event_cut(id);
+            let armed = sim.ecu.flash().cut_rules().iter().any(|r| r.id == id);
+            if !waiting && !armed {
+                landed.push(fault);
+                k += 1;
+            } else {
+                sim.ecu.flash_mut().remove_cut_rule(id);
+                self.event_cuts.remove(k);
+            }
+        }
+        landed
     }
 
     /// Arm fault `i` (a `flash_op` trigger) in the flash model; `n` counts from now.
@@ -311,6 +373,47 @@ impl World {
         self.flash_cuts.push((id, i, restore_ms * 1000));
     }
 
+    /// Whether fault `i`'s action can do something now; if not, the trace says why and the
+    /// fault does not fire (a check of faults that never fired then fails the run).
+    fn can_act(&mut self, now: u64, i: usize, action: &Action) -> bool {
+        let Action::BitRot(b) = action else {
+            return true;
+        };
+        match self.bit_rot_target(b) {
+            Ok(_) => true,
+            Err(why) => {
+                self.push(
+                    now,
+                    Source::Fault,
+                    "bit_rot",
+                    format!("the bit rot of fault {} did nothing: {why}", i + 1),
+                );
+                self.idle[i] = Some(why);
+                false
+            }
+        }
+    }
+
+    /// The address a bit rot flips bits at: inside its region, or why not.
+    fn bit_rot_target(&self, b: &BitRot) -> Result<u32, String> {
+        let region = format!("{:?}", b.region).to_lowercase();
+        let Some(r) = self.region_ranges(b.region).into_iter().next() else {
+            return Err(format!("this layout has no {region} region"));
+        };
+        if b.mask == 0 {
+            return Err("mask 0x00 flips no bit".into());
+        }
+        match r.start.checked_add(b.offset) {
+            Some(addr) if addr < r.end => Ok(addr),
+            _ => Err(format!(
+                "offset {:#x} is outside the {region} region ({:#x} bytes at {:#x})",
+                b.offset,
+                r.end - r.start,
+                r.start
+            )),
+        }
+    }
+
     /// The absolute address ranges of a region.
     pub fn region_ranges(&self, r: Region) -> Vec<std::ops::Range<u32>> {
         let l = &self.layout;
@@ -332,7 +435,7 @@ impl World {
         &mut self,
         now: u64,
         what: &str,
-        matches: impl Fn(&Trigger) -> bool,
+        matches: impl Fn(usize, &Trigger) -> bool,
     ) -> Vec<Action> {
         let mut actions = Vec::new();
         let faults = self.scenario.faults.clone();
@@ -340,7 +443,7 @@ impl World {
             if matches!(f.when, Trigger::FlashOp(_)) || self.fired[i] >= f.times {
                 continue;
             }
-            if matches(&f.when) {
+            if matches(i, &f.when) && self.can_act(now, i, &f.action) {
                 self.fired[i] += 1;
                 self.push(
                     now,
@@ -373,8 +476,11 @@ impl World {
         }
         let mut actions = Vec::new();
         for i in hit {
-            self.fired[i] += 1;
             let f = &faults[i];
+            if !self.can_act(now, i, &f.action) {
+                continue;
+            }
+            self.fired[i] += 1;
             self.push(
                 now,
                 Source::Fault,
@@ -403,12 +509,15 @@ impl World {
                     self.wake.notify_one();
                     if p.kill_manager {
                         self.manager_down_until = now + p.restore_after_ms * 1000;
+                        self.killed_at = now;
                         self.kill.notify_one();
                     }
                 }
                 Action::Reset => {
                     let _ = sim.ecu.advance_to(now);
-                    if let Err(e) = sim.ecu.reset() {
+                    if let Err(e) = sim.ecu.reset()
+                        && !matches!(e, EcuError::PowerLost { .. })
+                    {
                         self.push(now, Source::Ecu, "reset_failed", format!("reset: {e}"));
                     }
                 }
@@ -418,8 +527,9 @@ impl World {
                 Action::Download(f) => self.download_next.push_back(f),
                 Action::FlipTransferBits(mask) => self.flip_next_block = Some(mask),
                 Action::BitRot(b) => {
-                    let start = self.region_ranges(b.region).first().map_or(0, |r| r.start);
-                    let addr = start + b.offset;
+                    let Ok(addr) = self.bit_rot_target(&b) else {
+                        continue;
+                    };
                     let r = sim.ecu.flash_mut().flip_bits(addr, b.mask);
                     self.push(
                         now,
@@ -434,7 +544,10 @@ impl World {
                 Action::InjectNrc(n) if n.nrc == 0x78 => self.storm = Some((n.service, n.count)),
                 Action::InjectNrc(n) => self.nrc.push((n.service, n.nrc, n.count)),
                 Action::CorruptRequest(c) => self.corrupt.push((c.service, c.subfunction, c.count)),
-                Action::KillManager => self.kill.notify_one(),
+                Action::KillManager => {
+                    self.killed_at = now;
+                    self.kill.notify_one();
+                }
                 Action::SwapArtifact(kind) => {
                     self.swapped = self
                         .swaps
@@ -471,7 +584,7 @@ impl World {
                 let actions = self.matching(
                     e.at_us,
                     &format!("at boot {n}"),
-                    |t| matches!(t, Trigger::Boot(b) if *b == n),
+                    |_, t| matches!(t, Trigger::Boot(b) if *b == n),
                 );
                 self.apply(sim, now.max(e.at_us), actions);
             }
@@ -498,7 +611,18 @@ impl World {
                 });
             }
             EventKind::RevertStarted { slot, reason } => {
-                self.rollbacks += 1;
+                // A revert started again before the image booted on probation again (a cut
+                // before its journal's start record) is the same revert.
+                let again = matches!(
+                    self.image_events.iter().rev().find(|i| match i {
+                        ImageEvent::TestBoot { slot: s, .. }
+                        | ImageEvent::Revert { slot: s, .. } => s == slot,
+                    }),
+                    Some(ImageEvent::Revert { .. })
+                );
+                if !again {
+                    self.rollbacks += 1;
+                }
                 let image = self.image_events.iter().rev().find_map(|i| match i {
                     ImageEvent::TestBoot { slot: s, image, .. } if s == slot => Some(*image),
                     _ => None,
@@ -513,14 +637,48 @@ impl World {
             EventKind::PowerLost { op, .. } => {
                 // A cut armed in the flash model fired: the rule that is gone.
                 let left: Vec<u64> = sim.ecu.flash().cut_rules().iter().map(|r| r.id).collect();
+                let waiting: Vec<u64> = sim.ecu.event_cuts().iter().map(|c| c.id).collect();
                 if let Some(k) = self
+                    .event_cuts
+                    .iter()
+                    .position(|(id, ..)| !left.contains(id) && !waiting.contains(id))
+                {
+                    let (_, fault, restore_us) = self.event_cuts.remove(k);
+                    self.fired[fault] += 1;
+                    let f = self.scenario.faults[fault].clone();
+                    let on = match &f.when {
+                        Trigger::Event(n) => n.clone(),
+                        _ => String::new(),
+                    };
+                    self.push(
+                        e.at_us,
+                        Source::Fault,
+                        "fault_fired",
+                        format!(
+                            "fault {} fired on {on} at flash op {op}: {}",
+                            fault + 1,
+                            describe_action(&f.action)
+                        ),
+                    );
+                    self.restore_at.push(e.at_us + restore_us);
+                    self.wake.notify_one();
+                    if let Action::PowerCut(p) = &f.action
+                        && p.kill_manager
+                    {
+                        self.manager_down_until = e.at_us + restore_us;
+                        self.killed_at = e.at_us;
+                        self.kill.notify_one();
+                    }
+                    self.rearm_event_cuts(sim);
+                } else if let Some(k) = self
                     .flash_cuts
                     .iter()
                     .position(|(id, ..)| !left.contains(id))
                 {
                     let (_, fault, restore_us) = self.flash_cuts.remove(k);
-                    self.fired[fault] += 1;
                     let f = self.scenario.faults[fault].clone();
+                    let acts = self.can_act(e.at_us, fault, &f.action);
+                    self.fired[fault] += u32::from(acts);
                     self.push(
                         e.at_us,
                         Source::Fault,
@@ -537,12 +695,13 @@ impl World {
                         && p.kill_manager
                     {
                         self.manager_down_until = e.at_us + restore_us;
+                        self.killed_at = e.at_us;
                         self.kill.notify_one();
                     }
                     if self.fired[fault] < f.times {
                         self.arm_flash_fault(sim, fault, &f);
                     }
-                    if !matches!(f.action, Action::PowerCut(_)) {
+                    if acts && !matches!(f.action, Action::PowerCut(_)) {
                         self.apply(sim, now.max(e.at_us), vec![f.action.clone()]);
                     }
                 }
@@ -550,12 +709,27 @@ impl World {
             _ => {}
         }
         let at = e.at_us;
-        let actions = self.matching(
-            at,
-            &format!("on {name}"),
-            |t| matches!(t, Trigger::Event(n) if *n == name),
-        );
+        let landed = self.event_cuts_in_boot(sim, &name);
+        let actions = self.matching(at, &format!("on {name}"), |i, t| {
+            matches!(t, Trigger::Event(n) if *n == name) && !landed.contains(&i)
+        });
         self.apply(sim, now.max(at), actions);
+        self.rearm_event_cuts(sim);
+    }
+
+    /// Let the event cuts that fired wait again, as long as their fault has times left.
+    fn rearm_event_cuts(&mut self, sim: &mut SimEcu) {
+        let faults = self.scenario.faults.clone();
+        for (i, f) in faults.iter().enumerate() {
+            if matches!(
+                (&f.when, &f.action),
+                (Trigger::Event(_), Action::PowerCut(_))
+            ) && self.fired[i] < f.times
+                && !self.event_cuts.iter().any(|&(_, fault, _)| fault == i)
+            {
+                self.arm_event_cut(sim, i, f);
+            }
+        }
     }
 
     /// Every boot started an image that is byte for byte one of the two, and verifies (the ECU
@@ -625,7 +799,7 @@ impl World {
         if progress_only {
             return;
         }
-        let actions = self.matching(now, &format!("on entering {name}"), |t| match t {
+        let actions = self.matching(now, &format!("on entering {name}"), |_, t| match t {
             Trigger::State(s) => state_matches(s, &name),
             Trigger::Event(n) => *n == format!("state:{name}"),
             _ => false,
@@ -657,7 +831,10 @@ impl World {
         if !due.is_empty() {
             self.restore_at.retain(|&t| t > now);
             if !sim.ecu.is_powered() {
-                if let Err(e) = sim.ecu.power_on() {
+                // (A cut inside the boot is its own `power_lost` event.)
+                if let Err(e) = sim.ecu.power_on()
+                    && !matches!(e, EcuError::PowerLost { .. })
+                {
                     self.push(
                         now,
                         Source::Ecu,
@@ -672,7 +849,7 @@ impl World {
         let actions = self.matching(
             now,
             &format!("at {ms} ms"),
-            |t| matches!(t, Trigger::AtMs(at) if *at <= ms),
+            |_, t| matches!(t, Trigger::AtMs(at) if *at <= ms),
         );
         self.apply(sim, now, actions);
         self.observe(sim, now);
