@@ -42,7 +42,14 @@ mods="/usr/lib/modules/$version/kernel"
 
 if [ "$#" -eq 0 ]; then
     bin="$(cd "$root" && cargo test -q -p hil --test socketcan --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and t.get("name") == "socketcan" and "test" in t.get("kind", []):
+        print(m["executable"])
+')"
     [ -x "$bin" ] || fail "could not build the SocketCAN test binary"
     set -- "$bin" --color never
 fi

@@ -438,9 +438,13 @@ fn send_response<B: Backend>(
 trait CanLink {
     /// What `serve` logs it as.
     const NAME: &'static str;
+    /// The block size the ECU asks senders for in its flow control (0: the whole message
+    /// without further flow control).
+    const BLOCK_SIZE: u8;
     /// Frames that arrived (waits for at least one read); `None`: the link ended.
     fn recv(&mut self) -> impl Future<Output = Option<Vec<Frame>>> + Send;
-    /// Put `frames` on the bus; `false`: the link ended.
+    /// Put `frames` on the bus (none: just flush what the link itself has to say); `false`:
+    /// the link ended.
     fn send(&mut self, frames: Vec<Frame>) -> impl Future<Output = bool> + Send;
 }
 
@@ -456,6 +460,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     const NAME: &'static str = "slcan";
+    const BLOCK_SIZE: u8 = 0;
 
     async fn recv(&mut self) -> Option<Vec<Frame>> {
         match self.io.read(&mut self.buf).await {
@@ -481,6 +486,10 @@ struct SocketCanLink(crate::can::socketcan::SocketCan);
 
 impl CanLink for SocketCanLink {
     const NAME: &'static str = "socketcan";
+    /// A sender on a Linux interface puts frames back to back; the socket's receive buffer
+    /// holds a few hundred. Blocks of 16 frames keep a long TransferData from overrunning it
+    /// while the ECU works on each frame (a real ECU's flow control does the same).
+    const BLOCK_SIZE: u8 = 16;
 
     async fn recv(&mut self) -> Option<Vec<Frame>> {
         let far = Instant::now() + Duration::from_secs(3600);
@@ -557,6 +566,7 @@ async fn serve_can<L: CanLink, B: Backend>(
     let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
     let template = isotp::Config {
         fd,
+        block_size: L::BLOCK_SIZE,
         padding: Some(0xAA),
         max_message: max_message.max(4095),
         ..isotp::Config::new(ids.response, ids.request)
@@ -616,7 +626,8 @@ async fn serve_can<L: CanLink, B: Backend>(
         while let Some(f) = ep.poll_transmit(now) {
             out.push(Frame::from_isotp(f, fd));
         }
-        if !out.is_empty() && !link.send(out).await {
+        // Every round: an slcan adapter also answers its own commands (`O`, `S6`, `V`).
+        if !link.send(out).await {
             return;
         }
     }

@@ -12,7 +12,7 @@ bin="${HIL_BIN_DIR:-$root/target/debug}"
 work="${TMPDIR:-/tmp}/ecu-on-$iface"
 mkdir -p "$work" && cd "$work"
 sfd=""; [ -n "$fd" ] && sfd="--socketcan-fd"
-"$bin/ecu-sim" serve --doip 127.0.0.1:0 --state ecu --speed max --socketcan "$iface" $sfd >ecu.out 2>ecu.log &
+RUST_LOG=${RUST_LOG:-info} "$bin/ecu-sim" serve --doip 127.0.0.1:0 --state ecu --speed max --socketcan "$iface" $sfd >ecu.out 2>ecu.log &
 ecu=$!
 candump -L "$iface" >capture.log &
 dump=$!

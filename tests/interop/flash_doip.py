@@ -92,7 +92,10 @@ def socketcan_connection(args):
 
     address = isotp.Address(isotp.AddressingMode.Normal_11bits, txid=0x7E0, rxid=0x7E8)
     sock = isotp.socket(timeout=0.1)
-    sock.set_opts(optflag=isotp.socket.flags.TX_PADDING, txpad=0xAA)
+    # WAIT_TX_DONE: send() returns when the last frame is on the bus, so P2 runs from the end
+    # of the request as ISO 14229-2 counts it (a long TransferData takes a while on CAN).
+    sock.set_opts(optflag=isotp.socket.flags.TX_PADDING | isotp.socket.flags.WAIT_TX_DONE,
+                  txpad=0xAA)
     if args.fd:
         sock.set_ll_opts(mtu=72, tx_dl=64)  # CANFD_MTU
     return IsoTPSocketConnection(args.socketcan, address, tpsock=sock)
