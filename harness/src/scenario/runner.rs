@@ -4,9 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ecu_sim::boot::{BootConfig, BootMode, Defect, Slot};
+use ecu_sim::boot::{BootConfig, Defect, Slot};
 use ecu_sim::ecu::Ecu;
-use ecu_sim::flash::Geometry;
 use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::uds::server::{Addressing, DiagServer, Incoming, ServerConfig};
 use rand::{RngCore, SeedableRng};
@@ -14,8 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::schema::{
-    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, DefectSpec, ImageSpec, ManagerSpec,
-    OutcomeSpec, Scenario, Signing, SlotSpec,
+    ArtifactSwap, BehaviourSpec, Client, DefectSpec, ImageSpec, ManagerSpec, OutcomeSpec, Scenario,
+    Signing, SlotSpec,
 };
 use super::trace::{Source, Trace};
 use super::validate::parse_dtc;
@@ -285,13 +284,8 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
             bytes: update.clone(),
         },
     ];
-    let mode = match s.ecu.boot_mode {
-        BootModeSpec::Swap => BootMode::Swap,
-        BootModeSpec::Ab => BootMode::Ab,
-    };
-    let sectors = 3 + 2 * s.ecu.slot_sectors as usize + usize::from(mode == BootMode::Swap);
-    let geometry = Geometry::uniform(s.ecu.sector_size, sectors, usize::from(s.ecu.align))
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let mode = s.ecu.mode();
+    let geometry = s.ecu.geometry().map_err(|e| RunError::Ecu(e.to_string()))?;
     let boot = BootConfig {
         defect: s.ecu.bootloader_defect.map(|d| match d {
             DefectSpec::JournalBeforeCopy => Defect::JournalBeforeCopy,

@@ -123,6 +123,29 @@ impl Default for EcuSpec {
     }
 }
 
+impl EcuSpec {
+    /// The bootloader's mode.
+    pub fn mode(&self) -> ecu_sim::boot::BootMode {
+        match self.boot_mode {
+            BootModeSpec::Swap => ecu_sim::boot::BootMode::Swap,
+            BootModeSpec::Ab => ecu_sim::boot::BootMode::Ab,
+        }
+    }
+
+    /// The flash device: journal (2), counter and both slots, plus scratch in swap mode.
+    pub fn geometry(&self) -> Result<ecu_sim::flash::Geometry, ecu_sim::flash::FlashError> {
+        let scratch = usize::from(self.mode() == ecu_sim::boot::BootMode::Swap);
+        let sectors = 3 + 2 * self.slot_sectors as usize + scratch;
+        ecu_sim::flash::Geometry::uniform(self.sector_size, sectors, usize::from(self.align))
+    }
+
+    /// The layout the bootloader resolves for this ECU (what the runner's ECU will have).
+    pub fn layout(&self) -> Result<ecu_sim::boot::Layout, String> {
+        let geometry = self.geometry().map_err(|e| e.to_string())?;
+        ecu_sim::boot::Layout::auto(&geometry, self.mode()).map_err(|e| e.to_string())
+    }
+}
+
 /// What an image does once booted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -533,6 +556,17 @@ pub enum ArtifactSwap {
     Unsigned,
     /// An older version (major − 1), properly signed.
     Downgraded,
+}
+
+impl ArtifactSwap {
+    /// Its name in a scenario file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactSwap::Tampered => "tampered",
+            ArtifactSwap::Unsigned => "unsigned",
+            ArtifactSwap::Downgraded => "downgraded",
+        }
+    }
 }
 
 /// A count that must fall in `min..=max`.
