@@ -269,3 +269,19 @@ fn event_names_that_can_occur_validate() {
     let text = "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {state: committed}\n    do: reset\n  - when: {event: 'request:0x31'}\n    do: reset\n  - when: {event: 'state:transferring'}\n    do: reset\n  - when: {event: swap_started}\n    do: reset\nexpect: {outcome: committed, events: [power_off, artifact_swapped, state:applying, state:committed], never: [no_bootable_image]}\n";
     validate::parse(text, "s.yaml").unwrap();
 }
+
+#[test]
+fn pathological_nesting_is_refused_before_the_yaml_parser() {
+    let deep = format!("description: x\nupdate: {}\n", "[".repeat(100_000));
+    let e = validate::parse(&deep, "s.yaml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "s.yaml:2:41: nested more than 32 levels deep: a scenario needs a few (refused before parsing)"
+    );
+    // Brackets inside quotes and comments are text, not nesting.
+    let quoted = GOOD.replace(
+        "description: ok",
+        &format!("description: '{}' # {}", "[".repeat(100), "{".repeat(100)),
+    );
+    validate::parse(&quoted, "s.yaml").unwrap();
+}

@@ -302,6 +302,10 @@ fn write_traces(dir: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
 /// `hil validate FILE...`: every problem as `file:line:col: message`; exit 0 all valid, 2 not.
 pub fn validate(paths: &[PathBuf]) -> ExitCode {
     let files = match report::discover(paths) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("error: no scenario files (*.yaml) in the given paths");
+            return ExitCode::from(2);
+        }
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");

@@ -99,7 +99,9 @@ pub fn real_time() -> Result<tokio::runtime::Runtime, RunError> {
         .map_err(|e| RunError::Ecu(e.to_string()))
 }
 
-/// A failure for every fault that never fired, unless it is optional.
+/// A failure for every fault that never fired, unless it is optional: located at the fault
+/// in its file and in the file's words, `s.yaml:7:5: fault 2 (when: {flash_op: {n: 900}})
+/// never fired: …`.
 pub fn unfired(s: &Scenario, fired: &[u32]) -> Vec<String> {
     s.faults
         .iter()
@@ -107,10 +109,15 @@ pub fn unfired(s: &Scenario, fired: &[u32]) -> Vec<String> {
         .enumerate()
         .filter(|(_, (f, n))| **n == 0 && !f.optional)
         .map(|(i, (f, _))| {
+            let at = s
+                .origin
+                .as_ref()
+                .and_then(|o| o.faults.get(i).map(|(l, c)| format!("{}:{l}:{c}: ", o.file)))
+                .unwrap_or_default();
             format!(
-                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
+                "{at}fault {} (when: {}) never fired: its trigger did not match (mark it `optional: true` if that is fine)",
                 i + 1,
-                f.when
+                f.when.to_yaml_flow()
             )
         })
         .collect()

@@ -45,6 +45,46 @@ pub struct Scenario {
     /// The directory of the file it came from (`{dir}` of an external client).
     #[serde(skip)]
     pub dir: Option<std::path::PathBuf>,
+    /// Where the faults are written (none for a scenario built in code, e.g. a sweep's fork).
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+/// The file a scenario came from and the (line, column) of each of its faults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub faults: Vec<(usize, usize)>,
+}
+
+impl Trigger {
+    /// The trigger in the scenario file's words, as one flow mapping:
+    /// `{flash_op: {n: 900, region: primary}}`, `{state: transferring:erase}`.
+    pub fn to_yaml_flow(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        flow(&v)
+    }
+}
+
+fn flow(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let fields: Vec<String> = m
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k}: {}", flow(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(flow).collect::<Vec<_>>().join(", ")),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -78,8 +78,84 @@ pub const STATES: &[&str] = &[
     "failed",
 ];
 
+/// The largest scenario text read (bytes).
+pub const MAX_TEXT: usize = 1 << 20;
+/// The deepest nesting of flow collections (`[`, `{`) read; a scenario needs about 4.
+pub const MAX_DEPTH: usize = 32;
+
+/// Text that is too large or too deeply nested to hand to the YAML parser (100 000 nested
+/// `[` took it 46 s): the position of the first character beyond the limit.
+fn too_deep(text: &str) -> Option<(usize, usize, String)> {
+    if text.len() > MAX_TEXT {
+        return Some((
+            1,
+            1,
+            format!(
+                "{} bytes: a scenario file is at most {MAX_TEXT} bytes",
+                text.len()
+            ),
+        ));
+    }
+    let (mut line, mut col, mut depth) = (1, 0, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            (line, col, comment) = (line + 1, 0, false);
+            prev = c;
+            continue;
+        }
+        match (quote, c) {
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') if prev.is_whitespace() || "[{,:".contains(prev) => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((
+                        line,
+                        col,
+                        format!(
+                            "nested more than {MAX_DEPTH} levels deep: a scenario needs a few (refused before parsing)"
+                        ),
+                    ));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    // Block-style nesting: indentation deeper than MAX_DEPTH levels of two spaces.
+    for (i, l) in text.lines().enumerate() {
+        let indent = l.len() - l.trim_start_matches([' ', '-']).len();
+        if indent > 4 * MAX_DEPTH {
+            return Some((
+                i + 1,
+                indent + 1,
+                format!(
+                    "indented {indent} columns deep: a scenario needs a few levels (refused before parsing)"
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// Parse and check `text` (from `file`).
 pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
+    if let Some((line, column, message)) = too_deep(text) {
+        return Err(Invalid(vec![Problem {
+            file: file.into(),
+            line,
+            column,
+            message,
+        }]));
+    }
     if let Some(dup) = duplicate_key(text) {
         return Err(Invalid(vec![dup.problem(file)]));
     }
@@ -113,6 +189,12 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
     problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
         let mut scenario = scenario;
+        scenario.origin = Some(super::schema::Origin {
+            file: file.into(),
+            faults: (0..scenario.faults.len())
+                .map(|i| locate_or_parent(text, &["faults".into(), i.to_string()]))
+                .collect(),
+        });
         let dir = std::path::Path::new(file).parent();
         scenario.dir = Some(dir.filter(|d| !d.as_os_str().is_empty()).map_or_else(
             || std::path::PathBuf::from("."),
