@@ -285,3 +285,37 @@ fn pathological_nesting_is_refused_before_the_yaml_parser() {
     );
     validate::parse(&quoted, "s.yaml").unwrap();
 }
+
+/// The README's event table lists exactly the names the code knows, with their sources and
+/// which of them a `when: {event}` trigger may name.
+#[test]
+fn the_readme_event_table_is_the_codes_event_list() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut rows = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| event | source | `when` | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    assert_eq!(
+        rows.next(),
+        Some(
+            "| `state:NAME` | `ota` | yes | the job entered that state (the job states table above) |"
+        )
+    );
+    let readme: Vec<(String, String, bool)> = rows
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].trim_matches('`').to_string(),
+                cells[2].trim_matches('`').to_string(),
+                cells[3] == "yes",
+            )
+        })
+        .collect();
+    let code: Vec<(String, String, bool)> = hil::scenario::trace::EVENTS
+        .iter()
+        .map(|e| (e.name.to_string(), e.source.to_string(), e.ecu_kind))
+        .collect();
+    assert_eq!(readme, code);
+}
