@@ -221,3 +221,16 @@ fn validate_and_list_cover_the_library() {
         "{out}"
     );
 }
+
+#[test]
+fn state_triggers_fire_on_terminal_states_and_event_state_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("states.yaml");
+    std::fs::write(
+        &file,
+        "description: x\nupdate: {version: 2.0.0, size: 2000}\nfaults:\n  - when: {state: committed}\n    do: {inject_nrc: {service: 0x22, nrc: 0x22, count: 1}}\n  - when: {event: 'state:transferring'}\n    do: {inject_nrc: {service: 0x3e, nrc: 0x22, count: 1}}\nexpect: {outcome: committed}\n",
+    )
+    .unwrap();
+    let o = hil(&["run", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -220,6 +220,22 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
                 "s.yaml:5:45: faults[0].do.bit_rot.offset: 0x20000 is outside the primary region (0x20000 bytes): use an offset below 0x20000",
             ],
         ),
+        (
+            // duplicate-key and a bad value: both at once
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: comitted}\ndescription: y\n",
+            &[
+                "s.yaml:3:19: expect.outcome: unknown variant `comitted`, expected one of `committed`, `rolled_back`, `rejected`, `failed` (did you mean `committed`?)",
+                "s.yaml:4:1: duplicate field `description`",
+            ],
+        ),
+        (
+            // duplicate key in a free map and a check problem: both at once
+            "description: x\necu: {align: 3}\nupdate: {version: 2.0.0}\nclient:\n  external:\n    command: flash {image}\n    env: {A: '1', A: '2'}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:14: ecu.align: 3 is not a write unit the flash model has (1, 2, 4, 8, 16 or 32)",
+                "s.yaml:7:19: client.external.env: duplicate field `A`",
+            ],
+        ),
     ];
     let mut wrong = Vec::new();
     for (text, expected) in table {

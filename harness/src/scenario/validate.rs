@@ -156,9 +156,12 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             message,
         }]));
     }
-    if let Some(dup) = duplicate_key(text) {
-        return Err(Invalid(vec![dup.problem(file)]));
-    }
+    // Each pass adds what it finds: a duplicate key, then serde's first error (unless it is
+    // that duplicate again, which serde puts at the start of the mapping), then the checks.
+    let mut problems: Vec<Problem> = duplicate_key(text)
+        .map(|d| d.problem(file))
+        .into_iter()
+        .collect();
     let de = serde_yaml::Deserializer::from_str(text);
     let scenario: Scenario = match serde_yaml::with::singleton_map_recursive::deserialize(de) {
         Ok(s) => s,
@@ -166,26 +169,27 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             let message = strip_location(&e.to_string());
             let message = with_hint(&message);
-            return Err(Invalid(vec![Problem {
-                file: file.into(),
-                line,
-                column,
-                message,
-            }]));
+            if problems.is_empty() || !message.contains("duplicate field") {
+                problems.push(Problem {
+                    file: file.into(),
+                    line,
+                    column,
+                    message,
+                });
+            }
+            problems.sort_by_key(|p| (p.line, p.column));
+            return Err(Invalid(problems));
         }
     };
-    let mut problems: Vec<Problem> = check(&scenario)
-        .into_iter()
-        .map(|(path, message)| {
-            let (line, column) = locate_or_parent(text, &path);
-            Problem {
-                file: file.into(),
-                line,
-                column,
-                message: format!("{}: {message}", dotted(&path)),
-            }
-        })
-        .collect();
+    problems.extend(check(&scenario).into_iter().map(|(path, message)| {
+        let (line, column) = locate_or_parent(text, &path);
+        Problem {
+            file: file.into(),
+            line,
+            column,
+            message: format!("{}: {message}", dotted(&path)),
+        }
+    }));
     problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
         let mut scenario = scenario;
