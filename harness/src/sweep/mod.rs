@@ -623,29 +623,6 @@ fn hex_ids(yaml: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod yaml_tests {
-    use crate::scenario::validate;
-
-    #[test]
-    fn reproducers_write_services_and_nrcs_in_hex_and_read_back_the_same() {
-        let text = "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {request: 3}\n    do: {inject_nrc: {service: 0x31, nrc: 0x22, count: 2}}\n  - when: {request: 4}\n    do: {corrupt_request: {service: 0x27, subfunction: 0x02, count: 1}}\nexpect: {outcome: committed}\n";
-        let s = validate::parse(text, "s.yaml").unwrap();
-        let yaml = super::to_yaml(&s).unwrap();
-        for want in [
-            "service: 0x31",
-            "nrc: 0x22",
-            "service: 0x27",
-            "subfunction: 0x02",
-        ] {
-            assert!(yaml.contains(want), "{want} in:\n{yaml}");
-        }
-        assert!(!yaml.contains("service: 49"), "{yaml}");
-        let back = validate::parse(&yaml, "r.yaml").unwrap();
-        assert_eq!(back.faults, s.faults);
-    }
-}
-
 fn write_reproducers(
     scenario: &Scenario,
     name: &str,
@@ -712,4 +689,27 @@ pub fn random_chains(
         out.push((s, verdict));
     }
     out
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    use crate::scenario::validate;
+
+    #[test]
+    fn reproducers_write_services_and_nrcs_in_hex_and_read_back_the_same() {
+        let text = "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {request: 3}\n    do: {inject_nrc: {service: 0x31, nrc: 0x22, count: 2}}\n  - when: {request: 4}\n    do: {corrupt_request: {service: 0x27, subfunction: 0x02, count: 1}}\nexpect: {outcome: committed}\n";
+        let s = validate::parse(text, "s.yaml").unwrap();
+        let yaml = super::to_yaml(&s).unwrap();
+        for want in [
+            "service: 0x31",
+            "nrc: 0x22",
+            "service: 0x27",
+            "subfunction: 0x02",
+        ] {
+            assert!(yaml.contains(want), "{want} in:\n{yaml}");
+        }
+        assert!(!yaml.contains("service: 49"), "{yaml}");
+        let back = validate::parse(&yaml, "r.yaml").unwrap();
+        assert_eq!(back.faults, s.faults);
+    }
 }
