@@ -12,12 +12,12 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
+use super::schema::parse_dtc;
 use super::schema::{
     ArtifactSwap, BehaviourSpec, Client, DefectSpec, ImageSpec, ManagerSpec, OutcomeSpec, Scenario,
     Signing, SlotSpec,
 };
 use super::trace::{Source, Trace};
-use super::validate::parse_dtc;
 use super::world::{KnownImage, Recorder, Step, Tap, World, state_name};
 use crate::flasher::FlasherConfig;
 use crate::ota::job::{Job, State};

@@ -693,3 +693,11 @@ pub struct DurationBounds {
     pub min: Option<f64>,
     pub max: Option<f64>,
 }
+
+/// `D00300` → 0xD00300.
+pub fn parse_dtc(s: &str) -> Option<u32> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    (hex.len() == 6)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
+}

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+pub use super::schema::parse_dtc;
 use super::schema::{
     Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, Opportunity, OutcomeSpec,
     Region, Scenario, TransportSpec, Trigger,
@@ -554,14 +555,6 @@ fn check_external(s: &Scenario, c: &ExternalClient, found: &mut Found) {
     if s.expect.download_resumed.is_some() {
         found.push((path(&["expect", "download_resumed"]), no_download.into()));
     }
-}
-
-/// `D00300` → 0xD00300.
-pub fn parse_dtc(s: &str) -> Option<u32> {
-    let hex = s.strip_prefix("0x").unwrap_or(s);
-    (hex.len() == 6)
-        .then(|| u32::from_str_radix(hex, 16).ok())
-        .flatten()
 }
 
 /// The event names a `when: {event: NAME}` trigger may name: the virtual ECU's events (the
