@@ -153,16 +153,90 @@ fn invalid_input_exits_2_and_engine_errors_exit_3() {
     let o = hil(&["run", "no/such/dir"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 
-    // Valid, but the installed image does not fit the slot: the engine cannot build the ECU.
+    // An installed image larger than its slot is invalid input, found before anything is
+    // allocated (it used to be an engine error; `size: 18446744073709551615` panicked, 101).
     let big = dir.path().join("big.yaml");
     std::fs::write(
         &big,
-        "description: x\ninstalled: {version: 1.0.0, size: 900000}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+        "description: x\ninstalled: {version: 1.0.0, size: 18446744073709551615}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
     )
     .unwrap();
-    let o = hil(&["run", big.to_str().unwrap()]);
+    for verb in ["validate", "run"] {
+        let o = hil(&[verb, big.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{verb}: {}", text(&o));
+        assert!(
+            text(&o).contains("big.yaml:2:35: installed.size: 18446744073709551615 payload bytes do not fit the slot"),
+            "{}",
+            text(&o)
+        );
+    }
+
+    // Valid, but the harness cannot write its output: 3.
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "description: x\nupdate: {version: 2.0.0, size: 2000}\nexpect: {outcome: committed}\n",
+    )
+    .unwrap();
+    let o = hil(&["run", good.to_str().unwrap(), "--trace", "/dev/null/traces"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("ERROR big"), "{}", text(&o));
+}
+
+#[test]
+fn validate_refuses_an_empty_directory_and_fifos_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = hil(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("error: no scenario files (*.yaml) in the given paths"),
+        "{}",
+        text(&o)
+    );
+    let fifo = dir.path().join("pipe.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for verb in ["validate", "run"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hil"))
+            .args([verb, dir.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("hil {verb} hangs on a FIFO named *.yaml");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{verb}: {}", text(&o));
+        assert!(
+            text(&o).contains("pipe.yaml:1:1: not a regular file"),
+            "{verb}: {}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn a_fault_that_never_fired_is_named_in_the_files_words_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unfired.yaml");
+    std::fs::write(
+        &file,
+        "description: x\nupdate: {version: 2.0.0, size: 2000}\nfaults:\n  - when: {boot: 2}\n    do: reset\n    optional: true\n  - when: {flash_op: {n: 900000, region: primary}}\n    do: {power_cut: {}}\nexpect: {outcome: committed}\n",
+    )
+    .unwrap();
+    let o = hil(&["run", file.to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let want = format!(
+        "{}:7:5: fault 2 (when: {{flash_op: {{n: 900000, region: primary}}}}) never fired",
+        file.display()
+    );
+    assert!(out.contains(&want), "{want} in:\n{out}");
+    assert!(!out.contains("FlashOp"), "{out}");
 }
 
 #[test]
@@ -178,4 +252,17 @@ fn validate_and_list_cover_the_library() {
             .any(|l| l.starts_with("power-cut-during-swap") && l.contains("swap resumes")),
         "{out}"
     );
+}
+
+#[test]
+fn state_triggers_fire_on_terminal_states_and_event_state_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("states.yaml");
+    std::fs::write(
+        &file,
+        "description: x\nupdate: {version: 2.0.0, size: 2000}\nfaults:\n  - when: {state: committed}\n    do: {inject_nrc: {service: 0x22, nrc: 0x22, count: 1}}\n  - when: {event: 'state:transferring'}\n    do: {inject_nrc: {service: 0x3e, nrc: 0x22, count: 1}}\nexpect: {outcome: committed}\n",
+    )
+    .unwrap();
+    let o = hil(&["run", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

@@ -45,7 +45,7 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             // bad-state
             "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {state: transfering}\n    do: reset\nexpect: {outcome: committed}\n",
             &[
-                "s.yaml:4:19: faults[0].when.state: unknown job state `transfering`; did you mean `transferring`? states: submitted, downloading, downloaded, verifying, transferring, transferring:session, transferring:security, transferring:erase, transferring:request_download, transferring:block, transferring:exit, transferring:check, applying, applying:reset, applying:await_boot, applying:await_confirm",
+                "s.yaml:4:19: faults[0].when.state: unknown job state `transfering`; did you mean `transferring`? states: submitted, downloading, downloaded, verifying, transferring, transferring:session, transferring:security, transferring:erase, transferring:request_download, transferring:block, transferring:exit, transferring:check, applying, applying:reset, applying:await_boot, applying:await_confirm, committed, rolled_back, failed",
             ],
         ),
         (
@@ -127,12 +127,127 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             "description: x\nupdate: {version: 2.0.0}\nclient:\n  external:\n    command: flash {image}\n    env: {A: '1', A: '2'}\nexpect: {outcome: committed}\n",
             &["s.yaml:6:19: client.external.env: duplicate field `A`"],
         ),
+        (
+            // misspelt-never: a check that could never fail
+            "description: x\nupdate: {version: 2.0.0}\nexpect:\n  outcome: committed\n  never: [no_bootable_imag]\n",
+            &[
+                "s.yaml:5:11: expect.never[0]: unknown event `no_bootable_imag` (did you mean `no_bootable_image`?); the event names are listed in the README's event table, plus `state:<job state>`",
+            ],
+        ),
+        (
+            // misspelt-events and a bad job state
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: committed, events: [swap_startd, state:comitted]}\n",
+            &[
+                "s.yaml:3:39: expect.events[0]: unknown event `swap_startd` (did you mean `swap_started`?); the event names are listed in the README's event table, plus `state:<job state>`",
+                "s.yaml:3:52: expect.events[1]: unknown job state `comitted` in `state:comitted`; did you mean `state:committed`? states: submitted, downloading, downloaded, verifying, transferring, transferring:session, transferring:security, transferring:erase, transferring:request_download, transferring:block, transferring:exit, transferring:check, applying, applying:reset, applying:await_boot, applying:await_confirm, committed, rolled_back, failed",
+            ],
+        ),
+        (
+            // request-in-expect: requests are triggers, not trace events
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: committed, never: ['request:0x31']}\n",
+            &[
+                "s.yaml:3:38: expect.never[0]: `request:0x31` is a trigger (`when: {event: request:0x31}`), not an event a trace holds: name the ECU's answer instead (e.g. `negative_response`, `routine_finished`)",
+            ],
+        ),
+        (
+            // misspelt-event-trigger
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {event: revert_startd}\n    do: reset\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:4:19: faults[0].when.event: unknown event `revert_startd` (did you mean `revert_started`?); the event names are listed in the README's event table, plus `state:<job state>` and `request:0xNN`",
+            ],
+        ),
+        (
+            // harness-event-trigger: fires on ECU events only
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {event: fault_fired}\n    do: reset\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:4:19: faults[0].when.event: `fault_fired` is the harness's own event, not the ECU's: a `when: {event}` trigger fires on ECU events, `state:NAME` and `request:0xNN` only",
+            ],
+        ),
+        (
+            // request-trigger-decimal
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {event: 'request:49'}\n    do: reset\n  - when: {event: 'request:0x3E'}\n    do: reset\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:4:19: faults[0].when.event: `49` is not a service id: write `request:0x` and two hex digits, e.g. `request:0x31`",
+                "s.yaml:6:19: faults[1].when.event: write the service as two lowercase hex digits: `request:0x3e`",
+            ],
+        ),
+        (
+            // max-boot-attempts beyond the trailer
+            "description: x\necu: {max_boot_attempts: 17}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:26: ecu.max_boot_attempts: 17 is above the 16 boot attempts the trailer can count (use 1..=16)",
+            ],
+        ),
+        (
+            // journal-too-small for the swap
+            "description: x\necu: {sector_size: 512, slot_sectors: 1024}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:20: ecu.sector_size: this ECU's layout does not resolve: journal sector (512 bytes) holds 32 records, a swap needs 3087: the swap journal is one sector; use `sector_size: 65536` or fewer slot_sectors",
+            ],
+        ),
+        (
+            // device beyond the simulator's memory
+            "description: x\necu: {sector_size: 1073741824, slot_sectors: 4}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:20: ecu.sector_size: bad flash geometry: 12 sectors of 1073741824 bytes exceed the simulated device's limits (65536 sectors, 1024 MiB) (the device is 3 + 2 × slot_sectors + 1 sectors of sector_size bytes): use a smaller sector_size or fewer slot_sectors",
+            ],
+        ),
+        (
+            // duration min above max
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: committed, duration_s: {min: 10, max: 5}}\n",
+            &[
+                "s.yaml:3:42: expect.duration_s: min 10 is above max 5: no run can pass (swap them?)",
+            ],
+        ),
+        (
+            // update-size beyond usize arithmetic (hil run panicked: capacity overflow)
+            "description: x\nupdate: {version: 2.0.0, size: 18446744073709551615}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:32: update.size: 18446744073709551615 payload bytes do not fit the slot: its image area holds 126976 bytes, 677 of them header and TLVs, so at most 126299 (raise ecu.slot_sectors or ecu.sector_size)",
+            ],
+        ),
+        (
+            // installed-size of 4 GB (hil run took 7.7 GiB)
+            "description: x\ninstalled: {version: 1.0.0, size: 4000000000}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:35: installed.size: 4000000000 payload bytes do not fit the slot: its image area holds 126976 bytes, 677 of them header and TLVs, so at most 126299 (raise ecu.slot_sectors or ecu.sector_size)",
+            ],
+        ),
+        (
+            // bit-rot outside its region
+            "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {boot: 2}\n    do: {bit_rot: {region: primary, offset: 0x20000, mask: 1}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:5:45: faults[0].do.bit_rot.offset: 0x20000 is outside the primary region (0x20000 bytes): use an offset below 0x20000",
+            ],
+        ),
+        (
+            // duplicate-key and a bad value: both at once
+            "description: x\nupdate: {version: 2.0.0}\nexpect: {outcome: comitted}\ndescription: y\n",
+            &[
+                "s.yaml:3:19: expect.outcome: unknown variant `comitted`, expected one of `committed`, `rolled_back`, `rejected`, `failed` (did you mean `committed`?)",
+                "s.yaml:4:1: duplicate field `description`",
+            ],
+        ),
+        (
+            // duplicate key in a free map and a check problem: both at once
+            "description: x\necu: {align: 3}\nupdate: {version: 2.0.0}\nclient:\n  external:\n    command: flash {image}\n    env: {A: '1', A: '2'}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:2:14: ecu.align: 3 is not a write unit the flash model has (1, 2, 4, 8, 16 or 32)",
+                "s.yaml:7:19: client.external.env: duplicate field `A`",
+            ],
+        ),
     ];
+    let mut wrong = Vec::new();
     for (text, expected) in table {
-        let problems = validate::parse(text, "s.yaml").expect_err(text);
-        let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
-        assert_eq!(&got, expected, "for:\n{text}");
+        let got: Vec<String> = match validate::parse(text, "s.yaml") {
+            Ok(_) => vec!["(valid)".into()],
+            Err(problems) => problems.0.iter().map(|p| p.to_string()).collect(),
+        };
+        if got != *expected {
+            wrong.push(format!("for:\n{text}got:\n{}\n", got.join("\n")));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
@@ -163,4 +278,60 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn event_names_that_can_occur_validate() {
+    let text = "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {state: committed}\n    do: reset\n  - when: {event: 'request:0x31'}\n    do: reset\n  - when: {event: 'state:transferring'}\n    do: reset\n  - when: {event: swap_started}\n    do: reset\nexpect: {outcome: committed, events: [power_off, artifact_swapped, state:applying, state:committed], never: [no_bootable_image]}\n";
+    validate::parse(text, "s.yaml").unwrap();
+}
+
+#[test]
+fn pathological_nesting_is_refused_before_the_yaml_parser() {
+    let deep = format!("description: x\nupdate: {}\n", "[".repeat(100_000));
+    let e = validate::parse(&deep, "s.yaml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "s.yaml:2:41: nested more than 32 levels deep: a scenario needs a few (refused before parsing)"
+    );
+    // Brackets inside quotes and comments are text, not nesting.
+    let quoted = GOOD.replace(
+        "description: ok",
+        &format!("description: '{}' # {}", "[".repeat(100), "{".repeat(100)),
+    );
+    validate::parse(&quoted, "s.yaml").unwrap();
+}
+
+/// The README's event table lists exactly the names the code knows, with their sources and
+/// which of them a `when: {event}` trigger may name.
+#[test]
+fn the_readme_event_table_is_the_codes_event_list() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut rows = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| event | source | `when` | meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    assert_eq!(
+        rows.next(),
+        Some(
+            "| `state:NAME` | `ota` | yes | the job entered that state (the job states table above) |"
+        )
+    );
+    let readme: Vec<(String, String, bool)> = rows
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].trim_matches('`').to_string(),
+                cells[2].trim_matches('`').to_string(),
+                cells[3] == "yes",
+            )
+        })
+        .collect();
+    let code: Vec<(String, String, bool)> = hil::scenario::trace::EVENTS
+        .iter()
+        .map(|e| (e.name.to_string(), e.source.to_string(), e.ecu_kind))
+        .collect();
+    assert_eq!(readme, code);
 }

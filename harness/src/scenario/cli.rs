@@ -341,6 +341,10 @@ pub fn output_keys(paths: &[PathBuf]) -> Vec<PathBuf> {
 /// `hil validate FILE...`: every problem as `file:line:col: message`; exit 0 all valid, 2 not.
 pub fn validate(paths: &[PathBuf]) -> ExitCode {
     let files = match report::discover(paths) {
+        Ok(f) if f.is_empty() => {
+            eprintln!("error: no scenario files (*.yaml) in the given paths");
+            return ExitCode::from(2);
+        }
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");

@@ -155,6 +155,30 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// Read and validate one file.
 pub fn load(path: &Path) -> Result<Scenario, Invalid> {
     let file = path.display().to_string();
+    let refuse = |message: String| {
+        Invalid(vec![validate::Problem {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message,
+        }])
+    };
+    // A FIFO, socket or device named `*.yaml` would block the read (or never end).
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(refuse(
+                "not a regular file (a FIFO, socket, device or directory): scenario files are read whole, so it is refused".into(),
+            ));
+        }
+        Ok(m) if m.len() > validate::MAX_TEXT as u64 => {
+            return Err(refuse(format!(
+                "{} bytes: a scenario file is at most {} bytes",
+                m.len(),
+                validate::MAX_TEXT
+            )));
+        }
+        _ => {}
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         Invalid(vec![validate::Problem {
             file: file.clone(),

@@ -4,21 +4,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ecu_sim::boot::{BootConfig, BootMode, Defect, Slot};
+use ecu_sim::boot::{BootConfig, Defect, Slot};
 use ecu_sim::ecu::Ecu;
-use ecu_sim::flash::Geometry;
 use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::uds::server::{Addressing, DiagServer, Incoming, ServerConfig};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
+use super::schema::parse_dtc;
 use super::schema::{
-    ArtifactSwap, BehaviourSpec, BootModeSpec, Client, DefectSpec, ImageSpec, ManagerSpec,
-    OutcomeSpec, Scenario, Signing, SlotSpec,
+    ArtifactSwap, BehaviourSpec, Client, DefectSpec, ImageSpec, ManagerSpec, OutcomeSpec, Scenario,
+    Signing, SlotSpec,
 };
 use super::trace::{Source, Trace};
-use super::validate::parse_dtc;
 use super::world::{KnownImage, Recorder, Step, Tap, World, state_name};
 use crate::flasher::FlasherConfig;
 use crate::ota::job::{Job, State};
@@ -116,7 +115,9 @@ pub fn real_time() -> Result<tokio::runtime::Runtime, RunError> {
         .map_err(|e| RunError::Ecu(e.to_string()))
 }
 
-/// A failure for every fault that never fired, unless it is optional.
+/// A failure for every fault that never fired, unless it is optional: located at the fault
+/// in its file and in the file's words, `s.yaml:7:5: fault 2 (when: {flash_op: {n: 900}})
+/// never fired: …`.
 pub fn unfired(s: &Scenario, fired: &[u32]) -> Vec<String> {
     unfired_or_idle(s, fired, &[])
 }
@@ -129,16 +130,24 @@ pub fn unfired_or_idle(s: &Scenario, fired: &[u32], idle: &[Option<String>]) -> 
         .zip(fired)
         .enumerate()
         .filter(|(_, (f, n))| **n == 0 && !f.optional)
-        .map(|(i, (f, _))| match idle.get(i).and_then(Option::as_ref) {
-            Some(why) => format!(
-                "fault {} never fired: its trigger matched, but its action did nothing ({why})",
-                i + 1
-            ),
-            None => format!(
-                "fault {} never fired: its trigger {:?} did not match (mark it `optional: true` if that is fine)",
-                i + 1,
-                f.when
-            ),
+        .map(|(i, (f, _))| {
+            let at = s
+                .origin
+                .as_ref()
+                .and_then(|o| o.faults.get(i).map(|(l, c)| format!("{}:{l}:{c}: ", o.file)))
+                .unwrap_or_default();
+            match idle.get(i).and_then(Option::as_ref) {
+                Some(why) => format!(
+                    "{at}fault {} (when: {}) never fired: its trigger matched, but its action did nothing ({why})",
+                    i + 1,
+                    f.when.to_yaml_flow()
+                ),
+                None => format!(
+                    "{at}fault {} (when: {}) never fired: its trigger did not match (mark it `optional: true` if that is fine)",
+                    i + 1,
+                    f.when.to_yaml_flow()
+                ),
+            }
         })
         .collect()
 }
@@ -311,13 +320,8 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
             bytes: update.clone(),
         },
     ];
-    let mode = match s.ecu.boot_mode {
-        BootModeSpec::Swap => BootMode::Swap,
-        BootModeSpec::Ab => BootMode::Ab,
-    };
-    let sectors = 3 + 2 * s.ecu.slot_sectors as usize + usize::from(mode == BootMode::Swap);
-    let geometry = Geometry::uniform(s.ecu.sector_size, sectors, usize::from(s.ecu.align))
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let mode = s.ecu.mode();
+    let geometry = s.ecu.geometry().map_err(|e| RunError::Ecu(e.to_string()))?;
     let boot = BootConfig {
         defect: s.ecu.bootloader_defect.map(|d| match d {
             DefectSpec::JournalBeforeCopy => Defect::JournalBeforeCopy,

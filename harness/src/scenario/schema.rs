@@ -45,6 +45,46 @@ pub struct Scenario {
     /// The directory of the file it came from (`{dir}` of an external client).
     #[serde(skip)]
     pub dir: Option<std::path::PathBuf>,
+    /// Where the faults are written (none for a scenario built in code, e.g. a sweep's fork).
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+/// The file a scenario came from and the (line, column) of each of its faults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub faults: Vec<(usize, usize)>,
+}
+
+impl Trigger {
+    /// The trigger in the scenario file's words, as one flow mapping:
+    /// `{flash_op: {n: 900, region: primary}}`, `{state: transferring:erase}`.
+    pub fn to_yaml_flow(&self) -> String {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        flow(&v)
+    }
+}
+
+fn flow(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let fields: Vec<String> = m
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k}: {}", flow(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(flow).collect::<Vec<_>>().join(", ")),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +160,29 @@ impl Default for EcuSpec {
             block_len: 4096 + 2,
             bootloader_defect: None,
         }
+    }
+}
+
+impl EcuSpec {
+    /// The bootloader's mode.
+    pub fn mode(&self) -> ecu_sim::boot::BootMode {
+        match self.boot_mode {
+            BootModeSpec::Swap => ecu_sim::boot::BootMode::Swap,
+            BootModeSpec::Ab => ecu_sim::boot::BootMode::Ab,
+        }
+    }
+
+    /// The flash device: journal (2), counter and both slots, plus scratch in swap mode.
+    pub fn geometry(&self) -> Result<ecu_sim::flash::Geometry, ecu_sim::flash::FlashError> {
+        let scratch = usize::from(self.mode() == ecu_sim::boot::BootMode::Swap);
+        let sectors = 3 + 2 * self.slot_sectors as usize + scratch;
+        ecu_sim::flash::Geometry::uniform(self.sector_size, sectors, usize::from(self.align))
+    }
+
+    /// The layout the bootloader resolves for this ECU (what the runner's ECU will have).
+    pub fn layout(&self) -> Result<ecu_sim::boot::Layout, String> {
+        let geometry = self.geometry().map_err(|e| e.to_string())?;
+        ecu_sim::boot::Layout::auto(&geometry, self.mode()).map_err(|e| e.to_string())
     }
 }
 
@@ -535,6 +598,17 @@ pub enum ArtifactSwap {
     Downgraded,
 }
 
+impl ArtifactSwap {
+    /// Its name in a scenario file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactSwap::Tampered => "tampered",
+            ArtifactSwap::Unsigned => "unsigned",
+            ArtifactSwap::Downgraded => "downgraded",
+        }
+    }
+}
+
 /// A count that must fall in `min..=max`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -618,4 +692,12 @@ pub struct Expect {
 pub struct DurationBounds {
     pub min: Option<f64>,
     pub max: Option<f64>,
+}
+
+/// `D00300` → 0xD00300.
+pub fn parse_dtc(s: &str) -> Option<u32> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    (hex.len() == 6)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
 }

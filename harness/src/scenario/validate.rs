@@ -11,10 +11,13 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+pub use super::schema::parse_dtc;
 use super::schema::{
     Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, Opportunity, OutcomeSpec,
     Region, Scenario, TransportSpec, Trigger,
 };
+use super::trace::EVENTS;
+use ecu_sim::boot::{Layout, MAX_ATTEMPTS};
 use ecu_sim::image::Version;
 
 /// One problem in a scenario file.
@@ -52,7 +55,8 @@ impl fmt::Display for Invalid {
     }
 }
 
-/// The OTA job states a `state` trigger may name.
+/// The OTA job states a `state` trigger (and a `state:NAME` event) may name: each state the
+/// job enters, and the states with steps on their own (matching any of their steps).
 pub const STATES: &[&str] = &[
     "submitted",
     "downloading",
@@ -70,13 +74,95 @@ pub const STATES: &[&str] = &[
     "applying:reset",
     "applying:await_boot",
     "applying:await_confirm",
+    "committed",
+    "rolled_back",
+    "failed",
 ];
+
+/// The largest scenario text read (bytes).
+pub const MAX_TEXT: usize = 1 << 20;
+/// The deepest nesting of flow collections (`[`, `{`) read; a scenario needs about 4.
+pub const MAX_DEPTH: usize = 32;
+
+/// Text that is too large or too deeply nested to hand to the YAML parser (100 000 nested
+/// `[` took it 46 s): the position of the first character beyond the limit.
+fn too_deep(text: &str) -> Option<(usize, usize, String)> {
+    if text.len() > MAX_TEXT {
+        return Some((
+            1,
+            1,
+            format!(
+                "{} bytes: a scenario file is at most {MAX_TEXT} bytes",
+                text.len()
+            ),
+        ));
+    }
+    let (mut line, mut col, mut depth) = (1, 0, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    for c in text.chars() {
+        col += 1;
+        if c == '\n' {
+            (line, col, comment) = (line + 1, 0, false);
+            prev = c;
+            continue;
+        }
+        match (quote, c) {
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') if prev.is_whitespace() || "[{,:".contains(prev) => quote = Some(c),
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((
+                        line,
+                        col,
+                        format!(
+                            "nested more than {MAX_DEPTH} levels deep: a scenario needs a few (refused before parsing)"
+                        ),
+                    ));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    // Block-style nesting: indentation deeper than MAX_DEPTH levels of two spaces.
+    for (i, l) in text.lines().enumerate() {
+        let indent = l.len() - l.trim_start_matches([' ', '-']).len();
+        if indent > 4 * MAX_DEPTH {
+            return Some((
+                i + 1,
+                indent + 1,
+                format!(
+                    "indented {indent} columns deep: a scenario needs a few levels (refused before parsing)"
+                ),
+            ));
+        }
+    }
+    None
+}
 
 /// Parse and check `text` (from `file`).
 pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
-    if let Some(dup) = duplicate_key(text) {
-        return Err(Invalid(vec![dup.problem(file)]));
+    if let Some((line, column, message)) = too_deep(text) {
+        return Err(Invalid(vec![Problem {
+            file: file.into(),
+            line,
+            column,
+            message,
+        }]));
     }
+    // Each pass adds what it finds: a duplicate key, then serde's first error (unless it is
+    // that duplicate again, which serde puts at the start of the mapping), then the checks.
+    let mut problems: Vec<Problem> = duplicate_key(text)
+        .map(|d| d.problem(file))
+        .into_iter()
+        .collect();
     let de = serde_yaml::Deserializer::from_str(text);
     let scenario: Scenario = match serde_yaml::with::singleton_map_recursive::deserialize(de) {
         Ok(s) => s,
@@ -84,29 +170,36 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             let message = strip_location(&e.to_string());
             let message = with_hint(&message);
-            return Err(Invalid(vec![Problem {
-                file: file.into(),
-                line,
-                column,
-                message,
-            }]));
+            if problems.is_empty() || !message.contains("duplicate field") {
+                problems.push(Problem {
+                    file: file.into(),
+                    line,
+                    column,
+                    message,
+                });
+            }
+            problems.sort_by_key(|p| (p.line, p.column));
+            return Err(Invalid(problems));
         }
     };
-    let mut problems: Vec<Problem> = check(&scenario)
-        .into_iter()
-        .map(|(path, message)| {
-            let (line, column) = locate_or_parent(text, &path);
-            Problem {
-                file: file.into(),
-                line,
-                column,
-                message: format!("{}: {message}", dotted(&path)),
-            }
-        })
-        .collect();
+    problems.extend(check(&scenario).into_iter().map(|(path, message)| {
+        let (line, column) = locate_or_parent(text, &path);
+        Problem {
+            file: file.into(),
+            line,
+            column,
+            message: format!("{}: {message}", dotted(&path)),
+        }
+    }));
     problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
         let mut scenario = scenario;
+        scenario.origin = Some(super::schema::Origin {
+            file: file.into(),
+            faults: (0..scenario.faults.len())
+                .map(|i| locate_or_parent(text, &["faults".into(), i.to_string()]))
+                .collect(),
+        });
         let dir = std::path::Path::new(file).parent();
         scenario.dir = Some(dir.filter(|d| !d.as_os_str().is_empty()).map_or_else(
             || std::path::PathBuf::from("."),
@@ -258,6 +351,24 @@ fn check(s: &Scenario) -> Found {
             "must be at least 1".into(),
         ));
     }
+    if e.max_boot_attempts > MAX_ATTEMPTS {
+        found.push((
+            path(&["ecu", "max_boot_attempts"]),
+            format!(
+                "{} is above the {MAX_ATTEMPTS} boot attempts the trailer can count (use 1..={MAX_ATTEMPTS})",
+                e.max_boot_attempts
+            ),
+        ));
+    }
+    let geometry_ok = found.is_empty();
+    let layout = if geometry_ok {
+        check_layout(e, &mut found)
+    } else {
+        None
+    };
+    if let Some(l) = &layout {
+        check_image_sizes(s, l, &mut found);
+    }
     if e.block_len < 3 {
         found.push((
             path(&["ecu", "block_len"]),
@@ -282,7 +393,7 @@ fn check(s: &Scenario) -> Found {
         ));
     }
     for (i, fault) in s.faults.iter().enumerate() {
-        check_fault(s, i, fault, &mut found);
+        check_fault(s, i, fault, layout.as_ref(), &mut found);
     }
     let x = &s.expect;
     if let (Some(min), Some(max)) = (x.boots.min, x.boots.max)
@@ -292,6 +403,33 @@ fn check(s: &Scenario) -> Found {
             path(&["expect", "boots"]),
             format!("min {min} is above max {max}"),
         ));
+    }
+    if let Some(d) = &x.duration_s {
+        for (field, v) in [("min", d.min), ("max", d.max)] {
+            if let Some(v) = v
+                && !(v >= 0.0 && v.is_finite())
+            {
+                found.push((
+                    path(&["expect", "duration_s", field]),
+                    format!("{v} is not a duration (seconds, 0 or more)"),
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (d.min, d.max)
+            && min > max
+        {
+            found.push((
+                path(&["expect", "duration_s"]),
+                format!("min {min} is above max {max}: no run can pass (swap them?)"),
+            ));
+        }
+    }
+    for (field, names) in [("events", &x.events), ("never", &x.never)] {
+        for (i, name) in names.iter().enumerate() {
+            if let Some(problem) = event_problem(name, false) {
+                found.push((vec!["expect".into(), field.into(), i.to_string()], problem));
+            }
+        }
     }
     for (i, d) in x.dtcs.iter().enumerate() {
         if parse_dtc(d).is_none() {
@@ -419,15 +557,148 @@ fn check_external(s: &Scenario, c: &ExternalClient, found: &mut Found) {
     }
 }
 
-/// `D00300` → 0xD00300.
-pub fn parse_dtc(s: &str) -> Option<u32> {
-    let hex = s.strip_prefix("0x").unwrap_or(s);
-    (hex.len() == 6)
-        .then(|| u32::from_str_radix(hex, 16).ok())
-        .flatten()
+/// The event names a `when: {event: NAME}` trigger may name: the virtual ECU's events (the
+/// other names in [`EVENTS`] are the harness's own and trigger nothing).
+pub fn trigger_events() -> Vec<&'static str> {
+    EVENTS
+        .iter()
+        .filter(|e| e.ecu_kind)
+        .map(|e| e.name)
+        .collect()
 }
 
-fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
+/// Why `name` is not an event name `expect.events`/`never` (`trigger: false`) or a
+/// `when: {event}` trigger (`trigger: true`) may use; `None` when it is one.
+pub fn event_problem(name: &str, trigger: bool) -> Option<String> {
+    if let Some(state) = name.strip_prefix("state:") {
+        if STATES.contains(&state) {
+            return None;
+        }
+        let hint = closest(state, STATES)
+            .map(|b| format!("did you mean `state:{b}`? "))
+            .unwrap_or_default();
+        return Some(format!(
+            "unknown job state `{state}` in `{name}`; {hint}states: {}",
+            STATES.join(", ")
+        ));
+    }
+    if let Some(sid) = name.strip_prefix("request:") {
+        if !trigger {
+            return Some(format!(
+                "`{name}` is a trigger (`when: {{event: {name}}}`), not an event a trace holds: name the ECU's answer instead (e.g. `negative_response`, `routine_finished`)"
+            ));
+        }
+        let parsed = sid
+            .strip_prefix("0x")
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        return match parsed {
+            Some(v) if sid == format!("{v:#04x}") => None,
+            Some(v) => Some(format!(
+                "write the service as two lowercase hex digits: `request:{v:#04x}`"
+            )),
+            None => Some(format!(
+                "`{sid}` is not a service id: write `request:0x` and two hex digits, e.g. `request:0x31`"
+            )),
+        };
+    }
+    let names: Vec<&str> = if trigger {
+        trigger_events()
+    } else {
+        EVENTS.iter().map(|e| e.name).collect()
+    };
+    if names.contains(&name) {
+        return None;
+    }
+    if trigger && EVENTS.iter().any(|e| e.name == name) {
+        return Some(format!(
+            "`{name}` is the harness's own event, not the ECU's: a `when: {{event}}` trigger fires on ECU events, `state:NAME` and `request:0xNN` only"
+        ));
+    }
+    let hint = closest(name, &names)
+        .map(|b| format!(" (did you mean `{b}`?)"))
+        .unwrap_or_default();
+    Some(format!(
+        "unknown event `{name}`{hint}; the event names are listed in the README's event table, plus `state:<job state>`{}",
+        if trigger { " and `request:0xNN`" } else { "" }
+    ))
+}
+
+/// The layout the runner's ECU will have, or the problem that stops it (a journal too small
+/// for the swap, a device beyond the simulator's limits), found by the simulator's own rules.
+fn check_layout(e: &super::schema::EcuSpec, found: &mut Found) -> Option<Layout> {
+    let geometry = match e.geometry() {
+        Ok(g) => g,
+        Err(err) => {
+            found.push((
+                path(&["ecu", "sector_size"]),
+                format!(
+                    "{err} (the device is 3 + 2 × slot_sectors{} sectors of sector_size bytes): use a smaller sector_size or fewer slot_sectors",
+                    if e.mode() == ecu_sim::boot::BootMode::Swap { " + 1" } else { "" }
+                ),
+            ));
+            return None;
+        }
+    };
+    match Layout::auto(&geometry, e.mode()) {
+        Ok(l) => Some(l),
+        Err(err) => {
+            // The smallest sector size (a power of two) whose journal holds the swap.
+            let fits = (e.sector_size.trailing_zeros() + 1..=20)
+                .map(|b| 1u32 << b)
+                .find(|&size| {
+                    let bigger = super::schema::EcuSpec {
+                        sector_size: size,
+                        ..e.clone()
+                    };
+                    bigger.layout().is_ok()
+                });
+            let hint = match (&err, fits) {
+                (ecu_sim::boot::LayoutError::StatusTooSmall { .. }, Some(size)) => format!(
+                    ": the swap journal is one sector; use `sector_size: {size}` or fewer slot_sectors"
+                ),
+                (ecu_sim::boot::LayoutError::StatusTooSmall { .. }, None) => {
+                    ": the swap journal is one sector; use fewer slot_sectors".into()
+                }
+                _ => String::new(),
+            };
+            found.push((
+                path(&["ecu", "sector_size"]),
+                format!("this ECU's layout does not resolve: {err}{hint}"),
+            ));
+            None
+        }
+    }
+}
+
+/// An installed or update image (header, payload, TLVs) larger than a slot's image area: the
+/// runner would allocate it before finding out (`size: 18446744073709551615`).
+fn check_image_sizes(s: &Scenario, l: &Layout, found: &mut Found) {
+    let capacity = l.primary.image_capacity();
+    for (what, spec) in [("installed", &s.installed), ("update", &s.update)] {
+        // The image's size without payload, built as the runner builds it.
+        let empty = super::schema::ImageSpec {
+            size: 0,
+            ..spec.clone()
+        };
+        let Ok(overhead) =
+            super::runner::build_image(&empty, s.seed, "an empty image").map(|b| b.len() as u64)
+        else {
+            continue; // a bad version: reported on its own
+        };
+        let room = u64::from(capacity).saturating_sub(overhead);
+        if spec.size as u64 > room {
+            found.push((
+                path(&[what, "size"]),
+                format!(
+                    "{} payload bytes do not fit the slot: its image area holds {capacity} bytes, {overhead} of them header and TLVs, so at most {room} (raise ecu.slot_sectors or ecu.sector_size)",
+                    spec.size
+                ),
+            ));
+        }
+    }
+}
+
+fn check_fault(s: &Scenario, i: usize, fault: &Fault, layout: Option<&Layout>, found: &mut Found) {
     let at = |segs: &[&str]| {
         let mut p = vec!["faults".to_string(), i.to_string()];
         p.extend(segs.iter().map(|s| s.to_string()));
@@ -488,6 +759,11 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
         Trigger::Event(name) if name.is_empty() => {
             found.push((at(&["when", "event"]), "empty event name".into()));
         }
+        Trigger::Event(name) => {
+            if let Some(problem) = event_problem(name, true) {
+                found.push((at(&["when", "event"]), problem));
+            }
+        }
         _ => {}
     }
     let can = matches!(s.ecu.transport, TransportSpec::Can | TransportSpec::Canfd);
@@ -509,6 +785,23 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
                 "A/B mode has no scratch sector".into(),
             ))
         }
+        Action::BitRot(b) if layout.is_some() => {
+            let ranges = layout.map(|l| super::world::region_ranges(l, b.region));
+            let size = ranges
+                .as_ref()
+                .and_then(|r| r.first())
+                .map_or(0, |r| r.end - r.start);
+            if b.offset >= size {
+                found.push((
+                    at(&["do", "bit_rot", "offset"]),
+                    format!(
+                        "{:#x} is outside the {} region ({size:#x} bytes): use an offset below {size:#x}",
+                        b.offset,
+                        region_word(b.region)
+                    ),
+                ));
+            }
+        }
         Action::PowerCut(_) if !matches!(fault.when, Trigger::FlashOp(_)) && fault.times > 1000 => {
             found.push((at(&["times"]), "at most 1000".into()))
         }
@@ -516,6 +809,16 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, found: &mut Found) {
     }
     if fault.times == 0 {
         found.push((at(&["times"]), "a fault fires at least once".into()));
+    }
+}
+
+fn region_word(r: Region) -> &'static str {
+    match r {
+        Region::Primary => "primary",
+        Region::Secondary => "secondary",
+        Region::Scratch => "scratch",
+        Region::Trailer => "trailer",
+        Region::Journal => "journal",
     }
 }
 

@@ -601,7 +601,26 @@ pub fn to_yaml(s: &Scenario) -> Result<String, serde_yaml::Error> {
     let mut out = Vec::new();
     let mut ser = serde_yaml::Serializer::new(&mut out);
     serde_yaml::with::singleton_map_recursive::serialize(s, &mut ser)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(hex_ids(&String::from_utf8_lossy(&out)))
+}
+
+/// Service ids, NRCs and subfunctions as the UDS standard writes them (`service: 0x31`, not
+/// `service: 49`); YAML reads both as the same number.
+fn hex_ids(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.lines() {
+        let key_at = line.trim_start_matches([' ', '-']).len();
+        let (indent, rest) = line.split_at(line.len() - key_at);
+        let hex = ["service: ", "nrc: ", "subfunction: "]
+            .iter()
+            .find_map(|k| {
+                let v: u8 = rest.strip_prefix(k)?.parse().ok()?;
+                Some(format!("{indent}{k}{v:#04x}"))
+            });
+        out.push_str(hex.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 fn write_reproducers(
@@ -670,4 +689,27 @@ pub fn random_chains(
         out.push((s, verdict));
     }
     out
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    use crate::scenario::validate;
+
+    #[test]
+    fn reproducers_write_services_and_nrcs_in_hex_and_read_back_the_same() {
+        let text = "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {request: 3}\n    do: {inject_nrc: {service: 0x31, nrc: 0x22, count: 2}}\n  - when: {request: 4}\n    do: {corrupt_request: {service: 0x27, subfunction: 0x02, count: 1}}\nexpect: {outcome: committed}\n";
+        let s = validate::parse(text, "s.yaml").unwrap();
+        let yaml = super::to_yaml(&s).unwrap();
+        for want in [
+            "service: 0x31",
+            "nrc: 0x22",
+            "service: 0x27",
+            "subfunction: 0x02",
+        ] {
+            assert!(yaml.contains(want), "{want} in:\n{yaml}");
+        }
+        assert!(!yaml.contains("service: 49"), "{yaml}");
+        let back = validate::parse(&yaml, "r.yaml").unwrap();
+        assert_eq!(back.faults, s.faults);
+    }
 }

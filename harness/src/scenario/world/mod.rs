@@ -416,20 +416,26 @@ impl World {
 
     /// The absolute address ranges of a region.
     pub fn region_ranges(&self, r: Region) -> Vec<std::ops::Range<u32>> {
-        let l = &self.layout;
-        let span = |offset: u32, size: u32| offset..offset + size;
-        match r {
-            Region::Primary => vec![span(l.primary.region.offset, l.primary.region.size)],
-            Region::Secondary => vec![span(l.secondary.region.offset, l.secondary.region.size)],
-            Region::Scratch => l.scratch.iter().map(|s| span(s.offset, s.size)).collect(),
-            Region::Trailer => vec![
-                span(l.primary.trailer_offset, l.primary.trailer_size),
-                span(l.secondary.trailer_offset, l.secondary.trailer_size),
-            ],
-            Region::Journal => l.journal.iter().map(|j| span(j.offset, j.size)).collect(),
-        }
+        region_ranges(&self.layout, r)
     }
+}
 
+/// The absolute address ranges of a region of `l`.
+pub fn region_ranges(l: &Layout, r: Region) -> Vec<std::ops::Range<u32>> {
+    let span = |offset: u32, size: u32| offset..offset + size;
+    match r {
+        Region::Primary => vec![span(l.primary.region.offset, l.primary.region.size)],
+        Region::Secondary => vec![span(l.secondary.region.offset, l.secondary.region.size)],
+        Region::Scratch => l.scratch.iter().map(|s| span(s.offset, s.size)).collect(),
+        Region::Trailer => vec![
+            span(l.primary.trailer_offset, l.primary.trailer_size),
+            span(l.secondary.trailer_offset, l.secondary.trailer_size),
+        ],
+        Region::Journal => l.journal.iter().map(|j| span(j.offset, j.size)).collect(),
+    }
+}
+
+impl World {
     /// Fire every fault whose trigger `matches`; returns the actions to apply.
     fn matching(
         &mut self,
@@ -554,6 +560,14 @@ impl World {
                         .iter()
                         .find(|(k, _)| *k == kind)
                         .map(|(_, b)| b.clone());
+                    if self.swapped.is_some() {
+                        self.push(
+                            now,
+                            Source::Fault,
+                            "artifact_swapped",
+                            format!("the server now serves the {} image", kind.name()),
+                        );
+                    }
                 }
             }
         }
@@ -801,7 +815,9 @@ impl World {
         }
         let actions = self.matching(now, &format!("on entering {name}"), |_, t| match t {
             Trigger::State(s) => state_matches(s, &name),
-            Trigger::Event(n) => *n == format!("state:{name}"),
+            Trigger::Event(n) => n
+                .strip_prefix("state:")
+                .is_some_and(|wanted| state_matches(wanted, &name)),
             _ => false,
         });
         self.apply(sim, now, actions);
@@ -922,25 +938,9 @@ pub fn state_name(state: &crate::ota::job::State) -> String {
     }
 }
 
-/// `swap_started` for `EventKind::SwapStarted { .. }`.
+/// `swap_started` for `EventKind::SwapStarted { .. }` (the names: [`crate::scenario::trace::EVENTS`]).
 pub fn event_name(kind: &EventKind) -> String {
-    let debug = format!("{kind:?}");
-    let variant: String = debug
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect();
-    let mut out = String::new();
-    for (i, c) in variant.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::scenario::trace::ecu_event_name(kind).to_string()
 }
 
 pub fn describe_action(a: &Action) -> String {
