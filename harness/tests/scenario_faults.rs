@@ -77,8 +77,8 @@ fn a_bit_rot_outside_its_region_does_not_fire_and_fails_the_run() {
             "{t:#?}"
         );
         assert!(
-            r.failures.iter().any(|f| f.starts_with(
-                "fault 1 never fired: its trigger matched, but its action did nothing ("
+            r.failures.iter().any(|f| f.contains(
+                "fault 1 (when: {state: applying:reset}) never fired: its trigger matched, but its action did nothing ("
             ) && f.contains(why)),
             "{:?}",
             r.failures
