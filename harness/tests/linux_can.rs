@@ -9,11 +9,13 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn the_socketcan_trials_pass_on_a_linux_kernel_with_vcan() {
+/// `ci/linux-can-vm.sh ARGS` from the repository root: the exit status and all output (also
+/// printed, for the test's log).
+fn guest(args: &[&str]) -> (Option<i32>, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new("bash")
         .arg(root.join("ci/linux-can-vm.sh"))
+        .args(args)
         .current_dir(&root)
         .output()
         .unwrap();
@@ -23,7 +25,32 @@ fn the_socketcan_trials_pass_on_a_linux_kernel_with_vcan() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
-    assert_eq!(out.status.code(), Some(0), "the guest run failed:\n{text}");
+    (out.status.code(), text)
+}
+
+/// `script` in the guest with this build's `hil` and `ecu-sim` (`HIL_BIN_DIR`: the guest
+/// starts with a clean environment, so the variable goes in the command).
+fn guest_script(script: &str) -> (Option<i32>, String) {
+    let hil = Path::new(env!("CARGO_BIN_EXE_hil"));
+    let ecu_sim = common::workspace_bin("ecu-sim");
+    assert_eq!(
+        hil.parent(),
+        ecu_sim.parent(),
+        "hil and ecu-sim side by side"
+    );
+    let bin_dir = format!("HIL_BIN_DIR={}", hil.parent().unwrap().display());
+    guest(&["env", &bin_dir, "/bin/sh", "-c", script])
+}
+
+#[test]
+fn the_socketcan_trials_pass_on_a_linux_kernel_with_vcan() {
+    let (code, text) = guest(&[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the guest run failed:
+{text}"
+    );
     // Every trial ran in the guest: none ignored (skipped), none failed.
     for trial in [
         "flash_over_vcan_classic_11bit",
@@ -50,31 +77,9 @@ fn the_socketcan_trials_pass_on_a_linux_kernel_with_vcan() {
 /// and `tests/interop/check_flow_control.py` checks that hil kept to it.
 #[test]
 fn hil_flashes_through_the_kernels_isotp_classic_and_fd() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // The binaries the guest runs: this build's.
-    let hil = Path::new(env!("CARGO_BIN_EXE_hil"));
-    let ecu_sim = common::workspace_bin("ecu-sim");
-    assert_eq!(
-        hil.parent(),
-        ecu_sim.parent(),
-        "hil and ecu-sim side by side"
-    );
     let script = "tests/interop/kernel_isotp_flash.sh vcan0 && tests/interop/kernel_isotp_flash.sh vcan1 --fd";
-    // The guest starts with a clean environment: the variable goes in the command.
-    let bin_dir = format!("HIL_BIN_DIR={}", hil.parent().unwrap().display());
-    let out = Command::new("bash")
-        .arg(root.join("ci/linux-can-vm.sh"))
-        .args(["env", &bin_dir, "/bin/sh", "-c", script])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = guest_script(script);
+    assert_eq!(code, Some(0), "{text}");
     assert_eq!(
         text.matches("result: COMMITTED v2.0.0").count(),
         2,
@@ -104,30 +109,10 @@ fn hil_flashes_through_the_kernels_isotp_classic_and_fd() {
 /// runs the whole programming sequence to v2.0.0 confirmed (`tests/interop/ecu_on_socketcan.sh`).
 #[test]
 fn third_party_stacks_program_the_ecu_on_a_kernel_can_interface() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let hil = Path::new(env!("CARGO_BIN_EXE_hil"));
-    let ecu_sim = common::workspace_bin("ecu-sim");
-    assert_eq!(
-        hil.parent(),
-        ecu_sim.parent(),
-        "hil and ecu-sim side by side"
-    );
-    let bin_dir = format!("HIL_BIN_DIR={}", hil.parent().unwrap().display());
     let script =
         "tests/interop/ecu_on_socketcan.sh vcan0 && tests/interop/ecu_on_socketcan.sh vcan1 --fd";
-    let out = Command::new("bash")
-        .arg(root.join("ci/linux-can-vm.sh"))
-        .args(["env", &bin_dir, "/bin/sh", "-c", script])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = guest_script(script);
+    assert_eq!(code, Some(0), "{text}");
     for kind in ["socketcan vcan0 (classic)", "socketcan vcan1 (fd)"] {
         assert!(
             text.contains(&format!("ecu-sim: socketcan on {kind}")),
@@ -151,14 +136,7 @@ fn third_party_stacks_program_the_ecu_on_a_kernel_can_interface() {
 /// missing step is named.
 #[test]
 fn the_guest_reports_the_commands_exit_status() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("ci/linux-can-vm.sh"))
-        .args(["/bin/sh", "-c", "test -e /sys/class/net/vcan1 && exit 7"])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{text}");
+    let (code, text) = guest(&["/bin/sh", "-c", "test -e /sys/class/net/vcan1 && exit 7"]);
+    assert_eq!(code, Some(7), "{text}");
     assert!(text.contains("command exited 7"), "{text}");
 }
