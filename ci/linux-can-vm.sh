@@ -7,8 +7,9 @@
 # initramfs, shares the host's root read-only (virtio-9p) and chroots into it, so the guest runs
 # the host's own binaries: the test binaries in target/, python3, can-utils, iproute2. In the
 # guest: the CAN modules (can, can-raw, can-isotp, can-dev, vcan, vxcan, slcan) are loaded, vcan0
-# (classic, mtu 16) and vcan1 (FD, mtu 72) are up, /tmp is a fresh tmpfs, and COMMAND runs as
-# root in the current directory with HIL_REQUIRE_VCAN=1 (a CAN test that cannot run fails).
+# (classic, mtu 16) and vcan1 (FD, mtu 72) are up, TMPDIR is a fresh tmpfs (/dev/shm; /tmp too
+# unless the working directory is under it), and COMMAND runs as root in the current directory
+# with HIL_REQUIRE_VCAN=1 (a CAN test that cannot run fails).
 # Without COMMAND: the SocketCAN test binary of harness/tests/socketcan.rs (built first).
 #
 # The guest's output goes to stdout; the script exits with COMMAND's exit status. When a step
@@ -101,7 +102,11 @@ done
 step "host root over 9p"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro host /host || die "mounting the host's root (9p)"
 mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmpfs dev /host/dev || die "proc/sys/dev in the chroot"
-mount -t tmpfs tmp /host/tmp && mount -t tmpfs run /host/run 2>/dev/null
+# Scratch space: a tmpfs at /dev/shm (TMPDIR), and over /tmp unless the working directory is
+# under /tmp (a checkout there must stay visible).
+mkdir -p /host/dev/shm && mount -t tmpfs shm /host/dev/shm || die "a tmpfs for TMPDIR"
+case "$(cat /cwd)" in /tmp | /tmp/*) ;; *) mount -t tmpfs tmp /host/tmp ;; esac
+mount -t tmpfs run /host/run 2>/dev/null
 mkdir -p /host/dev/pts && mount -t devpts devpts /host/dev/pts || die "devpts in the chroot"
 step "vcan0 (classic) and vcan1 (fd)"
 IP=/usr/sbin/ip
@@ -109,7 +114,7 @@ chroot /host $IP link set lo up || die "lo up"
 chroot /host $IP link add dev vcan0 type vcan && chroot /host $IP link set vcan0 mtu 16 up || die "vcan0"
 chroot /host $IP link add dev vcan1 type vcan && chroot /host $IP link set vcan1 mtu 72 up || die "vcan1"
 step "running: $(cat /command)"
-chroot /host /bin/sh -c "cd $(cat /cwd) && export HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HIL_REQUIRE_VCAN=1 TMPDIR=/tmp && exec $(cat /command)" </dev/null
+chroot /host /bin/sh -c "cd $(cat /cwd) && export HOME=/root PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HIL_REQUIRE_VCAN=1 TMPDIR=/dev/shm && exec $(cat /command)" </dev/null
 echo "linux-can-vm: exit $?"
 poweroff -f
 EOF
