@@ -9,7 +9,7 @@
 //! before reading it, and errors inside the buffer lose their position.
 //! The second pass checks the whole bench — which fields the transport takes and needs, relay
 //! bytes, capability names, the security command — and locates each problem by walking the
-//! YAML to its path ([`locate_or_parent`]).
+//! YAML to its path ([`located`](crate::scenario::validate::located)).
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -20,9 +20,7 @@ use serde::Deserialize;
 use super::realise;
 use super::schema::{Bench, Capability, KeyAlgorithm, PowerSpec};
 pub use crate::scenario::validate::{Invalid, Problem};
-use crate::scenario::validate::{
-    closest, dotted, duplicate_key, locate_or_parent, strip_location, with_hint,
-};
+use crate::scenario::validate::{closest, duplicate_key, located, strip_location, with_hint};
 use crate::target::read::{RawTarget, check_target};
 
 /// Read and check the bench file at `path`; a file that cannot be read is one problem at 1:1.
@@ -72,16 +70,8 @@ pub fn parse(text: &str, file: &str) -> Result<Bench, Invalid> {
     check(raw).map_err(|found| {
         let mut problems: Vec<Problem> = found
             .into_iter()
-            .map(|(path, message)| {
-                // A problem with a default (a field the file leaves out) goes to its parent.
-                let (line, column) = locate_or_parent(text, &path);
-                Problem {
-                    file: file.into(),
-                    line,
-                    column,
-                    message: format!("{}: {message}", dotted(&path)),
-                }
-            })
+            // A problem with a default (a field the file leaves out) goes to its parent.
+            .map(|(path, message)| located(file, text, &path, &message))
             .collect();
         problems.sort_by_key(|p| (p.line, p.column));
         Invalid(problems)

@@ -140,15 +140,16 @@ struct Driver<'a, W: Workers, P: FnMut(&Progress) + Send> {
 impl<W: Workers, P: FnMut(&Progress) + Send> Driver<'_, W, P> {
     /// Apply a worker event, persist, report.
     fn event(&mut self, event: WorkerEvent) -> Result<(), OtaError> {
-        let before = self.job.clone();
-        self.config
+        let before = self.job.state.clone();
+        let changed = self
+            .config
             .manager
             .handle(&mut self.job, event, self.workers.now_us())?;
         // Anything the manager recorded is on disk before the worker goes on.
-        if self.job != before {
+        if changed {
             self.store.save(&self.job)?;
         }
-        if self.job.state != before.state {
+        if self.job.state != before {
             (self.progress)(&Progress::State(self.job.state.clone()));
         }
         Ok(())

@@ -232,8 +232,10 @@ impl Manager {
         Ok(cmd)
     }
 
-    /// Apply a worker's event to `job`.
-    pub fn handle(&self, job: &mut Job, event: WorkerEvent, at_us: u64) -> Result<(), OtaError> {
+    /// Apply a worker's event to `job`; returns whether the job changed (its state, or what
+    /// it records: a failed attempt, the boot counter of the install request), so the driver
+    /// persists exactly then.
+    pub fn handle(&self, job: &mut Job, event: WorkerEvent, at_us: u64) -> Result<bool, OtaError> {
         let to = match event {
             WorkerEvent::DownloadProgress { bytes } => State::Downloading { bytes },
             WorkerEvent::Downloaded => State::Downloaded,
@@ -242,7 +244,7 @@ impl Manager {
                 reason,
             } => {
                 job.failed_attempt("download", reason);
-                return Ok(());
+                return Ok(true);
             }
             WorkerEvent::DownloadFailed { reason, .. } => State::Failed {
                 reason: format!("download: {reason}"),
@@ -258,13 +260,14 @@ impl Manager {
             WorkerEvent::ArtifactMissing => State::Downloading { bytes: 0 },
             WorkerEvent::TransferStep(step) => {
                 if job.state == (State::Transferring { step: step.clone() }) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 State::Transferring { step }
             }
             WorkerEvent::Requesting { boot_count } => {
+                let changed = job.requested_at_boot != boot_count;
                 job.requested_at_boot = boot_count;
-                return Ok(());
+                return Ok(changed);
             }
             WorkerEvent::Transferred => State::Applying {
                 step: ApplyStep::Reset,
@@ -275,7 +278,7 @@ impl Manager {
                 reason,
             } => {
                 job.failed_attempt("transfer", reason);
-                return Ok(());
+                return Ok(true);
             }
             WorkerEvent::TransferFailed { reason, .. } => State::Failed {
                 reason: format!("transfer: {reason}"),
@@ -283,7 +286,7 @@ impl Manager {
             },
             WorkerEvent::ApplyStep(step) => {
                 if job.state == (State::Applying { step }) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 State::Applying { step }
             }
@@ -337,9 +340,10 @@ impl Manager {
         };
         if job.state.phase() == Phase::Applying && to.phase() == Phase::Applying && job.state == to
         {
-            return Ok(());
+            return Ok(false);
         }
-        job.go(to, at_us)
+        job.go(to, at_us)?;
+        Ok(true)
     }
 }
 
@@ -536,7 +540,12 @@ mod tests {
             m.handle(&mut j, WorkerEvent::TransferStep(step), 7)
                 .unwrap();
         }
-        m.handle(&mut j, WorkerEvent::Transferred, 8).unwrap();
+        // The same step again changes nothing, so nothing needs saving.
+        assert!(
+            !m.handle(&mut j, WorkerEvent::TransferStep(TransferStep::Check), 7)
+                .unwrap()
+        );
+        assert!(m.handle(&mut j, WorkerEvent::Transferred, 8).unwrap());
         assert_eq!(m.next(&mut j, 9, false).unwrap(), Command::Apply);
         m.handle(&mut j, WorkerEvent::ApplyStep(ApplyStep::AwaitBoot), 10)
             .unwrap();

@@ -182,15 +182,11 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             return Err(Invalid(problems));
         }
     };
-    problems.extend(check(&scenario).into_iter().map(|(path, message)| {
-        let (line, column) = locate_or_parent(text, &path);
-        Problem {
-            file: file.into(),
-            line,
-            column,
-            message: format!("{}: {message}", dotted(&path)),
-        }
-    }));
+    problems.extend(
+        check(&scenario)
+            .into_iter()
+            .map(|(path, message)| located(file, text, &path, &message)),
+    );
     problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
         let mut scenario = scenario;
@@ -829,6 +825,18 @@ pub fn locate_or_parent(text: &str, path: &[String]) -> (usize, usize) {
         .rev()
         .find_map(|n| locate(text, &path[..n]))
         .unwrap_or((1, 1))
+}
+
+/// A semantic problem of the value at `path`, located in `text` ([`locate_or_parent`]) and
+/// named by its dotted path: `FILE:LINE:COL: a.b: message`.
+pub fn located(file: &str, text: &str, path: &[String], message: &str) -> Problem {
+    let (line, column) = locate_or_parent(text, path);
+    Problem {
+        file: file.into(),
+        line,
+        column,
+        message: format!("{}: {message}", dotted(path)),
+    }
 }
 
 /// A key written twice in one mapping, at its second occurrence.

@@ -502,6 +502,19 @@ impl World {
         actions
     }
 
+    /// Power went off at `at_us` (the world cut it, or a cut armed in the flash fired): it comes
+    /// back `restore_us` later; with `kill_manager` the OTA manager loses power too and resumes
+    /// from its store then.
+    fn power_cut_at(&mut self, at_us: u64, restore_us: u64, kill_manager: bool) {
+        self.restore_at.push(at_us + restore_us);
+        self.wake.notify_one();
+        if kill_manager {
+            self.manager_down_until = at_us + restore_us;
+            self.killed_at = at_us;
+            self.kill.notify_one();
+        }
+    }
+
     /// Carry out actions now.
     fn apply(&mut self, sim: &mut SimEcu, now: u64, actions: Vec<Action>) {
         for action in actions {
@@ -511,13 +524,7 @@ impl World {
                         let _ = sim.ecu.advance_to(now);
                         sim.ecu.power_off();
                     }
-                    self.restore_at.push(now + p.restore_after_ms * 1000);
-                    self.wake.notify_one();
-                    if p.kill_manager {
-                        self.manager_down_until = now + p.restore_after_ms * 1000;
-                        self.killed_at = now;
-                        self.kill.notify_one();
-                    }
+                    self.power_cut_at(now, p.restore_after_ms * 1000, p.kill_manager);
                 }
                 Action::Reset => {
                     let _ = sim.ecu.advance_to(now);
@@ -674,15 +681,8 @@ impl World {
                             describe_action(&f.action)
                         ),
                     );
-                    self.restore_at.push(e.at_us + restore_us);
-                    self.wake.notify_one();
-                    if let Action::PowerCut(p) = &f.action
-                        && p.kill_manager
-                    {
-                        self.manager_down_until = e.at_us + restore_us;
-                        self.killed_at = e.at_us;
-                        self.kill.notify_one();
-                    }
+                    let kill = matches!(&f.action, Action::PowerCut(p) if p.kill_manager);
+                    self.power_cut_at(e.at_us, restore_us, kill);
                     self.rearm_event_cuts(sim);
                 } else if let Some(k) = self
                     .flash_cuts
@@ -703,15 +703,8 @@ impl World {
                             describe_action(&f.action)
                         ),
                     );
-                    self.restore_at.push(e.at_us + restore_us);
-                    self.wake.notify_one();
-                    if let Action::PowerCut(p) = &f.action
-                        && p.kill_manager
-                    {
-                        self.manager_down_until = e.at_us + restore_us;
-                        self.killed_at = e.at_us;
-                        self.kill.notify_one();
-                    }
+                    let kill = matches!(&f.action, Action::PowerCut(p) if p.kill_manager);
+                    self.power_cut_at(e.at_us, restore_us, kill);
                     if self.fired[fault] < f.times {
                         self.arm_flash_fault(sim, fault, &f);
                     }
