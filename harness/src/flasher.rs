@@ -4,7 +4,7 @@
 //!
 //! | phase | request | expects | fails with |
 //! |---|---|---|---|
-//! | session | `10 02` | `50 02 P2 P2*` | [`FlasherError::Uds`] |
+//! | session | `10 02` (an ECU not ready yet — `0x21`, `0x22`, pending without an answer — is asked again up to [`FlasherConfig::boot_timeout`]) | `50 02 P2 P2*` | [`FlasherError::Uds`] |
 //! | unlock | `27 01` / `27 02 key` | `67 01 seed` / `67 02` | `Uds` (e.g. NRC 0x35 invalidKey) |
 //! | staging | `22 FD 03` | slot, address, size, erase sector, write unit | [`FlasherError::TooLarge`] |
 //! | erase | `31 01 FF 00 44 addr size` (the image rounded up to the erase sector) | status `00` | `Uds`, [`FlasherError::EraseFailed`] |
@@ -12,6 +12,7 @@
 //! | transfer | `36 seq data` × N, blocks of maxNumberOfBlockLength − 2 bytes, `seq` from 1, wrapping `FF`→`00` | `76 seq` | `Uds` |
 //! | transfer exit | `37` | `77` | `Uds` |
 //! | check memory | `31 01 02 02 sha256(image)` | status `00` | [`FlasherError::MemoryCheckFailed`] |
+//! | boot counter | `22 FD 00` just before the install request ([`FlashEvent::Requesting`]) | the boot status record | — (not known: `None`) |
 //! | check dependencies | `31 01 FF 01` (`… 01` permanent) | status `00` | [`FlasherError::CheckFailed`] with the check: `01` format, `02` hash, `03` signature, `04` unknown key, `05` downgrade |
 //! | reset | `11 01` | `51 01` (a lost answer is tolerated) | `Uds` |
 //! | reboot | `3E 00` polled with backoff | any answer | [`FlasherError::NoAnswer`] after [`FlasherConfig::boot_timeout`] |

@@ -644,6 +644,45 @@ mod tests {
         assert_eq!(c.transport_mut().sent, [vec![0x31, 0x01, 0xff, 0x00, 0x44]]);
     }
 
+    /// A lockout (0x37) is waited out; when the session is gone all the same afterwards
+    /// (0x7F), the client enters it again and asks for the seed once more.
+    #[tokio::test]
+    async fn a_session_lost_during_the_lockout_wait_is_entered_again() {
+        let mut c = UdsClient::new(
+            Script {
+                replies: vec![
+                    vec![vec![0x50, 0x02, 0x00, 0x32, 0x01, 0xF4]],
+                    vec![vec![0x7f, 0x27, 0x37]],
+                    vec![vec![0x7f, 0x27, 0x7f]],
+                    vec![vec![0x50, 0x02, 0x00, 0x32, 0x01, 0xF4]],
+                    // An all-zero seed: already unlocked.
+                    vec![vec![0x67, 0x01, 0x00, 0x00, 0x00, 0x00]],
+                ]
+                .into(),
+                ..Script::default()
+            },
+            UdsConfig {
+                security_delay: Some(Duration::from_millis(20)),
+                // No keep-alive within the short wait here (the script answers in order).
+                keep_alive: Duration::from_secs(60),
+                ..UdsConfig::default()
+            },
+        );
+        c.session(Session::Programming).await.unwrap();
+        c.unlock(1).await.unwrap();
+        assert_eq!(
+            c.transport_mut().sent,
+            [
+                vec![0x10, 0x02],
+                vec![0x27, 0x01],
+                vec![0x27, 0x01],
+                vec![0x10, 0x02],
+                vec![0x27, 0x01]
+            ]
+        );
+        assert_eq!(c.active_session(), Session::Programming);
+    }
+
     #[tokio::test]
     async fn negative_responses_are_named() {
         let mut c = client(vec![vec![vec![0x7f, 0x27, 0x35]]]);

@@ -417,19 +417,20 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
             if failure.is_some() {
                 return;
             }
-            if let FlashEvent::NotReady { .. } = e {
-                d.note(format!("transfer: {e}"));
-            }
-            if let FlashEvent::Requesting { boot_count } = e
-                && let Err(err) = d.event(WorkerEvent::Requesting {
+            let recorded = match e {
+                FlashEvent::NotReady { .. } => {
+                    d.note(format!("transfer: {e}"));
+                    Ok(())
+                }
+                FlashEvent::Requesting { boot_count } => d.event(WorkerEvent::Requesting {
                     boot_count: *boot_count,
-                })
-            {
-                failure = Some(err);
-            }
-            if let Some(step) = transfer_step(e)
-                && let Err(err) = d.event(WorkerEvent::TransferStep(step))
-            {
+                }),
+                _ => match transfer_step(e) {
+                    Some(step) => d.event(WorkerEvent::TransferStep(step)),
+                    None => Ok(()),
+                },
+            };
+            if let Err(err) = recorded {
                 failure = Some(err);
             }
         };
