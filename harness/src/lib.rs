@@ -4,8 +4,10 @@
 pub mod artifact;
 pub mod bench;
 pub mod can;
+pub mod cli;
 pub mod demo;
 pub mod download;
+pub use ecu_sim::exit;
 pub mod flasher;
 pub mod http;
 pub mod imagetool;

@@ -109,7 +109,7 @@ fn scenarios_run_on_the_bench_and_unrealisable_ones_are_skipped_with_the_reason(
     assert!(skip.starts_with("SKIP"), "{out}");
     assert!(skip.contains("flash operations cannot be seen"), "{skip}");
     assert!(
-        out.contains("4 scenario(s): 2 passed, 0 failed, 0 error(s), 2 skipped"),
+        out.contains("4 scenario(s): 2 passed, 0 failed, 0 error(s), 0 invalid, 2 skipped"),
         "{out}"
     );
 

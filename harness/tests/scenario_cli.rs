@@ -44,7 +44,7 @@ fn a_passing_scenario_prints_one_line_a_summary_and_its_trace() {
         "{out}"
     );
     assert!(
-        out.contains("1 scenario(s): 1 passed, 0 failed, 0 error(s), 0 skipped"),
+        out.contains("1 scenario(s): 1 passed, 0 failed, 0 error(s), 0 invalid, 0 skipped"),
         "{out}"
     );
     let jsonl = std::fs::read_to_string(trace.join("healthy-swap-doip.jsonl")).unwrap();
@@ -152,6 +152,16 @@ fn invalid_input_exits_2_and_engine_errors_exit_3() {
     );
     let o = hil(&["run", "no/such/dir"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    // Invalid is a status of its own, not guessed from the message: a file named on the
+    // command line without `.yaml` (whose errors never contain ".yaml:") is invalid too
+    // (it was an engine error, exit 3).
+    let odd = dir.path().join("bad.scenario");
+    std::fs::copy(&bad, &odd).unwrap();
+    let o = hil(&["run", odd.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("INVALID"), "{}", text(&o));
+    assert!(text(&o).contains("0 error(s), 1 invalid"), "{}", text(&o));
 
     // An installed image larger than its slot is invalid input, found before anything is
     // allocated (it used to be an engine error; `size: 18446744073709551615` panicked, 101).

@@ -3,9 +3,11 @@
 
 pub mod boot;
 pub mod can;
+pub mod cli;
 pub mod dtc;
 pub mod ecu;
 pub mod event;
+pub mod exit;
 pub mod factory;
 pub mod firmware;
 pub mod flash;

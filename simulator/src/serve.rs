@@ -33,6 +33,9 @@ use crate::proto::doip::{
 use crate::proto::relay::{RelayBoard, RelayEvent, format_bytes};
 use crate::proto::uds::server::{Addressing, TesterId};
 
+mod served;
+pub use served::{DoipEndpoint, Endpoint, ServeConfig, ServeError, Served};
+
 /// The connection carrying a request is to be closed (a fault injected in front of the ECU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Disconnect;
@@ -72,6 +75,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn power(&self) -> PowerState {
         PowerState::ALWAYS_ON
     }
+
+    /// Switch the ECU's supply (a relay board in front of it, [`serve_relay`]). Default: the
+    /// supply has no switch.
+    fn switch_power(&self, on: bool) -> impl Future<Output = Result<PowerState, String>> + Send {
+        let _ = on;
+        std::future::ready(Err("this ECU's supply cannot be switched".to_string()))
+    }
 }
 
 impl Backend for EcuHandle {
@@ -98,6 +108,10 @@ impl Backend for EcuHandle {
 
     fn power(&self) -> PowerState {
         EcuHandle::power(self)
+    }
+
+    async fn switch_power(&self, on: bool) -> Result<PowerState, String> {
+        self.set_power(on).await.map_err(|e| e.to_string())
     }
 }
 
@@ -634,10 +648,10 @@ async fn serve_can<L: CanLink, B: Backend>(
 }
 
 /// The ECU's supply behind a relay board on a byte stream (a pty's master): every command the
-/// host writes switches the ECU's power ([`EcuHandle::set_power`]), in the order written;
+/// host writes switches the ECU's power ([`Backend::switch_power`]), in the order written;
 /// other bytes are logged and skipped. The board only listens (LCUS-1 boards do not answer
 /// switch commands). Runs until the stream ends or fails, or the ECU task stops.
-pub async fn serve_relay<S>(mut io: S, mut board: RelayBoard, ecu: EcuHandle)
+pub async fn serve_relay<S, B: Backend>(mut io: S, mut board: RelayBoard, ecu: B)
 where
     S: tokio::io::AsyncRead + Unpin,
 {
@@ -656,7 +670,7 @@ where
             match event {
                 RelayEvent::Switched { on } => {
                     let word = if on { "on" } else { "off" };
-                    match ecu.set_power(on).await {
+                    match ecu.switch_power(on).await {
                         Ok(state) => tracing::info!(
                             "relay: switched {word} (ecu {}, {} power cut(s) so far)",
                             if state.on { "powered" } else { "unpowered" },

@@ -1,22 +1,32 @@
 //! `hil ota …`: submit a manifest, run or resume jobs, show their status.
 //!
-//! Exit codes: 0 every job committed (or, for `submit` and `status`, the command worked),
-//! 1 a job rolled back or failed, 2 the harness broke (bad manifest, unreadable store, a job
-//! file that does not read — reported by name after the other jobs ran or were listed — or
-//! another runner holding the store).
+//! Exit codes ([`crate::exit`]): 0 every job committed (or, for `submit` and `status`, the
+//! command worked), 1 a job rolled back or failed, 2 invalid input (a bad manifest, a job file
+//! that does not read — reported by name after the other jobs ran or were listed —, no such
+//! job, another runner holding the store), 3 the harness broke (the store cannot be read or
+//! written, an illegal transition).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::job::{Job, Phase, State, TransferStep};
+use super::job::{Job, OtaError, Phase, State, TransferStep};
 use super::live::{self, LiveConfig, Progress};
 use super::manifest::Manifest;
-use super::store::Store;
+use super::store::{Store, StoreError};
+use crate::exit;
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(2)
+    exit::error(exit::INVALID, e)
+}
+
+/// Bad input (what the user gave or left in the store) or the harness breaking.
+fn code_of(e: &OtaError) -> exit::Code {
+    match e {
+        OtaError::Store(StoreError::Io { .. } | StoreError::Lock { .. })
+        | OtaError::IllegalTransition { .. } => exit::BROKEN,
+        OtaError::Store(_) | OtaError::Finished { .. } => exit::INVALID,
+    }
 }
 
 /// `hil ota submit MANIFEST --store DIR`: prints the new job's id.
@@ -36,7 +46,7 @@ pub fn submit(manifest: &Path, store: &Path) -> ExitCode {
     match store.submit(m, live::now_us()) {
         Ok(job) => {
             println!("{}", job.id);
-            ExitCode::SUCCESS
+            exit::OK.into()
         }
         Err(e) => fail(e),
     }
@@ -103,16 +113,17 @@ pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
                 println!("{id}: {}", summary(&job));
                 all_committed &= job.state == State::Committed;
             }
-            Err(e) => return fail(format_args!("{id}: {e}")),
+            Err(e) => return exit::error(code_of(&e), format_args!("{id}: {e}")),
         }
     }
-    if !broken.is_empty() {
-        ExitCode::from(2)
+    let code = if !broken.is_empty() {
+        exit::INVALID
     } else if all_committed {
-        ExitCode::SUCCESS
+        exit::OK
     } else {
-        ExitCode::from(1)
-    }
+        exit::FAILED
+    };
+    code.into()
 }
 
 /// The one-line result of a job.
@@ -147,11 +158,12 @@ pub fn status(store: &Path, json: bool) -> ExitCode {
     for e in &broken {
         eprintln!("error: {e}");
     }
-    let code = if broken.is_empty() {
-        ExitCode::SUCCESS
+    let code: ExitCode = if broken.is_empty() {
+        exit::OK
     } else {
-        ExitCode::from(2)
-    };
+        exit::INVALID
+    }
+    .into();
     if json {
         match serde_json::to_string_pretty(&jobs) {
             Ok(text) => println!("{text}"),

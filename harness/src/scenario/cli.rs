@@ -13,6 +13,7 @@ use std::sync::mpsc::Receiver;
 
 use super::report::{self, LiveEvent, Outcome, RunControl, Status};
 use super::trace::TraceEvent;
+use crate::exit;
 use crate::ui::state::UiState;
 use crate::ui::{UiMode, dashboard};
 
@@ -128,14 +129,13 @@ fn print_live(rx: Receiver<LiveEvent>, names: Vec<String>, mode: UiMode, total: 
 pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
     let files = match report::discover(paths) {
         Ok(f) if f.is_empty() => {
-            eprintln!("error: no scenario files (*.yaml) in the given paths");
-            return ExitCode::from(2);
+            return exit::error(
+                exit::INVALID,
+                "no scenario files (*.yaml) in the given paths",
+            );
         }
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit::error(exit::INVALID, e),
     };
     let bench = match &opts.bench {
         None => None,
@@ -143,7 +143,7 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
             Ok(b) => Some(b),
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::from(2);
+                return exit::INVALID.into();
             }
         },
     };
@@ -207,8 +207,10 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
     if let Some(path) = &opts.junit {
         let xml = super::junit::render("scenarios", &outcomes);
         if let Err(e) = std::fs::write(path, xml) {
-            eprintln!("error: writing {}: {e}", path.display());
-            return ExitCode::from(3);
+            return exit::error(
+                exit::BROKEN,
+                format_args!("writing {}: {e}", path.display()),
+            );
         }
     }
     if let Some(dir) = &opts.timeline_dir {
@@ -228,8 +230,10 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
                 })
         });
         if let Err(e) = written {
-            eprintln!("error: writing timelines to {}: {e}", dir.display());
-            return ExitCode::from(3);
+            return exit::error(
+                exit::BROKEN,
+                format_args!("writing timelines to {}: {e}", dir.display()),
+            );
         }
     }
     if mode == UiMode::Json {
@@ -237,20 +241,23 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
         let _ = writeln!(
             std::io::stdout(),
             "{}",
-            serde_json::json!({"event": "summary", "scenarios": outcomes.len(), "passed": count(Status::Passed), "failed": count(Status::Failed), "errors": count(Status::Error), "skipped": count(Status::Skipped)})
+            serde_json::json!({"event": "summary", "scenarios": outcomes.len(), "passed": count(Status::Passed), "failed": count(Status::Failed), "errors": count(Status::Error), "invalid": count(Status::Invalid), "skipped": count(Status::Skipped)})
         );
     }
     if let Some(dir) = &opts.trace_dir {
         if let Err(e) = write_traces(dir, &outcomes) {
-            eprintln!("error: writing traces to {}: {e}", dir.display());
-            return ExitCode::from(3);
+            return exit::error(
+                exit::BROKEN,
+                format_args!("writing traces to {}: {e}", dir.display()),
+            );
         }
     }
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
-    let (passed, failed, errors, skipped) = (
+    let (passed, failed, errors, invalid, skipped) = (
         count(Status::Passed),
         count(Status::Failed),
         count(Status::Error),
+        count(Status::Invalid),
         count(Status::Skipped),
     );
     // Written, not printed: a closed pipe (`| head`) must not panic. JSON mode: JSON only.
@@ -263,31 +270,25 @@ pub fn run(paths: &[PathBuf], opts: &RunOptions) -> ExitCode {
     };
     for o in outcomes
         .iter()
-        .filter(|o| matches!(o.status, Status::Failed | Status::Error))
+        .filter(|o| matches!(o.status, Status::Failed | Status::Error | Status::Invalid))
     {
         let _ = write!(out, "\n{}", o.explain());
     }
     let _ = writeln!(
         out,
-        "\n{} scenario(s): {passed} passed, {failed} failed, {errors} error(s), {skipped} skipped",
+        "\n{} scenario(s): {passed} passed, {failed} failed, {errors} error(s), {invalid} invalid, {skipped} skipped",
         outcomes.len()
     );
-    let invalid = outcomes.iter().any(|o| {
-        o.status == Status::Error
-            && o.run.is_none()
-            && o.messages
-                .iter()
-                .any(|m| m.contains(".yaml:") || m.contains(".yml:"))
-    });
-    if failed > 0 {
-        ExitCode::from(1)
-    } else if invalid {
-        ExitCode::from(2)
+    let code = if failed > 0 {
+        exit::FAILED
+    } else if invalid > 0 {
+        exit::INVALID
     } else if errors > 0 {
-        ExitCode::from(3)
+        exit::BROKEN
     } else {
-        ExitCode::SUCCESS
-    }
+        exit::OK
+    };
+    code.into()
 }
 
 fn write_traces(dir: &Path, outcomes: &[Outcome]) -> std::io::Result<()> {
@@ -342,14 +343,13 @@ pub fn output_keys(paths: &[PathBuf]) -> Vec<PathBuf> {
 pub fn validate(paths: &[PathBuf]) -> ExitCode {
     let files = match report::discover(paths) {
         Ok(f) if f.is_empty() => {
-            eprintln!("error: no scenario files (*.yaml) in the given paths");
-            return ExitCode::from(2);
+            return exit::error(
+                exit::INVALID,
+                "no scenario files (*.yaml) in the given paths",
+            );
         }
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit::error(exit::INVALID, e),
     };
     let mut bad = 0;
     for f in &files {
@@ -360,10 +360,10 @@ pub fn validate(paths: &[PathBuf]) -> ExitCode {
     }
     if bad == 0 {
         let _ = writeln!(std::io::stdout(), "{} scenario file(s) valid", files.len());
-        ExitCode::SUCCESS
+        exit::OK.into()
     } else {
         eprintln!("{bad} of {} scenario file(s) invalid", files.len());
-        ExitCode::from(2)
+        exit::INVALID.into()
     }
 }
 
@@ -371,12 +371,9 @@ pub fn validate(paths: &[PathBuf]) -> ExitCode {
 pub fn list(paths: &[PathBuf]) -> ExitCode {
     let files = match report::discover(paths) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit::error(exit::INVALID, e),
     };
-    let mut code = ExitCode::SUCCESS;
+    let mut code: ExitCode = exit::OK.into();
     for f in &files {
         match report::load(f) {
             Ok(s) => {
@@ -389,7 +386,7 @@ pub fn list(paths: &[PathBuf]) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
-                code = ExitCode::from(2);
+                code = exit::INVALID.into();
             }
         }
     }

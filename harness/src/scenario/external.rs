@@ -22,6 +22,7 @@ use std::time::Duration;
 use ecu_sim::image::Version;
 use ecu_sim::proto::doip;
 use ecu_sim::proto::uds_can::CanIds;
+use ecu_sim::serve::{DoipEndpoint, ServeConfig, Served};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::runner::{
@@ -130,36 +131,30 @@ async fn execute(
         epoch,
     };
 
-    // Keep the pty's slave open on our side: clients come and go without a hang-up.
-    let mut _slave = None;
-    let (endpoint, server) = match s.ecu.transport {
-        TransportSpec::Doip => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| RunError::Ecu(format!("binding the DoIP port: {e}")))?;
-            let port = listener
-                .local_addr()
-                .map_err(|e| RunError::Ecu(e.to_string()))?
-                .port();
-            let config = doip::Config {
-                ecu_address: ECU_ADDRESS,
-                ..doip::Config::default()
-            };
-            let task = tokio::spawn(ecu_sim::serve::serve_tcp(listener, backend, config));
-            (Endpoint::Doip { port }, task)
-        }
-        TransportSpec::Can | TransportSpec::Canfd => {
-            let (master, slave, pty) =
-                ecu_sim::serve::raw_pty().map_err(|e| RunError::Ecu(format!("the pty: {e}")))?;
-            _slave = Some(slave);
-            let task = tokio::spawn(ecu_sim::serve::serve_slcan(
-                master,
-                backend,
-                CanIds::default(),
-                s.ecu.block_len as usize,
-            ));
-            (Endpoint::Slcan { pty }, task)
-        }
+    let can = matches!(s.ecu.transport, TransportSpec::Can | TransportSpec::Canfd);
+    let config = ServeConfig {
+        doip: (!can).then(|| DoipEndpoint {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            entity: doip::EntityInfo {
+                logical_address: ECU_ADDRESS,
+                ..doip::EntityInfo::default()
+            },
+        }),
+        slcan_pty: can,
+        socketcan: None,
+        relay: None,
+        can_ids: CanIds::default(),
+        max_can_message: s.ecu.block_len as usize,
+    };
+    let served = Served::start(&config, backend)
+        .await
+        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let endpoint = match (served.doip_addr(), served.slcan_pty()) {
+        (Some(addr), _) => Endpoint::Doip { port: addr.port() },
+        (None, Some(pty)) => Endpoint::Slcan {
+            pty: pty.to_string(),
+        },
+        (None, None) => return Err(RunError::Ecu("no endpoint was served".into())),
     };
     // The client starts once the ECU answers (its first boot is over), as a tester plugged
     // into a running vehicle would.
@@ -202,7 +197,7 @@ async fn execute(
             break;
         }
     }
-    server.abort();
+    served.stop();
     ticker.abort();
     let mut w = lock(&shared);
     let SimWorld { sim, hooks } = &mut *w;

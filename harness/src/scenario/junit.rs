@@ -33,7 +33,7 @@ pub fn render(suite: &str, outcomes: &[Outcome]) -> String {
         "tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{time:.3}\"",
         outcomes.len(),
         count(Status::Failed),
-        count(Status::Error),
+        count(Status::Error) + count(Status::Invalid),
         count(Status::Skipped)
     );
     let _ = writeln!(x, "<testsuites name=\"hil\" {counts}>");
@@ -60,10 +60,15 @@ pub fn render(suite: &str, outcomes: &[Outcome]) -> String {
                     escape(&o.explain())
                 );
             }
-            Status::Error => {
+            Status::Error | Status::Invalid => {
+                let kind = if o.status == Status::Invalid {
+                    "invalid"
+                } else {
+                    "engine"
+                };
                 let _ = writeln!(
                     x,
-                    ">\n      <error message=\"{first}\" type=\"engine\">{}</error>",
+                    ">\n      <error message=\"{first}\" type=\"{kind}\">{}</error>",
                     escape(&o.explain())
                 );
             }

@@ -19,8 +19,10 @@ pub enum Status {
     Passed,
     /// An expectation or an invariant did not hold.
     Failed,
-    /// The file is invalid, or the engine could not run it.
+    /// The engine could not run a valid file.
     Error,
+    /// The file does not validate; nothing ran.
+    Invalid,
     Skipped,
 }
 
@@ -30,6 +32,7 @@ impl Status {
             Status::Passed => "PASS",
             Status::Failed => "FAIL",
             Status::Error => "ERROR",
+            Status::Invalid => "INVALID",
             Status::Skipped => "SKIP",
         }
     }
@@ -275,7 +278,7 @@ pub fn run_file_live(
                 description: String::new(),
                 seed: seed.unwrap_or(0),
                 link: String::new(),
-                status: Status::Error,
+                status: Status::Invalid,
                 wall_s: 0.0,
                 messages: e.0.iter().map(|p| p.to_string()).collect(),
                 run: None,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::verdict::Verdict;
 use super::{Class, Options, Summary, Tally, random_chains, to_yaml};
+use crate::exit;
 use crate::scenario::report::{self, LiveEvent, RunControl};
 use crate::scenario::schema::CutVariantSpec;
 use crate::ui::state::{SweepView, UiState};
@@ -61,7 +62,7 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return exit::INVALID.into();
         }
     };
     let name = report::name_of(path);
@@ -88,8 +89,7 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
             if bar {
                 eprintln!();
             }
-            eprintln!("error: {name}: {e}");
-            return ExitCode::from(3);
+            return exit::error(exit::BROKEN, format_args!("{name}: {e}"));
         }
     };
     if bar {
@@ -171,12 +171,12 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        return ExitCode::from(3);
+        return exit::BROKEN.into();
     }
     if summary.failed > 0 || chains_failed > 0 {
-        ExitCode::from(1)
+        exit::FAILED.into()
     } else {
-        ExitCode::SUCCESS
+        exit::OK.into()
     }
 }
 

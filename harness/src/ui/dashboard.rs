@@ -28,6 +28,7 @@ fn status_style(s: RunStatus) -> (&'static str, Style) {
         RunStatus::Done(Status::Passed) => ("PASS ", Style::default().fg(Color::Green)),
         RunStatus::Done(Status::Failed) => ("FAIL ", Style::default().fg(Color::Red)),
         RunStatus::Done(Status::Error) => ("ERROR", Style::default().fg(Color::Magenta)),
+        RunStatus::Done(Status::Invalid) => ("INVAL", Style::default().fg(Color::Magenta)),
         RunStatus::Done(Status::Skipped) => ("SKIP ", Style::default().fg(Color::Blue)),
     }
 }

@@ -379,7 +379,12 @@ impl UiState {
         let bad = self
             .scenarios
             .iter()
-            .filter(|s| matches!(s.status, RunStatus::Done(Status::Failed | Status::Error)))
+            .filter(|s| {
+                matches!(
+                    s.status,
+                    RunStatus::Done(Status::Failed | Status::Error | Status::Invalid)
+                )
+            })
             .count();
         (done, bad)
     }

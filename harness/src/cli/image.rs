@@ -1,0 +1,158 @@
+//! `hil keys generate` and `hil image build`: test signing keys and MCUboot test images.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use ecu_sim::image::{Behaviour, Version};
+
+use crate::exit;
+use crate::imagetool::{self, ImageSpec, KeySource, Signer};
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write NAME.pem (PKCS#8 private key, mode 0600) and NAME.pub.pem (public key) into DIR.
+    Generate {
+        #[arg(long, default_value = "oem")]
+        name: String,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// The simulator's development key of this name instead of a random one.
+        #[arg(long, value_name = "NAME")]
+        dev: Option<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BehaviourArg {
+    Healthy,
+    NeverConfirm,
+    Crash,
+    Hang,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build a signed (or unsigned) image; prints its size, key hash and SHA-256.
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    #[arg(long)]
+    version: Version,
+    /// Payload bytes (deterministic filler derived from the version).
+    #[arg(long, default_value_t = 32 * 1024)]
+    size: usize,
+    #[arg(long, value_enum, default_value_t = BehaviourArg::Healthy)]
+    behaviour: BehaviourArg,
+    /// Healthy images confirm themselves this long after booting.
+    #[arg(long, default_value_t = 500)]
+    confirm_after_ms: u32,
+    /// Hanging images are reset by the watchdog after this long.
+    #[arg(long, default_value_t = 1000)]
+    watchdog_ms: u32,
+    /// Sign with this PKCS#8 PEM private key (`hil keys generate`, `imgtool keygen`).
+    #[arg(long, value_name = "PEM", conflicts_with_all = ["dev_key", "unsigned"])]
+    key: Option<PathBuf>,
+    /// Sign with the simulator's development key of this name (default "oem").
+    #[arg(long, value_name = "NAME", conflicts_with = "unsigned")]
+    dev_key: Option<String>,
+    /// No signature (hash only).
+    #[arg(long)]
+    unsigned: bool,
+    /// Security counter (default: the major version).
+    #[arg(long)]
+    security_counter: Option<u32>,
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write OUT with .yaml: an OTA manifest for the image served at this URL.
+    #[arg(long, value_name = "URL")]
+    manifest_url: Option<String>,
+    /// Overwrite OUT.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Exit 0 written, 2 a bad argument or a file that cannot be read or written.
+pub fn keys(command: &KeysCommand) -> ExitCode {
+    let KeysCommand::Generate {
+        name,
+        out,
+        dev,
+        force,
+    } = command;
+    let source = dev.clone().map_or(KeySource::Random, KeySource::Dev);
+    match imagetool::generate_key(name, out, &source, *force) {
+        Ok(k) => {
+            println!(
+                "{} {} keyhash {}",
+                k.private.display(),
+                k.public.display(),
+                k.keyhash
+            );
+            exit::OK.into()
+        }
+        Err(e) => exit::error(exit::INVALID, e),
+    }
+}
+
+/// Exit 0 written, 2 a bad argument or a file that cannot be read or written.
+pub fn image(command: &ImageCommand) -> ExitCode {
+    let ImageCommand::Build(a) = command;
+    let signer = match (&a.key, &a.dev_key, a.unsigned) {
+        (Some(k), _, _) => Signer::Key(k.clone()),
+        (_, _, true) => Signer::Unsigned,
+        (_, d, _) => Signer::Dev(d.clone().unwrap_or_else(|| "oem".into())),
+    };
+    let spec = ImageSpec {
+        version: a.version,
+        size: a.size,
+        behaviour: match a.behaviour {
+            BehaviourArg::Healthy => Behaviour::Healthy {
+                confirm_after_ms: a.confirm_after_ms,
+            },
+            BehaviourArg::NeverConfirm => Behaviour::NeverConfirm,
+            BehaviourArg::Crash => Behaviour::CrashOnBoot,
+            BehaviourArg::Hang => Behaviour::Hang {
+                watchdog_ms: a.watchdog_ms,
+            },
+        },
+        security_counter: a.security_counter.unwrap_or(u32::from(a.version.major)),
+        signer,
+    };
+    let built = match imagetool::build_image(&spec) {
+        Ok(b) => b,
+        Err(e) => return exit::error(exit::INVALID, e),
+    };
+    let manifest = match imagetool::write_image(
+        &built,
+        a.version,
+        &a.out,
+        a.manifest_url.as_deref(),
+        a.force,
+    ) {
+        Ok(m) => m,
+        Err(e) => return exit::error(exit::INVALID, e),
+    };
+    let key = if built.keyhash.is_empty() {
+        "unsigned".to_string()
+    } else {
+        format!("key {}", &built.keyhash[..16])
+    };
+    println!(
+        "{}: {} bytes, v{}, counter {}, {key}, sha-256 {}",
+        a.out.display(),
+        built.bytes.len(),
+        a.version,
+        spec.security_counter,
+        built.sha256
+    );
+    if let (Some(path), Some(url)) = (manifest, &a.manifest_url) {
+        println!("{}: OTA manifest for {url}", path.display());
+    }
+    exit::OK.into()
+}

@@ -1,0 +1,100 @@
+//! `hil ota submit|run|resume|status`: OTA jobs in a store directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use crate::download::DownloadConfig;
+use crate::flasher::FlasherConfig;
+use crate::ota::cli;
+use crate::ota::live::LiveConfig;
+use crate::ota::manager::{Limits, Manager};
+
+#[derive(Subcommand, Debug)]
+pub enum OtaCommand {
+    /// Add a job for MANIFEST (YAML or JSON) to the store; prints its id.
+    Submit {
+        manifest: PathBuf,
+        #[arg(long)]
+        store: PathBuf,
+    },
+    /// Run every unfinished job (or JOB) to its end: download, verify, transfer, apply.
+    /// Exit 0 all committed, 1 a job rolled back or failed, 2 invalid input (a job file that
+    /// does not read, a store another runner holds), 3 the harness broke.
+    Run(OtaRunArgs),
+    /// The same as run: continue unfinished jobs from where the store says they are.
+    Resume(OtaRunArgs),
+    /// Show every job (`--json`: the job documents).
+    Status {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct OtaRunArgs {
+    /// The job store directory (one JSON document per job, and the downloaded artifacts).
+    #[arg(long)]
+    store: PathBuf,
+    /// Only this job.
+    job: Option<String>,
+    /// Seconds the new image may stay on probation before a reset makes the bootloader revert it.
+    #[arg(long, default_value_t = 10.0)]
+    confirm_timeout: f64,
+    /// Seconds the ECU may stay silent after a reset.
+    #[arg(long, default_value_t = 30.0)]
+    boot_timeout: f64,
+    /// Downloads started (each resumes the last) before a job fails; a killed run counts.
+    #[arg(long, default_value_t = Limits::default().download_attempts)]
+    download_attempts: u32,
+    /// Programming sequences started before a job fails; a killed run counts.
+    #[arg(long, default_value_t = Limits::default().transfer_attempts)]
+    transfer_attempts: u32,
+    /// HTTP retries within one download attempt.
+    #[arg(long, default_value_t = DownloadConfig::default().retries)]
+    http_retries: u32,
+    /// Seconds without a byte from the artifact server before the request counts as stalled.
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
+    /// Seed of the retry jitter.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl OtaRunArgs {
+    fn config(&self) -> LiveConfig {
+        LiveConfig {
+            flasher: FlasherConfig {
+                confirm_timeout: Duration::from_secs_f64(self.confirm_timeout),
+                boot_timeout: Duration::from_secs_f64(self.boot_timeout),
+                ..FlasherConfig::default()
+            },
+            manager: Manager {
+                limits: Limits {
+                    download_attempts: self.download_attempts,
+                    transfer_attempts: self.transfer_attempts,
+                },
+            },
+            download: DownloadConfig {
+                retries: self.http_retries,
+                idle_timeout_ms: (self.idle_timeout * 1000.0) as u64,
+                jitter_seed: self.seed,
+                ..DownloadConfig::default()
+            },
+        }
+    }
+}
+
+pub fn run(command: &OtaCommand) -> ExitCode {
+    match command {
+        OtaCommand::Submit { manifest, store } => cli::submit(manifest, store),
+        OtaCommand::Run(a) | OtaCommand::Resume(a) => {
+            cli::run(&a.store, a.job.as_deref(), &a.config())
+        }
+        OtaCommand::Status { store, json } => cli::status(store, *json),
+    }
+}

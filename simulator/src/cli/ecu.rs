@@ -1,0 +1,93 @@
+//! The options every verb shares: the flash file, its geometry, the boot mode and the keys.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+
+use crate::boot::{BootConfig, BootMode, Layout};
+use crate::ecu::EcuConfig;
+use crate::flash::Geometry;
+use crate::image::{Keyring, dev_key};
+
+#[derive(clap::Args, Debug)]
+pub struct EcuArgs {
+    /// Flash image file (created erased if missing).
+    #[arg(long, global = true, default_value = "ecu-flash.bin")]
+    pub flash: PathBuf,
+    #[arg(long, global = true, value_enum, default_value_t = Mode::Swap)]
+    mode: Mode,
+    /// Sector size in bytes (uniform map).
+    #[arg(long, global = true, default_value_t = 4096)]
+    sector_size: u32,
+    /// Number of sectors.
+    #[arg(long, global = true, default_value_t = 132)]
+    sectors: usize,
+    /// Write unit in bytes.
+    #[arg(long, global = true, default_value_t = 8)]
+    align: usize,
+    /// Trusted public key (PEM, as `imgtool getpub -e pem` prints); repeatable.
+    #[arg(long, global = true)]
+    key: Vec<PathBuf>,
+    /// Trusted development key by name (default "oem" when no --key is given); repeatable.
+    #[arg(long, global = true)]
+    dev_key: Vec<String>,
+    /// Boots a test image gets before it is reverted.
+    #[arg(long, global = true, default_value_t = 1)]
+    max_boot_attempts: u8,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    Swap,
+    Ab,
+}
+
+impl EcuArgs {
+    pub fn geometry(&self) -> Result<Geometry> {
+        Ok(Geometry::uniform(
+            self.sector_size,
+            self.sectors,
+            self.align,
+        )?)
+    }
+
+    /// The trusted keys: every `--key` file and `--dev-key` name ("oem" without either).
+    pub fn keyring(&self) -> Result<Keyring> {
+        let mut keys = Keyring::new();
+        for path in &self.key {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            keys.add_pem(&pem)
+                .with_context(|| format!("key {}", path.display()))?;
+        }
+        let names = if self.key.is_empty() && self.dev_key.is_empty() {
+            vec!["oem".to_string()]
+        } else {
+            self.dev_key.clone()
+        };
+        for name in names {
+            keys.add(dev_key(&name).verifying_key());
+        }
+        Ok(keys)
+    }
+
+    /// The ECU these options describe, with its geometry.
+    pub fn config(&self) -> Result<(Geometry, EcuConfig)> {
+        let mode = match self.mode {
+            Mode::Swap => BootMode::Swap,
+            Mode::Ab => BootMode::Ab,
+        };
+        let geometry = self.geometry()?;
+        let layout = Layout::auto(&geometry, mode)?;
+        let config = EcuConfig::new(
+            layout,
+            BootConfig {
+                defect: None,
+                max_boot_attempts: self.max_boot_attempts,
+                keys: self.keyring()?,
+            },
+        );
+        Ok((geometry, config))
+    }
+}
