@@ -83,6 +83,9 @@ pub struct DownloadConfig {
     pub connect_timeout_ms: u64,
     /// `fdatasync` the partial file each time this many bytes were appended.
     pub sync_every_bytes: u64,
+    /// Byte offsets the download also stops at and reports [`DownloadEvent::Progress`] for,
+    /// whatever the batches (a scenario's fault at a download byte fires at that byte).
+    pub stops: Vec<u64>,
 }
 
 impl Default for DownloadConfig {
@@ -95,6 +98,7 @@ impl Default for DownloadConfig {
             idle_timeout_ms: 10_000,
             connect_timeout_ms: 5_000,
             sync_every_bytes: 256 * 1024,
+            stops: Vec::new(),
         }
     }
 }
@@ -423,6 +427,20 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
         }
         report.bytes_received += batch.len() as u64;
         let outcome = loop {
+            // Out to every stop the batch reaches, reported there.
+            while let Some(stop) = config
+                .stops
+                .iter()
+                .copied()
+                .find(|&b| b > part.len && b <= part.len + batch.len() as u64)
+            {
+                let rest = batch.split_off(usize::try_from(stop - part.len).unwrap_or(0));
+                part.append(std::mem::replace(&mut batch, rest)).await?;
+                progress(&DownloadEvent::Progress {
+                    bytes: part.len,
+                    total: size,
+                });
+            }
             let have = part.len + batch.len() as u64;
             if have > size {
                 // Only without Content-Length: more bytes than the artifact has.

@@ -221,3 +221,121 @@ fn a_bench_that_is_not_in_the_starting_state_is_an_error_and_bad_bench_files_are
     assert!(out.contains("bad.yaml:3:"), "{out}");
     assert!(out.contains("power"), "{out}");
 }
+
+/// The fault engine's firing points, one table for every place: each trigger in a scenario
+/// run in-process (virtual time) and on the bench (`ecu-sim serve` behind the relay, real
+/// time) fires at the same point — `transfer_percent: 0` at block 1 and `download_bytes:
+/// 50000` at byte 50 000 on the bench too (the downloader stops at the trigger's byte).
+#[test]
+fn the_same_triggers_fire_at_the_same_points_in_simulation_and_on_a_bench() {
+    let b = Bench::start_ecu("max", false, true);
+    let bench = bench_file(
+        &b,
+        &format!("{{transport: doip, host: 127.0.0.1, port: {}}}", b.ecu_port),
+        "",
+    );
+    // (trigger, the point it must fire at in both places; `{N}`: the transfer's blocks)
+    let table = [
+        ("{transfer_percent: 0}", "at transfer block 1/{N}"),
+        ("{transfer_percent: 50}", "at transfer block 2/{N}"),
+        ("{transfer_block: 3}", "at transfer block 3/{N}"),
+        ("{download_bytes: 50000}", "at download byte 50000"),
+        // (40 % of the signed image, header and TLVs included: the same byte in both.)
+        ("{download_percent: 40}", "at download byte {40%}"),
+        (
+            "{state: transferring:erase}",
+            "on entering transferring:erase",
+        ),
+        ("{event: \"state:verifying\"}", "on entering verifying"),
+    ];
+    // Each scenario starts from the version the previous one committed; the virtual ECU
+    // announces the served one's block length, so that both transfers have the same blocks.
+    for (k, (when, _)) in table.iter().enumerate() {
+        scenario(
+            &b,
+            &format!("{k}-trigger"),
+            &format!(
+                "description: 'a power cut at {when}'\nseed: {k}\necu: {{block_len: 16386}}\ninstalled: {{version: {}.0.0}}\nupdate: {{version: {}.0.0, size: 60000}}\nfaults:\n  - when: {when}\n    do: {{power_cut: {{restore_after_ms: 300}}}}\nexpect:\n  outcome: committed\n  version: {}.0.0\n",
+                k + 1,
+                k + 2,
+                k + 2
+            ),
+        );
+    }
+    let run = |extra: &[&std::ffi::OsStr], traces: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+            .args(["run", "--ui", "plain"])
+            .args(extra)
+            .arg(b.dir.path().join("scenarios"))
+            .arg("--trace")
+            .arg(b.dir.path().join(traces))
+            .output()
+            .unwrap();
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        assert!(
+            out.contains(&format!(
+                "{} scenario(s): {} passed",
+                table.len(),
+                table.len()
+            )),
+            "{out}"
+        );
+    };
+    run(&[], "sim");
+    run(&["--bench".as_ref(), bench.as_os_str()], "bench");
+    // The firing point (`fault 1 fired WHERE: …`) and the transfer's length in blocks.
+    let fired = |traces: &str, k: usize| {
+        let path = b.dir.path().join(format!("{traces}/{k}-trigger.jsonl"));
+        let trace = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<serde_json::Value> = trace
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let points: Vec<String> = events
+            .iter()
+            .filter(|e| e["event"] == "fault_fired")
+            .map(|e| {
+                let t = e["text"].as_str().unwrap();
+                let t = t.strip_prefix("fault 1 fired ").unwrap_or(t);
+                t.split(": ").next().unwrap().to_string()
+            })
+            .collect();
+        let blocks = events
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .find_map(|t| {
+                t.strip_prefix("transferring: block 0/")
+                    .or_else(|| t.split("block 0/").nth(1))
+                    .map(|n| {
+                        n.split(|c: char| !c.is_ascii_digit())
+                            .next()
+                            .unwrap()
+                            .to_string()
+                    })
+            });
+        (points, blocks, trace)
+    };
+    for (k, (when, point)) in table.iter().enumerate() {
+        let (sim, sim_blocks, sim_trace) = fired("sim", k);
+        let (bench, bench_blocks, bench_trace) = fired("bench", k);
+        let n = sim_blocks.clone().unwrap_or_default();
+        // (The live downloader's last note: `done: N bytes`.)
+        let size = bench_trace
+            .split("done: ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or_default();
+        let want = point
+            .replace("{N}", &n)
+            .replace("{40%}", &(size * 40 / 100).to_string());
+        assert_eq!(
+            sim,
+            vec![want.clone()],
+            "{when} in simulation:\n{sim_trace}"
+        );
+        assert_eq!(bench, vec![want], "{when} on the bench:\n{bench_trace}");
+        assert_eq!(sim_blocks, bench_blocks, "{when}: the same transfer");
+    }
+}

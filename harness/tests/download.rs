@@ -39,6 +39,7 @@ fn fast() -> DownloadConfig {
         idle_timeout_ms: 300,
         connect_timeout_ms: 500,
         sync_every_bytes: 64 * 1024,
+        stops: Vec::new(),
     }
 }
 
@@ -932,4 +933,36 @@ fn cli_serve_artifacts_fails_clearly_on_a_missing_directory() {
         stderr.starts_with("error: artifact directory /nonexistent/dir: "),
         "{stderr}"
     );
+}
+
+/// `stops`: the download reports its progress at exactly these bytes whatever its batches (a
+/// scenario's fault at download byte 50 000 fires there on a bench), also across a resume.
+#[tokio::test]
+async fn the_download_stops_and_reports_at_every_requested_byte() {
+    let stops = vec![1, 50_000, 65_536, 150_001, LEN as u64 - 1];
+    let config = DownloadConfig {
+        stops: stops.clone(),
+        ..fast()
+    };
+    let mut f = Fixture::new(Faults {
+        close_after_bytes: Some(100_000),
+        once: true,
+        ..Faults::default()
+    })
+    .await;
+    let (r, events) = f.get("a.bin", &config).await;
+    r.unwrap();
+    assert_eq!(f.on_disk(), f.data);
+    let at: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            DownloadEvent::Progress { bytes, .. } => Some(*bytes),
+            _ => None,
+        })
+        .collect();
+    for s in &stops {
+        assert!(at.contains(s), "no progress at byte {s}: {at:?}");
+    }
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
+    assert!(f.drain().len() >= 2, "closed once and resumed");
 }

@@ -161,6 +161,8 @@ pub fn trigger_reason(trigger: &Trigger) -> Option<(&'static str, &'static str)>
         | Trigger::TransferBlock(_)
         | Trigger::TransferPercent(_)
         | Trigger::AtMs(_) => None,
+        // A job state by its event name: the engine matches it wherever the manager runs.
+        Trigger::Event(e) if e.starts_with("state:") => None,
         Trigger::FlashOp(_) => Some((
             "flash_op",
             "a real ECU's flash operations cannot be seen from outside",

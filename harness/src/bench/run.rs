@@ -8,7 +8,7 @@
 //! | power | switched on (a previous run may have left it off) |
 //! | precondition | the ECU answers and runs the scenario's `installed.version`, else an error: the bench is not in the scenario's starting state |
 //! | update | the bench's own image for the scenario's `update.version` (`images:`), else one built from the scenario (its seed, its signing key); served by [`ArtifactServer`] from a temp dir; the job is submitted to a fresh store |
-//! | faults | triggers from the manager's progress (job states, download bytes, transfer blocks) and the clock; actions: power off → `restore_after_ms` → on, killing and restarting the manager, server faults (download faults triggered at a byte offset act at exactly that offset), serving a swapped artifact |
+//! | faults | the fault engine ([`crate::scenario::engine`]) observes the manager's progress (job states, transfer blocks: block n+1 goes out once block n is acknowledged), the downloader's position (it stops at every download trigger's byte) and the clock; actions: power off → `restore_after_ms` → on, killing and restarting the manager, server faults (download faults triggered at a byte offset act at exactly that offset), serving a swapped artifact |
 //! | end | after the job and any pending power restore, the ECU is read over UDS: boot status (version, slot, confirmed) and its DTCs |
 //!
 //! The trace holds what the harness saw (job states, notes, faults, power switching, server
@@ -27,19 +27,21 @@ use tokio::time::Instant;
 
 use super::schema::{Bench, PowerSpec};
 use crate::artifact::{ArtifactEvent, ArtifactServer, FaultKind, Faults};
+use crate::download::{DownloadConfig, DownloadEvent};
 use crate::ota::job::{State, TransferStep};
-use crate::ota::live::{LiveConfig, LiveWorkers, Progress, drive};
+use crate::ota::live::{DownloadWatch, LiveConfig, LiveWorkers, Progress, drive};
 use crate::ota::manager::{Limits, Manager};
 use crate::ota::manifest::{Artifact, Manifest};
 use crate::ota::store::Store;
 use crate::power::{ExternalCommand, Manual, PowerControl, PowerError, SerialRelay};
+use crate::scenario::engine::{Engine, Observation, download_threshold};
 use crate::scenario::expect;
 use crate::scenario::runner::{
-    EndState, RunError, RunResult, build_image, outcome_of, real_time, swaps, unfired,
+    EndState, RunError, RunResult, build_image, outcome_of, real_time, swaps,
 };
-use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario, Trigger};
+use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario};
 use crate::scenario::trace::{Source, Trace};
-use crate::scenario::world::{Tap, download_event, progress_only, state_matches, state_name};
+use crate::scenario::world::{Tap, download_event, progress_only, state_name};
 use crate::uds_client::UdsClient;
 
 /// The file name the update is served under.
@@ -149,24 +151,23 @@ enum Job {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Triggers and the trace: fed by the manager's progress (synchronously) and the clock.
-struct Engine {
-    scenario: Arc<Scenario>,
+/// The bench as a place for the fault engine: the manager's progress (synchronously), the
+/// downloader's position, the server's armed faults and the clock become observations; what
+/// fires goes to the executor.
+struct BenchPlace {
+    engine: Engine,
     start: Instant,
     trace: Trace,
     tap: Option<Tap>,
-    fired: Vec<u32>,
+    actions: mpsc::UnboundedSender<Job>,
     /// Faults the artifact server carries out itself (armed at a byte offset).
     armed: Vec<(usize, FaultKind)>,
-    actions: mpsc::UnboundedSender<Job>,
     size: u64,
-    last_download: u64,
-    last_block: u32,
     state: String,
     download_resumed: bool,
 }
 
-impl Engine {
+impl BenchPlace {
     fn now(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -179,24 +180,25 @@ impl Engine {
         }
     }
 
-    /// Fire every fault whose trigger matches and that has firings left.
-    fn fire(&mut self, what: &str, matches: impl Fn(&Trigger) -> bool) {
-        let scenario = Arc::clone(&self.scenario);
-        for (i, f) in scenario.faults.iter().enumerate() {
-            if self.fired[i] >= f.times || !matches(&f.when) {
-                continue;
-            }
-            if self.armed.iter().any(|(k, _)| *k == i) {
-                continue;
-            }
-            self.fired[i] += 1;
-            self.push(
-                Source::Fault,
-                "fault_fired",
-                format!("fault {} fired {what}", i + 1),
-            );
-            let _ = self.actions.send(Job::Act(i, f.action.clone()));
+    /// Fire what `obs` triggers: traced, and handed to the executor.
+    fn observe(&mut self, obs: Observation<'_>) {
+        for m in self.engine.matches(&obs) {
+            let text = self.engine.fire(m.fault, &m.what);
+            self.push(Source::Fault, "fault_fired", text);
+            let _ = self.actions.send(Job::Act(m.fault, m.action));
         }
+    }
+
+    /// Where the downloader stands (its requests and every write, stopping at each
+    /// download trigger's byte).
+    fn on_download(&mut self, e: &DownloadEvent) {
+        let at = match e {
+            DownloadEvent::Started { offset, .. } => *offset,
+            DownloadEvent::Progress { bytes, .. } => *bytes,
+            _ => return,
+        };
+        let total = self.size;
+        self.observe(Observation::Download { at, total });
     }
 
     fn on_progress(&mut self, p: &Progress) {
@@ -214,50 +216,21 @@ impl Engine {
     }
 
     fn on_state(&mut self, state: &State) {
-        let name = state_name(state);
-        match state {
-            State::Downloading { bytes } => {
-                let (prev, now, size) = (self.last_download, *bytes, self.size.max(1));
-                self.last_download = now;
-                let pct = |b: u64| b as f64 * 100.0 / size as f64;
-                self.fire(&format!("at download byte {now}"), |t| match t {
-                    Trigger::DownloadBytes(b) => prev < *b && *b <= now || (*b == 0 && now == 0),
-                    Trigger::DownloadPercent(p) => pct(prev) < *p && *p <= pct(now),
-                    _ => false,
-                });
-            }
-            State::Transferring {
-                step: TransferStep::Block { n, of },
-            } => {
-                let (prev, n, of) = (self.last_block, *n, (*of).max(1));
-                self.last_block = n;
-                let pct = |b: u32| f64::from(b) * 100.0 / f64::from(of);
-                self.fire(&format!("at transfer block {n}/{of}"), |t| match t {
-                    Trigger::TransferBlock(b) => prev < *b && *b <= n,
-                    Trigger::TransferPercent(p) => n > 0 && pct(prev) < *p && *p <= pct(n),
-                    _ => false,
-                });
-            }
-            _ => {}
+        if let State::Transferring {
+            step: TransferStep::Block { n, of },
+        } = state
+            && n < of
+        {
+            // The flasher reports a block once it is acknowledged; the next one goes out now.
+            self.observe(Observation::TransferBlock { n: n + 1, of: *of });
         }
-        let progress_only = progress_only(state);
-        if !matches!(
-            state,
-            State::Transferring {
-                step: TransferStep::Block { .. }
-            }
-        ) {
-            self.last_block = 0;
-        }
-        if progress_only {
+        if progress_only(state) {
             return;
         }
+        let name = state_name(state);
         self.push(Source::Ota, &format!("state:{name}"), state.to_string());
         self.state = name.clone();
-        self.fire(
-            &format!("on entering {name}"),
-            |t| matches!(t, Trigger::State(s) if state_matches(s, &name)),
-        );
+        self.observe(Observation::State(&name));
     }
 }
 
@@ -275,10 +248,8 @@ fn pre_armed(s: &Scenario, size: u64) -> (Faults, Vec<(usize, FaultKind)>) {
     };
     let mut armed = Vec::new();
     for (i, f) in s.faults.iter().enumerate() {
-        let at = match f.when {
-            Trigger::DownloadBytes(b) => b.min(size.saturating_sub(1)),
-            Trigger::DownloadPercent(p) => ((p / 100.0 * size as f64) as u64).min(size - 1),
-            _ => continue,
+        let Some(at) = download_threshold(&f.when, size) else {
+            continue;
         };
         let kind = match &f.action {
             Action::Download(DownloadFault::Close) => {
@@ -393,17 +364,19 @@ async fn execute(
         .id;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let engine = Arc::new(Mutex::new(Engine {
-        fired: vec![0; s.faults.len()],
+    let mut fault_engine = Engine::new(Arc::clone(&s));
+    for &(i, _) in &armed {
+        fault_engine.arm(i);
+    }
+    let stops = fault_engine.download_stops(0, size);
+    let engine = Arc::new(Mutex::new(BenchPlace {
+        engine: fault_engine,
         armed: armed.clone(),
-        scenario: Arc::clone(&s),
         start: Instant::now(),
         trace: Trace::default(),
         tap,
         actions: tx.clone(),
         size,
-        last_download: 0,
-        last_block: 0,
         state: "submitted".into(),
         download_resumed: false,
     }));
@@ -428,12 +401,8 @@ async fn execute(
                 if let ArtifactEvent::FaultFired { kind, offset } = &e {
                     let hit = g.armed.iter().find(|(_, k)| k == kind).map(|(i, _)| *i);
                     if let Some(i) = hit {
-                        g.fired[i] += 1;
-                        g.push(
-                            Source::Fault,
-                            "fault_fired",
-                            format!("fault {} fired at download byte {offset}: {kind}", i + 1),
-                        );
+                        let text = g.engine.fire(i, &format!("at download byte {offset}"));
+                        g.push(Source::Fault, "fault_fired", text);
                         continue;
                     }
                 }
@@ -442,25 +411,21 @@ async fn execute(
         })
     };
 
-    // Time triggers.
-    let clocks: Vec<_> = s
-        .faults
-        .iter()
-        .filter_map(|f| match f.when {
-            Trigger::AtMs(ms) => Some(ms),
-            _ => None,
+    // Time triggers: the engine's next deadline, observed when it is due.
+    let clock = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            loop {
+                let Some(due) = lock(&engine).engine.next_deadline_us() else {
+                    break;
+                };
+                tokio::time::sleep_until(start + Duration::from_micros(due)).await;
+                let mut g = lock(&engine);
+                let now_us = g.now();
+                g.observe(Observation::Tick { now_us });
+            }
         })
-        .map(|ms| {
-            let engine = Arc::clone(&engine);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
-                lock(&engine).fire(
-                    &format!("at {ms} ms"),
-                    |t| matches!(t, Trigger::AtMs(at) if *at == ms),
-                );
-            })
-        })
-        .collect();
+    };
 
     // The executor: actions that take time, in order.
     let kill = Arc::new(Notify::new());
@@ -559,8 +524,15 @@ async fn execute(
         ..LiveConfig::default()
     };
     let workers = LiveWorkers {
-        download: config.download.clone(),
+        download: DownloadConfig {
+            stops,
+            ..config.download.clone()
+        },
         uds: bench.uds_config(),
+        watch: Some(DownloadWatch({
+            let engine = Arc::clone(&engine);
+            Arc::new(move |e: &DownloadEvent| lock(&engine).on_download(e))
+        })),
     };
     let job = loop {
         let down = lock(&down_until).take();
@@ -595,9 +567,7 @@ async fn execute(
     let (done, wait) = tokio::sync::oneshot::channel();
     let _ = tx.send(Job::Flush(done));
     let _ = wait.await;
-    for c in clocks {
-        c.abort();
-    }
+    clock.abort();
     // (The engine keeps a sender: the executor is stopped, not drained.)
     executor.abort();
     let reading = read_ecu(bench, boot_timeout).await;
@@ -653,7 +623,7 @@ async fn execute(
         download_resumed: g.download_resumed,
         installed: Some(installed),
     };
-    failures.extend(unfired(&s, &g.fired));
+    failures.extend(g.engine.unfired());
     failures.extend(expect::check(&s.expect, &end, &g.trace, true));
     Ok(RunResult {
         trace: g.trace.clone(),

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ecu_sim::image::{self, TLV_KEYHASH};
@@ -75,6 +76,18 @@ pub struct LiveWorkers {
     pub download: DownloadConfig,
     /// The UDS client's settings (the security key algorithm of a bench).
     pub uds: UdsConfig,
+    /// Sees every download event as it happens (a bench's fault engine).
+    pub watch: Option<DownloadWatch>,
+}
+
+/// A synchronous observer of the downloader's events.
+#[derive(Clone)]
+pub struct DownloadWatch(pub Arc<dyn Fn(&DownloadEvent) + Send + Sync>);
+
+impl std::fmt::Debug for DownloadWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DownloadWatch")
+    }
 }
 
 impl Workers for LiveWorkers {
@@ -97,9 +110,14 @@ impl Workers for LiveWorkers {
             m.artifact.size,
             &m.sha256(),
             &self.download,
-            |e: &DownloadEvent| match e {
-                DownloadEvent::Progress { bytes, .. } => progress(*bytes),
-                other => note(other.to_string()),
+            |e: &DownloadEvent| {
+                if let Some(w) = &self.watch {
+                    (w.0)(e);
+                }
+                match e {
+                    DownloadEvent::Progress { bytes, .. } => progress(*bytes),
+                    other => note(other.to_string()),
+                }
             },
         )
         .await;
@@ -170,6 +188,7 @@ pub async fn run<P: FnMut(&Progress) + Send>(
     let workers = LiveWorkers {
         download: config.download.clone(),
         uds: UdsConfig::default(),
+        watch: None,
     };
     drive(store, id, config, &workers, progress).await
 }

@@ -27,7 +27,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::runner::{
     EndState, Prepared, RunError, RunResult, end_state, prepare, real_time, spawn_ticker,
-    unfired_or_idle,
 };
 use super::schema::{ExternalClient, OutcomeSpec, Scenario, TransportSpec};
 use super::trace::Source;
@@ -218,7 +217,7 @@ async fn execute(
     }
     let evidence = hooks.evidence();
     failures.extend(evidence.installs(None).problems);
-    failures.extend(unfired_or_idle(s, &hooks.fired, &hooks.idle));
+    failures.extend(hooks.engine.unfired());
     failures.extend(super::expect::check(&s.expect, &end, &hooks.trace, true));
     Ok(RunResult {
         trace: hooks.trace.clone(),

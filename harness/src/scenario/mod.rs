@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`schema`] | the file format (serde, strict) |
 //! | [`validate`] | parsing with `file:line:col` problems and hints |
-//! | [`world`] | the simulated surroundings: triggers, actions, invariants |
+//! | [`engine`] | the fault engine: which faults fire when, for every place (sans-IO) |
+//! | [`world`] | the simulated surroundings: observations for the engine, actions, invariants |
 //! | [`runner`] | one run: build the ECU and images, drive the job, settle, check |
 //! | [`external`] | one run with an external OTA client: the world on real sockets, in real time |
 //! | [`expect`] | expectations against the end state and the trace |
@@ -14,6 +15,7 @@
 //! | [`junit`], [`timeline`] | JUnit XML and SVG timelines from the outcomes and traces |
 
 pub mod cli;
+pub mod engine;
 pub mod expect;
 pub mod external;
 pub mod junit;

@@ -564,7 +564,7 @@ async fn execute(
     }
     let evidence = hooks.evidence();
     failures.extend(evidence.installs(Some(&job)).problems);
-    failures.extend(unfired_or_idle(s, &hooks.fired, &hooks.idle));
+    failures.extend(hooks.engine.unfired());
     failures.extend(super::expect::check(
         &s.expect,
         &end,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ecu_sim::boot::Layout;
 use ecu_sim::flash::{CutRule, CutVariant, EventCut, OpKind};
 
-use super::{World, describe_action, event_name};
+use super::{World, event_name};
 use crate::ota::sim::SimEcu;
 use crate::scenario::schema::{Action, BitRot, CutVariantSpec, Fault, OpKindSpec, Region, Trigger};
 use crate::scenario::trace::Source;
@@ -19,13 +19,8 @@ impl World {
         if !self.can_act(now, index, &f.action) {
             return;
         }
-        self.fired[index] += 1;
-        self.push(
-            now,
-            Source::Fault,
-            "fault_fired",
-            format!("fault {} fired: {}", index + 1, describe_action(&f.action)),
-        );
+        let text = self.engine.fire(index, "");
+        self.push(now, Source::Fault, "fault_fired", text);
         self.apply(sim, now, vec![f.action]);
     }
 
@@ -133,7 +128,7 @@ impl World {
                     "bit_rot",
                     format!("the bit rot of fault {} did nothing: {why}", i + 1),
                 );
-                self.idle[i] = Some(why);
+                self.engine.idle(i, why);
                 false
             }
         }

@@ -4,7 +4,8 @@
 
 use super::{Step, World};
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
-use crate::scenario::schema::{CanFault, Client, DownloadFault, Opportunity, Trigger};
+use crate::scenario::engine::Observation;
+use crate::scenario::schema::{CanFault, Client, DownloadFault};
 use crate::scenario::trace::Source;
 use ecu_sim::can::frame::Frame;
 use ecu_sim::can::timing::frame_bits;
@@ -56,13 +57,7 @@ impl Hooks for World {
         let Some(&sid) = request.first() else {
             return RequestFate::Lost;
         };
-        let name = format!("request:{sid:#04x}");
-        let mut actions = self.matching(
-            now,
-            &format!("on {name}"),
-            |_, t| matches!(t, Trigger::Event(n) if *n == name),
-        );
-        actions.extend(self.chance(now, Opportunity::Request));
+        let mut actions = self.fire(now, Observation::Request { index, sid });
         if sid == 0x34 {
             self.blocks_sent = 0;
             self.download_size = request_download_size(request);
@@ -80,18 +75,7 @@ impl Hooks for World {
                 self.blocks_total = u32::try_from(size.div_ceil(per)).unwrap_or(u32::MAX);
             }
             let (n, of) = (self.blocks_sent, self.blocks_total.max(1));
-            let pct = f64::from(n) * 100.0 / f64::from(of);
-            let prev = f64::from(n - 1) * 100.0 / f64::from(of);
-            actions.extend(self.matching(
-                now,
-                &format!("at transfer block {n}/{of}"),
-                |_, t| match t {
-                    Trigger::TransferBlock(b) => *b == n,
-                    Trigger::TransferPercent(p) => pct >= *p && (prev < *p || n == 1),
-                    _ => false,
-                },
-            ));
-            actions.extend(self.chance(now, Opportunity::TransferBlock));
+            actions.extend(self.fire(now, Observation::TransferBlock { n, of }));
         }
         self.apply(sim, now, actions);
         if !sim.ecu.is_powered() {
@@ -191,11 +175,7 @@ impl Hooks for World {
     fn after_request(&mut self, sim: &mut SimEcu, now: u64) {
         self.observe(sim, now);
         let n = self.requests;
-        let actions = self.matching(
-            now,
-            &format!("after request {n}"),
-            |_, t| matches!(t, Trigger::Request(r) if *r == n),
-        );
+        let actions = self.fire(now, Observation::Answered { index: n });
         self.apply(sim, now, actions);
         self.observe(sim, now);
         self.end_step(sim);
@@ -212,22 +192,14 @@ impl Hooks for World {
     ) -> ChunkFate {
         self.begin_step(sim, now, Step::Chunk { offset });
         self.end_step(sim);
-        let end = offset + len as u64;
-        // (The downloader ends each chunk at the next threshold: see `chunk_end`.)
-        let at = |t: &Trigger| {
-            download_threshold(t, total)
-                .filter(|b| (offset..end).contains(b) || (*b >= total && end == total))
-        };
-        let mut at_offset = None;
-        let mut actions = self.matching(now, &format!("at download byte {offset}"), |_, t| {
-            at(t).is_some()
-        });
-        for f in &self.scenario.faults {
-            if let Some(b) = at(&f.when) {
-                at_offset = Some(b.saturating_sub(offset));
-            }
-        }
-        actions.extend(self.chance(now, Opportunity::DownloadChunk));
+        // (The downloader ends each chunk at the engine's next stop: see `chunk_end`.)
+        let fired = self.fire_except(now, Observation::Download { at: offset, total }, &[]);
+        let at_offset = fired
+            .iter()
+            .filter_map(|m| m.at_byte)
+            .next_back()
+            .map(|b| b.saturating_sub(offset));
+        let actions = fired.into_iter().map(|m| m.action).collect();
         self.apply(sim, now, actions);
         match self.download_next.pop_front() {
             None => ChunkFate::Send,
@@ -248,14 +220,7 @@ impl Hooks for World {
     }
 
     fn chunk_end(&mut self, offset: u64, total: u64) -> Option<u64> {
-        self.scenario
-            .faults
-            .iter()
-            .zip(&self.fired)
-            .filter(|(f, n)| **n < f.times)
-            .filter_map(|(f, _)| download_threshold(&f.when, total))
-            .filter(|&b| b > offset && b < total)
-            .min()
+        self.engine.download_stops(offset, total).first().copied()
     }
 
     fn artifact(&mut self, _url: &str) -> Option<Vec<u8>> {
@@ -279,16 +244,6 @@ impl Hooks for World {
             download_event(note),
             note.to_string(),
         );
-    }
-}
-
-/// The byte a download trigger acts at (`download_percent`: that share of `total`, rounded
-/// down).
-fn download_threshold(t: &Trigger, total: u64) -> Option<u64> {
-    match t {
-        Trigger::DownloadBytes(b) => Some(*b),
-        Trigger::DownloadPercent(p) => Some((total as f64 * p / 100.0) as u64),
-        _ => None,
     }
 }
 

@@ -24,12 +24,12 @@ use ecu_sim::boot::{Layout, Slot};
 use ecu_sim::ecu::{BootedBytes, EcuError};
 use ecu_sim::event::{Event, EventKind};
 use ecu_sim::flash::Flash;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 
+use super::engine::{Engine, Match, Observation};
+pub use super::engine::{describe_action, state_matches};
 use super::schema::{
-    Action, ArtifactSwap, CanFault, DownloadFault, Opportunity, Scenario, TransportSpec, Trigger,
+    Action, ArtifactSwap, CanFault, DownloadFault, Scenario, TransportSpec, Trigger,
 };
 use super::trace::{Source, Trace, TraceEvent};
 use crate::ota::sim::SimEcu;
@@ -95,11 +95,8 @@ impl std::fmt::Debug for Recorder {
 pub struct World {
     pub scenario: Arc<Scenario>,
     pub trace: Trace,
-    /// Times each fault fired, by index.
-    pub fired: Vec<u32>,
-    /// Why a fault whose trigger matched did nothing (a bit rot outside its region), by
-    /// index: it did not fire.
-    pub idle: Vec<Option<String>>,
+    /// Which faults fire when; what fired.
+    pub engine: Engine,
     /// Invariant violations, in order.
     pub violations: Vec<Violation>,
     /// Test boots and reverts, in order (the sweep's "installed twice" check).
@@ -119,7 +116,6 @@ pub struct World {
     pub tap: Option<Tap>,
     /// The step in progress (its record, completed when it ends).
     pending_step: Option<Box<StepRecord>>,
-    rng: ChaCha8Rng,
     /// Power comes back at these times (µs).
     restore_at: Vec<u64>,
     /// Faults armed in the flash model: (rule id, fault index, restore delay µs).
@@ -168,9 +164,7 @@ impl World {
             TransportSpec::Canfd => Some((scenario.ecu.bitrate, scenario.ecu.data_bitrate, true)),
         };
         World {
-            fired: vec![0; scenario.faults.len()],
-            idle: vec![None; scenario.faults.len()],
-            rng: ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5ce7_a210),
+            engine: Engine::new(Arc::clone(&scenario)),
             scenario,
             trace: Trace::default(),
             violations: Vec::new(),
@@ -225,8 +219,7 @@ impl World {
     /// the fork's fault), its own notifications, no recorder, an empty trace.
     pub fn fork(&self, scenario: Arc<Scenario>) -> World {
         let mut w = self.clone();
-        w.fired.resize(scenario.faults.len(), 0);
-        w.idle.resize(scenario.faults.len(), None);
+        w.engine.extend_to(Arc::clone(&scenario));
         w.scenario = scenario;
         w.kill = Arc::new(Notify::new());
         w.wake = Arc::new(Notify::new());
@@ -273,70 +266,28 @@ impl World {
 }
 
 impl World {
-    /// Fire every fault whose trigger `matches`; returns the actions to apply.
-    fn matching(
-        &mut self,
-        now: u64,
-        what: &str,
-        matches: impl Fn(usize, &Trigger) -> bool,
-    ) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let faults = self.scenario.faults.clone();
-        for (i, f) in faults.iter().enumerate() {
-            if matches!(f.when, Trigger::FlashOp(_)) || self.fired[i] >= f.times {
-                continue;
-            }
-            if matches(i, &f.when) && self.can_act(now, i, &f.action) {
-                self.fired[i] += 1;
-                self.push(
-                    now,
-                    Source::Fault,
-                    "fault_fired",
-                    format!(
-                        "fault {} fired {what}: {}",
-                        i + 1,
-                        describe_action(&f.action)
-                    ),
-                );
-                actions.push(f.action.clone());
-            }
-        }
-        actions
+    /// Fire the faults `obs` triggers and that can act now; returns their actions, for
+    /// [`World::apply`].
+    fn fire(&mut self, now: u64, obs: Observation<'_>) -> Vec<Action> {
+        self.fire_except(now, obs, &[])
+            .into_iter()
+            .map(|m| m.action)
+            .collect()
     }
 
-    /// Probability triggers for one opportunity of kind `per`.
-    fn chance(&mut self, now: u64, per: Opportunity) -> Vec<Action> {
-        let faults = self.scenario.faults.clone();
-        let mut hit = Vec::new();
-        for (i, f) in faults.iter().enumerate() {
-            if let Trigger::Probability(p) = &f.when
-                && p.per == per
-                && self.fired[i] < f.times
-                && self.rng.gen_bool(p.p.clamp(0.0, 1.0))
-            {
-                hit.push(i);
-            }
-        }
-        let mut actions = Vec::new();
-        for i in hit {
-            let f = &faults[i];
-            if !self.can_act(now, i, &f.action) {
+    /// [`World::fire`] without the faults in `skip` (event cuts that landed in a boot); the
+    /// matches that fired.
+    fn fire_except(&mut self, now: u64, obs: Observation<'_>, skip: &[usize]) -> Vec<Match> {
+        let mut fired = Vec::new();
+        for m in self.engine.matches(&obs) {
+            if skip.contains(&m.fault) || !self.can_act(now, m.fault, &m.action) {
                 continue;
             }
-            self.fired[i] += 1;
-            self.push(
-                now,
-                Source::Fault,
-                "fault_fired",
-                format!(
-                    "fault {} fired by chance: {}",
-                    i + 1,
-                    describe_action(&f.action)
-                ),
-            );
-            actions.push(f.action.clone());
+            let text = self.engine.fire(m.fault, &m.what);
+            self.push(now, Source::Fault, "fault_fired", text);
+            fired.push(m);
         }
-        actions
+        fired
     }
 
     /// Power went off at `at_us` (the world cut it, or a cut armed in the flash fired): it comes
@@ -438,12 +389,7 @@ impl World {
             EventKind::BootStarted { boot } => {
                 self.boots += 1;
                 self.current_boot = *boot;
-                let n = *boot;
-                let actions = self.matching(
-                    e.at_us,
-                    &format!("at boot {n}"),
-                    |_, t| matches!(t, Trigger::Boot(b) if *b == n),
-                );
+                let actions = self.fire(e.at_us, Observation::Boot(*boot));
                 self.apply(sim, now.max(e.at_us), actions);
             }
             EventKind::Booted {
@@ -502,22 +448,15 @@ impl World {
                     .position(|(id, ..)| !left.contains(id) && !waiting.contains(id))
                 {
                     let (_, fault, restore_us) = self.event_cuts.remove(k);
-                    self.fired[fault] += 1;
                     let f = self.scenario.faults[fault].clone();
                     let on = match &f.when {
                         Trigger::Event(n) => n.clone(),
                         _ => String::new(),
                     };
-                    self.push(
-                        e.at_us,
-                        Source::Fault,
-                        "fault_fired",
-                        format!(
-                            "fault {} fired on {on} at flash op {op}: {}",
-                            fault + 1,
-                            describe_action(&f.action)
-                        ),
-                    );
+                    let text = self
+                        .engine
+                        .fire(fault, &format!("on {on} at flash op {op}"));
+                    self.push(e.at_us, Source::Fault, "fault_fired", text);
                     let kill = matches!(&f.action, Action::PowerCut(p) if p.kill_manager);
                     self.power_cut_at(e.at_us, restore_us, kill);
                     self.rearm_event_cuts(sim);
@@ -529,20 +468,16 @@ impl World {
                     let (_, fault, restore_us) = self.flash_cuts.remove(k);
                     let f = self.scenario.faults[fault].clone();
                     let acts = self.can_act(e.at_us, fault, &f.action);
-                    self.fired[fault] += u32::from(acts);
-                    self.push(
-                        e.at_us,
-                        Source::Fault,
-                        "fault_fired",
-                        format!(
-                            "fault {} fired at flash op {op}: {}",
-                            fault + 1,
-                            describe_action(&f.action)
-                        ),
-                    );
+                    let what = format!("at flash op {op}");
+                    let text = if acts {
+                        self.engine.fire(fault, &what)
+                    } else {
+                        self.engine.describe(fault, &what)
+                    };
+                    self.push(e.at_us, Source::Fault, "fault_fired", text);
                     let kill = matches!(&f.action, Action::PowerCut(p) if p.kill_manager);
                     self.power_cut_at(e.at_us, restore_us, kill);
-                    if self.fired[fault] < f.times {
+                    if self.engine.has_times_left(fault) {
                         self.arm_flash_fault(sim, fault, &f);
                     }
                     if acts && !matches!(f.action, Action::PowerCut(_)) {
@@ -554,9 +489,11 @@ impl World {
         }
         let at = e.at_us;
         let landed = self.event_cuts_in_boot(sim, &name);
-        let actions = self.matching(at, &format!("on {name}"), |i, t| {
-            matches!(t, Trigger::Event(n) if *n == name) && !landed.contains(&i)
-        });
+        let actions = self
+            .fire_except(at, Observation::EcuEvent(&name), &landed)
+            .into_iter()
+            .map(|m| m.action)
+            .collect();
         self.apply(sim, now.max(at), actions);
         self.rearm_event_cuts(sim);
     }
@@ -568,7 +505,7 @@ impl World {
             if matches!(
                 (&f.when, &f.action),
                 (Trigger::Event(_), Action::PowerCut(_))
-            ) && self.fired[i] < f.times
+            ) && self.engine.has_times_left(i)
                 && !self.event_cuts.iter().any(|&(_, fault, _)| fault == i)
             {
                 self.arm_event_cut(sim, i, f);
@@ -617,7 +554,7 @@ impl World {
     pub fn evidence(&self) -> Evidence {
         Evidence {
             violations: self.violations.clone(),
-            fired: self.fired.clone(),
+            fired: self.engine.fired().to_vec(),
             images: self.image_events.clone(),
         }
     }
@@ -643,13 +580,7 @@ impl World {
         if progress_only {
             return;
         }
-        let actions = self.matching(now, &format!("on entering {name}"), |_, t| match t {
-            Trigger::State(s) => state_matches(s, &name),
-            Trigger::Event(n) => n
-                .strip_prefix("state:")
-                .is_some_and(|wanted| state_matches(wanted, &name)),
-            _ => false,
-        });
+        let actions = self.fire(now, Observation::State(&name));
         self.apply(sim, now, actions);
     }
 
@@ -691,12 +622,7 @@ impl World {
                 self.observe(sim, now);
             }
         }
-        let ms = now / 1000;
-        let actions = self.matching(
-            now,
-            &format!("at {ms} ms"),
-            |_, t| matches!(t, Trigger::AtMs(at) if *at <= ms),
-        );
+        let actions = self.fire(now, Observation::Tick { now_us: now });
         self.apply(sim, now, actions);
         self.observe(sim, now);
     }
@@ -710,12 +636,8 @@ impl World {
         if let Some(a) = sim.ecu.next_action_at() {
             t = t.min(a);
         }
-        for (i, f) in self.scenario.faults.iter().enumerate() {
-            if let Trigger::AtMs(ms) = f.when
-                && self.fired[i] < f.times
-            {
-                t = t.min(ms * 1000);
-            }
+        if let Some(d) = self.engine.next_deadline_us() {
+            t = t.min(d);
         }
         t.max(now + 1)
     }
@@ -724,15 +646,6 @@ impl World {
     pub fn power_pending(&self) -> bool {
         !self.restore_at.is_empty()
     }
-}
-
-/// Whether a `state` trigger naming `wanted` matches entering state `name`: the state itself
-/// or one of its steps (`transferring` matches `transferring:erase`).
-pub fn state_matches(wanted: &str, name: &str) -> bool {
-    wanted == name
-        || name
-            .strip_prefix(wanted)
-            .is_some_and(|r| r.starts_with(':'))
 }
 
 /// A transition that only reports progress (bytes downloaded, blocks sent) within a state.
@@ -763,34 +676,4 @@ pub fn state_name(state: &crate::ota::job::State) -> String {
 /// `swap_started` for `EventKind::SwapStarted { .. }` (the names: [`crate::scenario::trace::EVENTS`]).
 pub fn event_name(kind: &EventKind) -> String {
     crate::scenario::trace::ecu_event_name(kind).to_string()
-}
-
-pub fn describe_action(a: &Action) -> String {
-    match a {
-        Action::PowerCut(p) => format!(
-            "power cut ({:?}), restored after {} ms",
-            p.variant, p.restore_after_ms
-        )
-        .to_lowercase(),
-        Action::Reset => "ecu reset".into(),
-        Action::Can(f) => format!("can {f:?}").to_lowercase(),
-        Action::DropConnection => "doip connection dropped".into(),
-        Action::Download(f) => format!("download {f:?}").to_lowercase(),
-        Action::FlipTransferBits(m) => format!("bits {m:#04x} flipped in a TransferData block"),
-        Action::BitRot(b) => {
-            format!("bit rot in {:?} at +{:#x}", b.region, b.offset).to_lowercase()
-        }
-        Action::InjectNrc(n) => format!(
-            "NRC {:#04x} injected for service {:#04x} ({}x)",
-            n.nrc, n.service, n.count
-        ),
-        Action::CorruptRequest(c) => format!(
-            "request to service {:#04x} corrupted ({}x)",
-            c.service, c.count
-        ),
-        Action::KillManager => "OTA manager killed".into(),
-        Action::SwapArtifact(kind) => {
-            format!("the server now serves a {kind:?} image").to_lowercase()
-        }
-    }
 }
