@@ -40,7 +40,7 @@ use crate::scenario::runner::{
     EndState, RunError, RunResult, build_image, outcome_of, real_time, swaps,
 };
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario};
-use crate::scenario::trace::{Source, Trace};
+use crate::scenario::trace::{Source, Trace, TraceKind};
 use crate::scenario::world::{Tap, download_event, progress_only, state_name};
 use crate::uds_client::UdsClient;
 
@@ -173,8 +173,12 @@ impl BenchPlace {
     }
 
     fn push(&mut self, source: Source, event: &str, text: String) {
+        self.push_kind(source, event, text, TraceKind::Other);
+    }
+
+    fn push_kind(&mut self, source: Source, event: &str, text: String, kind: TraceKind) {
         let at = self.now();
-        self.trace.push(at, source, event, text);
+        self.trace.push_kind(at, source, event, text, kind);
         if let (Some(t), Some(e)) = (&self.tap, self.trace.events.last()) {
             (t.0)(e);
         }
@@ -184,7 +188,8 @@ impl BenchPlace {
     fn observe(&mut self, obs: Observation<'_>) {
         for m in self.engine.matches(&obs) {
             let text = self.engine.fire(m.fault, &m.what);
-            self.push(Source::Fault, "fault_fired", text);
+            let kind = TraceKind::FaultFired { fault: m.fault };
+            self.push_kind(Source::Fault, "fault_fired", text, kind);
             let _ = self.actions.send(Job::Act(m.fault, m.action));
         }
     }
@@ -228,7 +233,13 @@ impl BenchPlace {
             return;
         }
         let name = state_name(state);
-        self.push(Source::Ota, &format!("state:{name}"), state.to_string());
+        let kind = TraceKind::Job(Arc::new(state.clone()));
+        self.push_kind(
+            Source::Ota,
+            &format!("state:{name}"),
+            state.to_string(),
+            kind,
+        );
         self.state = name.clone();
         self.observe(Observation::State(&name));
     }
@@ -402,7 +413,12 @@ async fn execute(
                     let hit = g.armed.iter().find(|(_, k)| k == kind).map(|(i, _)| *i);
                     if let Some(i) = hit {
                         let text = g.engine.fire(i, &format!("at download byte {offset}"));
-                        g.push(Source::Fault, "fault_fired", text);
+                        g.push_kind(
+                            Source::Fault,
+                            "fault_fired",
+                            text,
+                            TraceKind::FaultFired { fault: i },
+                        );
                         continue;
                     }
                 }

@@ -14,7 +14,8 @@
 use std::fmt::Write as _;
 
 use super::junit::escape;
-use super::trace::{Source, Trace};
+use super::trace::{Trace, TraceKind};
+use ecu_sim::event::EventKind;
 
 const WIDTH: f64 = 1200.0;
 const LEFT: f64 = 130.0;
@@ -93,14 +94,13 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
     let phases: Vec<(u64, String, String)> = trace
         .events
         .iter()
-        .filter(|e| e.source == Source::Ota && e.event.starts_with("state:"))
-        .map(|e| {
-            let phase = e.event["state:".len()..]
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            (e.at_us, phase, e.text.to_string())
+        .filter_map(|e| match &e.kind {
+            TraceKind::Job(state) => Some((
+                e.at_us,
+                state.phase().name().to_string(),
+                e.text.to_string(),
+            )),
+            _ => None,
         })
         .collect();
     let mut i = 0;
@@ -151,15 +151,18 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
             to as f64 / 1e6
         );
     };
-    for e in trace.events.iter().filter(|e| e.source == Source::Ecu) {
-        match &*e.event {
-            "power_on" if on_since.is_none() => {
+    for e in &trace.events {
+        let TraceKind::Ecu(kind) = &e.kind else {
+            continue;
+        };
+        match &**kind {
+            EventKind::PowerOn if on_since.is_none() => {
                 if e.at_us > last_off {
                     bar(&mut s, last_off, e.at_us, false);
                 }
                 on_since = Some(e.at_us);
             }
-            "power_off" | "power_lost" => {
+            EventKind::PowerOff | EventKind::PowerLost { .. } => {
                 if let Some(from) = on_since.take() {
                     bar(&mut s, from, e.at_us, true);
                     last_off = e.at_us;
@@ -177,11 +180,16 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
     let _ = writeln!(s, "<g id=\"lane-boots\">");
     let mut swap_from = None;
     let mut boots_seen = 0;
-    for e in trace.events.iter().filter(|e| e.source == Source::Ecu) {
+    for e in &trace.events {
+        let TraceKind::Ecu(kind) = &e.kind else {
+            continue;
+        };
         let y = lane_y(2);
-        match &*e.event {
-            "swap_started" | "swap_resumed" => swap_from = Some(e.at_us),
-            "swap_finished" => {
+        match &**kind {
+            EventKind::SwapStarted { .. } | EventKind::SwapResumed { .. } => {
+                swap_from = Some(e.at_us)
+            }
+            EventKind::SwapFinished { .. } => {
                 if let Some(from) = swap_from.take() {
                     let _ = writeln!(
                         s,
@@ -193,7 +201,7 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
                     );
                 }
             }
-            "boot_started" => {
+            EventKind::BootStarted { .. } => {
                 let _ = writeln!(
                     s,
                     "<line class=\"boot\" x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#333\"><title>{3:.3} s {4}</title></line>",
@@ -204,13 +212,18 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
                     escape(&e.text)
                 );
             }
-            "booted" => {
+            EventKind::Booted {
+                slot,
+                version,
+                test,
+                attempt,
+            } => {
                 boots_seen += 1;
-                let label = e
-                    .text
-                    .strip_prefix("booted ")
-                    .unwrap_or(&e.text)
-                    .replace(" from ", " ");
+                let label = if *test {
+                    format!("{version} {slot} (test, attempt {attempt})")
+                } else {
+                    format!("{version} {slot}")
+                };
                 // Alternate rows so labels of close boots do not overlap; near the right
                 // edge, end the label at the tick.
                 let ty = if boots_seen % 2 == 1 {
@@ -231,7 +244,7 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
                     escape(&e.text)
                 );
             }
-            "no_bootable_image" => {
+            EventKind::NoBootableImage { .. } => {
                 let _ = writeln!(
                     s,
                     "<text class=\"bricked\" x=\"{:.1}\" y=\"{}\" fill=\"#e15759\" font-weight=\"bold\">BRICKED<title>{}</title></text>",
@@ -247,7 +260,11 @@ pub fn render(name: &str, description: &str, trace: &Trace) -> String {
 
     // Faults.
     let _ = writeln!(s, "<g id=\"lane-faults\">");
-    for e in trace.events.iter().filter(|e| &*e.event == "fault_fired") {
+    for e in trace
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, TraceKind::FaultFired { .. }))
+    {
         let (cx, y) = (x(e.at_us), lane_y(3) + 14.0);
         let _ = writeln!(
             s,

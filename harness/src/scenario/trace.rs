@@ -5,7 +5,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use ecu_sim::event::EventKind;
 use serde::Serialize;
+
+use crate::ota::job::State;
 
 /// Who reported an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -38,6 +41,22 @@ impl fmt::Display for Source {
     }
 }
 
+/// What an event is, typed: views (the dashboard, the SVG timeline) match on this, never on
+/// the text. Not in the JSON lines, whose `event` and `text` stay the stable interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TraceKind {
+    /// A job transition (progress-only ones included: bytes downloaded, blocks sent).
+    Job(Arc<State>),
+    /// One of the virtual ECU's events.
+    Ecu(Arc<EventKind>),
+    /// Fault `fault` (0-based index into the scenario's faults) fired.
+    FaultFired { fault: usize },
+    /// Anything else (notes, power switching, the server, the runner, a client's output):
+    /// named by `event`, told by `text`.
+    #[default]
+    Other,
+}
+
 /// One event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TraceEvent {
@@ -49,6 +68,9 @@ pub struct TraceEvent {
     pub event: Arc<str>,
     /// What a person reads.
     pub text: Arc<str>,
+    /// The event, typed.
+    #[serde(skip)]
+    pub kind: TraceKind,
 }
 
 impl fmt::Display for TraceEvent {
@@ -71,11 +93,24 @@ pub struct Trace {
 
 impl Trace {
     pub fn push(&mut self, at_us: u64, source: Source, event: &str, text: impl Into<String>) {
+        self.push_kind(at_us, source, event, text, TraceKind::Other);
+    }
+
+    /// [`Trace::push`] with the event's typed `kind`.
+    pub fn push_kind(
+        &mut self,
+        at_us: u64,
+        source: Source,
+        event: &str,
+        text: impl Into<String>,
+        kind: TraceKind,
+    ) {
         self.events.push(TraceEvent {
             at_us,
             source,
             event: Arc::from(event),
             text: Arc::from(text.into()),
+            kind,
         });
     }
 

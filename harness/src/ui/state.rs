@@ -4,7 +4,11 @@
 use std::collections::VecDeque;
 
 use crate::scenario::report::{LiveEvent, Status};
-use crate::scenario::trace::{Source, TraceEvent};
+use ecu_sim::boot::Slot;
+use ecu_sim::event::EventKind;
+
+use crate::ota::job::{State, TransferStep};
+use crate::scenario::trace::{Source, TraceEvent, TraceKind};
 
 /// Events kept per scenario for the log.
 const LOG_LEN: usize = 2000;
@@ -86,93 +90,91 @@ impl ScenarioView {
 
     fn fold(&mut self, e: &TraceEvent) {
         self.sim_us = self.sim_us.max(e.at_us);
-        let slot = |t: &str| usize::from(t.contains("secondary"));
-        match (e.source, &*e.event) {
-            (Source::Ota, ev) if ev.starts_with("state:") => {
-                let phase = ev["state:".len()..].split(':').next().unwrap_or("");
-                if self.phases.last().map(|p| p.1.as_str()) != Some(phase) {
-                    self.phases.push((e.at_us, phase.to_string()));
-                }
-                if ev == "state:transferring:block" {
-                    // "transferring: block n/of"
-                    if let Some((n, of)) = e.text.rsplit(' ').next().and_then(|f| f.split_once('/'))
-                    {
-                        if let (Ok(n), Ok(of)) = (n.parse(), of.parse()) {
-                            self.blocks = Some((n, of));
-                        }
-                    }
-                }
-            }
-            (Source::Download, _) => self.download = Some(e.text.to_string()),
-            (Source::Ecu, "power_on") => self.ecu.powered = true,
-            (Source::Ecu, "power_off" | "power_lost") => {
+        match &e.kind {
+            TraceKind::Job(state) => self.fold_job(e.at_us, state),
+            TraceKind::Ecu(kind) => self.fold_ecu(kind),
+            TraceKind::FaultFired { .. } => self.faults.push((e.at_us, e.text.to_string())),
+            TraceKind::Other => match e.source {
+                Source::Download => self.download = Some(e.text.to_string()),
+                Source::Fault => self.faults.push((e.at_us, e.text.to_string())),
+                _ => {}
+            },
+        }
+    }
+
+    fn fold_job(&mut self, at_us: u64, state: &State) {
+        let phase = state.phase().name();
+        if self.phases.last().map(|p| p.1.as_str()) != Some(phase) {
+            self.phases.push((at_us, phase.to_string()));
+        }
+        if let State::Transferring {
+            step: TransferStep::Block { n, of },
+        } = state
+        {
+            self.blocks = Some((u64::from(*n), u64::from(*of)));
+        }
+    }
+
+    fn fold_ecu(&mut self, kind: &EventKind) {
+        let index = |slot: &Slot| usize::from(*slot == Slot::Secondary);
+        match kind {
+            EventKind::PowerOn => self.ecu.powered = true,
+            EventKind::PowerOff | EventKind::PowerLost { .. } => {
                 self.ecu.powered = false;
                 self.ecu.unlocked = false;
                 self.ecu.running = None;
             }
-            (Source::Ecu, "boot_started") => {
+            EventKind::BootStarted { .. } => {
                 self.ecu.boots += 1;
                 self.ecu.session = "0x01".into();
                 self.ecu.unlocked = false;
             }
-            (Source::Ecu, "session_changed") => {
-                self.ecu.session = e.text.rsplit(' ').next().unwrap_or("").to_string();
-            }
-            (Source::Ecu, "security_unlocked") => self.ecu.unlocked = true,
-            (Source::Ecu, "booted") => {
-                // "booted 2.0.0 from primary (test, attempt 1)"
-                let mut words = e.text.split_whitespace().skip(1);
-                let version = words.next().unwrap_or("?").to_string();
-                let s = words.nth(1).unwrap_or("?").to_string();
-                let test = e.text.contains("(test");
-                let i = slot(&s);
-                self.ecu.slots[i].version = Some(version.clone());
-                self.ecu.slots[i].flags = if test {
+            EventKind::SessionChanged { session } => self.ecu.session = format!("0x{session:02x}"),
+            EventKind::SecurityUnlocked { .. } => self.ecu.unlocked = true,
+            EventKind::Booted {
+                slot,
+                version,
+                test,
+                ..
+            } => {
+                let i = index(slot);
+                self.ecu.slots[i].version = Some(version.to_string());
+                self.ecu.slots[i].flags = if *test {
                     vec!["valid", "test"]
                 } else {
                     vec!["valid", "confirmed"]
                 };
-                self.ecu.running = Some((s, version, test));
+                self.ecu.running = Some((slot.to_string(), version.to_string(), *test));
             }
-            (Source::Ecu, "confirmed") => {
-                let i = slot(&e.text);
-                self.ecu.slots[i].flags = vec!["valid", "confirmed"];
+            EventKind::Confirmed { slot, .. } => {
+                self.ecu.slots[index(slot)].flags = vec!["valid", "confirmed"];
                 if let Some(r) = &mut self.ecu.running {
                     r.2 = false;
                 }
             }
-            (Source::Ecu, "upgrade_requested") => {
-                let i = slot(&e.text);
-                self.ecu.slots[i].flags = vec!["pending"];
+            EventKind::UpgradeRequested { slot, .. } => {
+                self.ecu.slots[index(slot)].flags = vec!["pending"];
             }
-            (Source::Ecu, "download_started") => {
-                let i = 1 - self.ecu.running.as_ref().map_or(0, |r| slot(&r.0));
+            EventKind::DownloadStarted { .. } => {
+                let running = self.ecu.running.as_ref();
+                let i = 1 - running.map_or(0, |r| usize::from(r.0 == "secondary"));
                 self.ecu.slots[i] = SlotView {
                     version: None,
                     flags: vec!["receiving"],
                 };
             }
-            (Source::Ecu, "swap_started" | "swap_resumed") => self.swap = Some((0, 0)),
-            (Source::Ecu, "swap_progress") => {
-                // "swap: sector k/n done"
-                if let Some((k, n)) = e
-                    .text
-                    .split_whitespace()
-                    .nth(2)
-                    .and_then(|f| f.split_once('/'))
-                    && let (Ok(k), Ok(n)) = (k.parse(), n.parse())
-                {
-                    self.swap = Some((k, n));
+            EventKind::SwapStarted { .. } | EventKind::SwapResumed { .. } => {
+                self.swap = Some((0, 0));
+            }
+            EventKind::SwapProgress { sector, of, .. } => {
+                self.swap = Some((u64::from(*sector) + 1, u64::from(*of)));
+            }
+            EventKind::DtcRecorded { code } => {
+                let code = format!("{code:06X}");
+                if !self.ecu.dtcs.contains(&code) {
+                    self.ecu.dtcs.push(code);
                 }
             }
-            (Source::Ecu, "dtc_recorded") => {
-                // "dtc D00200 recorded"
-                let code = e.text.split_whitespace().nth(1).unwrap_or(&e.text);
-                if !self.ecu.dtcs.iter().any(|d| d == code) {
-                    self.ecu.dtcs.push(code.to_string());
-                }
-            }
-            (Source::Fault, _) => self.faults.push((e.at_us, e.text.to_string())),
             _ => {}
         }
     }

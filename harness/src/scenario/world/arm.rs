@@ -20,7 +20,7 @@ impl World {
             return;
         }
         let text = self.engine.fire(index, "");
-        self.push(now, Source::Fault, "fault_fired", text);
+        self.push_fired(now, index, text);
         self.apply(sim, now, vec![f.action]);
     }
 

@@ -31,7 +31,7 @@ pub use super::engine::{describe_action, state_matches};
 use super::schema::{
     Action, ArtifactSwap, CanFault, DownloadFault, Scenario, TransportSpec, Trigger,
 };
-use super::trace::{Source, Trace, TraceEvent};
+use super::trace::{Source, Trace, TraceEvent, TraceKind};
 use crate::ota::sim::SimEcu;
 
 /// One of the two images, as the invariants need it.
@@ -209,10 +209,28 @@ impl World {
 
     /// Add an event to the trace (and show it to the tap).
     pub fn push(&mut self, at_us: u64, source: Source, event: &str, text: impl Into<String>) {
-        self.trace.push(at_us, source, event, text);
+        self.push_kind(at_us, source, event, text, TraceKind::Other);
+    }
+
+    /// [`World::push`] with the event's typed `kind`.
+    pub fn push_kind(
+        &mut self,
+        at_us: u64,
+        source: Source,
+        event: &str,
+        text: impl Into<String>,
+        kind: TraceKind,
+    ) {
+        self.trace.push_kind(at_us, source, event, text, kind);
         if let (Some(tap), Some(e)) = (&self.tap, self.trace.events.last()) {
             (tap.0)(e);
         }
+    }
+
+    /// Fault `fault` fired: `text` in the trace.
+    pub fn push_fired(&mut self, at_us: u64, fault: usize, text: String) {
+        let kind = TraceKind::FaultFired { fault };
+        self.push_kind(at_us, Source::Fault, "fault_fired", text, kind);
     }
 
     /// This world as a fork starts from it: the same state, `scenario` (the original plus
@@ -284,7 +302,7 @@ impl World {
                 continue;
             }
             let text = self.engine.fire(m.fault, &m.what);
-            self.push(now, Source::Fault, "fault_fired", text);
+            self.push_fired(now, m.fault, text);
             fired.push(m);
         }
         fired
@@ -384,7 +402,8 @@ impl World {
 
     fn on_event(&mut self, sim: &mut SimEcu, now: u64, e: Event, booted: &[BootedBytes]) {
         let name = event_name(&e.kind);
-        self.push(e.at_us, Source::Ecu, &name, e.kind.to_string());
+        let kind = TraceKind::Ecu(Arc::new(e.kind.clone()));
+        self.push_kind(e.at_us, Source::Ecu, &name, e.kind.to_string(), kind);
         match &e.kind {
             EventKind::BootStarted { boot } => {
                 self.boots += 1;
@@ -456,7 +475,7 @@ impl World {
                     let text = self
                         .engine
                         .fire(fault, &format!("on {on} at flash op {op}"));
-                    self.push(e.at_us, Source::Fault, "fault_fired", text);
+                    self.push_fired(e.at_us, fault, text);
                     let kill = matches!(&f.action, Action::PowerCut(p) if p.kill_manager);
                     self.power_cut_at(e.at_us, restore_us, kill);
                     self.rearm_event_cuts(sim);
@@ -474,7 +493,7 @@ impl World {
                     } else {
                         self.engine.describe(fault, &what)
                     };
-                    self.push(e.at_us, Source::Fault, "fault_fired", text);
+                    self.push_fired(e.at_us, fault, text);
                     let kill = matches!(&f.action, Action::PowerCut(p) if p.kill_manager);
                     self.power_cut_at(e.at_us, restore_us, kill);
                     if self.engine.has_times_left(fault) {
@@ -570,11 +589,12 @@ impl World {
         {
             self.blocks_total = *of;
         }
-        self.push(
+        self.push_kind(
             now,
             Source::Ota,
             &format!("state:{name}"),
             state.to_string(),
+            TraceKind::Job(Arc::new(state.clone())),
         );
         self.job_state = name.clone();
         if progress_only {
