@@ -44,7 +44,7 @@ fn a_download_fault_at_a_byte_acts_at_that_byte() {
 #[test]
 fn a_bit_rot_outside_its_region_does_not_fire_and_fails_the_run() {
     let base = report::load(&scenario("bit-rot-staged-image.yaml")).unwrap();
-    let p = runner::prepare(&std::sync::Arc::new(base.clone())).unwrap();
+    let p = hil::scenario::prepare::prepare(&std::sync::Arc::new(base.clone())).unwrap();
     let slot = p.world.layout.secondary.region;
     let flash = p.sim.ecu.flash().geometry().size();
     // The first byte past the slot is still in the flash (another region).

@@ -36,9 +36,8 @@ use crate::ota::store::Store;
 use crate::power::{ExternalCommand, Manual, PowerControl, PowerError, SerialRelay};
 use crate::scenario::engine::{Engine, Observation, download_threshold};
 use crate::scenario::expect;
-use crate::scenario::runner::{
-    EndState, RunError, RunResult, build_image, outcome_of, real_time, swaps,
-};
+use crate::scenario::outcome::{EndState, RunError, RunResult, outcome_of};
+use crate::scenario::prepare::{build_image, real_time, swaps};
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario};
 use crate::scenario::trace::{Source, Trace, TraceKind};
 use crate::scenario::world::{Tap, download_event, progress_only, state_name};

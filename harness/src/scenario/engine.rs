@@ -289,9 +289,9 @@ impl Engine {
     }
 
     /// A failure for every fault that never fired, unless optional (see
-    /// [`unfired_or_idle`](super::runner::unfired_or_idle)).
+    /// [`unfired_or_idle`](super::outcome::unfired_or_idle)).
     pub fn unfired(&self) -> Vec<String> {
-        super::runner::unfired_or_idle(&self.scenario, &self.fired, &self.idle)
+        super::outcome::unfired_or_idle(&self.scenario, &self.fired, &self.idle)
     }
 }
 

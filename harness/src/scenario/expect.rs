@@ -1,7 +1,7 @@
 //! The scenario's expectations against what happened. Each unmet one is a sentence that
 //! says what was expected and what happened.
 
-use super::runner::{EndState, dtc_code};
+use super::outcome::{EndState, dtc_code};
 use super::schema::{Expect, OutcomeSpec};
 use super::trace::Trace;
 

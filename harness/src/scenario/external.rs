@@ -5,7 +5,7 @@
 //!
 //! | step | what happens |
 //! |---|---|
-//! | prepare | images, the provisioned ECU and the world, as for the manager ([`super::runner::prepare`]); the update is written to `update.bin` in a temp dir |
+//! | prepare | images, the provisioned ECU and the world, as for the manager ([`super::prepare::prepare`]); the update is written to `update.bin` in a temp dir |
 //! | serve | `ecu_sim::serve` over the world ([`WorldBackend`]): every request passes the scenario's hooks (power cuts at transfer blocks, NRCs, corrupted requests, lost CAN messages, dropped connections) |
 //! | client | `sh -c COMMAND` with the placeholders replaced; its stdout and stderr lines go into the trace (`client`); killed at `timeout_s` |
 //! | settle | the ECU runs on until pending power restores happened and [`SETTLE_US`] passed |
@@ -25,9 +25,8 @@ use ecu_sim::proto::uds_can::CanIds;
 use ecu_sim::serve::{DoipEndpoint, ServeConfig, Served};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::runner::{
-    EndState, Prepared, RunError, RunResult, end_state, prepare, real_time, spawn_ticker,
-};
+use super::outcome::{EndState, RunError, RunResult, end_state};
+use super::prepare::{Prepared, prepare, real_time, spawn_ticker};
 use super::schema::{ExternalClient, OutcomeSpec, Scenario, TransportSpec};
 use super::trace::Source;
 use super::world::{Tap, World};

@@ -7,8 +7,13 @@
 //! | [`validate`] | parsing with `file:line:col` problems and hints |
 //! | [`engine`] | the fault engine: which faults fire when, for every place (sans-IO) |
 //! | [`world`] | the simulated surroundings: observations for the engine, actions, invariants |
-//! | [`runner`] | one run: build the ECU and images, drive the job, settle, check |
+//! | [`prepare`] | building a simulated run: seeded images, the provisioned ECU, the world, runtimes, the ticker |
+//! | [`runner`] | one run in virtual time: drive the job, settle, check (an external client's run goes to [`external`]) |
 //! | [`external`] | one run with an external OTA client: the world on real sockets, in real time |
+//! | [`outcome`] | what a run produced, wherever it ran: end state, result, errors, faults that never fired |
+//!
+//! Dependencies point one way: `runner` → `external` → `prepare` → `outcome`; `expect` reads
+//! only `outcome`.
 //! | [`expect`] | expectations against the end state and the trace |
 //! | [`trace`] | the one event stream every view reads |
 //! | [`report`] | statuses, files and directories, parallel runs, the replay command |
@@ -19,6 +24,8 @@ pub mod engine;
 pub mod expect;
 pub mod external;
 pub mod junit;
+pub mod outcome;
+pub mod prepare;
 pub mod report;
 pub mod runner;
 pub mod schema;

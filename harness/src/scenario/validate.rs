@@ -559,7 +559,7 @@ fn check_image_sizes(s: &Scenario, l: &Layout, found: &mut Found) {
             ..spec.clone()
         };
         let Ok(overhead) =
-            super::runner::build_image(&empty, s.seed, "an empty image").map(|b| b.len() as u64)
+            super::prepare::build_image(&empty, s.seed, "an empty image").map(|b| b.len() as u64)
         else {
             continue; // a bad version: reported on its own
         };

@@ -43,7 +43,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::scenario::runner::{self, ForkStart, Prepared, RunError};
+use crate::scenario::outcome::RunError;
+use crate::scenario::prepare::{self, Prepared};
+use crate::scenario::runner::{self, ForkStart};
 use crate::scenario::schema::{
     Action, CutVariantSpec, Fault, FlashOpTrigger, PowerCut, Scenario, Trigger,
 };
@@ -350,7 +352,7 @@ pub fn sweep(
     }
     let started = std::time::Instant::now();
     let base = Arc::new(scenario.clone());
-    let prepared = runner::prepare(&base)?;
+    let prepared = prepare::prepare(&base)?;
     let arm_ops = prepared.sim.ecu.flash().ops();
     let update = prepared.update.clone();
     let config = prepared.config.clone();
@@ -360,7 +362,7 @@ pub fn sweep(
     } else {
         o.jobs
     };
-    let dir = runner::scratch_dir()?;
+    let dir = prepare::scratch_dir()?;
     let (tx, rx) = sync_channel::<Work>(jobs * 2);
     let rx = Arc::new(Mutex::new(rx));
     let known = Arc::new(AtomicUsize::new(0));
@@ -377,7 +379,7 @@ pub fn sweep(
                 (&results, &done, &failed_n, Arc::clone(&known), &skipped);
             scope.spawn(move || {
                 // One job store per worker, emptied before each point.
-                let Ok(store) = runner::scratch_dir() else {
+                let Ok(store) = prepare::scratch_dir() else {
                     return;
                 };
                 loop {

@@ -32,7 +32,7 @@ fn evidence(images: Vec<ImageEvent>) -> Evidence {
 }
 
 fn job(history: &[(u64, State)]) -> Job {
-    let manifest = crate::scenario::runner::manifest(b"update", "2.0.0");
+    let manifest = crate::scenario::prepare::manifest(b"update", "2.0.0");
     let mut j = Job::new("job-0001".into(), manifest, 0);
     j.history = history
         .iter()

@@ -1,0 +1,165 @@
+//! What a scenario run produced, wherever it ran: the end state the expectations read, the
+//! result, the errors of a run that could not be carried out, and the failures for faults
+//! that never fired.
+
+use ecu_sim::boot::Slot;
+use ecu_sim::image::{self, Version};
+
+use super::schema::parse_dtc;
+use super::schema::{OutcomeSpec, Scenario};
+use super::trace::Trace;
+use super::world::{World, state_name};
+use crate::ota::job::{Job, State};
+use crate::ota::sim::SimEcu;
+
+/// Something the runner could not do (as opposed to a scenario that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building the {what} image: {message}")]
+    Image { what: &'static str, message: String },
+    #[error("the ecu: {0}")]
+    Ecu(String),
+    #[error("the job store: {0}")]
+    Store(String),
+    #[error("the OTA manager broke: {0}")]
+    Manager(String),
+    #[error("no end after {0} s of simulated time")]
+    Stuck(u64),
+}
+
+/// The end state of a run, as the expectations see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndState {
+    pub outcome: OutcomeSpec,
+    pub reason: Option<String>,
+    pub version: Option<Version>,
+    pub slot: Option<Slot>,
+    pub confirmed: bool,
+    pub boots: u64,
+    pub rollbacks: u64,
+    pub dtcs: Vec<u32>,
+    pub simulated_us: u64,
+    pub download_resumed: bool,
+    /// The version of the installed (old) image.
+    pub installed: Option<Version>,
+}
+
+impl EndState {
+    /// What the ECU runs at the end, e.g. `1.0.0 (confirmed)` or `nothing (unconfirmed)`.
+    pub fn running(&self) -> String {
+        format!(
+            "{} ({})",
+            self.version
+                .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
+            if self.confirmed {
+                "confirmed"
+            } else {
+                "unconfirmed"
+            }
+        )
+    }
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub trace: Trace,
+    pub end: EndState,
+    /// Unmet expectations and broken invariants, most important first.
+    pub failures: Vec<String>,
+    /// The manager's job (none with an external client).
+    pub job: Option<Job>,
+    /// The simulated world's typed record (none on a bench: a real ECU is seen from outside).
+    pub evidence: Option<super::world::Evidence>,
+    /// Times are wall-clock time (an external client, a bench), not virtual time.
+    pub real_time: bool,
+}
+
+/// A failure for every fault that never fired, unless it is optional: located at the fault
+/// in its file and in the file's words, `s.yaml:7:5: fault 2 (when: {flash_op: {n: 900}})
+/// never fired: …`.
+pub fn unfired(s: &Scenario, fired: &[u32]) -> Vec<String> {
+    unfired_or_idle(s, fired, &[])
+}
+
+/// [`unfired`], saying for a fault whose trigger matched but whose action did nothing
+/// (`idle`, by index: a bit rot outside its region) why it did not fire.
+pub fn unfired_or_idle(s: &Scenario, fired: &[u32], idle: &[Option<String>]) -> Vec<String> {
+    s.faults
+        .iter()
+        .zip(fired)
+        .enumerate()
+        .filter(|(_, (f, n))| **n == 0 && !f.optional)
+        .map(|(i, (f, _))| {
+            let at = s
+                .origin
+                .as_ref()
+                .and_then(|o| o.faults.get(i).map(|(l, c)| format!("{}:{l}:{c}: ", o.file)))
+                .unwrap_or_default();
+            match idle.get(i).and_then(Option::as_ref) {
+                Some(why) => format!(
+                    "{at}fault {} (when: {}) never fired: its trigger matched, but its action did nothing ({why})",
+                    i + 1,
+                    f.when.to_yaml_flow()
+                ),
+                None => format!(
+                    "{at}fault {} (when: {}) never fired: its trigger did not match (mark it `optional: true` if that is fine)",
+                    i + 1,
+                    f.when.to_yaml_flow()
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The scenario outcome of a job's final state, with its reason.
+pub fn outcome_of(state: &State) -> (OutcomeSpec, Option<String>) {
+    match state {
+        State::Committed => (OutcomeSpec::Committed, None),
+        State::RolledBack { reason } => (OutcomeSpec::RolledBack, Some(reason.clone())),
+        State::Failed {
+            reason,
+            refused: true,
+        } => (OutcomeSpec::Rejected, Some(reason.clone())),
+        State::Failed { reason, .. } => (OutcomeSpec::Failed, Some(reason.clone())),
+        other => (
+            OutcomeSpec::Failed,
+            Some(format!("unfinished: {}", state_name(other))),
+        ),
+    }
+}
+
+/// The end state; the outcome from `job` (without one, `failed` until the caller decides).
+pub fn end_state(job: Option<&Job>, sim: &SimEcu, world: &World, now: u64) -> EndState {
+    let unfinished = State::Submitted;
+    let (outcome, reason) = outcome_of(job.map_or(&unfinished, |j| &j.state));
+    let running = sim.ecu.running();
+    EndState {
+        outcome,
+        reason,
+        version: running.map(|r| r.image.header.version),
+        slot: running.map(|r| r.slot),
+        confirmed: running.is_some_and(|r| r.confirmed),
+        boots: world.boots,
+        rollbacks: world.rollbacks,
+        dtcs: sim
+            .ecu
+            .dtcs()
+            .matching(0xFF)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect(),
+        simulated_us: now,
+        download_resumed: world.download_resumed,
+        installed: world.images[0]
+            .bytes
+            .get(..)
+            .and_then(|b| image::parse(b).ok())
+            .map(|p| p.header.version),
+    }
+}
+
+/// The DTC code of a `D00300`-style name.
+pub fn dtc_code(name: &str) -> Option<u32> {
+    parse_dtc(name)
+}
