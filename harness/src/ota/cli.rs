@@ -10,7 +10,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::job::{Job, OtaError, Phase, State, TransferStep};
+use super::error::OtaError;
+use super::job::{Job, Phase, State, TransferStep};
 use super::live::{self, LiveConfig, Progress};
 use super::manifest::Manifest;
 use super::store::{Store, StoreError};
@@ -24,7 +25,7 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 fn code_of(e: &OtaError) -> exit::Code {
     match e {
         OtaError::Store(StoreError::Io { .. } | StoreError::Lock { .. })
-        | OtaError::IllegalTransition { .. } => exit::BROKEN,
+        | OtaError::IllegalTransition(_) => exit::BROKEN,
         OtaError::Store(_) | OtaError::Finished { .. } => exit::INVALID,
     }
 }

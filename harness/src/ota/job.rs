@@ -15,7 +15,7 @@
 //! | `failed {reason}` | the update was abandoned | — |
 //!
 //! Every transition is recorded with its time (virtual or wall-clock microseconds). Anything
-//! not in the table is refused with [`OtaError::IllegalTransition`]. The JSON form (one document
+//! not in the table is refused with [`IllegalTransition`]. The JSON form (one document
 //! per job, see [`crate::ota::store`]) is the serde form of [`Job`].
 
 use std::fmt;
@@ -200,15 +200,12 @@ pub struct Transition {
     pub state: State,
 }
 
-/// Errors of the OTA layer.
-#[derive(Debug, thiserror::Error)]
-pub enum OtaError {
-    #[error("illegal transition {from} -> {to}")]
-    IllegalTransition { from: String, to: String },
-    #[error("job {id} is {state}: nothing left to do")]
-    Finished { id: String, state: String },
-    #[error("{0}")]
-    Store(#[from] super::store::StoreError),
+/// A transition the state table does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition {from} -> {to}")]
+pub struct IllegalTransition {
+    pub from: String,
+    pub to: String,
 }
 
 /// A job as persisted.
@@ -274,11 +271,11 @@ impl Job {
         }
     }
 
-    /// Move to `to` at `at_us`, or refuse with [`OtaError::IllegalTransition`].
-    pub fn go(&mut self, to: State, at_us: u64) -> Result<(), OtaError> {
+    /// Move to `to` at `at_us`, or refuse with [`IllegalTransition`].
+    pub fn go(&mut self, to: State, at_us: u64) -> Result<(), IllegalTransition> {
         let (from, next) = (self.state.phase(), to.phase());
         if !from.may_go_to(next) {
-            return Err(OtaError::IllegalTransition {
+            return Err(IllegalTransition {
                 from: self.state.to_string(),
                 to: to.to_string(),
             });

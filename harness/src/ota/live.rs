@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ecu_sim::image::{self, TLV_KEYHASH};
 use ecu_sim::proto::uds::codec::{BootStatusRecord, SlotRecord, StagingRecord, did};
 
-use super::job::{ApplyStep, Job, OtaError, State, TransferStep};
+use super::error::OtaError;
+use super::job::{ApplyStep, Job, State, TransferStep};
 use super::manager::{Command, Manager, Observation, WorkerEvent};
 use super::manifest::{Manifest, Target};
 use super::store::Store;

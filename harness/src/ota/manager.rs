@@ -31,7 +31,8 @@
 //! then the ECU took this image and reverted it (a cut right after the check routine), and the
 //! job ends `rolled_back`.
 
-use super::job::{ApplyStep, Job, OtaError, Phase, State, TransferStep};
+use super::error::OtaError;
+use super::job::{ApplyStep, Job, Phase, State, TransferStep};
 
 /// Bounds on retries.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! download, flash and apply.
 
 pub mod cli;
+pub mod error;
 pub mod job;
 pub mod live;
 pub mod manager;

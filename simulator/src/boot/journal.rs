@@ -38,22 +38,13 @@
 use crate::flash::{Flash, FlashError};
 
 use super::layout::{Layout, Region};
+pub use super::layout::{record_size, records_needed};
 use super::trailer::SwapType;
 
 const TAG_START: u8 = 0x51;
 const TAG_STEP: u8 = 0x52;
 const TAG_DONE: u8 = 0x53;
 const TAG_COUNTER: u8 = 0x5c;
-
-/// Record size for a layout unit.
-pub fn record_size(unit: u32) -> u32 {
-    16u32.div_ceil(unit) * unit
-}
-
-/// Records a swap of `sectors` image sectors needs, plus room for records lost to torn writes.
-pub fn records_needed(sectors: usize) -> usize {
-    3 * sectors + 2 + 16
-}
 
 /// One step of moving a sector (see the module table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

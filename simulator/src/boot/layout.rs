@@ -246,10 +246,10 @@ impl Layout {
             });
         }
         let unit = geometry.write_align().max(8) as u32;
-        let record = super::journal::record_size(unit);
+        let record = record_size(unit);
         let small = journal[0].size.min(journal[1].size);
         let capacity = (small / record) as usize;
-        let needed = super::journal::records_needed(ps.len() - 1);
+        let needed = records_needed(ps.len() - 1);
         if mode == BootMode::Swap && capacity < needed {
             return Err(LayoutError::StatusTooSmall {
                 size: small,
@@ -325,6 +325,17 @@ impl Layout {
             Slot::Secondary => &self.secondary,
         }
     }
+}
+
+/// Size of one swap-journal record ([`super::journal`]) for a layout unit: the journal's
+/// sizing rules live here, with the layout they size.
+pub fn record_size(unit: u32) -> u32 {
+    16u32.div_ceil(unit) * unit
+}
+
+/// Records a swap of `sectors` image sectors needs, plus room for records lost to torn writes.
+pub fn records_needed(sectors: usize) -> usize {
+    3 * sectors + 2 + 16
 }
 
 #[cfg(test)]

@@ -1,0 +1,15 @@
+//! The OTA layer's one error enum (the job store's errors inside it).
+
+use super::job::IllegalTransition;
+use super::store::StoreError;
+
+/// Errors of the OTA layer.
+#[derive(Debug, thiserror::Error)]
+pub enum OtaError {
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("job {id} is {state}: nothing left to do")]
+    Finished { id: String, state: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
