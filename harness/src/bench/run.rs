@@ -29,15 +29,14 @@ use super::schema::{Bench, PowerSpec};
 use crate::artifact::{ArtifactEvent, ArtifactServer, FaultKind, Faults};
 use crate::download::{DownloadConfig, DownloadEvent};
 use crate::ota::job::{State, TransferStep};
-use crate::ota::live::{DownloadWatch, LiveConfig, LiveWorkers, Progress, drive};
-use crate::ota::manager::{Limits, Manager};
+use crate::ota::live::{DownloadWatch, LiveWorkers, Progress, drive};
 use crate::ota::manifest::{Artifact, Manifest};
 use crate::ota::store::Store;
 use crate::power::{ExternalCommand, Manual, PowerControl, PowerError, SerialRelay};
 use crate::scenario::engine::{Engine, Observation, download_threshold};
 use crate::scenario::expect;
 use crate::scenario::outcome::{EndState, RunError, RunResult, outcome_of};
-use crate::scenario::prepare::{build_image, real_time, swaps};
+use crate::scenario::prepare::{build_image, live_config, real_time, swaps};
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario};
 use crate::scenario::trace::{Source, Trace, TraceKind};
 use crate::scenario::world::{Tap, download_event, progress_only, state_name};
@@ -524,20 +523,7 @@ async fn execute(
         })
     };
 
-    let config = LiveConfig {
-        manager: Manager {
-            limits: Limits {
-                download_attempts: manager_spec.download_attempts,
-                transfer_attempts: manager_spec.transfer_attempts,
-            },
-        },
-        flasher: crate::flasher::FlasherConfig {
-            confirm_timeout: Duration::from_secs_f64(manager_spec.confirm_timeout_s),
-            boot_timeout,
-            ..crate::flasher::FlasherConfig::default()
-        },
-        ..LiveConfig::default()
-    };
+    let config = live_config(&manager_spec);
     let workers = LiveWorkers {
         download: DownloadConfig {
             stops,

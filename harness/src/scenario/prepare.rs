@@ -211,7 +211,19 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         // (An external client runs without the manager: its limits are unused.)
         Client::External(_) => ManagerSpec::default(),
     };
-    let config = LiveConfig {
+    let config = live_config(&m);
+    Ok(Prepared {
+        sim,
+        world,
+        update,
+        config,
+    })
+}
+
+/// The manager's configuration for a scenario's `manager:` settings (in simulation and on a
+/// bench alike).
+pub fn live_config(m: &ManagerSpec) -> LiveConfig {
+    LiveConfig {
         manager: Manager {
             limits: Limits {
                 download_attempts: m.download_attempts,
@@ -224,13 +236,7 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
             ..FlasherConfig::default()
         },
         ..LiveConfig::default()
-    };
-    Ok(Prepared {
-        sim,
-        world,
-        update,
-        config,
-    })
+    }
 }
 
 /// The ticker: power restores, time triggers, the firmware's own timers. Runs until aborted.
