@@ -188,7 +188,7 @@ fn mistakes_exit_2_and_name_the_culprit() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("bad.pem: not an ed25519 private key"),
+        text(&o).contains("bad.pem: not a private key imgtool writes: "),
         "{}",
         text(&o)
     );

@@ -91,18 +91,18 @@ use std::fmt;
 use std::str::FromStr;
 
 mod build;
+mod keys;
 mod parse;
 #[cfg(test)]
 mod tests;
 mod verify;
 
-pub use build::{ImageBuilder, dev_key};
+pub use build::{ImageBuilder, KeyFormat, SignOptions, dev_key, dev_private_key};
+pub use keys::{HashAlg, KeyKind, ParseKeyKindError, PrivateKey, PublicKey};
 pub use parse::{Header, ParsedImage, Tlv, Tlvs, parse};
-pub use verify::{ImageInfo, Keyring, verify};
+pub use verify::{ImageInfo, Keyring, SignatureKind, verify};
 
-use ed25519_dalek::pkcs8::DecodePublicKey;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::SigningKey;
 
 /// `ih_magic` of an MCUboot image.
 pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
@@ -112,12 +112,27 @@ pub const TLV_INFO_MAGIC: u16 = 0x6907;
 pub const TLV_PROT_INFO_MAGIC: u16 = 0x6908;
 /// Size of a TLV area info (`u16 magic`, `u16 size`) and of a TLV header (`u16 type`, `u16 len`).
 pub const TLV_INFO_SIZE: usize = 4;
-/// SHA-256 of the signing key's DER SubjectPublicKeyInfo.
+/// Hash of the signing key's MCUboot bytes ([`PublicKey::mcuboot_bytes`]), with the image's
+/// hash algorithm.
 pub const TLV_KEYHASH: u16 = 0x01;
+/// The signing key's MCUboot bytes (imgtool `--public-key-format full`).
+pub const TLV_PUBKEY: u16 = 0x02;
 /// SHA-256 of header, payload and protected TLV area.
 pub const TLV_SHA256: u16 = 0x10;
-/// Ed25519 signature of the SHA-256 digest.
+/// SHA-384 of the same (ECDSA P-384 images).
+pub const TLV_SHA384: u16 = 0x11;
+/// SHA-512 of the same (imgtool `--sha 512`, `--pure`).
+pub const TLV_SHA512: u16 = 0x12;
+/// RSASSA-PSS signature with a 2048-bit key (256 bytes).
+pub const TLV_RSA2048_PSS: u16 = 0x20;
+/// DER ECDSA signature (P-256 or P-384, as the key says).
+pub const TLV_ECDSA_SIG: u16 = 0x22;
+/// RSASSA-PSS signature with a 3072-bit key (384 bytes).
+pub const TLV_RSA3072_PSS: u16 = 0x23;
+/// Ed25519 signature (64 bytes) of the digest, or of the image with [`TLV_SIG_PURE`].
 pub const TLV_ED25519: u16 = 0x24;
+/// One byte `01`: the signature is over the image itself, not its hash (imgtool `--pure`).
+pub const TLV_SIG_PURE: u16 = 0x25;
 /// Security counter, `u32`, protected.
 pub const TLV_SEC_CNT: u16 = 0x50;
 /// Our simulation TLV: how the image behaves when booted ([`Behaviour`]). In MCUboot's
@@ -127,10 +142,10 @@ pub const TLV_SIM_BEHAVIOUR: u16 = 0x00a5;
 /// `ih_flags` bit imgtool sets when `--load-addr` is given.
 pub const IMAGE_F_RAM_LOAD: u32 = 0x20;
 
-/// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410): the 32 key bytes follow.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+/// The PSS salt length MCUboot requires and imgtool uses (the SHA-256 digest size).
+const RSA_PSS_SALT_LEN: usize = 32;
+/// MCUboot's buffer for a DER ECDSA signature (`SIG_BUF_SIZE`).
+const ECDSA_SIG_MAX: usize = 128;
 
 /// Image version `major.minor.revision+build`. Ordered field by field, as MCUboot compares
 /// versions (build included).
@@ -309,22 +324,98 @@ pub enum ImageError {
         area_name(*.protected)
     )]
     MisplacedTlv { tlv: u16, protected: bool },
-    #[error("no sha256 tlv")]
+    #[error("no image hash tlv (sha256, sha384 or sha512)")]
     MissingHash,
     #[error("hash mismatch: the image is not what was signed")]
     HashMismatch,
-    #[error("no signature (keyhash + ed25519 tlvs) but keys are configured")]
+    #[error("keyhash tlv has length {len} but the image hash is {hash} ({} bytes)", .hash.digest_len())]
+    KeyHashLength { len: u16, hash: HashAlg },
+    #[error("sig_pure tlv holds 0x{value:02x} (expected 0x01)")]
+    BadSigPure { value: u8 },
+    #[error(
+        "signature tlv 0x{tlv:04x} has length {len} (expected {})",
+        signature_len_text(*.tlv)
+    )]
+    BadSignatureLength { tlv: u16, len: u16 },
+    #[error("signature tlv 0x{tlv:04x} is not a DER ECDSA signature: {message}")]
+    BadSignatureEncoding { tlv: u16, message: String },
+    #[error("no signature (key + signature tlvs) but keys are configured")]
     MissingSignature,
-    #[error("signed with an unknown key (keyhash {}…)", hex(&.keyhash[..8]))]
-    UnknownKey { keyhash: [u8; 32] },
-    #[error("bad signature: the ed25519 signature does not verify with the trusted key")]
-    BadSignature,
+    #[error("signed with an unknown key (keyhash {}…)", hex(&.keyhash[..keyhash.len().min(8)]))]
+    UnknownKey { keyhash: Vec<u8> },
+    #[error("signed with an untrusted key: the pubkey tlv holds {key}")]
+    UntrustedPubkey { key: String },
+    #[error(
+        "signature tlv 0x{tlv:04x} ({}) cannot come from the trusted key named before it: {}",
+        signature_tlv_name(*.tlv),
+        .key.described()
+    )]
+    WrongKeyType { tlv: u16, key: KeyKind },
+    #[error("a pure signature (sig_pure tlv) needs an ed25519 key, not {}", .key.described())]
+    PureNotEd25519 { key: KeyKind },
+    #[error(
+        "a {hash} image hash does not go with a {signature} signature (MCUboot pairs it with {})",
+        hash_list(.signature.hashes())
+    )]
+    HashNotForSignature {
+        hash: HashAlg,
+        signature: SignatureKind,
+    },
+    #[error("bad signature: the {signature} signature does not verify with the trusted key")]
+    BadSignature { signature: SignatureKind },
     #[error("security counter {image} is lower than the stored {required} (downgrade)")]
     CounterTooLow { image: u32, required: u32 },
     #[error("unknown simulation behaviour kind {kind}")]
     BadBehaviour { kind: u8 },
-    #[error("bad key: {0}")]
-    BadKey(String),
+    #[error("not a PEM key: {message}")]
+    BadPem { message: String },
+    #[error(
+        "a PEM {label:?} holds no key this reads (expected PUBLIC KEY, PRIVATE KEY, RSA PUBLIC KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+    )]
+    UnsupportedPem { label: String },
+    #[error("a public key PEM: signing needs the private key (what imgtool keygen writes)")]
+    NotAPrivateKey,
+    #[error("password-protected private keys are not supported (export it without a password)")]
+    EncryptedPrivateKey,
+    #[error("{kind} that does not decode: {message}")]
+    BadKeyDer { kind: &'static str, message: String },
+    #[error(
+        "unknown key algorithm OID {oid} (expected ed25519 1.3.101.112, EC 1.2.840.10045.2.1 or RSA 1.2.840.113549.1.1.1)"
+    )]
+    UnknownKeyAlgorithm { oid: String },
+    #[error(
+        "an ECDSA key on curve {oid}: MCUboot verifies P-256 (1.2.840.10045.3.1.7) and P-384 (1.3.132.0.34)"
+    )]
+    UnsupportedCurve { oid: String },
+    #[error("an RSA key of {bits} bits: MCUboot verifies RSA-2048 and RSA-3072")]
+    UnsupportedRsaSize { bits: usize },
+    #[error("{} signs no images (it is an encryption key)", .found.described())]
+    NotASigningKey { found: KeyKind },
+}
+
+fn signature_tlv_name(tlv: u16) -> &'static str {
+    match tlv {
+        TLV_RSA2048_PSS => "RSA-2048 PSS",
+        TLV_RSA3072_PSS => "RSA-3072 PSS",
+        TLV_ECDSA_SIG => "ECDSA",
+        TLV_ED25519 => "ed25519",
+        _ => "unknown",
+    }
+}
+
+fn signature_len_text(tlv: u16) -> String {
+    match tlv {
+        TLV_ECDSA_SIG => format!("1 to {ECDSA_SIG_MAX} bytes of DER"),
+        _ => expected_len(tlv).to_string(),
+    }
+}
+
+fn hash_list(hashes: &[HashAlg]) -> String {
+    hashes
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn area_name(protected: bool) -> &'static str {
@@ -338,8 +429,12 @@ fn area_name(protected: bool) -> &'static str {
 /// Value length of the TLVs whose length is fixed (for [`ImageError::BadTlvLength`]).
 fn expected_len(tlv: u16) -> usize {
     match tlv {
-        TLV_KEYHASH | TLV_SHA256 => 32,
-        TLV_ED25519 => 64,
+        TLV_SHA256 => 32,
+        TLV_SHA384 => 48,
+        TLV_SHA512 | TLV_ED25519 => 64,
+        TLV_RSA2048_PSS => 256,
+        TLV_RSA3072_PSS => 384,
+        TLV_SIG_PURE => 1,
         TLV_SEC_CNT => 4,
         TLV_SIM_BEHAVIOUR => Behaviour::TLV_LEN,
         _ => 0,

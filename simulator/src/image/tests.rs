@@ -1,7 +1,14 @@
 use super::*;
+use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use hex_literal::hex;
+use sha2::{Digest as _, Sha256};
+
+/// The SHA-256 KEYHASH of an ed25519 key.
+fn keyhash(key: &ed25519_dalek::VerifyingKey) -> Vec<u8> {
+    PublicKey::from(*key).keyhash(HashAlg::Sha256)
+}
 
 fn oem() -> Keyring {
     Keyring::new().with_key(dev_key("oem").verifying_key())
@@ -44,7 +51,7 @@ fn signed_pairs(builder: &ImageBuilder, pairs: &[(&SigningKey, bool)]) -> Vec<u8
         if !good {
             sig[0] ^= 1;
         }
-        owned.push((TLV_KEYHASH, Keyring::keyhash(&key.verifying_key()).to_vec()));
+        owned.push((TLV_KEYHASH, keyhash(&key.verifying_key())));
         owned.push((TLV_ED25519, sig.to_vec()));
     }
     let tlvs: Vec<(u16, &[u8])> = owned.iter().map(|(k, v)| (*k, &v[..])).collect();
@@ -382,12 +389,46 @@ fn bad_tlv_lengths() {
     let short_key = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_KEYHASH, &[0; 20])]);
     assert_eq!(
         verify(&short_key, &oem(), 0),
-        Err(ImageError::BadTlvLength { tlv: 0x01, len: 20 })
+        Err(ImageError::KeyHashLength {
+            len: 20,
+            hash: HashAlg::Sha256
+        })
     );
-    let long_sig = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_ED25519, &[0; 65])]);
+    // Signatures: fixed lengths for ed25519 and RSA, 1 to 128 bytes of DER for ECDSA (checked
+    // with or without keys).
+    for (tlv, len, text) in [
+        (TLV_ED25519, 65, "expected 64"),
+        (TLV_RSA2048_PSS, 255, "expected 256"),
+        (TLV_RSA3072_PSS, 256, "expected 384"),
+        (TLV_ECDSA_SIG, 0, "expected 1 to 128 bytes of DER"),
+        (TLV_ECDSA_SIG, 129, "expected 1 to 128 bytes of DER"),
+    ] {
+        let sig = vec![0x30; len];
+        let img = with_unprotected(&b, &[(TLV_SHA256, &digest), (tlv, &sig)]);
+        let err = verify(&img, &Keyring::new(), 0).unwrap_err();
+        assert_eq!(
+            err,
+            ImageError::BadSignatureLength {
+                tlv,
+                len: len as u16
+            }
+        );
+        assert!(err.to_string().ends_with(&format!("({text})")), "{err}");
+    }
+    let sha384 = with_unprotected(&b, &[(TLV_SHA384, &[0; 32])]);
     assert_eq!(
-        verify(&long_sig, &Keyring::new(), 0),
-        Err(ImageError::BadTlvLength { tlv: 0x24, len: 65 })
+        verify(&sha384, &Keyring::new(), 0),
+        Err(ImageError::BadTlvLength { tlv: 0x11, len: 32 })
+    );
+    let pure = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_SIG_PURE, &[1, 1])]);
+    assert_eq!(
+        verify(&pure, &Keyring::new(), 0),
+        Err(ImageError::BadTlvLength { tlv: 0x25, len: 2 })
+    );
+    let pure = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_SIG_PURE, &[0])]);
+    assert_eq!(
+        verify(&pure, &Keyring::new(), 0),
+        Err(ImageError::BadSigPure { value: 0 })
     );
     let counter = b
         .clone()
@@ -513,7 +554,7 @@ fn signature_failures() {
     );
     // KEYHASH without a signature after it.
     let digest = digest_of(&b);
-    let oem_hash = Keyring::keyhash(&dev_key("oem").verifying_key());
+    let oem_hash = keyhash(&dev_key("oem").verifying_key());
     let no_sig = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_KEYHASH, &oem_hash)]);
     assert_eq!(
         verify(&no_sig, &oem(), 0),
@@ -522,7 +563,12 @@ fn signature_failures() {
 
     let other = Keyring::new().with_key(dev_key("someone else").verifying_key());
     let err = verify(&img, &other, 0).unwrap_err();
-    assert_eq!(err, ImageError::UnknownKey { keyhash: oem_hash });
+    assert_eq!(
+        err,
+        ImageError::UnknownKey {
+            keyhash: oem_hash.clone()
+        }
+    );
     assert_eq!(
         err.to_string(),
         format!(
@@ -542,7 +588,9 @@ fn signature_failures() {
         bad[at] ^= 1;
         assert_eq!(
             verify(&bad, &oem(), 0),
-            Err(ImageError::BadSignature),
+            Err(ImageError::BadSignature {
+                signature: SignatureKind::Ed25519
+            }),
             "{at}"
         );
     }
@@ -557,13 +605,18 @@ fn several_signatures() {
     assert!(verify(&img, &oem(), 0).unwrap().signed);
     // A bad signature by a trusted key fails, wherever it is.
     let img = signed_pairs(&b, &[(&oem_key, true), (&oem_key, false)]);
-    assert_eq!(verify(&img, &oem(), 0), Err(ImageError::BadSignature));
+    assert_eq!(
+        verify(&img, &oem(), 0),
+        Err(ImageError::BadSignature {
+            signature: SignatureKind::Ed25519
+        })
+    );
     // Strangers only.
     let img = signed_pairs(&b, &[(&stranger, true)]);
     assert_eq!(
         verify(&img, &oem(), 0),
         Err(ImageError::UnknownKey {
-            keyhash: Keyring::keyhash(&stranger.verifying_key())
+            keyhash: keyhash(&stranger.verifying_key())
         })
     );
     // Either of two trusted keys.
@@ -649,38 +702,44 @@ fn behaviour_tlv() {
 #[test]
 fn keys_and_pem() {
     let key = dev_key("oem").verifying_key();
-    // Fixed DER prefix + the 32 key bytes, as the pkcs8 encoder writes it.
+    // ed25519's MCUboot bytes are its DER SubjectPublicKeyInfo: a fixed prefix + the 32 key
+    // bytes, as the pkcs8 encoder writes it.
     let der = key.to_public_key_der().unwrap();
-    assert_eq!(Keyring::spki_der(&key)[..], *der.as_bytes());
+    let public = PublicKey::from(key);
+    assert_eq!(public.mcuboot_bytes(), der.as_bytes());
     assert_eq!(
-        Keyring::spki_der(&key)[..12],
+        public.mcuboot_bytes()[..12],
         hex!("30 2a 30 05 06 03 2b 65 70 03 21 00")
     );
     assert_eq!(
-        Keyring::keyhash(&key),
-        <[u8; 32]>::from(Sha256::digest(der.as_bytes()))
+        public.keyhash(HashAlg::Sha256),
+        Sha256::digest(der.as_bytes()).to_vec()
     );
+    assert_eq!(public.keyhash(HashAlg::Sha512).len(), 64);
 
     let pem = key.to_public_key_pem(LineEnding::LF).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    assert_eq!(public.to_pem(), pem);
     let mut ring = Keyring::new();
     assert!(ring.is_empty());
-    ring.add_pem(&format!("\n{pem}\n")).unwrap();
+    assert_eq!(ring.add_pem(&format!("\n{pem}\n")), Ok(KeyKind::Ed25519));
     ring.add(key);
     assert_eq!(ring.len(), 1, "the same key twice is one key");
-    assert_eq!(ring.find(&Keyring::keyhash(&key)), Some(&key));
-    assert_eq!(ring.iter().collect::<Vec<_>>(), [&key]);
+    assert_eq!(ring.find(&keyhash(&key)), Some(&public));
+    assert_eq!(
+        ring.find(&public.keyhash(HashAlg::Sha512)),
+        Some(&public),
+        "found by the keyhash of any hash"
+    );
+    assert_eq!(ring.find(&[0; 20]), None);
+    assert_eq!(ring.iter().collect::<Vec<_>>(), [&public]);
 
     let err = ring.add_pem("not a key").unwrap_err();
-    assert!(matches!(err, ImageError::BadKey(_)), "{err}");
-    assert!(
-        err.to_string()
-            .starts_with("bad key: not an ed25519 public key pem"),
-        "{err}"
-    );
-    // A private key is not a public key.
+    assert!(matches!(err, ImageError::BadPem { .. }), "{err}");
+    assert!(err.to_string().starts_with("not a PEM key: "), "{err}");
+    // A private key PEM gives its public half.
     let private = dev_key("oem").to_pkcs8_pem(LineEnding::LF).unwrap();
-    assert!(matches!(ring.add_pem(&private), Err(ImageError::BadKey(_))));
+    assert_eq!(ring.add_pem(&private), Ok(KeyKind::Ed25519));
     assert_eq!(ring.len(), 1);
 }
 
@@ -795,15 +854,60 @@ fn error_messages_are_lowercase_fragments() {
         ImageError::HashMismatch,
         ImageError::MissingSignature,
         ImageError::UnknownKey {
-            keyhash: [0xab; 32],
+            keyhash: vec![0xab; 32],
         },
-        ImageError::BadSignature,
+        ImageError::BadSignature {
+            signature: SignatureKind::EcdsaP384,
+        },
+        ImageError::KeyHashLength {
+            len: 3,
+            hash: HashAlg::Sha384,
+        },
+        ImageError::BadSigPure { value: 2 },
+        ImageError::BadSignatureLength { tlv: 0x24, len: 3 },
+        ImageError::BadSignatureEncoding {
+            tlv: 0x22,
+            message: "x".into(),
+        },
+        ImageError::UntrustedPubkey { key: "x".into() },
+        ImageError::WrongKeyType {
+            tlv: 0x22,
+            key: KeyKind::Rsa2048,
+        },
+        ImageError::PureNotEd25519 {
+            key: KeyKind::EcdsaP256,
+        },
+        ImageError::HashNotForSignature {
+            hash: HashAlg::Sha256,
+            signature: SignatureKind::EcdsaP384,
+        },
+        ImageError::BadPem {
+            message: "x".into(),
+        },
+        ImageError::UnsupportedPem {
+            label: "CERTIFICATE".into(),
+        },
+        ImageError::EncryptedPrivateKey,
+        ImageError::NotAPrivateKey,
+        ImageError::BadKeyDer {
+            kind: "an RSA key",
+            message: "x".into(),
+        },
+        ImageError::UnknownKeyAlgorithm {
+            oid: "1.2.3".into(),
+        },
+        ImageError::UnsupportedCurve {
+            oid: "1.2.3".into(),
+        },
+        ImageError::UnsupportedRsaSize { bits: 1024 },
+        ImageError::NotASigningKey {
+            found: KeyKind::X25519,
+        },
         ImageError::CounterTooLow {
             image: 1,
             required: 2,
         },
         ImageError::BadBehaviour { kind: 7 },
-        ImageError::BadKey("x".into()),
     ];
     for e in errors {
         let text = e.to_string();
