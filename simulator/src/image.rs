@@ -1,9 +1,12 @@
 //! MCUboot image format: builder, parser and verifier, byte-compatible with MCUboot's `imgtool`.
 //!
-//! Images signed by `imgtool sign` (2.5.0, ed25519 key, default `--sha auto`) verify here, and
-//! images built by [`ImageBuilder`] pass `imgtool verify`; for the same key, payload and options
-//! the two produce the same bytes (ed25519 signatures are deterministic). The interop tests in
-//! `tests/tests/imgtool_interop.rs` check both directions against the real tool.
+//! Images signed by `imgtool sign` (2.5.0) with every key type MCUboot verifies — ed25519
+//! (over the hash, `--sha 256|512`, or `--pure`), ECDSA P-256, ECDSA P-384, RSA-2048 and
+//! RSA-3072 — verify here, with KEYHASH or PUBKEY (`--public-key-format full`) naming the key;
+//! images built by [`ImageBuilder`] pass `imgtool verify`, and for ed25519 (deterministic
+//! signatures) the two produce the same bytes. The interop tests in
+//! `tests/tests/imgtool_interop.rs` and `tests/tests/imgtool_signatures.rs` check both
+//! directions against the real tool.
 //!
 //! ## Layout
 //!
@@ -38,54 +41,77 @@
 //!
 //! ## TLVs
 //!
+//! "The hashed bytes" are header area + payload + protected TLV area (incl. its info); "the
+//! digest" is their hash with the image's hash algorithm.
+//!
 //! | TLV | type | area | value |
 //! |---|---|---|---|
-//! | KEYHASH | [`TLV_KEYHASH`] `0x01` | unprotected | SHA-256 of the signing key as DER SubjectPublicKeyInfo (44 bytes; imgtool's `get_public_bytes()` for ed25519, and the form MCUboot embeds its keys in) |
-//! | SHA256 | [`TLV_SHA256`] `0x10` | unprotected | SHA-256 of header + payload + protected area (incl. its info) |
-//! | ED25519 | [`TLV_ED25519`] `0x24` | unprotected | 64-byte ed25519 signature *of the 32-byte digest* (imgtool's default, not `--pure`) |
+//! | KEYHASH | [`TLV_KEYHASH`] `0x01` | unprotected | the signing key's MCUboot bytes ([`PublicKey::mcuboot_bytes`]: DER SubjectPublicKeyInfo for ed25519 and ECDSA, DER PKCS#1 `RSAPublicKey` for RSA — imgtool's `get_public_bytes()`) hashed *with the image's hash algorithm* (32, 48 or 64 bytes) |
+//! | PUBKEY | [`TLV_PUBKEY`] `0x02` | unprotected | the MCUboot bytes themselves (imgtool `--public-key-format full`) |
+//! | SHA256 | [`TLV_SHA256`] `0x10` | unprotected | SHA-256 of the hashed bytes (32) |
+//! | SHA384 | [`TLV_SHA384`] `0x11` | unprotected | SHA-384 (48): imgtool's only hash for ECDSA P-384 |
+//! | SHA512 | [`TLV_SHA512`] `0x12` | unprotected | SHA-512 (64): ed25519 `--sha 512`, and `--pure` |
+//! | RSA2048_PSS | [`TLV_RSA2048_PSS`] `0x20` | unprotected | 256 bytes: RSASSA-PSS of the SHA-256 digest, MGF1-SHA-256, 32-byte salt |
+//! | ECDSA_SIG | [`TLV_ECDSA_SIG`] `0x22` | unprotected | DER `ECDSA-Sig-Value` (≤ 128 bytes; zero padding after it ignored) of the digest: P-256 with SHA-256, P-384 with SHA-384, as the key says |
+//! | RSA3072_PSS | [`TLV_RSA3072_PSS`] `0x23` | unprotected | 384 bytes, as RSA2048_PSS with a 3072-bit key |
+//! | ED25519 | [`TLV_ED25519`] `0x24` | unprotected | 64 bytes: ed25519 of the digest (SHA-256 or SHA-512), or with SIG_PURE of the hashed bytes themselves |
+//! | SIG_PURE | [`TLV_SIG_PURE`] `0x25` | unprotected | one byte `01`: imgtool `--pure`, which also forces SHA512 and a SHA-512 KEYHASH |
 //! | SEC_CNT | [`TLV_SEC_CNT`] `0x50` | protected | `u32` security counter (imgtool `--security-counter`) |
 //! | simulation | [`TLV_SIM_BEHAVIOUR`] `0x00a5` | protected | [`Behaviour`], 5 bytes (imgtool `--custom-tlv 0xa5 0x…`) |
 //!
-//! `0x00a5` lies in MCUboot's vendor-reserved ranges (`0xXXa0`–`0xXXff`) and in the range
-//! imgtool 2.5.0 accepts for `--custom-tlv` (`0x00a0..=0xfffe`, minus its predefined types);
-//! imgtool always places custom TLVs in the protected area, after SEC_CNT.
+//! imgtool writes the unprotected area in the order hash, SIG_PURE, KEYHASH/PUBKEY,
+//! signature; [`ImageBuilder::sign_with`] does the same. `0x00a5` lies in MCUboot's
+//! vendor-reserved ranges (`0xXXa0`–`0xXXff`) and in the range imgtool 2.5.0 accepts for
+//! `--custom-tlv` (`0x00a0..=0xfffe`, minus its predefined types); imgtool always places
+//! custom TLVs in the protected area, after SEC_CNT.
+//!
+//! Which hash goes with which signature ([`SignatureKind::hashes`]; MCUboot builds one pair,
+//! this verifier accepts each): ed25519 SHA-256 or SHA-512, pure ed25519 SHA-512, ECDSA P-256
+//! SHA-256, ECDSA P-384 SHA-384, RSA SHA-256 — what imgtool 2.5.0 signs with a private key.
 //!
 //! ## Verification ([`verify`])
 //!
-//! Like MCUboot built with `MCUBOOT_SIGN_ED25519`, SHA-256 image hashes, key hashes (not
-//! `MCUBOOT_HW_KEY`), `MCUBOOT_USE_TLV_ALLOW_LIST` and downgrade prevention by security counter:
+//! Like MCUboot with key hashes (or PUBKEY), `MCUBOOT_USE_TLV_ALLOW_LIST` and downgrade
+//! prevention by security counter, built for every signature type at once:
 //!
 //! | step | check | error |
 //! |---|---|---|
 //! | 1 | header magic, `hdr_size` ≥ 32, both TLV areas inside the input and well-formed | [`ImageError::BadMagic`], [`ImageError::BadHeaderSize`], [`ImageError::Truncated`], [`ImageError::BadTlvInfoMagic`], [`ImageError::ProtectedSizeMismatch`], [`ImageError::TlvOverflow`] |
-//! | 2 | only KEYHASH, SHA256 and ED25519 in the unprotected area; SEC_CNT and the simulation TLV only in the protected one; known TLVs have their exact length; SHA256, SEC_CNT and the simulation TLV at most once | [`ImageError::MisplacedTlv`], [`ImageError::BadTlvLength`], [`ImageError::DuplicateTlv`] |
-//! | 3 | a SHA256 TLV equal to the SHA-256 of the hashed bytes | [`ImageError::MissingHash`], [`ImageError::HashMismatch`] |
-//! | 4 | only if the [`Keyring`] is not empty: a KEYHASH naming a trusted key, followed by an ED25519 signature of the digest that verifies with it | [`ImageError::MissingSignature`], [`ImageError::UnknownKey`], [`ImageError::BadSignature`] |
+//! | 2 | only the key, hash, signature and SIG_PURE TLVs in the unprotected area; SEC_CNT and the simulation TLV only in the protected one; fixed-length TLVs of their length, signatures of theirs, SIG_PURE `01`, KEYHASH as long as the image hash; one image hash, SIG_PURE, SEC_CNT and simulation TLV at most | [`ImageError::MisplacedTlv`], [`ImageError::BadTlvLength`], [`ImageError::BadSignatureLength`], [`ImageError::BadSigPure`], [`ImageError::KeyHashLength`], [`ImageError::DuplicateTlv`] |
+//! | 3 | a hash TLV equal to that hash of the hashed bytes | [`ImageError::MissingHash`], [`ImageError::HashMismatch`] |
+//! | 4 | only if the [`Keyring`] is not empty: a KEYHASH or PUBKEY naming a trusted key, followed by a signature TLV of that key's type (pure: ed25519 only), paired with the image hash, decodable, that verifies with it | [`ImageError::MissingSignature`], [`ImageError::UnknownKey`], [`ImageError::UntrustedPubkey`], [`ImageError::WrongKeyType`], [`ImageError::PureNotEd25519`], [`ImageError::HashNotForSignature`], [`ImageError::BadSignatureEncoding`], [`ImageError::BadSignature`] |
 //! | 5 | security counter (0 without SEC_CNT) ≥ the required minimum | [`ImageError::CounterTooLow`] |
 //! | 6 | simulation TLV kind known | [`ImageError::BadBehaviour`] |
 //!
-//! Several KEYHASH + ED25519 pairs may follow each other (MCUboot's multi-signature form):
+//! Several key + signature pairs may follow each other (MCUboot's multi-signature form):
 //! pairs naming unknown keys are skipped, at least one must name a trusted key, and every
 //! pair naming a trusted key must verify. Other protected TLVs (imgtool's dependencies, boot
 //! record, UUIDs, custom TLVs) are covered by the hash and otherwise ignored. An image
 //! without SEC_CNT counts as security counter 0 (an MCUboot with `MCUBOOT_HW_ROLLBACK_PROT`
-//! would refuse it).
+//! would refuse it). MCUboot built for pure signatures does not check the hash TLV; this
+//! verifier checks the one imgtool writes.
 //!
-//! Images for other MCUboot configurations are refused by the allow list
-//! ([`ImageError::MisplacedTlv`]), as such an MCUboot refuses them: `imgtool --sha 512` and
-//! `--pure` put a SHA512 TLV (`0x12`) in the unprotected area, `--public-key-format full` a
-//! PUBKEY TLV (`0x02`), encrypted images their `ENC_*` key TLVs (`0x30..=0x34`).
+//! Encrypted images are refused by the allow list ([`ImageError::MisplacedTlv`]): their
+//! `ENC_*` key TLVs (`0x30..=0x34`) are not read yet.
 //!
 //! With every check above, changing any single byte of a signed image (header, padding,
 //! payload, either TLV area) makes [`verify`] fail when the keyring is not empty; without keys
-//! only the hash protects the image, so KEYHASH and signature bytes may change unnoticed.
+//! only the hash protects the image, so key and signature bytes may change unnoticed.
+//!
+//! Keys ([`PublicKey`], [`PrivateKey`]) load from every PEM imgtool prints or writes
+//! (`getpub -e pem`: SubjectPublicKeyInfo for every type; `keygen`: PKCS#8), and from PKCS#1
+//! and SEC1; a key the bootloader cannot trust is refused naming what was found
+//! ([`ImageError::NotASigningKey`], [`ImageError::UnknownKeyAlgorithm`] with the OID found,
+//! [`ImageError::UnsupportedCurve`], [`ImageError::UnsupportedRsaSize`], ...). The maths is
+//! RustCrypto's (`rsa`, `p256`, `p384`, `ed25519-dalek`, `x25519-dalek`, `sha2`).
 //!
 //! | module | what |
 //! |---|---|
 //! | this one | constants, [`Version`], [`Behaviour`], [`ImageError`] |
 //! | `parse` | [`Header`], TLV areas, [`parse`] |
-//! | `verify` | [`Keyring`], [`verify`] |
-//! | `build` | [`ImageBuilder`], [`dev_key`] |
+//! | `keys` | [`HashAlg`], [`KeyKind`], [`PublicKey`], [`PrivateKey`]: PEM, MCUboot bytes, KEYHASH |
+//! | `verify` | [`Keyring`], [`SignatureKind`], [`verify`] |
+//! | `build` | [`ImageBuilder`], [`SignOptions`], [`dev_key`], [`dev_private_key`] |
 
 use std::fmt;
 use std::str::FromStr;
@@ -354,7 +380,7 @@ pub enum ImageError {
     #[error("a pure signature (sig_pure tlv) needs an ed25519 key, not {}", .key.described())]
     PureNotEd25519 { key: KeyKind },
     #[error(
-        "a {hash} image hash does not go with a {signature} signature (MCUboot pairs it with {})",
+        "a {hash} image hash does not go with {signature} signatures (MCUboot pairs those with {})",
         hash_list(.signature.hashes())
     )]
     HashNotForSignature {

@@ -3,6 +3,7 @@ use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use hex_literal::hex;
+use rand_chacha::rand_core::SeedableRng as _;
 use sha2::{Digest as _, Sha256};
 
 /// The SHA-256 KEYHASH of an ed25519 key.
@@ -918,5 +919,447 @@ fn error_messages_are_lowercase_fragments() {
     assert_eq!(
         ImageError::BadMagic { found: 0x1234_5678 }.to_string(),
         "bad image magic 0x12345678 (expected 0x96f3b83d)"
+    );
+}
+
+/// A dev key of every signing type (RSA generation is slow: made once per test binary).
+fn typed_key(kind: KeyKind) -> PrivateKey {
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        KeyKind::ALL
+            .into_iter()
+            .map(|k| dev_private_key(k, "unit"))
+            .collect()
+    });
+    keys[KeyKind::ALL.iter().position(|k| *k == kind).unwrap()].clone()
+}
+
+fn trusting(kinds: &[KeyKind]) -> Keyring {
+    let mut ring = Keyring::new();
+    for k in kinds {
+        ring.add(typed_key(*k).public().unwrap());
+    }
+    ring
+}
+
+#[test]
+fn every_signature_type_signs_and_verifies_with_its_default_hash() {
+    let b = builder();
+    for (kind, hash, signature, sig_tlv) in [
+        (
+            KeyKind::Ed25519,
+            HashAlg::Sha256,
+            SignatureKind::Ed25519,
+            TLV_ED25519,
+        ),
+        (
+            KeyKind::EcdsaP256,
+            HashAlg::Sha256,
+            SignatureKind::EcdsaP256,
+            TLV_ECDSA_SIG,
+        ),
+        (
+            KeyKind::EcdsaP384,
+            HashAlg::Sha384,
+            SignatureKind::EcdsaP384,
+            TLV_ECDSA_SIG,
+        ),
+        (
+            KeyKind::Rsa2048,
+            HashAlg::Sha256,
+            SignatureKind::Rsa2048Pss,
+            TLV_RSA2048_PSS,
+        ),
+        (
+            KeyKind::Rsa3072,
+            HashAlg::Sha256,
+            SignatureKind::Rsa3072Pss,
+            TLV_RSA3072_PSS,
+        ),
+    ] {
+        let key = typed_key(kind);
+        let img = b.sign_with(&key, &SignOptions::default()).unwrap();
+        let info = verify(&img, &trusting(&KeyKind::ALL[..5]), 5).unwrap();
+        assert_eq!((info.hash_alg, info.signature), (hash, Some(signature)));
+        assert_eq!(info.hash, hash.digest(&b.hashed_part()));
+        let kinds: Vec<u16> = parse(&img)
+            .unwrap()
+            .tlvs()
+            .filter(|t| !t.protected)
+            .map(|t| t.kind)
+            .collect();
+        assert_eq!(kinds, [hash.tlv(), TLV_KEYHASH, sig_tlv], "{kind}");
+        // The same image and key, the same bytes (RFC 6979, RFC 8032, a seeded PSS salt).
+        assert_eq!(b.sign_with(&key, &SignOptions::default()).unwrap(), img);
+    }
+}
+
+/// The hashed part of `b`, then a hand-made unprotected area: hash, key, signature of
+/// `digest` by `key` as the key's type signs it.
+fn crafted(b: &ImageBuilder, hash: HashAlg, keyhash: &[u8], sig_tlv: u16, sig: &[u8]) -> Vec<u8> {
+    let digest = hash.digest(&b.hashed_part());
+    with_unprotected(
+        b,
+        &[
+            (hash.tlv(), &digest),
+            (TLV_KEYHASH, keyhash),
+            (sig_tlv, sig),
+        ],
+    )
+}
+
+#[test]
+fn a_signature_tlv_of_another_type_than_its_key_is_named() {
+    let b = builder();
+    let p256 = typed_key(KeyKind::EcdsaP256);
+    let img = b.sign_with(&p256, &SignOptions::default()).unwrap();
+    let p = parse(&img).unwrap();
+    let sig = p.find(TLV_ECDSA_SIG, false).unwrap();
+    // The KEYHASH names a trusted RSA key; the signature TLV is ECDSA.
+    let rsa = typed_key(KeyKind::Rsa2048).public().unwrap();
+    let forged = crafted(
+        &b,
+        HashAlg::Sha256,
+        &rsa.keyhash(HashAlg::Sha256),
+        TLV_ECDSA_SIG,
+        sig,
+    );
+    let err = verify(&forged, &trusting(&[KeyKind::Rsa2048]), 0).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::WrongKeyType {
+            tlv: TLV_ECDSA_SIG,
+            key: KeyKind::Rsa2048
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "signature tlv 0x0022 (ECDSA) cannot come from the trusted key named before it: an RSA-2048 key"
+    );
+    // An RSA-2048 key and the RSA-3072 TLV (of the right length for 3072).
+    let forged = crafted(
+        &b,
+        HashAlg::Sha256,
+        &rsa.keyhash(HashAlg::Sha256),
+        TLV_RSA3072_PSS,
+        &[0; 384],
+    );
+    assert_eq!(
+        verify(&forged, &trusting(&[KeyKind::Rsa2048]), 0),
+        Err(ImageError::WrongKeyType {
+            tlv: TLV_RSA3072_PSS,
+            key: KeyKind::Rsa2048
+        })
+    );
+}
+
+#[test]
+fn a_hash_the_signature_does_not_pair_with_is_named() {
+    use p384::ecdsa::signature::hazmat::PrehashSigner as _;
+    let b = builder();
+    // A P-384 signature over a SHA-256 digest: valid maths, a pairing MCUboot never builds.
+    let PrivateKey::EcdsaP384(k) = typed_key(KeyKind::EcdsaP384) else {
+        unreachable!()
+    };
+    let digest = HashAlg::Sha256.digest(&b.hashed_part());
+    let sig: p384::ecdsa::Signature = k.sign_prehash(&digest).unwrap();
+    let public = typed_key(KeyKind::EcdsaP384).public().unwrap();
+    let img = crafted(
+        &b,
+        HashAlg::Sha256,
+        &public.keyhash(HashAlg::Sha256),
+        TLV_ECDSA_SIG,
+        sig.to_der().as_bytes(),
+    );
+    let err = verify(&img, &trusting(&[KeyKind::EcdsaP384]), 0).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::HashNotForSignature {
+            hash: HashAlg::Sha256,
+            signature: SignatureKind::EcdsaP384
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "a sha256 image hash does not go with ECDSA P-384 signatures (MCUboot pairs those with sha384)"
+    );
+    // RSA with SHA-512, and the builder refusing what imgtool refuses.
+    let rsa = typed_key(KeyKind::Rsa2048);
+    let options = SignOptions {
+        hash: Some(HashAlg::Sha512),
+        ..SignOptions::default()
+    };
+    assert_eq!(
+        b.sign_with(&rsa, &options),
+        Err(ImageError::HashNotForSignature {
+            hash: HashAlg::Sha512,
+            signature: SignatureKind::Rsa2048Pss
+        })
+    );
+    // A pure signature with SHA-256, and a pure flag on an ECDSA image.
+    let ed = typed_key(KeyKind::Ed25519);
+    let pure = b
+        .sign_with(
+            &ed,
+            &SignOptions {
+                pure: true,
+                ..SignOptions::default()
+            },
+        )
+        .unwrap();
+    let info = verify(&pure, &trusting(&[KeyKind::Ed25519]), 0).unwrap();
+    assert_eq!(info.signature, Some(SignatureKind::Ed25519Pure));
+    let p = parse(&pure).unwrap();
+    let sig = p.find(TLV_ED25519, false).unwrap();
+    let digest = HashAlg::Sha256.digest(&b.hashed_part());
+    let ed_pub = ed.public().unwrap();
+    let img = with_unprotected(
+        &b,
+        &[
+            (TLV_SHA256, &digest),
+            (TLV_SIG_PURE, &[1]),
+            (TLV_KEYHASH, &ed_pub.keyhash(HashAlg::Sha256)),
+            (TLV_ED25519, sig),
+        ],
+    );
+    assert_eq!(
+        verify(&img, &trusting(&[KeyKind::Ed25519]), 0),
+        Err(ImageError::HashNotForSignature {
+            hash: HashAlg::Sha256,
+            signature: SignatureKind::Ed25519Pure
+        })
+    );
+    let p256 = typed_key(KeyKind::EcdsaP256);
+    let ecdsa = b.sign_with(&p256, &SignOptions::default()).unwrap();
+    let sig = parse(&ecdsa)
+        .unwrap()
+        .find(TLV_ECDSA_SIG, false)
+        .unwrap()
+        .to_vec();
+    let img = with_unprotected(
+        &b,
+        &[
+            (TLV_SHA256, &digest),
+            (TLV_SIG_PURE, &[1]),
+            (
+                TLV_KEYHASH,
+                &p256.public().unwrap().keyhash(HashAlg::Sha256),
+            ),
+            (TLV_ECDSA_SIG, &sig),
+        ],
+    );
+    assert_eq!(
+        verify(&img, &trusting(&[KeyKind::EcdsaP256]), 0),
+        Err(ImageError::PureNotEd25519 {
+            key: KeyKind::EcdsaP256
+        })
+    );
+}
+
+#[test]
+fn undecodable_and_padded_ecdsa_signatures() {
+    let b = builder();
+    let key = typed_key(KeyKind::EcdsaP256);
+    let public = key.public().unwrap();
+    let keyhash = public.keyhash(HashAlg::Sha256);
+    let ring = trusting(&[KeyKind::EcdsaP256]);
+    let err = verify(
+        &crafted(
+            &b,
+            HashAlg::Sha256,
+            &keyhash,
+            TLV_ECDSA_SIG,
+            &[0x30, 0x03, 0x02, 0x01],
+        ),
+        &ring,
+        0,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::BadSignatureEncoding {
+                tlv: TLV_ECDSA_SIG,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("signature tlv 0x0022 is not a DER ECDSA signature: "),
+        "{err}"
+    );
+    // Old imgtools padded the DER signature with zeros (to 72 bytes): still verifies.
+    let img = b.sign_with(&key, &SignOptions::default()).unwrap();
+    let mut sig = parse(&img)
+        .unwrap()
+        .find(TLV_ECDSA_SIG, false)
+        .unwrap()
+        .to_vec();
+    let der_len = sig.len();
+    sig.resize(der_len + 3, 0);
+    let padded = crafted(&b, HashAlg::Sha256, &keyhash, TLV_ECDSA_SIG, &sig);
+    assert_eq!(
+        verify(&padded, &ring, 0).unwrap().signature,
+        Some(SignatureKind::EcdsaP256)
+    );
+    // Anything else after the DER: not a signature.
+    sig[der_len + 2] = 1;
+    let trailing = crafted(&b, HashAlg::Sha256, &keyhash, TLV_ECDSA_SIG, &sig);
+    assert!(matches!(
+        verify(&trailing, &ring, 0),
+        Err(ImageError::BadSignatureEncoding { .. })
+    ));
+}
+
+#[test]
+fn pubkey_tlvs_name_their_key_by_its_bytes() {
+    let b = builder();
+    let options = SignOptions {
+        key_format: KeyFormat::Full,
+        ..SignOptions::default()
+    };
+    for kind in [KeyKind::Ed25519, KeyKind::EcdsaP384, KeyKind::Rsa3072] {
+        let img = b.sign_with(&typed_key(kind), &options).unwrap();
+        let p = parse(&img).unwrap();
+        assert_eq!(
+            p.find(TLV_PUBKEY, false),
+            Some(&typed_key(kind).public().unwrap().mcuboot_bytes()[..])
+        );
+        assert!(verify(&img, &trusting(&[kind]), 0).is_ok(), "{kind}");
+        assert_eq!(
+            verify(&img, &oem(), 0),
+            Err(ImageError::UntrustedPubkey {
+                key: kind.described().to_string()
+            })
+        );
+    }
+    let img = with_unprotected(
+        &b,
+        &[(TLV_SHA256, &digest_of(&b)), (TLV_PUBKEY, &[1, 2, 3])],
+    );
+    assert_eq!(
+        verify(&img, &oem(), 0).unwrap_err().to_string(),
+        "signed with an untrusted key: the pubkey tlv holds 3 bytes that are no public key"
+    );
+}
+
+#[test]
+fn keys_load_from_every_pem_and_refusals_name_what_was_found() {
+    use pkcs8::der::pem::encode_string;
+    use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
+    for kind in KeyKind::ALL {
+        let key = typed_key(kind);
+        let pem = key.to_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{kind}");
+        let again = PrivateKey::from_pem(&pem).unwrap();
+        assert_eq!(again.to_pem(), pem, "{kind}: round trip");
+        assert_eq!(again.public_pem(), key.public_pem());
+        match PublicKey::from_pem(&key.public_pem()) {
+            Ok(public) => {
+                assert_eq!(Some(public.clone()), key.public(), "{kind}");
+                // A private key PEM gives the public key where one is trusted.
+                assert_eq!(PublicKey::from_pem(&pem), Ok(public));
+            }
+            Err(e) => {
+                assert_eq!(kind, KeyKind::X25519);
+                assert_eq!(e, ImageError::NotASigningKey { found: kind });
+                assert_eq!(PublicKey::from_pem(&pem), Err(e));
+            }
+        }
+    }
+    // PKCS#1 RSA and SEC1 EC forms (OpenSSL's traditional ones).
+    let PrivateKey::Rsa(rsa) = typed_key(KeyKind::Rsa2048) else {
+        unreachable!()
+    };
+    let pkcs1 = rsa.to_pkcs1_pem(LineEnding::LF).unwrap();
+    assert_eq!(
+        PrivateKey::from_pem(&pkcs1).unwrap().kind(),
+        KeyKind::Rsa2048
+    );
+    let pkcs1_pub = rsa.to_public_key().to_pkcs1_pem(LineEnding::LF).unwrap();
+    assert_eq!(
+        PublicKey::from_pem(&pkcs1_pub).unwrap().kind(),
+        KeyKind::Rsa2048
+    );
+    let PrivateKey::EcdsaP384(ec) = typed_key(KeyKind::EcdsaP384) else {
+        unreachable!()
+    };
+    let sec1 = p384::SecretKey::from(ec)
+        .to_sec1_pem(LineEnding::LF)
+        .unwrap();
+    assert_eq!(
+        PrivateKey::from_pem(&sec1).unwrap().kind(),
+        KeyKind::EcdsaP384
+    );
+
+    // SubjectPublicKeyInfo { AlgorithmIdentifier { 1.2.3.4 }, BIT STRING 00 01 }.
+    let unknown = encode_string(
+        "PUBLIC KEY",
+        LineEnding::LF,
+        &hex!("30 0b 30 05 06 03 2a 03 04 03 02 00 01"),
+    )
+    .unwrap();
+    let err = PublicKey::from_pem(&unknown).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::UnknownKeyAlgorithm {
+            oid: "1.2.3.4".into()
+        }
+    );
+    assert!(
+        err.to_string()
+            .starts_with("unknown key algorithm OID 1.2.3.4 "),
+        "{err}"
+    );
+    // An EC key on P-521 (1.3.132.0.35).
+    let p521 = encode_string(
+        "PUBLIC KEY",
+        LineEnding::LF,
+        &hex!("30 16 30 10 06 07 2a 86 48 ce 3d 02 01 06 05 2b 81 04 00 23 03 02 00 04"),
+    )
+    .unwrap();
+    assert_eq!(
+        PublicKey::from_pem(&p521),
+        Err(ImageError::UnsupportedCurve {
+            oid: "1.3.132.0.35".into()
+        })
+    );
+    let small = rsa::RsaPrivateKey::new(&mut rand_chacha::ChaCha20Rng::from_seed([7; 32]), 1024)
+        .unwrap()
+        .to_public_key()
+        .to_pkcs1_pem(LineEnding::LF)
+        .unwrap();
+    assert_eq!(
+        PublicKey::from_pem(&small),
+        Err(ImageError::UnsupportedRsaSize { bits: 1024 })
+    );
+    let cert = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+    assert_eq!(
+        PublicKey::from_pem(cert),
+        Err(ImageError::UnsupportedPem {
+            label: "CERTIFICATE".into()
+        })
+    );
+    assert_eq!(
+        PrivateKey::from_pem(&typed_key(KeyKind::EcdsaP256).public_pem()).unwrap_err(),
+        ImageError::NotAPrivateKey
+    );
+    let garbage = "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n";
+    assert!(matches!(
+        PublicKey::from_pem(garbage),
+        Err(ImageError::BadKeyDer {
+            kind: "a public key",
+            ..
+        })
+    ));
+    // Signing with an encryption key.
+    assert_eq!(
+        builder().sign_with(&typed_key(KeyKind::X25519), &SignOptions::default()),
+        Err(ImageError::NotASigningKey {
+            found: KeyKind::X25519
+        })
     );
 }
