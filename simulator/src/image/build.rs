@@ -174,9 +174,10 @@ impl ImageBuilder {
             },
             version: self.version,
         };
-        // Room for a signed image's unprotected area too: 4 + 36 (SHA256) + 36 + 68.
+        // Room for the largest unprotected area signing writes: info 4, SHA512 68, SIG_PURE
+        // 5, PUBKEY of an RSA-3072 key 402, RSA3072_PSS 388.
         let mut out = Vec::with_capacity(
-            usize::from(self.header_size) + self.payload.len() + protected.len() + 144,
+            usize::from(self.header_size) + self.payload.len() + protected.len() + 867,
         );
         out.extend_from_slice(&header.encode());
         out.resize(usize::from(self.header_size), self.erased_val);
