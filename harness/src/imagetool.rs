@@ -1,21 +1,22 @@
 //! `hil keys generate` and `hil image build`: test keys and test images by hand.
 //!
-//! Keys are ed25519: the private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, what
-//! `imgtool keygen -t ed25519` writes and `imgtool sign -k` reads), the public key as
+//! Keys are of every type imgtool makes (`--type ed25519|ecdsa-p256|ecdsa-p384|rsa-2048|
+//! rsa-3072|x25519`): the private key as PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`, what
+//! `imgtool keygen -t TYPE` writes and `imgtool sign -k` reads), the public key as
 //! SubjectPublicKeyInfo PEM (what `imgtool getpub -e pem` prints and `ecu-sim --key` reads).
-//! Images are MCUboot images with the simulator's behaviour TLV; the same arguments give the
-//! same bytes.
+//! Images are MCUboot images with the simulator's behaviour TLV, hashed and signed as imgtool
+//! does for the key's type; the same arguments give the same bytes.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use sha2::{Digest, Sha256};
 
-use ecu_sim::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
+use ecu_sim::image::{
+    Behaviour, ImageBuilder, ImageError, KeyKind, PrivateKey, SignOptions, SignatureKind, Version,
+    dev_key, dev_private_key,
+};
 
 /// Why a key or an image could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +28,10 @@ pub enum ToolError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "{path}: not an ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----): {message}"
-    )]
-    BadKey { path: PathBuf, message: String },
-    #[error("encoding the key: {0}")]
-    Encode(String),
+    #[error("{path}: not a private key imgtool writes: {source}")]
+    BadKey { path: PathBuf, source: ImageError },
+    #[error("signing with {path}: {source}")]
+    Sign { path: PathBuf, source: ImageError },
     /// A manifest URL `hil ota submit` would refuse (checked before anything is written).
     #[error("--manifest-url {url:?} is not a usable url: {source}")]
     BadUrl {
@@ -53,7 +52,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ToolError + '_ {
 pub enum KeySource {
     /// Fresh from the operating system's randomness.
     Random,
-    /// The simulator's development key of this name (`ecu_sim::image::dev_key`).
+    /// The simulator's development key of this name (`ecu_sim::image::dev_private_key`; for
+    /// ed25519 `dev_key`, the key `ecu-sim --dev-key NAME` trusts).
     Dev(String),
 }
 
@@ -62,7 +62,9 @@ pub enum KeySource {
 pub struct KeyFiles {
     pub private: PathBuf,
     pub public: PathBuf,
-    /// SHA-256 of the public key (what the image's KEYHASH TLV holds), hex.
+    pub kind: KeyKind,
+    /// SHA-256 of the public key's MCUboot bytes (what `imgtool getpubhash` prints and a
+    /// SHA-256 image's KEYHASH TLV holds), hex.
     pub keyhash: String,
 }
 
@@ -74,13 +76,10 @@ fn hex(b: &[u8]) -> String {
 pub fn generate_key(
     name: &str,
     dir: &Path,
+    kind: KeyKind,
     source: &KeySource,
     force: bool,
 ) -> Result<KeyFiles, ToolError> {
-    let key = match source {
-        KeySource::Random => SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
-        KeySource::Dev(n) => dev_key(n),
-    };
     let private = dir.join(format!("{name}.pem"));
     let public = dir.join(format!("{name}.pub.pem"));
     for p in [&private, &public] {
@@ -88,19 +87,13 @@ pub fn generate_key(
             return Err(ToolError::Exists { path: p.clone() });
         }
     }
+    let key = match source {
+        KeySource::Random => PrivateKey::generate(kind, &mut rand::rngs::OsRng),
+        KeySource::Dev(n) => dev_private_key(kind, n),
+    };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    // PKCS#8 v1 (the private key alone), which imgtool (Python's cryptography) reads; v2 with
-    // the public key attached it refuses.
-    let private_pem = ed25519_dalek::pkcs8::KeypairBytes {
-        secret_key: key.to_bytes(),
-        public_key: None,
-    }
-    .to_pkcs8_pem(LineEnding::LF)
-    .map_err(|e| ToolError::Encode(e.to_string()))?;
-    let public_pem = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| ToolError::Encode(e.to_string()))?;
+    let private_pem = key.to_pem();
+    let public_pem = key.public_pem();
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -118,23 +111,26 @@ pub fn generate_key(
     Ok(KeyFiles {
         private,
         public,
-        keyhash: hex(&Keyring::keyhash(&key.verifying_key())),
+        kind,
+        keyhash: hex(&key.public_hash_sha256()),
     })
 }
 
-/// Read a PKCS#8 PEM private key.
-pub fn read_key(path: &Path) -> Result<SigningKey, ToolError> {
+/// Read a private key PEM (PKCS#8 as imgtool writes it; SEC1 and PKCS#1 too).
+pub fn read_key(path: &Path) -> Result<PrivateKey, ToolError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    SigningKey::from_pkcs8_pem(&text).map_err(|e| ToolError::BadKey {
+    PrivateKey::from_pem(&text).map_err(|source| ToolError::BadKey {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 
 /// How to sign an image.
 #[derive(Clone, Debug)]
 pub enum Signer {
+    /// A private key PEM of any signing type.
     Key(PathBuf),
+    /// The simulator's ed25519 development key of this name.
     Dev(String),
     Unsigned,
 }
@@ -147,6 +143,8 @@ pub struct ImageSpec {
     pub behaviour: Behaviour,
     pub security_counter: u32,
     pub signer: Signer,
+    /// Hash and pure (imgtool's `--sha`, `--pure`); the default pairs the hash with the key.
+    pub sign: SignOptions,
 }
 
 /// A built image.
@@ -154,8 +152,10 @@ pub struct ImageSpec {
 pub struct Built {
     pub bytes: Vec<u8>,
     pub sha256: String,
-    /// The signing key's hash, hex (empty for unsigned images).
+    /// The image's KEYHASH TLV, hex (empty for unsigned images).
     pub keyhash: String,
+    /// What signed it (`None`: unsigned).
+    pub signature: Option<(SignatureKind, ecu_sim::image::HashAlg)>,
 }
 
 /// Build an image: the payload is a filler derived from the version, so the same arguments
@@ -172,27 +172,40 @@ pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
     let builder = ImageBuilder::new(spec.version, payload)
         .security_counter(spec.security_counter)
         .behaviour(spec.behaviour);
-    let (bytes, keyhash) = match &spec.signer {
-        Signer::Unsigned => (builder.build_unsigned(), String::new()),
-        Signer::Dev(name) => {
-            let key = dev_key(name);
-            (
-                builder.sign(&key),
-                hex(&Keyring::keyhash(&key.verifying_key())),
-            )
+    let (key, path) = match &spec.signer {
+        Signer::Unsigned => {
+            let bytes = builder.build_unsigned();
+            return Ok(Built {
+                sha256: hex(&Sha256::digest(&bytes)),
+                bytes,
+                keyhash: String::new(),
+                signature: None,
+            });
         }
-        Signer::Key(path) => {
-            let key = read_key(path)?;
-            (
-                builder.sign(&key),
-                hex(&Keyring::keyhash(&key.verifying_key())),
-            )
-        }
+        Signer::Dev(name) => (
+            PrivateKey::Ed25519(dev_key(name)),
+            PathBuf::from(format!("dev key {name}")),
+        ),
+        Signer::Key(path) => (read_key(path)?, path.clone()),
     };
+    let sign_error = |source| ToolError::Sign {
+        path: path.clone(),
+        source,
+    };
+    let bytes = builder.sign_with(&key, &spec.sign).map_err(sign_error)?;
+    let signature = SignatureKind::of(key.kind(), spec.sign.pure)
+        .ok_or(ImageError::NotASigningKey { found: key.kind() })
+        .map_err(sign_error)?;
+    let hash = spec.sign.hash.unwrap_or(signature.hashes()[0]);
+    let public = key
+        .public()
+        .ok_or(ImageError::NotASigningKey { found: key.kind() });
+    let keyhash = hex(&public.map_err(sign_error)?.keyhash(hash));
     Ok(Built {
         sha256: hex(&Sha256::digest(&bytes)),
         bytes,
         keyhash,
+        signature: Some((signature, hash)),
     })
 }
 

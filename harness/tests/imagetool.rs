@@ -188,7 +188,7 @@ fn mistakes_exit_2_and_name_the_culprit() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o).contains("bad.pem: not an ed25519 private key"),
+        text(&o).contains("bad.pem: not a private key imgtool writes: "),
         "{}",
         text(&o)
     );
@@ -393,4 +393,171 @@ fn force_keeps_keys_private_and_manifests_never_clobber_images() {
     )
     .expect("the manifest parses");
     assert_eq!(m.artifact.url, url);
+}
+
+/// `hil keys generate --type T` for every type imgtool makes: imgtool reads our private key
+/// (`getpub` prints our public PEM, `getpubhash` the hash we print), `hil image build` signs
+/// with it as imgtool pairs hash and key, `imgtool verify` accepts the image and our verifier
+/// trusts the public PEM. An X25519 key signs nothing, and a hash imgtool refuses for a key
+/// is refused, both by name.
+#[test]
+fn every_key_type_generates_signs_and_imgtool_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let imgtool_run = |args: &[&str]| {
+        Command::new(imgtool())
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap_or_else(|e| panic!("{} ({e}): run ci/install.sh", imgtool().display()))
+    };
+    for (kind, sha, described) in [
+        ("ed25519", None, "ed25519, sha256"),
+        ("ed25519", Some("512"), "ed25519, sha512"),
+        ("ecdsa-p256", None, "ECDSA P-256, sha256"),
+        ("ecdsa-p384", None, "ECDSA P-384, sha384"),
+        ("rsa-2048", None, "RSA-2048 PSS, sha256"),
+        ("rsa-3072", None, "RSA-3072 PSS, sha256"),
+    ] {
+        let name = format!("{kind}-{}", sha.unwrap_or("auto"));
+        let o = hil(
+            d,
+            &[
+                "keys", "generate", "--type", kind, "--name", &name, "--out", ".",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let printed = text(&o);
+        assert!(printed.contains(&format!(" {kind} keyhash ")), "{printed}");
+        let private = format!("{name}.pem");
+        let o = imgtool_run(&["getpub", "-k", &private, "-e", "pem"]);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        let public = std::fs::read_to_string(d.join(format!("{name}.pub.pem"))).unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), public, "{kind}");
+        let o = imgtool_run(&["getpubhash", "-k", &private, "-e", "raw", "-o", "h.bin"]);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        let hash: String = std::fs::read(d.join("h.bin"))
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            printed.contains(&format!("keyhash {hash}")),
+            "{kind}: {printed}"
+        );
+
+        let out = format!("{name}.bin");
+        let mut args = vec!["image", "build", "--version", "1.2.3", "--key", &private];
+        args.extend_from_slice(&["--out", &out]);
+        if let Some(sha) = sha {
+            args.extend_from_slice(&["--sha", sha]);
+        }
+        let o = hil(d, &args);
+        assert!(o.status.success(), "{kind}: {}", text(&o));
+        assert!(text(&o).contains(&format!("({described})")), "{}", text(&o));
+        let o = imgtool_run(&["verify", "-k", &private, &out]);
+        assert!(
+            text(&o).contains("Image was correctly validated"),
+            "{kind}: {}",
+            text(&o)
+        );
+        let mut keys = Keyring::new();
+        keys.add_pem(&public).unwrap();
+        let bytes = std::fs::read(d.join(&out)).unwrap();
+        assert!(image::verify(&bytes, &keys, 0).is_ok(), "{kind}");
+    }
+    // --dev keys of other types are deterministic.
+    let o = hil(
+        d,
+        &[
+            "keys",
+            "generate",
+            "--type",
+            "ecdsa-p256",
+            "--dev",
+            "x",
+            "--name",
+            "a",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = hil(
+        d,
+        &[
+            "keys",
+            "generate",
+            "--type",
+            "ecdsa-p256",
+            "--dev",
+            "x",
+            "--name",
+            "b",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(d.join("a.pem")).unwrap(),
+        std::fs::read(d.join("b.pem")).unwrap()
+    );
+
+    // X25519: written as imgtool writes it, signs nothing.
+    let o = hil(
+        d,
+        &[
+            "keys", "generate", "--type", "x25519", "--name", "enc", "--out", ".",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = imgtool_run(&["getpub", "-k", "enc.pem", "-e", "pem"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(d.join("enc.pub.pem")).unwrap()
+    );
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "1.0.0",
+            "--key",
+            "enc.pem",
+            "--out",
+            "e.bin",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("signing with enc.pem: an X25519 key signs no images"),
+        "{}",
+        text(&o)
+    );
+    let o = hil(
+        d,
+        &[
+            "image",
+            "build",
+            "--version",
+            "1.0.0",
+            "--key",
+            "ed25519-auto.pem",
+            "--sha",
+            "384",
+            "--out",
+            "s.bin",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("a sha384 image hash does not go with ed25519 signatures (MCUboot pairs those with sha256 or sha512)"),
+        "{}",
+        text(&o)
+    );
+    let o = hil(d, &["keys", "generate", "--type", "dsa", "--out", "."]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("unknown key type \"dsa\""),
+        "{}",
+        text(&o)
+    );
 }

@@ -1,9 +1,12 @@
 //! MCUboot image format: builder, parser and verifier, byte-compatible with MCUboot's `imgtool`.
 //!
-//! Images signed by `imgtool sign` (2.5.0, ed25519 key, default `--sha auto`) verify here, and
-//! images built by [`ImageBuilder`] pass `imgtool verify`; for the same key, payload and options
-//! the two produce the same bytes (ed25519 signatures are deterministic). The interop tests in
-//! `tests/tests/imgtool_interop.rs` check both directions against the real tool.
+//! Images signed by `imgtool sign` (2.5.0) with every key type MCUboot verifies — ed25519
+//! (over the hash, `--sha 256|512`, or `--pure`), ECDSA P-256, ECDSA P-384, RSA-2048 and
+//! RSA-3072 — verify here, with KEYHASH or PUBKEY (`--public-key-format full`) naming the key;
+//! images built by [`ImageBuilder`] pass `imgtool verify`, and for ed25519 (deterministic
+//! signatures) the two produce the same bytes. The interop tests in
+//! `tests/tests/imgtool_interop.rs` and `tests/tests/imgtool_signatures.rs` check both
+//! directions against the real tool.
 //!
 //! ## Layout
 //!
@@ -38,71 +41,94 @@
 //!
 //! ## TLVs
 //!
+//! "The hashed bytes" are header area + payload + protected TLV area (incl. its info); "the
+//! digest" is their hash with the image's hash algorithm.
+//!
 //! | TLV | type | area | value |
 //! |---|---|---|---|
-//! | KEYHASH | [`TLV_KEYHASH`] `0x01` | unprotected | SHA-256 of the signing key as DER SubjectPublicKeyInfo (44 bytes; imgtool's `get_public_bytes()` for ed25519, and the form MCUboot embeds its keys in) |
-//! | SHA256 | [`TLV_SHA256`] `0x10` | unprotected | SHA-256 of header + payload + protected area (incl. its info) |
-//! | ED25519 | [`TLV_ED25519`] `0x24` | unprotected | 64-byte ed25519 signature *of the 32-byte digest* (imgtool's default, not `--pure`) |
+//! | KEYHASH | [`TLV_KEYHASH`] `0x01` | unprotected | the signing key's MCUboot bytes ([`PublicKey::mcuboot_bytes`]: DER SubjectPublicKeyInfo for ed25519 and ECDSA, DER PKCS#1 `RSAPublicKey` for RSA — imgtool's `get_public_bytes()`) hashed *with the image's hash algorithm* (32, 48 or 64 bytes) |
+//! | PUBKEY | [`TLV_PUBKEY`] `0x02` | unprotected | the MCUboot bytes themselves (imgtool `--public-key-format full`) |
+//! | SHA256 | [`TLV_SHA256`] `0x10` | unprotected | SHA-256 of the hashed bytes (32) |
+//! | SHA384 | [`TLV_SHA384`] `0x11` | unprotected | SHA-384 (48): imgtool's only hash for ECDSA P-384 |
+//! | SHA512 | [`TLV_SHA512`] `0x12` | unprotected | SHA-512 (64): ed25519 `--sha 512`, and `--pure` |
+//! | RSA2048_PSS | [`TLV_RSA2048_PSS`] `0x20` | unprotected | 256 bytes: RSASSA-PSS of the SHA-256 digest, MGF1-SHA-256, 32-byte salt |
+//! | ECDSA_SIG | [`TLV_ECDSA_SIG`] `0x22` | unprotected | DER `ECDSA-Sig-Value` (≤ 128 bytes; zero padding after it ignored) of the digest: P-256 with SHA-256, P-384 with SHA-384, as the key says |
+//! | RSA3072_PSS | [`TLV_RSA3072_PSS`] `0x23` | unprotected | 384 bytes, as RSA2048_PSS with a 3072-bit key |
+//! | ED25519 | [`TLV_ED25519`] `0x24` | unprotected | 64 bytes: ed25519 of the digest (SHA-256 or SHA-512), or with SIG_PURE of the hashed bytes themselves |
+//! | SIG_PURE | [`TLV_SIG_PURE`] `0x25` | unprotected | one byte `01`: imgtool `--pure`, which also forces SHA512 and a SHA-512 KEYHASH |
 //! | SEC_CNT | [`TLV_SEC_CNT`] `0x50` | protected | `u32` security counter (imgtool `--security-counter`) |
 //! | simulation | [`TLV_SIM_BEHAVIOUR`] `0x00a5` | protected | [`Behaviour`], 5 bytes (imgtool `--custom-tlv 0xa5 0x…`) |
 //!
-//! `0x00a5` lies in MCUboot's vendor-reserved ranges (`0xXXa0`–`0xXXff`) and in the range
-//! imgtool 2.5.0 accepts for `--custom-tlv` (`0x00a0..=0xfffe`, minus its predefined types);
-//! imgtool always places custom TLVs in the protected area, after SEC_CNT.
+//! imgtool writes the unprotected area in the order hash, SIG_PURE, KEYHASH/PUBKEY,
+//! signature; [`ImageBuilder::sign_with`] does the same. `0x00a5` lies in MCUboot's
+//! vendor-reserved ranges (`0xXXa0`–`0xXXff`) and in the range imgtool 2.5.0 accepts for
+//! `--custom-tlv` (`0x00a0..=0xfffe`, minus its predefined types); imgtool always places
+//! custom TLVs in the protected area, after SEC_CNT.
+//!
+//! Which hash goes with which signature ([`SignatureKind::hashes`]; MCUboot builds one pair,
+//! this verifier accepts each): ed25519 SHA-256 or SHA-512, pure ed25519 SHA-512, ECDSA P-256
+//! SHA-256, ECDSA P-384 SHA-384, RSA SHA-256 — what imgtool 2.5.0 signs with a private key.
 //!
 //! ## Verification ([`verify`])
 //!
-//! Like MCUboot built with `MCUBOOT_SIGN_ED25519`, SHA-256 image hashes, key hashes (not
-//! `MCUBOOT_HW_KEY`), `MCUBOOT_USE_TLV_ALLOW_LIST` and downgrade prevention by security counter:
+//! Like MCUboot with key hashes (or PUBKEY), `MCUBOOT_USE_TLV_ALLOW_LIST` and downgrade
+//! prevention by security counter, built for every signature type at once:
 //!
 //! | step | check | error |
 //! |---|---|---|
 //! | 1 | header magic, `hdr_size` ≥ 32, both TLV areas inside the input and well-formed | [`ImageError::BadMagic`], [`ImageError::BadHeaderSize`], [`ImageError::Truncated`], [`ImageError::BadTlvInfoMagic`], [`ImageError::ProtectedSizeMismatch`], [`ImageError::TlvOverflow`] |
-//! | 2 | only KEYHASH, SHA256 and ED25519 in the unprotected area; SEC_CNT and the simulation TLV only in the protected one; known TLVs have their exact length; SHA256, SEC_CNT and the simulation TLV at most once | [`ImageError::MisplacedTlv`], [`ImageError::BadTlvLength`], [`ImageError::DuplicateTlv`] |
-//! | 3 | a SHA256 TLV equal to the SHA-256 of the hashed bytes | [`ImageError::MissingHash`], [`ImageError::HashMismatch`] |
-//! | 4 | only if the [`Keyring`] is not empty: a KEYHASH naming a trusted key, followed by an ED25519 signature of the digest that verifies with it | [`ImageError::MissingSignature`], [`ImageError::UnknownKey`], [`ImageError::BadSignature`] |
+//! | 2 | only the key, hash, signature and SIG_PURE TLVs in the unprotected area; SEC_CNT and the simulation TLV only in the protected one; fixed-length TLVs of their length, signatures of theirs, SIG_PURE `01`, KEYHASH as long as the image hash; one image hash, SIG_PURE, SEC_CNT and simulation TLV at most | [`ImageError::MisplacedTlv`], [`ImageError::BadTlvLength`], [`ImageError::BadSignatureLength`], [`ImageError::BadSigPure`], [`ImageError::KeyHashLength`], [`ImageError::DuplicateTlv`] |
+//! | 3 | a hash TLV equal to that hash of the hashed bytes | [`ImageError::MissingHash`], [`ImageError::HashMismatch`] |
+//! | 4 | only if the [`Keyring`] is not empty: a KEYHASH or PUBKEY naming a trusted key, followed by a signature TLV of that key's type (pure: ed25519 only), paired with the image hash, decodable, that verifies with it | [`ImageError::MissingSignature`], [`ImageError::UnknownKey`], [`ImageError::UntrustedPubkey`], [`ImageError::WrongKeyType`], [`ImageError::PureNotEd25519`], [`ImageError::HashNotForSignature`], [`ImageError::BadSignatureEncoding`], [`ImageError::BadSignature`] |
 //! | 5 | security counter (0 without SEC_CNT) ≥ the required minimum | [`ImageError::CounterTooLow`] |
 //! | 6 | simulation TLV kind known | [`ImageError::BadBehaviour`] |
 //!
-//! Several KEYHASH + ED25519 pairs may follow each other (MCUboot's multi-signature form):
+//! Several key + signature pairs may follow each other (MCUboot's multi-signature form):
 //! pairs naming unknown keys are skipped, at least one must name a trusted key, and every
 //! pair naming a trusted key must verify. Other protected TLVs (imgtool's dependencies, boot
 //! record, UUIDs, custom TLVs) are covered by the hash and otherwise ignored. An image
 //! without SEC_CNT counts as security counter 0 (an MCUboot with `MCUBOOT_HW_ROLLBACK_PROT`
-//! would refuse it).
+//! would refuse it). MCUboot built for pure signatures does not check the hash TLV; this
+//! verifier checks the one imgtool writes.
 //!
-//! Images for other MCUboot configurations are refused by the allow list
-//! ([`ImageError::MisplacedTlv`]), as such an MCUboot refuses them: `imgtool --sha 512` and
-//! `--pure` put a SHA512 TLV (`0x12`) in the unprotected area, `--public-key-format full` a
-//! PUBKEY TLV (`0x02`), encrypted images their `ENC_*` key TLVs (`0x30..=0x34`).
+//! Encrypted images are refused by the allow list ([`ImageError::MisplacedTlv`]): their
+//! `ENC_*` key TLVs (`0x30..=0x34`) are not read yet.
 //!
 //! With every check above, changing any single byte of a signed image (header, padding,
 //! payload, either TLV area) makes [`verify`] fail when the keyring is not empty; without keys
-//! only the hash protects the image, so KEYHASH and signature bytes may change unnoticed.
+//! only the hash protects the image, so key and signature bytes may change unnoticed.
+//!
+//! Keys ([`PublicKey`], [`PrivateKey`]) load from every PEM imgtool prints or writes
+//! (`getpub -e pem`: SubjectPublicKeyInfo for every type; `keygen`: PKCS#8), and from PKCS#1
+//! and SEC1; a key the bootloader cannot trust is refused naming what was found
+//! ([`ImageError::NotASigningKey`], [`ImageError::UnknownKeyAlgorithm`] with the OID found,
+//! [`ImageError::UnsupportedCurve`], [`ImageError::UnsupportedRsaSize`], ...). The maths is
+//! RustCrypto's (`rsa`, `p256`, `p384`, `ed25519-dalek`, `x25519-dalek`, `sha2`).
 //!
 //! | module | what |
 //! |---|---|
 //! | this one | constants, [`Version`], [`Behaviour`], [`ImageError`] |
 //! | `parse` | [`Header`], TLV areas, [`parse`] |
-//! | `verify` | [`Keyring`], [`verify`] |
-//! | `build` | [`ImageBuilder`], [`dev_key`] |
+//! | `keys` | [`HashAlg`], [`KeyKind`], [`PublicKey`], [`PrivateKey`]: PEM, MCUboot bytes, KEYHASH |
+//! | `verify` | [`Keyring`], [`SignatureKind`], [`verify`] |
+//! | `build` | [`ImageBuilder`], [`SignOptions`], [`dev_key`], [`dev_private_key`] |
 
 use std::fmt;
 use std::str::FromStr;
 
 mod build;
+mod keys;
 mod parse;
 #[cfg(test)]
 mod tests;
 mod verify;
 
-pub use build::{ImageBuilder, dev_key};
+pub use build::{ImageBuilder, KeyFormat, SignOptions, dev_key, dev_private_key};
+pub use keys::{HashAlg, KeyKind, ParseKeyKindError, PrivateKey, PublicKey};
 pub use parse::{Header, ParsedImage, Tlv, Tlvs, parse};
-pub use verify::{ImageInfo, Keyring, verify};
+pub use verify::{ImageInfo, Keyring, SignatureKind, verify};
 
-use ed25519_dalek::pkcs8::DecodePublicKey;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::SigningKey;
 
 /// `ih_magic` of an MCUboot image.
 pub const IMAGE_MAGIC: u32 = 0x96f3_b83d;
@@ -112,12 +138,27 @@ pub const TLV_INFO_MAGIC: u16 = 0x6907;
 pub const TLV_PROT_INFO_MAGIC: u16 = 0x6908;
 /// Size of a TLV area info (`u16 magic`, `u16 size`) and of a TLV header (`u16 type`, `u16 len`).
 pub const TLV_INFO_SIZE: usize = 4;
-/// SHA-256 of the signing key's DER SubjectPublicKeyInfo.
+/// Hash of the signing key's MCUboot bytes ([`PublicKey::mcuboot_bytes`]), with the image's
+/// hash algorithm.
 pub const TLV_KEYHASH: u16 = 0x01;
+/// The signing key's MCUboot bytes (imgtool `--public-key-format full`).
+pub const TLV_PUBKEY: u16 = 0x02;
 /// SHA-256 of header, payload and protected TLV area.
 pub const TLV_SHA256: u16 = 0x10;
-/// Ed25519 signature of the SHA-256 digest.
+/// SHA-384 of the same (ECDSA P-384 images).
+pub const TLV_SHA384: u16 = 0x11;
+/// SHA-512 of the same (imgtool `--sha 512`, `--pure`).
+pub const TLV_SHA512: u16 = 0x12;
+/// RSASSA-PSS signature with a 2048-bit key (256 bytes).
+pub const TLV_RSA2048_PSS: u16 = 0x20;
+/// DER ECDSA signature (P-256 or P-384, as the key says).
+pub const TLV_ECDSA_SIG: u16 = 0x22;
+/// RSASSA-PSS signature with a 3072-bit key (384 bytes).
+pub const TLV_RSA3072_PSS: u16 = 0x23;
+/// Ed25519 signature (64 bytes) of the digest, or of the image with [`TLV_SIG_PURE`].
 pub const TLV_ED25519: u16 = 0x24;
+/// One byte `01`: the signature is over the image itself, not its hash (imgtool `--pure`).
+pub const TLV_SIG_PURE: u16 = 0x25;
 /// Security counter, `u32`, protected.
 pub const TLV_SEC_CNT: u16 = 0x50;
 /// Our simulation TLV: how the image behaves when booted ([`Behaviour`]). In MCUboot's
@@ -127,10 +168,10 @@ pub const TLV_SIM_BEHAVIOUR: u16 = 0x00a5;
 /// `ih_flags` bit imgtool sets when `--load-addr` is given.
 pub const IMAGE_F_RAM_LOAD: u32 = 0x20;
 
-/// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410): the 32 key bytes follow.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+/// The PSS salt length MCUboot requires and imgtool uses (the SHA-256 digest size).
+const RSA_PSS_SALT_LEN: usize = 32;
+/// MCUboot's buffer for a DER ECDSA signature (`SIG_BUF_SIZE`).
+const ECDSA_SIG_MAX: usize = 128;
 
 /// Image version `major.minor.revision+build`. Ordered field by field, as MCUboot compares
 /// versions (build included).
@@ -309,22 +350,98 @@ pub enum ImageError {
         area_name(*.protected)
     )]
     MisplacedTlv { tlv: u16, protected: bool },
-    #[error("no sha256 tlv")]
+    #[error("no image hash tlv (sha256, sha384 or sha512)")]
     MissingHash,
     #[error("hash mismatch: the image is not what was signed")]
     HashMismatch,
-    #[error("no signature (keyhash + ed25519 tlvs) but keys are configured")]
+    #[error("keyhash tlv has length {len} but the image hash is {hash} ({} bytes)", .hash.digest_len())]
+    KeyHashLength { len: u16, hash: HashAlg },
+    #[error("sig_pure tlv holds 0x{value:02x} (expected 0x01)")]
+    BadSigPure { value: u8 },
+    #[error(
+        "signature tlv 0x{tlv:04x} has length {len} (expected {})",
+        signature_len_text(*.tlv)
+    )]
+    BadSignatureLength { tlv: u16, len: u16 },
+    #[error("signature tlv 0x{tlv:04x} is not a DER ECDSA signature: {message}")]
+    BadSignatureEncoding { tlv: u16, message: String },
+    #[error("no signature (key + signature tlvs) but keys are configured")]
     MissingSignature,
-    #[error("signed with an unknown key (keyhash {}…)", hex(&.keyhash[..8]))]
-    UnknownKey { keyhash: [u8; 32] },
-    #[error("bad signature: the ed25519 signature does not verify with the trusted key")]
-    BadSignature,
+    #[error("signed with an unknown key (keyhash {}…)", hex(&.keyhash[..keyhash.len().min(8)]))]
+    UnknownKey { keyhash: Vec<u8> },
+    #[error("signed with an untrusted key: the pubkey tlv holds {key}")]
+    UntrustedPubkey { key: String },
+    #[error(
+        "signature tlv 0x{tlv:04x} ({}) cannot come from the trusted key named before it: {}",
+        signature_tlv_name(*.tlv),
+        .key.described()
+    )]
+    WrongKeyType { tlv: u16, key: KeyKind },
+    #[error("a pure signature (sig_pure tlv) needs an ed25519 key, not {}", .key.described())]
+    PureNotEd25519 { key: KeyKind },
+    #[error(
+        "a {hash} image hash does not go with {signature} signatures (MCUboot pairs those with {})",
+        hash_list(.signature.hashes())
+    )]
+    HashNotForSignature {
+        hash: HashAlg,
+        signature: SignatureKind,
+    },
+    #[error("bad signature: the {signature} signature does not verify with the trusted key")]
+    BadSignature { signature: SignatureKind },
     #[error("security counter {image} is lower than the stored {required} (downgrade)")]
     CounterTooLow { image: u32, required: u32 },
     #[error("unknown simulation behaviour kind {kind}")]
     BadBehaviour { kind: u8 },
-    #[error("bad key: {0}")]
-    BadKey(String),
+    #[error("not a PEM key: {message}")]
+    BadPem { message: String },
+    #[error(
+        "a PEM {label:?} holds no key this reads (expected PUBLIC KEY, PRIVATE KEY, RSA PUBLIC KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"
+    )]
+    UnsupportedPem { label: String },
+    #[error("a public key PEM: signing needs the private key (what imgtool keygen writes)")]
+    NotAPrivateKey,
+    #[error("password-protected private keys are not supported (export it without a password)")]
+    EncryptedPrivateKey,
+    #[error("{kind} that does not decode: {message}")]
+    BadKeyDer { kind: &'static str, message: String },
+    #[error(
+        "unknown key algorithm OID {oid} (expected ed25519 1.3.101.112, EC 1.2.840.10045.2.1 or RSA 1.2.840.113549.1.1.1)"
+    )]
+    UnknownKeyAlgorithm { oid: String },
+    #[error(
+        "an ECDSA key on curve {oid}: MCUboot verifies P-256 (1.2.840.10045.3.1.7) and P-384 (1.3.132.0.34)"
+    )]
+    UnsupportedCurve { oid: String },
+    #[error("an RSA key of {bits} bits: MCUboot verifies RSA-2048 and RSA-3072")]
+    UnsupportedRsaSize { bits: usize },
+    #[error("{} signs no images (it is an encryption key)", .found.described())]
+    NotASigningKey { found: KeyKind },
+}
+
+fn signature_tlv_name(tlv: u16) -> &'static str {
+    match tlv {
+        TLV_RSA2048_PSS => "RSA-2048 PSS",
+        TLV_RSA3072_PSS => "RSA-3072 PSS",
+        TLV_ECDSA_SIG => "ECDSA",
+        TLV_ED25519 => "ed25519",
+        _ => "unknown",
+    }
+}
+
+fn signature_len_text(tlv: u16) -> String {
+    match tlv {
+        TLV_ECDSA_SIG => format!("1 to {ECDSA_SIG_MAX} bytes of DER"),
+        _ => expected_len(tlv).to_string(),
+    }
+}
+
+fn hash_list(hashes: &[HashAlg]) -> String {
+    hashes
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn area_name(protected: bool) -> &'static str {
@@ -338,8 +455,12 @@ fn area_name(protected: bool) -> &'static str {
 /// Value length of the TLVs whose length is fixed (for [`ImageError::BadTlvLength`]).
 fn expected_len(tlv: u16) -> usize {
     match tlv {
-        TLV_KEYHASH | TLV_SHA256 => 32,
-        TLV_ED25519 => 64,
+        TLV_SHA256 => 32,
+        TLV_SHA384 => 48,
+        TLV_SHA512 | TLV_ED25519 => 64,
+        TLV_RSA2048_PSS => 256,
+        TLV_RSA3072_PSS => 384,
+        TLV_SIG_PURE => 1,
         TLV_SEC_CNT => 4,
         TLV_SIM_BEHAVIOUR => Behaviour::TLV_LEN,
         _ => 0,

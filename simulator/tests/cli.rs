@@ -177,3 +177,43 @@ fn absurd_geometries_are_refused_before_allocating() {
         assert!(!dir.path().join("f.bin").exists(), "{args}");
     }
 }
+
+/// `--key` takes every public (or private) key PEM imgtool prints or writes; a key it cannot
+/// trust is refused naming what the file holds, an unknown algorithm by the OID found.
+#[test]
+fn trusted_keys_of_every_type_load_and_refusals_name_what_was_found() {
+    use ecu_sim::image::{KeyKind, dev_private_key};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for kind in KeyKind::ALL {
+        let key = dev_private_key(kind, "cli");
+        std::fs::write(d.join("pub.pem"), key.public_pem()).unwrap();
+        std::fs::write(d.join("key.pem"), key.to_pem()).unwrap();
+        for file in ["pub.pem", "key.pem"] {
+            let (code, text) = ecu_sim(d, &["--flash", "f.bin", "--key", file, "status"]);
+            if kind == KeyKind::X25519 {
+                assert_eq!(code, 2, "{kind} {file}: {text}");
+                assert!(
+                    text.contains(&format!(
+                        "key {file}: an X25519 key signs no images (it is an encryption key)"
+                    )),
+                    "{text}"
+                );
+            } else {
+                assert_eq!(code, 0, "{kind} {file}: {text}");
+            }
+        }
+    }
+    // SubjectPublicKeyInfo { AlgorithmIdentifier { 1.2.3.4 }, BIT STRING 00 01 }.
+    std::fs::write(
+        d.join("odd.pem"),
+        "-----BEGIN PUBLIC KEY-----\nMAswBQYDKgMEAwIAAQ==\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let (code, text) = ecu_sim(d, &["--flash", "f.bin", "--key", "odd.pem", "status"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("key odd.pem: unknown key algorithm OID 1.2.3.4 (expected ed25519"),
+        "{text}"
+    );
+}

@@ -4,6 +4,10 @@
 //! status, and are refused without security access. The served ECU keeps its state across a
 //! restart.
 //!
+//! For every signature type MCUboot verifies, an ECU that trusts a key from `imgtool keygen`
+//! (`--key PUB`, the PEM `imgtool getpub -e pem` prints) and boots an imgtool-signed factory
+//! image takes an imgtool-signed V2 from udsoncan and runs it confirmed.
+//!
 //! Without the virtualenv these tests fail (they never skip): run `ci/install.sh`.
 
 use std::io::{BufRead, BufReader};
@@ -34,8 +38,14 @@ struct Served {
 
 impl Served {
     fn start(state: &Path) -> Served {
+        Self::start_with(state, &[])
+    }
+
+    /// With more `serve` options (`--key`, `--factory`, ...).
+    fn start_with(state: &Path, extra: &[&str]) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ecu-sim"))
             .args(["--sectors", "132", "serve", "--doip", "127.0.0.1:0"])
+            .args(extra)
             .args(["--speed", "max", "--seed", "7", "--state"])
             .arg(state)
             .stdout(Stdio::piped())
@@ -148,4 +158,86 @@ fn udsoncan_flashes_the_served_ecu_and_state_survives_a_restart() {
     assert_eq!(field(&after, "confirmed"), "true");
     assert_eq!(field(&after, "outcome"), "1", "{after}");
     served.stop();
+}
+
+fn imgtool(dir: &Path, args: &[&str]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/imgtool");
+    let out = Command::new(&path)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{} ({e}): run ci/install.sh", path.display()));
+    assert!(
+        out.status.success(),
+        "imgtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn udsoncan_flashes_imgtool_images_of_every_signature_type() {
+    let cases: [(&str, &[&str]); 7] = [
+        ("ed25519", &[]),
+        ("ed25519", &["--pure"]),
+        ("ed25519", &["--sha", "512"]),
+        ("ecdsa-p256", &[]),
+        ("ecdsa-p384", &[]),
+        ("rsa-2048", &[]),
+        ("rsa-3072", &[]),
+    ];
+    for (i, (kind, extra)) in cases.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        imgtool(d, &["keygen", "-t", kind, "-k", "key.pem"]);
+        imgtool(
+            d,
+            &["getpub", "-k", "key.pem", "-e", "pem", "-o", "pub.pem"],
+        );
+        for (version, len) in [("1.0.0", 20_000), ("2.0.0", 30_000)] {
+            std::fs::write(d.join("in.bin"), vec![i as u8; len]).unwrap();
+            let mut args = vec!["sign", "-k", "key.pem", "--header-size", "0x200"];
+            args.extend_from_slice(&["--pad-header", "--align", "8", "--slot-size", "0x40000"]);
+            args.extend_from_slice(&["--version", version]);
+            args.extend_from_slice(extra);
+            let out = format!("v{}.bin", &version[..1]);
+            args.extend_from_slice(&["in.bin", &out]);
+            imgtool(d, &args);
+        }
+        let pub_pem = d.join("pub.pem");
+        let v1 = d.join("v1.bin");
+        let served = Served::start_with(
+            &d.join("state"),
+            &[
+                "--key",
+                pub_pem.to_str().unwrap(),
+                "--factory",
+                v1.to_str().unwrap(),
+            ],
+        );
+        let before = served.script(&[]);
+        assert_eq!(
+            field(&before, "version"),
+            "1.0.0",
+            "{kind} {extra:?}: {before}"
+        );
+        let v2 = d.join("v2.bin");
+        let flashed = served.script(&["--image", v2.to_str().unwrap()]);
+        assert_eq!(
+            field(&flashed, "check_status"),
+            "[0]",
+            "{kind} {extra:?}: {flashed}"
+        );
+        assert_eq!(
+            field(&flashed, "version"),
+            "2.0.0",
+            "{kind} {extra:?}: {flashed}"
+        );
+        assert_eq!(
+            field(&flashed, "confirmed"),
+            "true",
+            "{kind} {extra:?}: {flashed}"
+        );
+        served.stop();
+    }
 }

@@ -5,21 +5,74 @@
 //!
 //! | bytes | protected by |
 //! |---|---|
-//! | header, its zero padding, payload, protected TLV area | SHA-256 (hash mismatch, or a structural error first) |
+//! | header, its zero padding, payload, protected TLV area | the image hash (hash mismatch, or a structural error first) |
 //! | unprotected info, TLV types and lengths | structure: allow list, exact lengths, no duplicates, areas must add up |
-//! | SHA256 value | SHA-256 |
-//! | KEYHASH value | the keyring (unknown key) — only when keys are configured |
-//! | ED25519 value | the signature check — only when keys are configured |
+//! | SHA256 / SHA384 / SHA512 value | the image hash |
+//! | KEYHASH / PUBKEY value | the keyring (unknown key) — only when keys are configured |
+//! | signature value (ED25519, ECDSA_SIG, RSA*_PSS) | the signature check — only when keys are configured |
 //! | anything after the image (erased flash, trailer) | nothing: not part of the image |
 //!
-//! So with keys configured every single byte of the image matters; without keys, the
-//! KEYHASH and ED25519 values (and dropping them) do not.
+//! So with keys configured every single byte of the image matters, for every signature type;
+//! without keys, the key and signature values (and dropping them) do not.
+
+use std::sync::OnceLock;
 
 use ecu_sim::image::{
-    self, Behaviour, ImageBuilder, ImageError, Keyring, TLV_ED25519, TLV_INFO_MAGIC, TLV_KEYHASH,
-    TLV_PROT_INFO_MAGIC, TLV_SHA256, Version, dev_key,
+    self, Behaviour, HashAlg, ImageBuilder, ImageError, KeyFormat, KeyKind, Keyring, PrivateKey,
+    SignOptions, TLV_ED25519, TLV_INFO_MAGIC, TLV_KEYHASH, TLV_PROT_INFO_MAGIC, TLV_SHA256,
+    Version, dev_key, dev_private_key,
 };
 use proptest::prelude::*;
+
+/// A development key of every signing type (made once: RSA key generation takes a while).
+fn every_key() -> &'static [PrivateKey] {
+    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        KeyKind::ALL
+            .into_iter()
+            .filter(|k| *k != KeyKind::X25519)
+            .map(|k| dev_private_key(k, "props"))
+            .collect()
+    })
+}
+
+/// A keyring trusting [`every_key`].
+fn every_keyring() -> Keyring {
+    let mut ring = Keyring::new();
+    for k in every_key() {
+        ring.add(k.public().unwrap());
+    }
+    ring
+}
+
+/// A key of any signing type, with any hash it pairs with, pure or not, KEYHASH or PUBKEY.
+fn any_signer() -> impl Strategy<Value = (&'static PrivateKey, SignOptions)> {
+    (
+        any::<prop::sample::Index>(),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(key, hash, pure, full)| {
+            let key = &every_key()[key.index(every_key().len())];
+            let pure = pure && key.kind() == KeyKind::Ed25519;
+            let hashes = if pure {
+                &[HashAlg::Sha512][..]
+            } else {
+                key.kind().hashes()
+            };
+            let options = SignOptions {
+                hash: Some(hashes[hash.index(hashes.len())]),
+                pure,
+                key_format: if full {
+                    KeyFormat::Full
+                } else {
+                    KeyFormat::Hash
+                },
+            };
+            (key, options)
+        })
+}
 
 fn keys() -> Keyring {
     Keyring::new().with_key(dev_key("oem").verifying_key())
@@ -324,6 +377,92 @@ proptest! {
             }
             Err(e) => prop_assert_eq!(e, ImageError::BadBehaviour { kind: value[0] }),
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Images of every signature type, hash and key form verify with a keyring of every
+    /// type; mutated and truncated, they never panic the verifier, and any single byte changed
+    /// is refused.
+    #[test]
+    fn every_signature_type_round_trips_and_any_change_is_refused(
+        b in builder(),
+        (key, options) in any_signer(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        xor in 1u8..=255,
+    ) {
+        let ring = every_keyring();
+        let img = b.sign_with(key, &options).unwrap();
+        let info = image::verify(&img, &ring, 0).unwrap();
+        prop_assert_eq!(info.hash_alg, options.hash.unwrap());
+        prop_assert_eq!(info.total_size, img.len());
+
+        let at = at.index(img.len());
+        let mut bad = img.clone();
+        bad[at] ^= xor;
+        prop_assert!(image::verify(&bad, &ring, 0).is_err(), "change at {} accepted", at);
+
+        let mut mutated = img.clone();
+        for (at, v) in edits {
+            let at = at.index(mutated.len());
+            mutated[at] = v;
+        }
+        let keep = cut.index(mutated.len() + 1);
+        check_parse_invariants(&mutated[..keep]);
+        let _ = image::verify(&mutated[..keep], &ring, 0);
+        let _ = image::verify(&mutated, &ring, 0);
+        let _ = image::verify(&mutated, &Keyring::new(), 0);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_with_keys_of_every_type(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        check_parse_invariants(&bytes);
+        let _ = image::verify(&bytes, &every_keyring(), 0);
+    }
+
+    /// Arbitrary TLVs of every kind this verifier reads, after a valid hashed part: never a
+    /// panic, whatever their values and lengths.
+    #[test]
+    fn arbitrary_signature_tlvs_never_panic(
+        b in builder(),
+        tlvs in proptest::collection::vec(
+            (
+                prop::sample::select(vec![0x01u16, 0x02, 0x10, 0x11, 0x12, 0x20, 0x22, 0x23, 0x24, 0x25]),
+                proptest::collection::vec(any::<u8>(), 0..400),
+            ),
+            0..6,
+        ),
+        (key, options) in any_signer(),
+        keep_hash in any::<bool>(),
+    ) {
+        // Start from a real signed image's TLVs so that some inputs get to the signature check.
+        let img = b.sign_with(key, &options).unwrap();
+        let parsed = image::parse(&img).unwrap();
+        let hashed = parsed.hashed.to_vec();
+        let mut entries: Vec<(u16, Vec<u8>)> = parsed
+            .tlvs()
+            .filter(|t| !t.protected && (keep_hash || !matches!(t.kind, 0x10..=0x12)))
+            .map(|t| (t.kind, t.value.to_vec()))
+            .collect();
+        entries.extend(tlvs);
+        let mut bytes = hashed;
+        let mut area = Vec::new();
+        for (kind, value) in &entries {
+            area.extend_from_slice(&kind.to_le_bytes());
+            area.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            area.extend_from_slice(value);
+        }
+        bytes.extend_from_slice(&TLV_INFO_MAGIC.to_le_bytes());
+        bytes.extend_from_slice(&((area.len() + 4) as u16).to_le_bytes());
+        bytes.extend_from_slice(&area);
+        let _ = image::verify(&bytes, &every_keyring(), 0);
+        let _ = image::verify(&bytes, &Keyring::new(), 0);
     }
 }
 

@@ -128,7 +128,7 @@ fn downgrade_unsigned_and_foreign_images_are_refused() {
         let ev = update(&mut e, &unsigned, false);
         assert_eq!(
             refused(&ev),
-            "no signature (keyhash + ed25519 tlvs) but keys are configured"
+            "no signature (key + signature tlvs) but keys are configured"
         );
         let foreign =
             ImageBuilder::new(Version::new(5, 0, 0), vec![5; 3000]).sign(&dev_key("attacker"));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
-use ecu_sim::image::{Behaviour, Version};
+use ecu_sim::image::{Behaviour, HashAlg, KeyFormat, KeyKind, SignOptions, Version};
 
 use crate::exit;
 use crate::imagetool::{self, ImageSpec, KeySource, Signer};
@@ -15,6 +15,9 @@ pub enum KeysCommand {
     Generate {
         #[arg(long, default_value = "oem")]
         name: String,
+        /// Key type, as `imgtool keygen -t` (x25519 is an encryption key: it signs nothing).
+        #[arg(long = "type", value_name = "TYPE", default_value = "ed25519")]
+        kind: KeyKind,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
         /// The simulator's development key of this name instead of a random one.
@@ -32,6 +35,17 @@ enum BehaviourArg {
     NeverConfirm,
     Crash,
     Hang,
+}
+
+/// imgtool's `--sha`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ShaArg {
+    #[value(name = "256")]
+    Sha256,
+    #[value(name = "384")]
+    Sha384,
+    #[value(name = "512")]
+    Sha512,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,7 +69,8 @@ pub struct BuildArgs {
     /// Hanging images are reset by the watchdog after this long.
     #[arg(long, default_value_t = 1000)]
     watchdog_ms: u32,
-    /// Sign with this PKCS#8 PEM private key (`hil keys generate`, `imgtool keygen`).
+    /// Sign with this private key PEM of any signing type (`hil keys generate`,
+    /// `imgtool keygen`).
     #[arg(long, value_name = "PEM", conflicts_with_all = ["dev_key", "unsigned"])]
     key: Option<PathBuf>,
     /// Sign with the simulator's development key of this name (default "oem").
@@ -64,6 +79,13 @@ pub struct BuildArgs {
     /// No signature (hash only).
     #[arg(long)]
     unsigned: bool,
+    /// Image hash, as `imgtool sign --sha` (default: what imgtool pairs with the key: 384 for
+    /// ecdsa-p384, 512 with --pure, 256 otherwise; ed25519 also takes 512).
+    #[arg(long, value_enum)]
+    sha: Option<ShaArg>,
+    /// Sign the image itself rather than its hash (ed25519 only), as `imgtool sign --pure`.
+    #[arg(long, conflicts_with = "unsigned")]
+    pure: bool,
     /// Security counter (default: the major version).
     #[arg(long)]
     security_counter: Option<u32>,
@@ -81,17 +103,19 @@ pub struct BuildArgs {
 pub fn keys(command: &KeysCommand) -> ExitCode {
     let KeysCommand::Generate {
         name,
+        kind,
         out,
         dev,
         force,
     } = command;
     let source = dev.clone().map_or(KeySource::Random, KeySource::Dev);
-    match imagetool::generate_key(name, out, &source, *force) {
+    match imagetool::generate_key(name, out, *kind, &source, *force) {
         Ok(k) => {
             println!(
-                "{} {} keyhash {}",
+                "{} {} {} keyhash {}",
                 k.private.display(),
                 k.public.display(),
+                k.kind,
                 k.keyhash
             );
             exit::OK.into()
@@ -123,6 +147,15 @@ pub fn image(command: &ImageCommand) -> ExitCode {
         },
         security_counter: a.security_counter.unwrap_or(u32::from(a.version.major)),
         signer,
+        sign: SignOptions {
+            hash: a.sha.map(|s| match s {
+                ShaArg::Sha256 => HashAlg::Sha256,
+                ShaArg::Sha384 => HashAlg::Sha384,
+                ShaArg::Sha512 => HashAlg::Sha512,
+            }),
+            pure: a.pure,
+            key_format: KeyFormat::Hash,
+        },
     };
     let built = match imagetool::build_image(&spec) {
         Ok(b) => b,
@@ -138,10 +171,11 @@ pub fn image(command: &ImageCommand) -> ExitCode {
         Ok(m) => m,
         Err(e) => return exit::error(exit::INVALID, e),
     };
-    let key = if built.keyhash.is_empty() {
-        "unsigned".to_string()
-    } else {
-        format!("key {}", &built.keyhash[..16])
+    let key = match built.signature {
+        None => "unsigned".to_string(),
+        Some((signature, hash)) => {
+            format!("key {} ({signature}, {hash})", &built.keyhash[..16])
+        }
     };
     println!(
         "{}: {} bytes, v{}, counter {}, {key}, sha-256 {}",

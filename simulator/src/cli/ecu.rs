@@ -26,7 +26,8 @@ pub struct EcuArgs {
     /// Write unit in bytes.
     #[arg(long, global = true, default_value_t = 8)]
     align: usize,
-    /// Trusted public key (PEM, as `imgtool getpub -e pem` prints); repeatable.
+    /// Trusted key: ed25519, ECDSA P-256/P-384 or RSA-2048/3072, as the PEM `imgtool getpub
+    /// -e pem` prints (or the private key PEM `imgtool keygen` writes); repeatable.
     #[arg(long, global = true)]
     key: Vec<PathBuf>,
     /// Trusted development key by name (default "oem" when no --key is given); repeatable.

@@ -1,6 +1,43 @@
 //! Building signed images (and the development keys).
 
+use ed25519_dalek::Signer as _;
+use p256::ecdsa::signature::hazmat::PrehashSigner as _;
+use rand_chacha::rand_core::SeedableRng as _;
+use sha2::{Digest as _, Sha256};
+
 use super::*;
+
+/// How to sign: imgtool's `--sha`, `--pure` and `--public-key-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignOptions {
+    /// The image hash; `None` is imgtool's `--sha auto`: the first of the key's
+    /// [`KeyKind::hashes`] (SHA-384 for P-384, SHA-512 for pure ed25519, SHA-256 otherwise).
+    pub hash: Option<HashAlg>,
+    /// Sign the image itself rather than its hash (ed25519 only).
+    pub pure: bool,
+    pub key_format: KeyFormat,
+}
+
+/// How an image names its key: imgtool's `--public-key-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// KEYHASH (`0x01`): the key's hash (`hash`, the default).
+    #[default]
+    Hash,
+    /// PUBKEY (`0x02`): the whole key (`full`).
+    Full,
+}
+
+/// The development key of `kind` named `name`: [`dev_key`] for ed25519, otherwise a key
+/// generated from a ChaCha20 generator seeded with `sha256("ecu-sim dev key:" + kind + ":" +
+/// name)`. **Insecure, for simulation only.**
+pub fn dev_private_key(kind: KeyKind, name: &str) -> PrivateKey {
+    if kind == KeyKind::Ed25519 {
+        return PrivateKey::Ed25519(dev_key(name));
+    }
+    let seed: [u8; 32] = Sha256::digest(format!("ecu-sim dev key:{kind}:{name}")).into();
+    PrivateKey::generate(kind, &mut rand_chacha::ChaCha20Rng::from_seed(seed))
+}
 
 /// Deterministic development key `name`: `SigningKey::from_bytes(sha256("ecu-sim dev key:" +
 /// name))`. Anybody can compute it: **insecure, for simulation only**, never for a real device.
@@ -137,9 +174,10 @@ impl ImageBuilder {
             },
             version: self.version,
         };
-        // Room for a signed image's unprotected area too: 4 + 36 (SHA256) + 36 + 68.
+        // Room for the largest unprotected area signing writes: info 4, SHA512 68, SIG_PURE
+        // 5, PUBKEY of an RSA-3072 key 402, RSA3072_PSS 388.
         let mut out = Vec::with_capacity(
-            usize::from(self.header_size) + self.payload.len() + protected.len() + 144,
+            usize::from(self.header_size) + self.payload.len() + protected.len() + 867,
         );
         out.extend_from_slice(&header.encode());
         out.resize(usize::from(self.header_size), self.erased_val);
@@ -158,26 +196,96 @@ impl ImageBuilder {
         hashed
     }
 
-    /// The image with SHA256, KEYHASH and ED25519 (signature of the digest) TLVs.
+    /// The image with SHA256, KEYHASH and ED25519 (signature of the digest) TLVs: what
+    /// `imgtool sign -k ed25519.pem` writes.
     pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        self.sign_with(&PrivateKey::Ed25519(key.clone()), &SignOptions::default())
+            .expect("ed25519 with sha256 is a valid pairing")
+    }
+
+    /// The image signed with `key` as `imgtool sign -k KEY [--sha N] [--pure]
+    /// [--public-key-format full]` signs it. The unprotected area holds, in imgtool's order:
+    /// the hash TLV, SIG_PURE (`0x25`, value `01`) when pure, KEYHASH (the key's MCUboot
+    /// bytes hashed with the image hash) or PUBKEY (the bytes themselves), the signature.
+    ///
+    /// ed25519 and ECDSA signatures are deterministic (RFC 8032, RFC 6979); the RSA-PSS salt
+    /// comes from a ChaCha20 generator seeded with the digest, so the same image and key give
+    /// the same bytes.
+    ///
+    /// Errors: [`ImageError::NotASigningKey`] for an X25519 key,
+    /// [`ImageError::PureNotEd25519`], [`ImageError::HashNotForSignature`] for a hash
+    /// imgtool refuses with this key (`--sha 384` with ed25519, ...).
+    pub fn sign_with(
+        &self,
+        key: &PrivateKey,
+        options: &SignOptions,
+    ) -> Result<Vec<u8>, ImageError> {
+        let kind = key.kind();
+        let Some(public) = key.public() else {
+            return Err(ImageError::NotASigningKey { found: kind });
+        };
+        if options.pure && kind != KeyKind::Ed25519 {
+            return Err(ImageError::PureNotEd25519 { key: kind });
+        }
+        let signature = SignatureKind::of(kind, options.pure)
+            .ok_or(ImageError::NotASigningKey { found: kind })?;
+        let hash = options.hash.unwrap_or(signature.hashes()[0]);
+        if !signature.hashes().contains(&hash) {
+            return Err(ImageError::HashNotForSignature { hash, signature });
+        }
         let hashed = self.hashed_part();
-        let digest: [u8; 32] = Sha256::digest(&hashed).into();
-        let keyhash = Keyring::keyhash(&key.verifying_key());
-        let sig = key.sign(&digest).to_bytes();
-        Self::finish(
-            hashed,
-            &[
-                (TLV_SHA256, &digest),
-                (TLV_KEYHASH, &keyhash),
-                (TLV_ED25519, &sig),
-            ],
-        )
+        let digest = hash.digest(&hashed);
+        let sig = match key {
+            PrivateKey::Ed25519(k) => {
+                let message = if options.pure {
+                    &hashed[..]
+                } else {
+                    &digest[..]
+                };
+                k.sign(message).to_bytes().to_vec()
+            }
+            PrivateKey::EcdsaP256(k) => {
+                let sig: p256::ecdsa::Signature =
+                    k.sign_prehash(&digest).expect("a 32-byte digest signs");
+                sig.to_der().as_bytes().to_vec()
+            }
+            PrivateKey::EcdsaP384(k) => {
+                let sig: p384::ecdsa::Signature =
+                    k.sign_prehash(&digest).expect("a 48-byte digest signs");
+                sig.to_der().as_bytes().to_vec()
+            }
+            PrivateKey::Rsa(k) => {
+                let seed: [u8; 32] = Sha256::digest(&digest).into();
+                let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+                k.sign_with_rng(
+                    &mut rng,
+                    rsa::Pss::new_with_salt::<Sha256>(RSA_PSS_SALT_LEN),
+                    &digest,
+                )
+                .expect("a 2048- or 3072-bit key signs a sha-256 digest")
+            }
+            PrivateKey::X25519(_) => return Err(ImageError::NotASigningKey { found: kind }),
+        };
+        let key_tlv = match options.key_format {
+            KeyFormat::Hash => (TLV_KEYHASH, public.keyhash(hash)),
+            KeyFormat::Full => (TLV_PUBKEY, public.mcuboot_bytes()),
+        };
+        let sig_tlv = kind
+            .signature_tlv()
+            .ok_or(ImageError::NotASigningKey { found: kind })?;
+        let mut tlvs: Vec<(u16, &[u8])> = vec![(hash.tlv(), &digest)];
+        if options.pure {
+            tlvs.push((TLV_SIG_PURE, &[1]));
+        }
+        tlvs.push((key_tlv.0, &key_tlv.1));
+        tlvs.push((sig_tlv, &sig));
+        Ok(Self::finish(hashed, &tlvs))
     }
 
     /// The image with the SHA256 TLV only (for a bootloader without keys).
     pub fn build_unsigned(&self) -> Vec<u8> {
         let hashed = self.hashed_part();
-        let digest: [u8; 32] = Sha256::digest(&hashed).into();
+        let digest = HashAlg::Sha256.digest(&hashed);
         Self::finish(hashed, &[(TLV_SHA256, &digest)])
     }
 }

@@ -1,7 +1,15 @@
 use super::*;
+use ed25519_dalek::Signer as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use hex_literal::hex;
+use rand_chacha::rand_core::SeedableRng as _;
+use sha2::{Digest as _, Sha256};
+
+/// The SHA-256 KEYHASH of an ed25519 key.
+fn keyhash(key: &ed25519_dalek::VerifyingKey) -> Vec<u8> {
+    PublicKey::from(*key).keyhash(HashAlg::Sha256)
+}
 
 fn oem() -> Keyring {
     Keyring::new().with_key(dev_key("oem").verifying_key())
@@ -44,7 +52,7 @@ fn signed_pairs(builder: &ImageBuilder, pairs: &[(&SigningKey, bool)]) -> Vec<u8
         if !good {
             sig[0] ^= 1;
         }
-        owned.push((TLV_KEYHASH, Keyring::keyhash(&key.verifying_key()).to_vec()));
+        owned.push((TLV_KEYHASH, keyhash(&key.verifying_key())));
         owned.push((TLV_ED25519, sig.to_vec()));
     }
     let tlvs: Vec<(u16, &[u8])> = owned.iter().map(|(k, v)| (*k, &v[..])).collect();
@@ -382,12 +390,46 @@ fn bad_tlv_lengths() {
     let short_key = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_KEYHASH, &[0; 20])]);
     assert_eq!(
         verify(&short_key, &oem(), 0),
-        Err(ImageError::BadTlvLength { tlv: 0x01, len: 20 })
+        Err(ImageError::KeyHashLength {
+            len: 20,
+            hash: HashAlg::Sha256
+        })
     );
-    let long_sig = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_ED25519, &[0; 65])]);
+    // Signatures: fixed lengths for ed25519 and RSA, 1 to 128 bytes of DER for ECDSA (checked
+    // with or without keys).
+    for (tlv, len, text) in [
+        (TLV_ED25519, 65, "expected 64"),
+        (TLV_RSA2048_PSS, 255, "expected 256"),
+        (TLV_RSA3072_PSS, 256, "expected 384"),
+        (TLV_ECDSA_SIG, 0, "expected 1 to 128 bytes of DER"),
+        (TLV_ECDSA_SIG, 129, "expected 1 to 128 bytes of DER"),
+    ] {
+        let sig = vec![0x30; len];
+        let img = with_unprotected(&b, &[(TLV_SHA256, &digest), (tlv, &sig)]);
+        let err = verify(&img, &Keyring::new(), 0).unwrap_err();
+        assert_eq!(
+            err,
+            ImageError::BadSignatureLength {
+                tlv,
+                len: len as u16
+            }
+        );
+        assert!(err.to_string().ends_with(&format!("({text})")), "{err}");
+    }
+    let sha384 = with_unprotected(&b, &[(TLV_SHA384, &[0; 32])]);
     assert_eq!(
-        verify(&long_sig, &Keyring::new(), 0),
-        Err(ImageError::BadTlvLength { tlv: 0x24, len: 65 })
+        verify(&sha384, &Keyring::new(), 0),
+        Err(ImageError::BadTlvLength { tlv: 0x11, len: 32 })
+    );
+    let pure = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_SIG_PURE, &[1, 1])]);
+    assert_eq!(
+        verify(&pure, &Keyring::new(), 0),
+        Err(ImageError::BadTlvLength { tlv: 0x25, len: 2 })
+    );
+    let pure = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_SIG_PURE, &[0])]);
+    assert_eq!(
+        verify(&pure, &Keyring::new(), 0),
+        Err(ImageError::BadSigPure { value: 0 })
     );
     let counter = b
         .clone()
@@ -513,7 +555,7 @@ fn signature_failures() {
     );
     // KEYHASH without a signature after it.
     let digest = digest_of(&b);
-    let oem_hash = Keyring::keyhash(&dev_key("oem").verifying_key());
+    let oem_hash = keyhash(&dev_key("oem").verifying_key());
     let no_sig = with_unprotected(&b, &[(TLV_SHA256, &digest), (TLV_KEYHASH, &oem_hash)]);
     assert_eq!(
         verify(&no_sig, &oem(), 0),
@@ -522,7 +564,12 @@ fn signature_failures() {
 
     let other = Keyring::new().with_key(dev_key("someone else").verifying_key());
     let err = verify(&img, &other, 0).unwrap_err();
-    assert_eq!(err, ImageError::UnknownKey { keyhash: oem_hash });
+    assert_eq!(
+        err,
+        ImageError::UnknownKey {
+            keyhash: oem_hash.clone()
+        }
+    );
     assert_eq!(
         err.to_string(),
         format!(
@@ -542,7 +589,9 @@ fn signature_failures() {
         bad[at] ^= 1;
         assert_eq!(
             verify(&bad, &oem(), 0),
-            Err(ImageError::BadSignature),
+            Err(ImageError::BadSignature {
+                signature: SignatureKind::Ed25519
+            }),
             "{at}"
         );
     }
@@ -557,13 +606,18 @@ fn several_signatures() {
     assert!(verify(&img, &oem(), 0).unwrap().signed);
     // A bad signature by a trusted key fails, wherever it is.
     let img = signed_pairs(&b, &[(&oem_key, true), (&oem_key, false)]);
-    assert_eq!(verify(&img, &oem(), 0), Err(ImageError::BadSignature));
+    assert_eq!(
+        verify(&img, &oem(), 0),
+        Err(ImageError::BadSignature {
+            signature: SignatureKind::Ed25519
+        })
+    );
     // Strangers only.
     let img = signed_pairs(&b, &[(&stranger, true)]);
     assert_eq!(
         verify(&img, &oem(), 0),
         Err(ImageError::UnknownKey {
-            keyhash: Keyring::keyhash(&stranger.verifying_key())
+            keyhash: keyhash(&stranger.verifying_key())
         })
     );
     // Either of two trusted keys.
@@ -649,38 +703,44 @@ fn behaviour_tlv() {
 #[test]
 fn keys_and_pem() {
     let key = dev_key("oem").verifying_key();
-    // Fixed DER prefix + the 32 key bytes, as the pkcs8 encoder writes it.
+    // ed25519's MCUboot bytes are its DER SubjectPublicKeyInfo: a fixed prefix + the 32 key
+    // bytes, as the pkcs8 encoder writes it.
     let der = key.to_public_key_der().unwrap();
-    assert_eq!(Keyring::spki_der(&key)[..], *der.as_bytes());
+    let public = PublicKey::from(key);
+    assert_eq!(public.mcuboot_bytes(), der.as_bytes());
     assert_eq!(
-        Keyring::spki_der(&key)[..12],
+        public.mcuboot_bytes()[..12],
         hex!("30 2a 30 05 06 03 2b 65 70 03 21 00")
     );
     assert_eq!(
-        Keyring::keyhash(&key),
-        <[u8; 32]>::from(Sha256::digest(der.as_bytes()))
+        public.keyhash(HashAlg::Sha256),
+        Sha256::digest(der.as_bytes()).to_vec()
     );
+    assert_eq!(public.keyhash(HashAlg::Sha512).len(), 64);
 
     let pem = key.to_public_key_pem(LineEnding::LF).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    assert_eq!(public.to_pem(), pem);
     let mut ring = Keyring::new();
     assert!(ring.is_empty());
-    ring.add_pem(&format!("\n{pem}\n")).unwrap();
+    assert_eq!(ring.add_pem(&format!("\n{pem}\n")), Ok(KeyKind::Ed25519));
     ring.add(key);
     assert_eq!(ring.len(), 1, "the same key twice is one key");
-    assert_eq!(ring.find(&Keyring::keyhash(&key)), Some(&key));
-    assert_eq!(ring.iter().collect::<Vec<_>>(), [&key]);
+    assert_eq!(ring.find(&keyhash(&key)), Some(&public));
+    assert_eq!(
+        ring.find(&public.keyhash(HashAlg::Sha512)),
+        Some(&public),
+        "found by the keyhash of any hash"
+    );
+    assert_eq!(ring.find(&[0; 20]), None);
+    assert_eq!(ring.iter().collect::<Vec<_>>(), [&public]);
 
     let err = ring.add_pem("not a key").unwrap_err();
-    assert!(matches!(err, ImageError::BadKey(_)), "{err}");
-    assert!(
-        err.to_string()
-            .starts_with("bad key: not an ed25519 public key pem"),
-        "{err}"
-    );
-    // A private key is not a public key.
+    assert!(matches!(err, ImageError::BadPem { .. }), "{err}");
+    assert!(err.to_string().starts_with("not a PEM key: "), "{err}");
+    // A private key PEM gives its public half.
     let private = dev_key("oem").to_pkcs8_pem(LineEnding::LF).unwrap();
-    assert!(matches!(ring.add_pem(&private), Err(ImageError::BadKey(_))));
+    assert_eq!(ring.add_pem(&private), Ok(KeyKind::Ed25519));
     assert_eq!(ring.len(), 1);
 }
 
@@ -795,15 +855,60 @@ fn error_messages_are_lowercase_fragments() {
         ImageError::HashMismatch,
         ImageError::MissingSignature,
         ImageError::UnknownKey {
-            keyhash: [0xab; 32],
+            keyhash: vec![0xab; 32],
         },
-        ImageError::BadSignature,
+        ImageError::BadSignature {
+            signature: SignatureKind::EcdsaP384,
+        },
+        ImageError::KeyHashLength {
+            len: 3,
+            hash: HashAlg::Sha384,
+        },
+        ImageError::BadSigPure { value: 2 },
+        ImageError::BadSignatureLength { tlv: 0x24, len: 3 },
+        ImageError::BadSignatureEncoding {
+            tlv: 0x22,
+            message: "x".into(),
+        },
+        ImageError::UntrustedPubkey { key: "x".into() },
+        ImageError::WrongKeyType {
+            tlv: 0x22,
+            key: KeyKind::Rsa2048,
+        },
+        ImageError::PureNotEd25519 {
+            key: KeyKind::EcdsaP256,
+        },
+        ImageError::HashNotForSignature {
+            hash: HashAlg::Sha256,
+            signature: SignatureKind::EcdsaP384,
+        },
+        ImageError::BadPem {
+            message: "x".into(),
+        },
+        ImageError::UnsupportedPem {
+            label: "CERTIFICATE".into(),
+        },
+        ImageError::EncryptedPrivateKey,
+        ImageError::NotAPrivateKey,
+        ImageError::BadKeyDer {
+            kind: "an RSA key",
+            message: "x".into(),
+        },
+        ImageError::UnknownKeyAlgorithm {
+            oid: "1.2.3".into(),
+        },
+        ImageError::UnsupportedCurve {
+            oid: "1.2.3".into(),
+        },
+        ImageError::UnsupportedRsaSize { bits: 1024 },
+        ImageError::NotASigningKey {
+            found: KeyKind::X25519,
+        },
         ImageError::CounterTooLow {
             image: 1,
             required: 2,
         },
         ImageError::BadBehaviour { kind: 7 },
-        ImageError::BadKey("x".into()),
     ];
     for e in errors {
         let text = e.to_string();
@@ -814,5 +919,447 @@ fn error_messages_are_lowercase_fragments() {
     assert_eq!(
         ImageError::BadMagic { found: 0x1234_5678 }.to_string(),
         "bad image magic 0x12345678 (expected 0x96f3b83d)"
+    );
+}
+
+/// A dev key of every signing type (RSA generation is slow: made once per test binary).
+fn typed_key(kind: KeyKind) -> PrivateKey {
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        KeyKind::ALL
+            .into_iter()
+            .map(|k| dev_private_key(k, "unit"))
+            .collect()
+    });
+    keys[KeyKind::ALL.iter().position(|k| *k == kind).unwrap()].clone()
+}
+
+fn trusting(kinds: &[KeyKind]) -> Keyring {
+    let mut ring = Keyring::new();
+    for k in kinds {
+        ring.add(typed_key(*k).public().unwrap());
+    }
+    ring
+}
+
+#[test]
+fn every_signature_type_signs_and_verifies_with_its_default_hash() {
+    let b = builder();
+    for (kind, hash, signature, sig_tlv) in [
+        (
+            KeyKind::Ed25519,
+            HashAlg::Sha256,
+            SignatureKind::Ed25519,
+            TLV_ED25519,
+        ),
+        (
+            KeyKind::EcdsaP256,
+            HashAlg::Sha256,
+            SignatureKind::EcdsaP256,
+            TLV_ECDSA_SIG,
+        ),
+        (
+            KeyKind::EcdsaP384,
+            HashAlg::Sha384,
+            SignatureKind::EcdsaP384,
+            TLV_ECDSA_SIG,
+        ),
+        (
+            KeyKind::Rsa2048,
+            HashAlg::Sha256,
+            SignatureKind::Rsa2048Pss,
+            TLV_RSA2048_PSS,
+        ),
+        (
+            KeyKind::Rsa3072,
+            HashAlg::Sha256,
+            SignatureKind::Rsa3072Pss,
+            TLV_RSA3072_PSS,
+        ),
+    ] {
+        let key = typed_key(kind);
+        let img = b.sign_with(&key, &SignOptions::default()).unwrap();
+        let info = verify(&img, &trusting(&KeyKind::ALL[..5]), 5).unwrap();
+        assert_eq!((info.hash_alg, info.signature), (hash, Some(signature)));
+        assert_eq!(info.hash, hash.digest(&b.hashed_part()));
+        let kinds: Vec<u16> = parse(&img)
+            .unwrap()
+            .tlvs()
+            .filter(|t| !t.protected)
+            .map(|t| t.kind)
+            .collect();
+        assert_eq!(kinds, [hash.tlv(), TLV_KEYHASH, sig_tlv], "{kind}");
+        // The same image and key, the same bytes (RFC 6979, RFC 8032, a seeded PSS salt).
+        assert_eq!(b.sign_with(&key, &SignOptions::default()).unwrap(), img);
+    }
+}
+
+/// The hashed part of `b`, then a hand-made unprotected area: hash, key, signature of
+/// `digest` by `key` as the key's type signs it.
+fn crafted(b: &ImageBuilder, hash: HashAlg, keyhash: &[u8], sig_tlv: u16, sig: &[u8]) -> Vec<u8> {
+    let digest = hash.digest(&b.hashed_part());
+    with_unprotected(
+        b,
+        &[
+            (hash.tlv(), &digest),
+            (TLV_KEYHASH, keyhash),
+            (sig_tlv, sig),
+        ],
+    )
+}
+
+#[test]
+fn a_signature_tlv_of_another_type_than_its_key_is_named() {
+    let b = builder();
+    let p256 = typed_key(KeyKind::EcdsaP256);
+    let img = b.sign_with(&p256, &SignOptions::default()).unwrap();
+    let p = parse(&img).unwrap();
+    let sig = p.find(TLV_ECDSA_SIG, false).unwrap();
+    // The KEYHASH names a trusted RSA key; the signature TLV is ECDSA.
+    let rsa = typed_key(KeyKind::Rsa2048).public().unwrap();
+    let forged = crafted(
+        &b,
+        HashAlg::Sha256,
+        &rsa.keyhash(HashAlg::Sha256),
+        TLV_ECDSA_SIG,
+        sig,
+    );
+    let err = verify(&forged, &trusting(&[KeyKind::Rsa2048]), 0).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::WrongKeyType {
+            tlv: TLV_ECDSA_SIG,
+            key: KeyKind::Rsa2048
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "signature tlv 0x0022 (ECDSA) cannot come from the trusted key named before it: an RSA-2048 key"
+    );
+    // An RSA-2048 key and the RSA-3072 TLV (of the right length for 3072).
+    let forged = crafted(
+        &b,
+        HashAlg::Sha256,
+        &rsa.keyhash(HashAlg::Sha256),
+        TLV_RSA3072_PSS,
+        &[0; 384],
+    );
+    assert_eq!(
+        verify(&forged, &trusting(&[KeyKind::Rsa2048]), 0),
+        Err(ImageError::WrongKeyType {
+            tlv: TLV_RSA3072_PSS,
+            key: KeyKind::Rsa2048
+        })
+    );
+}
+
+#[test]
+fn a_hash_the_signature_does_not_pair_with_is_named() {
+    use p384::ecdsa::signature::hazmat::PrehashSigner as _;
+    let b = builder();
+    // A P-384 signature over a SHA-256 digest: valid maths, a pairing MCUboot never builds.
+    let PrivateKey::EcdsaP384(k) = typed_key(KeyKind::EcdsaP384) else {
+        unreachable!()
+    };
+    let digest = HashAlg::Sha256.digest(&b.hashed_part());
+    let sig: p384::ecdsa::Signature = k.sign_prehash(&digest).unwrap();
+    let public = typed_key(KeyKind::EcdsaP384).public().unwrap();
+    let img = crafted(
+        &b,
+        HashAlg::Sha256,
+        &public.keyhash(HashAlg::Sha256),
+        TLV_ECDSA_SIG,
+        sig.to_der().as_bytes(),
+    );
+    let err = verify(&img, &trusting(&[KeyKind::EcdsaP384]), 0).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::HashNotForSignature {
+            hash: HashAlg::Sha256,
+            signature: SignatureKind::EcdsaP384
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "a sha256 image hash does not go with ECDSA P-384 signatures (MCUboot pairs those with sha384)"
+    );
+    // RSA with SHA-512, and the builder refusing what imgtool refuses.
+    let rsa = typed_key(KeyKind::Rsa2048);
+    let options = SignOptions {
+        hash: Some(HashAlg::Sha512),
+        ..SignOptions::default()
+    };
+    assert_eq!(
+        b.sign_with(&rsa, &options),
+        Err(ImageError::HashNotForSignature {
+            hash: HashAlg::Sha512,
+            signature: SignatureKind::Rsa2048Pss
+        })
+    );
+    // A pure signature with SHA-256, and a pure flag on an ECDSA image.
+    let ed = typed_key(KeyKind::Ed25519);
+    let pure = b
+        .sign_with(
+            &ed,
+            &SignOptions {
+                pure: true,
+                ..SignOptions::default()
+            },
+        )
+        .unwrap();
+    let info = verify(&pure, &trusting(&[KeyKind::Ed25519]), 0).unwrap();
+    assert_eq!(info.signature, Some(SignatureKind::Ed25519Pure));
+    let p = parse(&pure).unwrap();
+    let sig = p.find(TLV_ED25519, false).unwrap();
+    let digest = HashAlg::Sha256.digest(&b.hashed_part());
+    let ed_pub = ed.public().unwrap();
+    let img = with_unprotected(
+        &b,
+        &[
+            (TLV_SHA256, &digest),
+            (TLV_SIG_PURE, &[1]),
+            (TLV_KEYHASH, &ed_pub.keyhash(HashAlg::Sha256)),
+            (TLV_ED25519, sig),
+        ],
+    );
+    assert_eq!(
+        verify(&img, &trusting(&[KeyKind::Ed25519]), 0),
+        Err(ImageError::HashNotForSignature {
+            hash: HashAlg::Sha256,
+            signature: SignatureKind::Ed25519Pure
+        })
+    );
+    let p256 = typed_key(KeyKind::EcdsaP256);
+    let ecdsa = b.sign_with(&p256, &SignOptions::default()).unwrap();
+    let sig = parse(&ecdsa)
+        .unwrap()
+        .find(TLV_ECDSA_SIG, false)
+        .unwrap()
+        .to_vec();
+    let img = with_unprotected(
+        &b,
+        &[
+            (TLV_SHA256, &digest),
+            (TLV_SIG_PURE, &[1]),
+            (
+                TLV_KEYHASH,
+                &p256.public().unwrap().keyhash(HashAlg::Sha256),
+            ),
+            (TLV_ECDSA_SIG, &sig),
+        ],
+    );
+    assert_eq!(
+        verify(&img, &trusting(&[KeyKind::EcdsaP256]), 0),
+        Err(ImageError::PureNotEd25519 {
+            key: KeyKind::EcdsaP256
+        })
+    );
+}
+
+#[test]
+fn undecodable_and_padded_ecdsa_signatures() {
+    let b = builder();
+    let key = typed_key(KeyKind::EcdsaP256);
+    let public = key.public().unwrap();
+    let keyhash = public.keyhash(HashAlg::Sha256);
+    let ring = trusting(&[KeyKind::EcdsaP256]);
+    let err = verify(
+        &crafted(
+            &b,
+            HashAlg::Sha256,
+            &keyhash,
+            TLV_ECDSA_SIG,
+            &[0x30, 0x03, 0x02, 0x01],
+        ),
+        &ring,
+        0,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::BadSignatureEncoding {
+                tlv: TLV_ECDSA_SIG,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("signature tlv 0x0022 is not a DER ECDSA signature: "),
+        "{err}"
+    );
+    // Old imgtools padded the DER signature with zeros (to 72 bytes): still verifies.
+    let img = b.sign_with(&key, &SignOptions::default()).unwrap();
+    let mut sig = parse(&img)
+        .unwrap()
+        .find(TLV_ECDSA_SIG, false)
+        .unwrap()
+        .to_vec();
+    let der_len = sig.len();
+    sig.resize(der_len + 3, 0);
+    let padded = crafted(&b, HashAlg::Sha256, &keyhash, TLV_ECDSA_SIG, &sig);
+    assert_eq!(
+        verify(&padded, &ring, 0).unwrap().signature,
+        Some(SignatureKind::EcdsaP256)
+    );
+    // Anything else after the DER: not a signature.
+    sig[der_len + 2] = 1;
+    let trailing = crafted(&b, HashAlg::Sha256, &keyhash, TLV_ECDSA_SIG, &sig);
+    assert!(matches!(
+        verify(&trailing, &ring, 0),
+        Err(ImageError::BadSignatureEncoding { .. })
+    ));
+}
+
+#[test]
+fn pubkey_tlvs_name_their_key_by_its_bytes() {
+    let b = builder();
+    let options = SignOptions {
+        key_format: KeyFormat::Full,
+        ..SignOptions::default()
+    };
+    for kind in [KeyKind::Ed25519, KeyKind::EcdsaP384, KeyKind::Rsa3072] {
+        let img = b.sign_with(&typed_key(kind), &options).unwrap();
+        let p = parse(&img).unwrap();
+        assert_eq!(
+            p.find(TLV_PUBKEY, false),
+            Some(&typed_key(kind).public().unwrap().mcuboot_bytes()[..])
+        );
+        assert!(verify(&img, &trusting(&[kind]), 0).is_ok(), "{kind}");
+        assert_eq!(
+            verify(&img, &oem(), 0),
+            Err(ImageError::UntrustedPubkey {
+                key: kind.described().to_string()
+            })
+        );
+    }
+    let img = with_unprotected(
+        &b,
+        &[(TLV_SHA256, &digest_of(&b)), (TLV_PUBKEY, &[1, 2, 3])],
+    );
+    assert_eq!(
+        verify(&img, &oem(), 0).unwrap_err().to_string(),
+        "signed with an untrusted key: the pubkey tlv holds 3 bytes that are no public key"
+    );
+}
+
+#[test]
+fn keys_load_from_every_pem_and_refusals_name_what_was_found() {
+    use pkcs8::der::pem::encode_string;
+    use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
+    for kind in KeyKind::ALL {
+        let key = typed_key(kind);
+        let pem = key.to_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{kind}");
+        let again = PrivateKey::from_pem(&pem).unwrap();
+        assert_eq!(again.to_pem(), pem, "{kind}: round trip");
+        assert_eq!(again.public_pem(), key.public_pem());
+        match PublicKey::from_pem(&key.public_pem()) {
+            Ok(public) => {
+                assert_eq!(Some(public.clone()), key.public(), "{kind}");
+                // A private key PEM gives the public key where one is trusted.
+                assert_eq!(PublicKey::from_pem(&pem), Ok(public));
+            }
+            Err(e) => {
+                assert_eq!(kind, KeyKind::X25519);
+                assert_eq!(e, ImageError::NotASigningKey { found: kind });
+                assert_eq!(PublicKey::from_pem(&pem), Err(e));
+            }
+        }
+    }
+    // PKCS#1 RSA and SEC1 EC forms (OpenSSL's traditional ones).
+    let PrivateKey::Rsa(rsa) = typed_key(KeyKind::Rsa2048) else {
+        unreachable!()
+    };
+    let pkcs1 = rsa.to_pkcs1_pem(LineEnding::LF).unwrap();
+    assert_eq!(
+        PrivateKey::from_pem(&pkcs1).unwrap().kind(),
+        KeyKind::Rsa2048
+    );
+    let pkcs1_pub = rsa.to_public_key().to_pkcs1_pem(LineEnding::LF).unwrap();
+    assert_eq!(
+        PublicKey::from_pem(&pkcs1_pub).unwrap().kind(),
+        KeyKind::Rsa2048
+    );
+    let PrivateKey::EcdsaP384(ec) = typed_key(KeyKind::EcdsaP384) else {
+        unreachable!()
+    };
+    let sec1 = p384::SecretKey::from(ec)
+        .to_sec1_pem(LineEnding::LF)
+        .unwrap();
+    assert_eq!(
+        PrivateKey::from_pem(&sec1).unwrap().kind(),
+        KeyKind::EcdsaP384
+    );
+
+    // SubjectPublicKeyInfo { AlgorithmIdentifier { 1.2.3.4 }, BIT STRING 00 01 }.
+    let unknown = encode_string(
+        "PUBLIC KEY",
+        LineEnding::LF,
+        &hex!("30 0b 30 05 06 03 2a 03 04 03 02 00 01"),
+    )
+    .unwrap();
+    let err = PublicKey::from_pem(&unknown).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::UnknownKeyAlgorithm {
+            oid: "1.2.3.4".into()
+        }
+    );
+    assert!(
+        err.to_string()
+            .starts_with("unknown key algorithm OID 1.2.3.4 "),
+        "{err}"
+    );
+    // An EC key on P-521 (1.3.132.0.35).
+    let p521 = encode_string(
+        "PUBLIC KEY",
+        LineEnding::LF,
+        &hex!("30 16 30 10 06 07 2a 86 48 ce 3d 02 01 06 05 2b 81 04 00 23 03 02 00 04"),
+    )
+    .unwrap();
+    assert_eq!(
+        PublicKey::from_pem(&p521),
+        Err(ImageError::UnsupportedCurve {
+            oid: "1.3.132.0.35".into()
+        })
+    );
+    let small = rsa::RsaPrivateKey::new(&mut rand_chacha::ChaCha20Rng::from_seed([7; 32]), 1024)
+        .unwrap()
+        .to_public_key()
+        .to_pkcs1_pem(LineEnding::LF)
+        .unwrap();
+    assert_eq!(
+        PublicKey::from_pem(&small),
+        Err(ImageError::UnsupportedRsaSize { bits: 1024 })
+    );
+    let cert = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+    assert_eq!(
+        PublicKey::from_pem(cert),
+        Err(ImageError::UnsupportedPem {
+            label: "CERTIFICATE".into()
+        })
+    );
+    assert_eq!(
+        PrivateKey::from_pem(&typed_key(KeyKind::EcdsaP256).public_pem()).unwrap_err(),
+        ImageError::NotAPrivateKey
+    );
+    let garbage = "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n";
+    assert!(matches!(
+        PublicKey::from_pem(garbage),
+        Err(ImageError::BadKeyDer {
+            kind: "a public key",
+            ..
+        })
+    ));
+    // Signing with an encryption key.
+    assert_eq!(
+        builder().sign_with(&typed_key(KeyKind::X25519), &SignOptions::default()),
+        Err(ImageError::NotASigningKey {
+            found: KeyKind::X25519
+        })
     );
 }

@@ -308,14 +308,20 @@ fn update_nrc(e: EcuError) -> Result<(), Nrc> {
 /// |---|---|
 /// | 0x01 | format: header, TLV area, behaviour |
 /// | 0x02 | hash |
-/// | 0x03 | signature missing or bad |
-/// | 0x04 | signed with an unknown key |
+/// | 0x03 | signature missing, bad, undecodable, of the wrong length, of another type than its key, or with a hash its type does not pair with |
+/// | 0x04 | signed with an unknown key (KEYHASH) or an untrusted one (PUBKEY) |
 /// | 0x05 | security counter lower than the stored one (downgrade) |
 pub fn image_error_code(e: &ImageError) -> u8 {
     match e {
         ImageError::MissingHash | ImageError::HashMismatch => 0x02,
-        ImageError::MissingSignature | ImageError::BadSignature => 0x03,
-        ImageError::UnknownKey { .. } => 0x04,
+        ImageError::MissingSignature
+        | ImageError::BadSignature { .. }
+        | ImageError::BadSignatureLength { .. }
+        | ImageError::BadSignatureEncoding { .. }
+        | ImageError::WrongKeyType { .. }
+        | ImageError::PureNotEd25519 { .. }
+        | ImageError::HashNotForSignature { .. } => 0x03,
+        ImageError::UnknownKey { .. } | ImageError::UntrustedPubkey { .. } => 0x04,
         ImageError::CounterTooLow { .. } => 0x05,
         _ => 0x01,
     }
