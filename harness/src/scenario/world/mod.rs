@@ -5,11 +5,13 @@
 //! every download chunk, every job state (through the runner) and every ECU event, fires the
 //! faults whose triggers match, and checks the always-on invariants (the ECU only ever boots
 //! an image that is byte for byte one of the two images and verifies; it never stops booting).
-//! What it does to the messages on the links (UDS, the download) is in `links.rs`; arming the
+//! What it does to the messages on the links (UDS, the download) is in `links.rs`, the CAN bus
+//! of `transport: can|canfd` (the ISO-TP cores on the virtual bus) in `canlink.rs`; arming the
 //! faults that act inside the ECU (flash-op and event cuts) in `arm.rs`; the typed record the
 //! verdicts read in `facts.rs`.
 
 mod arm;
+mod canlink;
 mod facts;
 mod links;
 
@@ -29,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 
 use super::schema::{
-    Action, ArtifactSwap, CanFault, DownloadFault, Opportunity, Scenario, TransportSpec, Trigger,
+    Action, ArtifactSwap, CanFault, Client, DownloadFault, Opportunity, Scenario, Trigger,
 };
 use super::trace::{Source, Trace, TraceEvent};
 use crate::ota::sim::SimEcu;
@@ -156,16 +158,16 @@ pub struct World {
     /// Replacement artifacts the scenario may swap in, by kind.
     pub swaps: Arc<Vec<(ArtifactSwap, Vec<u8>)>>,
     swapped: Option<Vec<u8>>,
-    /// Extra wire time per request/response frame on CAN: (bit rate, data bit rate, fd).
-    can: Option<(u32, u32, bool)>,
+    /// The virtual CAN bus between the tester and the ECU (`transport: can|canfd` with the
+    /// project's manager; an external client's frames travel on a real slcan pty instead).
+    can: Option<canlink::CanLink>,
 }
 
 impl World {
     pub fn new(scenario: Arc<Scenario>, images: Vec<KnownImage>, layout: Layout) -> World {
-        let can = match scenario.ecu.transport {
-            TransportSpec::Doip => None,
-            TransportSpec::Can => Some((scenario.ecu.bitrate, scenario.ecu.bitrate, false)),
-            TransportSpec::Canfd => Some((scenario.ecu.bitrate, scenario.ecu.data_bitrate, true)),
+        let can = match scenario.client {
+            Client::External(_) => None,
+            _ => canlink::CanLink::new(&scenario.ecu),
         };
         World {
             fired: vec![0; scenario.faults.len()],
@@ -773,7 +775,7 @@ pub fn describe_action(a: &Action) -> String {
         )
         .to_lowercase(),
         Action::Reset => "ecu reset".into(),
-        Action::Can(f) => format!("can {f:?}").to_lowercase(),
+        Action::Can(f) => format!("can {}", f.to_yaml_flow()),
         Action::DropConnection => "doip connection dropped".into(),
         Action::Download(f) => format!("download {f:?}").to_lowercase(),
         Action::FlipTransferBits(m) => format!("bits {m:#04x} flipped in a TransferData block"),
