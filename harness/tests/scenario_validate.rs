@@ -113,7 +113,7 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             // can-external
             "description: x\necu: {transport: can}\nclient: {external: {command: \"flash {image}\"}}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {frame: first}}}\nexpect: {outcome: committed}\n",
             &[
-                "s.yaml:7:15: faults[0].do.can: `can: {drop: {frame: first}}` needs the project's OTA manager: an external client's frames travel on a real slcan pty, which the scenario cannot reach frame by frame",
+                "s.yaml:7:15: faults[0].do.can: `can: {drop: {frame: first}}` needs the project's OTA manager: an external client's frames travel on a real slcan pty, which the scenario cannot reach frame by frame (with an external client `can: drop` and `can: duplicate` lose the whole request, `can: {delay_ms: N}` delays it)",
             ],
         ),
         (

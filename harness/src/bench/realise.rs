@@ -505,6 +505,23 @@ mod tests {
             "{realisable:?}"
         );
         assert!(!realisable.contains(&"can-frame-loss".to_string()));
+        // A fault on one CAN frame: SKIPPED, with the reason in the file's words.
+        for name in [
+            "can-drop-third-consecutive-frame",
+            "canfd-drop-last-frame-of-a-block",
+        ] {
+            assert!(!realisable.contains(&name.to_string()), "{name}");
+            let path = format!("{dir}/{name}.yaml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let s = scenario_file::parse(&text, &path).unwrap();
+            assert_eq!(
+                unrealisable(&s, &full).as_deref(),
+                Some(
+                    "fault 1 (can: drop): CAN frame faults need a gateway between tester and ECU; benches have none"
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]

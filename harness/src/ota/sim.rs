@@ -11,6 +11,7 @@
 //! | clock | wall clock | tokio's paused clock, microseconds since the world was made |
 //! | artifact | HTTP with Range resume | bytes held in memory, served at a set bandwidth, resumed from the bytes on disk |
 //! | ECU | `ecu-sim serve` over DoIP | [`Ecu`] + [`DiagServer`] behind [`InProcess`]: requests go straight to the UDS server, responses come out when they are due |
+//! | CAN | hil's ISO-TP transport on slcan or SocketCAN | the hooks' virtual bus (a scenario's `transport: can\|canfd`): [`RequestFate::Sent`] holds the send until the tester's core handed its last frame over, [`RequestFate::SendFailed`] fails it after N_Bs, responses arrive when their last frame does |
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;

@@ -696,13 +696,18 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, layout: Option<&Layout>, f
             at(&["do"]),
             "drop_connection is a DoIP fault; on CAN use `can: drop`".into(),
         )),
-        Action::Can(f) if matches!(s.client, Client::External(_)) => found.push((
-            at(&["do", "can"]),
-            format!(
-                "`can: {}` needs the project's OTA manager: an external client's frames travel on a real slcan pty, which the scenario cannot reach frame by frame",
-                f.to_yaml_flow()
-            ),
-        )),
+        Action::Can(f)
+            if matches!(s.client, Client::External(_))
+                && !matches!(f, CanFault::Drop | CanFault::Duplicate | CanFault::DelayMs(_)) =>
+        {
+            found.push((
+                at(&["do", "can"]),
+                format!(
+                    "`can: {}` needs the project's OTA manager: an external client's frames travel on a real slcan pty, which the scenario cannot reach frame by frame (with an external client `can: drop` and `can: duplicate` lose the whole request, `can: {{delay_ms: N}}` delays it)",
+                    f.to_yaml_flow()
+                ),
+            ))
+        }
         Action::Can(CanFault::DelayMs(0)) => {
             found.push((at(&["do", "can", "delay_ms"]), "must be above 0".into()))
         }

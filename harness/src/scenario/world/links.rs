@@ -6,7 +6,7 @@
 use super::canlink::{CanLink, Note, RequestOutcome};
 use super::{Step, World};
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
-use crate::scenario::schema::{Action, Client, DownloadFault, Opportunity, Trigger};
+use crate::scenario::schema::{Action, CanFault, Client, DownloadFault, Opportunity, Trigger};
 use crate::scenario::trace::Source;
 
 /// The interval of injected responsePending answers.
@@ -167,6 +167,23 @@ impl Hooks for World {
                         error,
                     };
                 }
+            }
+        } else if let Some(f) = self.can_next.pop_front() {
+            // An external client's frames travel on the real slcan pty, out of the world's
+            // reach: the short forms validation allows act on the whole request.
+            if let CanFault::DelayMs(ms) = f {
+                after_us += ms * 1000;
+            } else {
+                self.push(
+                    now,
+                    Source::Fault,
+                    "can_message_lost",
+                    format!(
+                        "`can: {}`: the request to {sid:#04x} is lost whole (an external client's frames travel on the real slcan pty)",
+                        f.to_yaml_flow()
+                    ),
+                );
+                return RequestFate::Lost;
             }
         }
         let mut held_us = 0;
