@@ -501,7 +501,7 @@ impl Default for PowerCut {
 /// | `{delay_ms: N}` | the request's first frame | arrives N ms late (past the tester's N_Bs of 1 s the tester gives up on a segmented request) |
 /// | `duplicate` | the request's first consecutive frame (a single-frame request: its single frame) | arrives twice: the ECU sees a sequence number again and drops the message (a single frame twice: the ECU acts on the first copy) |
 /// | `{drop\|corrupt\|duplicate: {frame, id, n}}` | the `n`-th (from 1) frame of the exchange of type `frame` and CAN id `id` (either or both) | as above for that frame |
-/// | `{delay: {ms, frame, id, n}}` | the same selection | arrives `ms` late: past N_Cr (a consecutive frame) or N_Bs (a flow control frame) the waiting side times out |
+/// | `{delay: {ms, frame, id, n}}` | the same selection | arrives `ms` late: past N_Cr (the last consecutive frame of a block or message; an earlier one is overtaken: a sequence error) or N_Bs (a flow control frame) the waiting side times out |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CanFault {
     Drop,

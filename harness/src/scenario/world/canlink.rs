@@ -627,6 +627,30 @@ mod tests {
     }
 
     #[test]
+    fn a_last_consecutive_frame_held_past_n_cr_is_the_receivers_timeout() {
+        // 20 bytes: FF + 2 CFs. CF 2 comes 1.2 s late: the ECU's N_Cr (1 s after CF 1)
+        // expires first; the late frame then finds an idle receiver and is ignored.
+        let mut l = classic();
+        let mut notes = Vec::new();
+        let f = CanFault::DelayFrame(crate::scenario::schema::CanDelay {
+            ms: 1_200,
+            frame: Some(FrameKind::Consecutive),
+            id: None,
+            n: Some(2),
+        });
+        let out = l.request(0, &block(20), Some(f), &mut notes);
+        assert!(matches!(out, RequestOutcome::Lost { .. }), "{out:?}");
+        assert_eq!(
+            names(&notes),
+            ["can_frame_delayed", "isotp_timeout", "can_message_lost"]
+        );
+        assert_eq!(
+            notes[1].text,
+            "N_Cr expired: the ECU's receiver dropped the request to 0x36 after CF 1 (no consecutive frame within 1000 ms)"
+        );
+    }
+
+    #[test]
     fn error_frame_costs_time_only() {
         let mut clean = classic();
         let mut notes = Vec::new();
