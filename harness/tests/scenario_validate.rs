@@ -56,6 +56,67 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             ],
         ),
         (
+            // can-frame-unselected
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:22: faults[0].do.can.drop: say which frame: `frame` (single, first, consecutive, flow_control), `id` or `n` (e.g. `{drop: {frame: consecutive, n: 3}}`), or write the short form `can: drop`",
+            ],
+        ),
+        (
+            // can-frame-n-0
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {frame: consecutive, n: 0}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:46: faults[0].do.can.drop.n: frames count from 1 (n: 1 is the first matching frame of the exchange)",
+            ],
+        ),
+        (
+            // can-frame-foreign-id
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {id: 0x7E9}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:27: faults[0].do.can.drop.id: no frame on the bus has id 0x7e9: the tester sends on 0x7e0, the ECU on 0x7e8",
+            ],
+        ),
+        (
+            // can-frame-kind
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {frame: consecutiv}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:30: faults[0].do.can.drop.frame: unknown variant `consecutiv`, expected one of `single`, `first`, `consecutive`, `flow_control` (did you mean `consecutive`?)",
+            ],
+        ),
+        (
+            // can-form
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {dorp: {n: 1}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:15: faults[0].do.can: unknown variant `dorp`, expected one of `drop`, `corrupt`, `duplicate`, `delay_ms`, `delay` (did you mean `drop`?)",
+            ],
+        ),
+        (
+            // can-delay-bare
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: delay}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:15: faults[0].do.can: `delay` needs its frame and time: `{delay: {ms: N, frame: …}}`",
+            ],
+        ),
+        (
+            // can-delay-0
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {delay: {ms: 0, frame: first}}}\nexpect: {outcome: committed}\n",
+            &["s.yaml:6:28: faults[0].do.can.delay.ms: must be above 0"],
+        ),
+        (
+            // can-two-keys
+            "description: x\necu: {transport: can}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {n: 1}, corrupt: {n: 2}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:6:15: faults[0].do.can: `corrupt`: a CAN fault is one key (`drop` was given already)",
+            ],
+        ),
+        (
+            // can-external
+            "description: x\necu: {transport: can}\nclient: {external: {command: \"flash {image}\"}}\nupdate: {version: 2.0.0}\nfaults:\n  - when: {transfer_block: 2}\n    do: {can: {drop: {frame: first}}}\nexpect: {outcome: committed}\n",
+            &[
+                "s.yaml:7:15: faults[0].do.can: `can: {drop: {frame: first}}` needs the project's OTA manager: an external client's frames travel on a real slcan pty, which the scenario cannot reach frame by frame (with an external client `can: drop` and `can: duplicate` lose the whole request, `can: {delay_ms: N}` delays it)",
+            ],
+        ),
+        (
             // percent
             "description: x\nupdate: {version: 2.0.0}\nfaults:\n  - when: {download_percent: 150}\n    do: {download: close}\nexpect: {outcome: committed}\n",
             &["s.yaml:4:11: faults[0].when: 150 is not a percentage (0–100)"],

@@ -501,9 +501,8 @@ struct SocketCanLink(crate::can::socketcan::SocketCan);
 impl CanLink for SocketCanLink {
     const NAME: &'static str = "socketcan";
     /// A sender on a Linux interface puts frames back to back; the socket's receive buffer
-    /// holds a few hundred. Blocks of 16 frames keep a long TransferData from overrunning it
-    /// while the ECU works on each frame (a real ECU's flow control does the same).
-    const BLOCK_SIZE: u8 = 16;
+    /// holds a few hundred (see [`BUS_BLOCK_SIZE`](crate::proto::uds_can::BUS_BLOCK_SIZE)).
+    const BLOCK_SIZE: u8 = crate::proto::uds_can::BUS_BLOCK_SIZE;
 
     async fn recv(&mut self) -> Option<Vec<Frame>> {
         let far = Instant::now() + Duration::from_secs(3600);
@@ -573,18 +572,11 @@ async fn serve_can<L: CanLink, B: Backend>(
     max_message: usize,
     fd: bool,
 ) {
-    use crate::proto::isotp;
     use crate::proto::uds_can::{DiagEndpoint, EndpointEvent};
 
     let start = Instant::now();
     let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
-    let template = isotp::Config {
-        fd,
-        block_size: L::BLOCK_SIZE,
-        padding: Some(0xAA),
-        max_message: max_message.max(4095),
-        ..isotp::Config::new(ids.response, ids.request)
-    };
+    let template = crate::proto::uds_can::ecu_isotp_config(ids, fd, L::BLOCK_SIZE, max_message);
     let mut ep = DiagEndpoint::new(ids, template);
     let mut power = ecu.power();
     // The supply as the ECU's endpoint last saw it: a new cut wipes the endpoint.

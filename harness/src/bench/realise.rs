@@ -29,8 +29,7 @@ use serde::Serialize;
 
 use super::schema::{Bench, Capability};
 use crate::scenario::schema::{
-    Action, ArtifactSwap, CanFault, Client, DefectSpec, DownloadFault, Expect, Fault, Scenario,
-    Trigger,
+    Action, ArtifactSwap, Client, DefectSpec, DownloadFault, Expect, Fault, Scenario, Trigger,
 };
 
 /// Scenario actions no bench can realise, by their name in scenario files, and why.
@@ -228,15 +227,7 @@ pub fn action_kind(action: &Action) -> String {
     let (name, detail) = match action {
         Action::PowerCut(_) => ("power_cut", None),
         Action::Reset => ("reset", None),
-        Action::Can(f) => (
-            "can",
-            Some(match f {
-                CanFault::Drop => "drop",
-                CanFault::Corrupt => "corrupt",
-                CanFault::DelayMs(_) => "delay_ms",
-                CanFault::Duplicate => "duplicate",
-            }),
-        ),
+        Action::Can(f) => ("can", Some(f.form())),
         Action::DropConnection => ("drop_connection", None),
         Action::Download(f) => (
             "download",
@@ -284,7 +275,10 @@ fn variant_name<T: Serialize>(value: &T) -> String {
 mod tests {
     use super::*;
     use crate::bench::validate as bench_file;
-    use crate::scenario::schema::{BitRot, CorruptRequest, InjectNrc, PowerCut, Region};
+    use crate::scenario::schema::{
+        BitRot, CanDelay, CanFault, CorruptRequest, FrameKind, FrameTarget, InjectNrc, PowerCut,
+        Region,
+    };
     use crate::scenario::validate as scenario_file;
 
     const FULL: &str = "name: full\ntarget: {transport: doip, host: ecu}\npower: manual\nfaults: [power_cut, download, kill_manager]\n";
@@ -513,6 +507,23 @@ mod tests {
             "{realisable:?}"
         );
         assert!(!realisable.contains(&"can-frame-loss".to_string()));
+        // A fault on one CAN frame: SKIPPED, with the reason in the file's words.
+        for name in [
+            "can-drop-third-consecutive-frame",
+            "canfd-drop-last-frame-of-a-block",
+        ] {
+            assert!(!realisable.contains(&name.to_string()), "{name}");
+            let path = format!("{dir}/{name}.yaml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let s = scenario_file::parse(&text, &path).unwrap();
+            assert_eq!(
+                unrealisable(&s, &full).as_deref(),
+                Some(
+                    "fault 1 (can: drop): CAN frame faults need a gateway between tester and ECU; benches have none"
+                ),
+                "{name}"
+            );
+        }
     }
 
     #[test]
@@ -524,6 +535,24 @@ mod tests {
             Action::Can(CanFault::Corrupt),
             Action::Can(CanFault::DelayMs(3)),
             Action::Can(CanFault::Duplicate),
+            Action::Can(CanFault::DropFrame(FrameTarget::nth(
+                FrameKind::Consecutive,
+                3,
+            ))),
+            Action::Can(CanFault::CorruptFrame(FrameTarget::nth(
+                FrameKind::First,
+                1,
+            ))),
+            Action::Can(CanFault::DuplicateFrame(FrameTarget::nth(
+                FrameKind::Single,
+                1,
+            ))),
+            Action::Can(CanFault::DelayFrame(CanDelay {
+                ms: 1500,
+                frame: Some(FrameKind::FlowControl),
+                id: None,
+                n: None,
+            })),
             Action::DropConnection,
             Action::Download(DownloadFault::Close),
             Action::Download(DownloadFault::StallMs(1)),

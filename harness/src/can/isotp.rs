@@ -42,7 +42,8 @@ impl Default for IsoTpSettings {
 }
 
 impl IsoTpSettings {
-    fn core(&self) -> isotp::Config {
+    /// The ISO-TP core settings the tester uses (also on the virtual bus of a scenario).
+    pub fn core(&self) -> isotp::Config {
         isotp::Config {
             fd: self.fd,
             padding: self.padding,

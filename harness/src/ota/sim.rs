@@ -11,6 +11,7 @@
 //! | clock | wall clock | tokio's paused clock, microseconds since the world was made |
 //! | artifact | HTTP with Range resume | bytes held in memory, served at a set bandwidth, resumed from the bytes on disk |
 //! | ECU | `ecu-sim serve` over DoIP | [`Ecu`] + [`DiagServer`] behind [`InProcess`]: requests go straight to the UDS server, responses come out when they are due |
+//! | CAN | hil's ISO-TP transport on slcan or SocketCAN | the hooks' virtual bus (a scenario's `transport: can\|canfd`): [`RequestFate::Sent`] holds the send until the tester's core handed its last frame over, [`RequestFate::SendFailed`] fails it after N_Bs, responses arrive when their last frame does |
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -50,6 +51,27 @@ pub enum RequestFate {
     Answer(Vec<(u64, Vec<u8>)>),
     /// The connection breaks.
     Closed,
+    /// The tester's transport needs `us` to hand the request over (on CAN: until its ISO-TP
+    /// core handed the last frame to the controller; its send returns then, and P2 starts),
+    /// then `fate`.
+    Sent { us: u64, fate: Box<RequestFate> },
+    /// The tester's transport gives up after `after_us` (ISO-TP: no flow control within
+    /// N_Bs): its send fails with `error`; the ECU never gets the request.
+    SendFailed {
+        after_us: u64,
+        error: ecu_sim::proto::isotp::IsoTpError,
+    },
+}
+
+/// What became of a request handed to [`deliver_timed`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// How long the tester's send took (µs; 0 in-process, the frames' time on CAN).
+    pub sent_us: u64,
+    /// The send failed then (ISO-TP: no flow control within N_Bs).
+    pub failed: Option<ecu_sim::proto::isotp::IsoTpError>,
+    /// The responses, at absolute times (µs).
+    pub responses: Vec<(u64, Vec<u8>)>,
 }
 
 /// What happens to the next chunk of a download.
@@ -373,40 +395,72 @@ pub fn deliver<H: Hooks>(
     request: &[u8],
     addressing: Addressing,
 ) -> Result<Vec<(u64, Vec<u8>)>, Disconnect> {
+    deliver_timed(world, now, request, addressing).map(|d| d.responses)
+}
+
+/// [`deliver`], with how long the tester's send takes and whether it fails.
+pub fn deliver_timed<H: Hooks>(
+    world: &mut SimWorld<H>,
+    now: u64,
+    request: &[u8],
+    addressing: Addressing,
+) -> Result<Delivered, Disconnect> {
     let SimWorld { sim, hooks } = world;
     let mut request = request.to_vec();
-    let mut responses = Vec::new();
-    match hooks.on_request(sim, now, &mut request) {
-        RequestFate::Deliver { after_us, held_us } => {
-            let incoming = Incoming::new(addressing).held(held_us);
-            sim.server
-                .handle(&mut sim.ecu, now + after_us, &request, incoming);
-            while let Some(r) = sim.server.poll_transmit() {
-                responses.push((r.at_us, r.bytes));
+    let mut out = Delivered::default();
+    let mut fate = hooks.on_request(sim, now, &mut request);
+    loop {
+        match fate {
+            RequestFate::Sent { us, fate: then } => {
+                out.sent_us = us;
+                fate = *then;
+                continue;
+            }
+            RequestFate::Deliver { after_us, held_us } => {
+                let incoming = Incoming::new(addressing).held(held_us);
+                sim.server
+                    .handle(&mut sim.ecu, now + after_us, &request, incoming);
+                while let Some(r) = sim.server.poll_transmit() {
+                    out.responses.push((r.at_us, r.bytes));
+                }
+            }
+            RequestFate::Lost => {}
+            RequestFate::Answer(r) => out.responses = r,
+            RequestFate::Closed => {
+                hooks.after_request(sim, now);
+                return Err(Disconnect);
+            }
+            RequestFate::SendFailed { after_us, error } => {
+                out.sent_us = after_us;
+                out.failed = Some(error);
             }
         }
-        RequestFate::Lost => {}
-        RequestFate::Answer(r) => responses = r,
-        RequestFate::Closed => {
-            hooks.after_request(sim, now);
-            return Err(Disconnect);
-        }
+        break;
     }
-    hooks.on_responses(now, &mut responses);
+    hooks.on_responses(now, &mut out.responses);
     hooks.after_request(sim, now);
-    Ok(responses)
+    Ok(out)
 }
 
 impl<H: Hooks> Transport for InProcess<H> {
     async fn send(&mut self, request: &[u8]) -> Result<(), TransportError> {
         let now = us(self.epoch.elapsed());
-        let mut world = self.world.lock().expect("the simulated world lock");
-        let responses = deliver(&mut world, now, request, Addressing::Physical)
-            .map_err(|Disconnect| TransportError::Closed)?;
+        let delivered = {
+            let mut world = self.world.lock().expect("the simulated world lock");
+            deliver_timed(&mut world, now, request, Addressing::Physical)
+                .map_err(|Disconnect| TransportError::Closed)?
+        };
         // Responses to earlier requests may still be on their way: keep them in time order.
-        self.pending.extend(responses);
+        self.pending.extend(delivered.responses);
         self.pending.make_contiguous().sort_by_key(|(at, _)| *at);
-        Ok(())
+        if delivered.sent_us > 0 {
+            tokio::time::sleep_until(self.epoch + Duration::from_micros(now + delivered.sent_us))
+                .await;
+        }
+        match delivered.failed {
+            Some(e) => Err(TransportError::IsoTp(e)),
+            None => Ok(()),
+        }
     }
 
     async fn recv(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, TransportError> {

@@ -288,6 +288,13 @@ impl Engine {
         self.idle[i] = Some(why);
     }
 
+    /// Fault `i` fired, but its action turned out to do nothing (`why`: a CAN frame fault
+    /// whose frame never came): the firing is taken back.
+    pub fn did_nothing(&mut self, i: usize, why: String) {
+        self.fired[i] = self.fired[i].saturating_sub(1);
+        self.idle[i] = Some(why);
+    }
+
     /// A failure for every fault that never fired, unless optional (see
     /// [`unfired_or_idle`](super::outcome::unfired_or_idle)).
     pub fn unfired(&self) -> Vec<String> {
@@ -332,7 +339,7 @@ pub fn describe_action(a: &Action) -> String {
         )
         .to_lowercase(),
         Action::Reset => "ecu reset".into(),
-        Action::Can(f) => format!("can {f:?}").to_lowercase(),
+        Action::Can(f) => format!("can {}", f.to_yaml_flow()),
         Action::DropConnection => "doip connection dropped".into(),
         Action::Download(f) => format!("download {f:?}").to_lowercase(),
         Action::FlipTransferBits(m) => format!("bits {m:#04x} flipped in a TransferData block"),

@@ -489,19 +489,238 @@ impl Default for PowerCut {
     }
 }
 
-/// What happens to CAN frames of the next message(s) on the bus.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// What happens to CAN frames of the next exchange on the bus: the request the trigger fired
+/// on (or, for triggers outside a request, the next one) and the ECU's answers to it. Every
+/// form becomes a fault rule of the virtual bus ([`ecu_sim::can::fault`]); the README's
+/// "CAN frame faults" table gives each form's frame and what the ISO-TP receiver does.
+///
+/// | form | the frame | what follows |
+/// |---|---|---|
+/// | `drop` | the request's last frame (its single frame, or its last consecutive frame) | lost: the ECU's receiver waits N_Cr (a segmented request) and drops the message; the tester hears nothing within P2 |
+/// | `corrupt` | the request's first frame | a CRC error: an error frame, and the tester's controller sends the frame again (the request is late by one frame + 17 bits) |
+/// | `{delay_ms: N}` | the request's first frame | arrives N ms late (past the tester's N_Bs of 1 s the tester gives up on a segmented request) |
+/// | `duplicate` | the request's first consecutive frame (a single-frame request: its single frame) | arrives twice: the ECU sees a sequence number again and drops the message (a single frame twice: the ECU acts on the first copy) |
+/// | `{drop\|corrupt\|duplicate: {frame, id, n}}` | the `n`-th (from 1) frame of the exchange of type `frame` and CAN id `id` (either or both) | as above for that frame |
+/// | `{delay: {ms, frame, id, n}}` | the same selection | arrives `ms` late: past N_Cr (the last consecutive frame of a block or message; an earlier one is overtaken: a sequence error) or N_Bs (a flow control frame) the waiting side times out |
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CanFault {
-    /// A frame is lost: the ISO-TP receiver times out (N_Cr) and the message is gone.
     Drop,
-    /// A frame fails its CRC: an error frame, and the controller retransmits it.
     Corrupt,
-    /// The message is delayed.
     DelayMs(u64),
-    /// A consecutive frame arrives twice: the receiver sees a wrong sequence number and
-    /// drops the message.
     Duplicate,
+    /// `{drop: {...}}`: the selected frame is lost.
+    DropFrame(FrameTarget),
+    /// `{corrupt: {...}}`: the selected frame fails its CRC (error frame, retransmission).
+    CorruptFrame(FrameTarget),
+    /// `{delay: {...}}`: the selected frame arrives late.
+    DelayFrame(CanDelay),
+    /// `{duplicate: {...}}`: the selected frame arrives twice.
+    DuplicateFrame(FrameTarget),
+}
+
+/// ISO-TP frame types (ISO 15765-2 N_PCI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    Single,
+    First,
+    Consecutive,
+    FlowControl,
+}
+
+impl FrameKind {
+    /// The N_PCI type nibble (the first data byte's high four bits).
+    pub fn pci(self) -> u8 {
+        match self {
+            FrameKind::Single => 0x00,
+            FrameKind::First => 0x10,
+            FrameKind::Consecutive => 0x20,
+            FrameKind::FlowControl => 0x30,
+        }
+    }
+
+    /// The type of a frame whose first data byte is `b`.
+    pub fn of(b: u8) -> Option<FrameKind> {
+        match b >> 4 {
+            0 => Some(FrameKind::Single),
+            1 => Some(FrameKind::First),
+            2 => Some(FrameKind::Consecutive),
+            3 => Some(FrameKind::FlowControl),
+            _ => None,
+        }
+    }
+
+    /// Its name in the trace (`consecutive frame`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Single => "single frame",
+            FrameKind::First => "first frame",
+            FrameKind::Consecutive => "consecutive frame",
+            FrameKind::FlowControl => "flow control frame",
+        }
+    }
+}
+
+/// Which frame of an exchange a CAN fault hits: the `n`-th (from 1) of those with type
+/// `frame` and id `id` (at least one of the three given).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrameTarget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// 1 when not given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+}
+
+impl FrameTarget {
+    /// The target of a kind's `n`-th frame.
+    pub fn nth(frame: FrameKind, n: u32) -> FrameTarget {
+        FrameTarget {
+            frame: Some(frame),
+            id: None,
+            n: Some(n),
+        }
+    }
+}
+
+/// `{delay: {ms, frame, id, n}}`: the selected frame arrives `ms` late.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanDelay {
+    pub ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<FrameKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+}
+
+impl CanDelay {
+    pub fn target(&self) -> FrameTarget {
+        FrameTarget {
+            frame: self.frame,
+            id: self.id,
+            n: self.n,
+        }
+    }
+}
+
+/// The names a `can:` fault may start with.
+pub const CAN_FORMS: &[&str] = &["drop", "corrupt", "duplicate", "delay_ms", "delay"];
+
+impl CanFault {
+    /// The frame selection of a targeted form (None: a short form).
+    pub fn target(&self) -> Option<FrameTarget> {
+        match self {
+            CanFault::DropFrame(t) | CanFault::CorruptFrame(t) | CanFault::DuplicateFrame(t) => {
+                Some(t.clone())
+            }
+            CanFault::DelayFrame(d) => Some(d.target()),
+            _ => None,
+        }
+    }
+
+    /// The form's first word: `drop`, `delay_ms`, `delay`.
+    pub fn form(&self) -> &'static str {
+        match self {
+            CanFault::Drop | CanFault::DropFrame(_) => "drop",
+            CanFault::Corrupt | CanFault::CorruptFrame(_) => "corrupt",
+            CanFault::DelayMs(_) => "delay_ms",
+            CanFault::DelayFrame(_) => "delay",
+            CanFault::Duplicate | CanFault::DuplicateFrame(_) => "duplicate",
+        }
+    }
+
+    /// The fault in the scenario file's words: `drop`, `{delay_ms: 5}`,
+    /// `{drop: {frame: consecutive, n: 3}}`.
+    pub fn to_yaml_flow(&self) -> String {
+        match self {
+            CanFault::Drop | CanFault::Corrupt | CanFault::Duplicate => self.form().into(),
+            _ => flow(&serde_json::to_value(self).unwrap_or_default()),
+        }
+    }
+}
+
+impl Serialize for CanFault {
+    /// Short forms as a bare name, the others as a one-key map (as they are written).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = match self {
+            CanFault::Drop | CanFault::Corrupt | CanFault::Duplicate => {
+                return s.serialize_str(self.form());
+            }
+            _ => s.serialize_map(Some(1))?,
+        };
+        match self {
+            CanFault::DelayMs(ms) => m.serialize_entry(self.form(), ms)?,
+            CanFault::DropFrame(t) | CanFault::CorruptFrame(t) | CanFault::DuplicateFrame(t) => {
+                m.serialize_entry(self.form(), t)?
+            }
+            CanFault::DelayFrame(d) => m.serialize_entry(self.form(), d)?,
+            CanFault::Drop | CanFault::Corrupt | CanFault::Duplicate => {}
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for CanFault {
+    /// `drop`, `corrupt`, `duplicate` (bare names), or a one-key map: `{delay_ms: N}`,
+    /// `{drop|corrupt|duplicate: {frame, id, n}}`, `{delay: {ms, frame, id, n}}`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CanFaultVisitor)
+    }
+}
+
+struct CanFaultVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CanFaultVisitor {
+    type Value = CanFault;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(
+            "a CAN fault: `drop`, `corrupt`, `duplicate`, `{delay_ms: N}`, `{drop: {frame, id, n}}` (also corrupt, duplicate) or `{delay: {ms, frame, id, n}}`",
+        )
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CanFault, E> {
+        match v {
+            "drop" => Ok(CanFault::Drop),
+            "corrupt" => Ok(CanFault::Corrupt),
+            "duplicate" => Ok(CanFault::Duplicate),
+            "delay_ms" => Err(E::custom("`delay_ms` needs a value: `{delay_ms: N}`")),
+            "delay" => Err(E::custom(
+                "`delay` needs its frame and time: `{delay: {ms: N, frame: …}}`",
+            )),
+            other => Err(E::unknown_variant(other, CAN_FORMS)),
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<CanFault, A::Error> {
+        use serde::de::Error;
+        let Some(key) = m.next_key::<String>()? else {
+            return Err(A::Error::custom(
+                "an empty map: write one of `drop`, `corrupt`, `duplicate`, `{delay_ms: N}`",
+            ));
+        };
+        let fault = match key.as_str() {
+            "drop" => CanFault::DropFrame(m.next_value()?),
+            "corrupt" => CanFault::CorruptFrame(m.next_value()?),
+            "duplicate" => CanFault::DuplicateFrame(m.next_value()?),
+            "delay_ms" => CanFault::DelayMs(m.next_value()?),
+            "delay" => CanFault::DelayFrame(m.next_value()?),
+            other => return Err(A::Error::unknown_variant(other, CAN_FORMS)),
+        };
+        if let Some(k) = m.next_key::<String>()? {
+            return Err(A::Error::custom(format!(
+                "`{k}`: a CAN fault is one key (`{key}` was given already)"
+            )));
+        }
+        Ok(fault)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -308,9 +308,49 @@ pub const EVENTS: &[EventName] = &[
         "a request's last byte arrived inverted (a `corrupt_request` action)",
     ),
     ev(
+        "can_frame_dropped",
+        Source::Fault,
+        "a `can:` fault dropped a CAN frame: its id, ISO-TP frame type and sequence number",
+    ),
+    ev(
+        "can_error_frame",
+        Source::Fault,
+        "a `can: corrupt` fault destroyed a CAN frame with an error frame; the controller sent it again",
+    ),
+    ev(
+        "can_frame_delayed",
+        Source::Fault,
+        "a `can: delay` fault held a CAN frame back",
+    ),
+    ev(
+        "can_frame_duplicated",
+        Source::Fault,
+        "a `can: duplicate` fault delivered a CAN frame twice",
+    ),
+    ev(
+        "isotp_timeout",
+        Source::Fault,
+        "an ISO-TP timer expired after a CAN fault: N_Cr (a receiver dropped a message) or N_Bs (a sender gave up)",
+    ),
+    ev(
+        "isotp_sequence_error",
+        Source::Fault,
+        "an ISO-TP receiver got a consecutive frame out of sequence and dropped the message",
+    ),
+    ev(
+        "isotp_error",
+        Source::Fault,
+        "another ISO-TP error after a CAN fault (a message received twice, a frame the core refused)",
+    ),
+    ev(
         "can_message_lost",
         Source::Fault,
-        "the ISO-TP receiver dropped a request (a `can: drop`/`duplicate` action)",
+        "a UDS request or response never arrived whole (after a `can:` fault)",
+    ),
+    ev(
+        "can_fault_idle",
+        Source::Fault,
+        "a `can:` fault's frame was not in the exchange (e.g. a 3rd consecutive frame of a single-frame request): it did not fire",
     ),
     ev(
         "response_pending_storm",

@@ -361,6 +361,48 @@ fn unknown_placeholders(text: &str) -> Vec<String> {
     out
 }
 
+/// A targeted CAN fault (`{drop: {frame, id, n}}`, `{delay: {ms, …}}`): it must select a
+/// frame that can be on the bus.
+fn check_can_fault(f: &CanFault, at: &dyn Fn(&[&str]) -> Vec<String>, found: &mut Found) {
+    let Some(t) = f.target() else {
+        return;
+    };
+    let form = f.form();
+    if let CanFault::DelayFrame(d) = f
+        && d.ms == 0
+    {
+        found.push((at(&["do", "can", form, "ms"]), "must be above 0".into()));
+    }
+    if t.frame.is_none() && t.id.is_none() && t.n.is_none() {
+        found.push((
+            at(&["do", "can", form]),
+            format!(
+                "say which frame: `frame` (single, first, consecutive, flow_control), `id` or `n` (e.g. `{{{form}: {{frame: consecutive, n: 3}}}}`), or write the short form `can: {}`",
+                if form == "delay" { "{delay_ms: N}" } else { form }
+            ),
+        ));
+    }
+    if t.n == Some(0) {
+        found.push((
+            at(&["do", "can", form, "n"]),
+            "frames count from 1 (n: 1 is the first matching frame of the exchange)".into(),
+        ));
+    }
+    let ids = ecu_sim::proto::uds_can::CanIds::default();
+    if let Some(id) = t.id
+        && id != ids.request
+        && id != ids.response
+    {
+        found.push((
+            at(&["do", "can", form, "id"]),
+            format!(
+                "no frame on the bus has id {id:#05x}: the tester sends on {:#05x}, the ECU on {:#05x}",
+                ids.request, ids.response
+            ),
+        ));
+    }
+}
+
 /// An external client has no OTA job and no download: what needs the project's manager.
 fn check_external(s: &Scenario, c: &ExternalClient, found: &mut Found) {
     let at = |segs: &[&str]| {
@@ -654,9 +696,22 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, layout: Option<&Layout>, f
             at(&["do"]),
             "drop_connection is a DoIP fault; on CAN use `can: drop`".into(),
         )),
+        Action::Can(f)
+            if matches!(s.client, Client::External(_))
+                && !matches!(f, CanFault::Drop | CanFault::Duplicate | CanFault::DelayMs(_)) =>
+        {
+            found.push((
+                at(&["do", "can"]),
+                format!(
+                    "`can: {}` needs the project's OTA manager: an external client's frames travel on a real slcan pty, which the scenario cannot reach frame by frame (with an external client `can: drop` and `can: duplicate` lose the whole request, `can: {{delay_ms: N}}` delays it)",
+                    f.to_yaml_flow()
+                ),
+            ))
+        }
         Action::Can(CanFault::DelayMs(0)) => {
             found.push((at(&["do", "can", "delay_ms"]), "must be above 0".into()))
         }
+        Action::Can(f) => check_can_fault(f, &|segs| at(segs), found),
         Action::BitRot(b) if b.region == Region::Scratch && s.ecu.boot_mode == BootModeSpec::Ab => {
             found.push((
                 at(&["do", "bit_rot", "region"]),

@@ -126,6 +126,8 @@ pub enum BusEvent {
         node: NodeId,
         seq: u64,
         id: u32,
+        /// The frame's first data byte (an ISO-TP frame's N_PCI), if it has data.
+        first_byte: Option<u8>,
         /// Index of the rule in the bus's rule list.
         rule: usize,
         /// The fault as applied (`Corrupt` names the flipped bit).
@@ -268,6 +270,12 @@ impl Bus {
         self.rules.push(RuleState::new(rule));
     }
 
+    /// Replace every fault rule (and its counters) with `rules`.
+    pub fn set_faults(&mut self, rules: Vec<FaultRule>) {
+        self.rules = rules.iter().cloned().map(RuleState::new).collect();
+        self.cfg.faults = rules;
+    }
+
     /// How often each rule has fired, in rule order.
     pub fn fault_counts(&self) -> Vec<u64> {
         self.rules.iter().map(|r| r.fired).collect()
@@ -404,6 +412,11 @@ impl Bus {
             if r.rule.id.is_some_and(|id| id != frame.id) {
                 continue;
             }
+            if let Some((mask, value)) = r.rule.first_byte
+                && frame.data.first().is_none_or(|b| b & mask != value)
+            {
+                continue;
+            }
             let n = r.seen;
             r.seen += 1;
             if chosen.is_some()
@@ -452,6 +465,7 @@ impl Bus {
                 node: p.node,
                 seq: p.seq,
                 id: p.frame.id,
+                first_byte: p.frame.data.first().copied(),
                 rule,
                 fault,
             });

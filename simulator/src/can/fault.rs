@@ -12,8 +12,10 @@
 //! | `Delay { us }` | the whole frame | the frame, `us` after its end | TX complete at the frame's end |
 //! | `Duplicate` | the frame twice | the frame twice | one TX complete |
 //!
-//! A rule matches a frame when its `id` (if any) equals the frame's id; `nth` (0-based) counts
-//! the frames the rule matched; `per_million` is the seeded probability of firing on a
+//! A rule matches a frame when its `id` (if any) equals the frame's id and its `first_byte`
+//! (if any, `(mask, value)`) matches the frame's first data byte (`byte & mask == value`: an
+//! ISO-TP frame type is `(0xF0, 0x20)` for consecutive frames, see [`FaultRule::first_byte`]);
+//! `nth` (0-based) counts the frames the rule matched; `per_million` is the seeded probability of firing on a
 //! matching frame (1 000 000: always, no random number drawn); `times` caps how often it fires.
 
 /// What happens to a frame.
@@ -38,6 +40,9 @@ pub struct FaultRule {
     pub fault: Fault,
     /// Only frames with this identifier (None: every frame).
     pub id: Option<u32>,
+    /// Only frames whose first data byte `& mask == value`, as `(mask, value)` (None: every
+    /// frame; frames without data never match).
+    pub first_byte: Option<(u8, u8)>,
     /// Only the nth matching frame, counted from 0 (None: every matching frame).
     pub nth: Option<u64>,
     /// Probability of firing on a matching frame, in millionths.
@@ -52,6 +57,7 @@ impl FaultRule {
         FaultRule {
             fault,
             id: None,
+            first_byte: None,
             nth: None,
             per_million: 1_000_000,
             times: None,
@@ -61,6 +67,16 @@ impl FaultRule {
     pub fn on_id(self, id: u32) -> Self {
         FaultRule {
             id: Some(id),
+            ..self
+        }
+    }
+
+    /// Only frames whose first data byte `& mask == value` (ISO-TP frame types by their
+    /// N_PCI nibble: `(0xF0, 0x00)` single, `0x10` first, `0x20` consecutive, `0x30` flow
+    /// control).
+    pub fn first_byte(self, mask: u8, value: u8) -> Self {
+        FaultRule {
+            first_byte: Some((mask, value)),
             ..self
         }
     }
@@ -117,6 +133,7 @@ mod tests {
     fn builders() {
         let r = FaultRule::new(Fault::Drop)
             .on_id(0x7E0)
+            .first_byte(0xF0, 0x20)
             .nth(3)
             .probability(0.25)
             .times(1);
@@ -125,6 +142,7 @@ mod tests {
             FaultRule {
                 fault: Fault::Drop,
                 id: Some(0x7E0),
+                first_byte: Some((0xF0, 0x20)),
                 nth: Some(3),
                 per_million: 250_000,
                 times: Some(1)

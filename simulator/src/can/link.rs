@@ -28,6 +28,17 @@ pub enum Side {
     B,
 }
 
+/// A frame that reached an endpoint (recorded with [`Link::record_frames`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameSeen {
+    pub at_us: u64,
+    /// The receiving side.
+    pub to: Side,
+    pub id: u32,
+    /// The frame's first data byte (an ISO-TP frame's N_PCI).
+    pub first_byte: Option<u8>,
+}
+
 /// An endpoint event with the time and side it happened on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkEvent {
@@ -51,6 +62,8 @@ pub struct Link {
     ends: [End; 2],
     now: u64,
     faults: Vec<BusEvent>,
+    /// Deliveries, when recording ([`Link::record_frames`]).
+    seen: Option<Vec<FrameSeen>>,
 }
 
 impl Link {
@@ -69,7 +82,31 @@ impl Link {
             ends: [a, b],
             now,
             faults: Vec::new(),
+            seen: None,
         }
+    }
+
+    /// From now on, keep every delivered frame for [`Link::take_frames`].
+    pub fn record_frames(&mut self) {
+        self.seen.get_or_insert_with(Vec::new);
+    }
+
+    /// The frames delivered since the last call (empty unless recording).
+    pub fn take_frames(&mut self) -> Vec<FrameSeen> {
+        self.seen.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The bus, to change its fault rules between messages.
+    pub fn bus_mut(&mut self) -> &mut Bus {
+        &mut self.bus
+    }
+
+    /// Run everything due until `t`, then move the clock to `t` (if it is not past it): a
+    /// message sent next starts at `t`.
+    pub fn advance_to(&mut self, t: u64) -> Vec<LinkEvent> {
+        let log = self.run_until(t);
+        self.now = self.now.max(t);
+        log
     }
 
     fn idx(side: Side) -> usize {
@@ -172,7 +209,20 @@ impl Link {
         }
         while let Some((node, at, frame)) = self.bus.poll_delivery() {
             moved = true;
-            if let Some(e) = self.ends.iter_mut().find(|e| e.node == node) {
+            if let Some((e, side)) = self
+                .ends
+                .iter_mut()
+                .zip([Side::A, Side::B])
+                .find(|(e, _)| e.node == node)
+            {
+                if let Some(seen) = &mut self.seen {
+                    seen.push(FrameSeen {
+                        at_us: at,
+                        to: side,
+                        id: frame.id,
+                        first_byte: frame.data.first().copied(),
+                    });
+                }
                 e.tp.handle_frame(at, &frame.into_isotp());
             }
         }
@@ -283,6 +333,51 @@ mod tests {
             .total() as u64
                 * 2;
         assert_eq!((last.side, last.at_us), (Side::B, cf1_end + 1_000_000));
+    }
+
+    #[test]
+    fn a_rule_can_aim_at_a_frame_type_and_deliveries_are_recorded() {
+        // Only consecutive frames count: `nth(1)` is CF2 (`22`), not the FF or the FC.
+        let mut l = link(
+            faulty(FaultRule::new(Fault::Drop).first_byte(0xF0, 0x20).nth(1)),
+            false,
+            0,
+            0,
+        );
+        l.record_frames();
+        l.send(Side::A, &msg(20)).unwrap();
+        let log = l.run();
+        let [BusEvent::FaultApplied { first_byte, .. }] = l.faults()[..] else {
+            panic!("{:?}", l.faults());
+        };
+        assert_eq!(first_byte, Some(0x22));
+        assert_eq!(
+            log.last().unwrap().event,
+            Event::Error(IsoTpError::ConsecutiveTimeout)
+        );
+        let seen: Vec<_> = l
+            .take_frames()
+            .into_iter()
+            .map(|f| (f.to, f.id, f.first_byte))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Side::B, 0x7E0, Some(0x10)),
+                (Side::A, 0x7E8, Some(0x30)),
+                (Side::B, 0x7E0, Some(0x21)),
+            ]
+        );
+        assert!(l.take_frames().is_empty());
+        // New rules start counting afresh; none: the next message arrives.
+        l.bus_mut().set_faults(Vec::new());
+        let t = l.now() + 5_000;
+        l.advance_to(t);
+        assert_eq!(l.now(), t);
+        l.send(Side::A, &msg(20)).unwrap();
+        let log = l.run();
+        assert!(received_at(&log).unwrap() > t);
+        assert_eq!(l.faults().len(), 1);
     }
 
     #[test]

@@ -40,6 +40,33 @@ impl Default for CanIds {
     }
 }
 
+/// The ECU's padding byte on CAN.
+pub const ECU_PADDING: u8 = 0xAA;
+
+/// The block size the ECU asks a tester for on a CAN bus (a Linux interface, the virtual
+/// bus): a sender puts frames back to back, and blocks of 16 keep a long TransferData from
+/// overrunning a receive buffer while the ECU works on each frame (a real ECU's flow control
+/// does the same). Behind an slcan adapter the serial line paces the frames: 0 (no limit).
+pub const BUS_BLOCK_SIZE: u8 = 16;
+
+/// The ISO-TP settings of the ECU's physical endpoint, as `ecu-sim serve` and the scenario
+/// world use them: ECU padding, `block_size`, STmin 0 (frames back to back), the ISO default
+/// N_Bs/N_Cr (1 s), requests of up to `max_message` bytes (at least 4095).
+pub fn ecu_isotp_config(
+    ids: CanIds,
+    fd: bool,
+    block_size: u8,
+    max_message: usize,
+) -> isotp::Config {
+    isotp::Config {
+        fd,
+        block_size,
+        padding: Some(ECU_PADDING),
+        max_message: max_message.max(4095),
+        ..isotp::Config::new(ids.response, ids.request)
+    }
+}
+
 /// What the endpoint reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointEvent {

@@ -1,43 +1,50 @@
 //! The links around the simulated ECU: what the world does to each UDS request and response
-//! (CAN wire time, frame faults, injected NRCs and responsePending storms, corrupted or
+//! (on CAN: the ISO-TP exchange over the virtual bus of `canlink.rs`, frame faults included;
+//! injected NRCs and responsePending storms, corrupted or
 //! dropped requests) and to each download chunk (the artifact server's faults).
 
+use super::canlink::{CanLink, Note, RequestOutcome};
 use super::{Step, World};
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
 use crate::scenario::engine::Observation;
-use crate::scenario::schema::{CanFault, Client, DownloadFault};
+use crate::scenario::schema::{Action, CanFault, Client, DownloadFault};
 use crate::scenario::trace::Source;
-use ecu_sim::can::frame::Frame;
-use ecu_sim::can::timing::frame_bits;
 
 /// The interval of injected responsePending answers.
 const PENDING_INTERVAL_US: u64 = 2_000_000;
 
 impl World {
-    /// Time on the wire of a UDS message of `len` bytes (0 on DoIP).
-    fn wire_us(&self, len: usize) -> u64 {
-        let Some((bitrate, data_bitrate, fd)) = self.can else {
-            return 0;
-        };
-        // ISO-TP: single frame if it fits, else first frame + consecutive frames and one flow
-        // control back; every frame at full length (padding).
-        let payload = if fd { 64 } else { 8 };
-        let (sf_max, ff_data, cf_data) = if fd { (62, 58, 63) } else { (7, 6, 7) };
-        let frame = |n: usize| {
-            let data = vec![0xAAu8; n];
-            let f = if fd {
-                Frame::fd(0x7E0, data)
-            } else {
-                Frame::classic(0x7E0, data)
-            };
-            frame_bits(&f, fd).duration_ns(bitrate, data_bitrate) / 1000
-        };
-        let full = frame(payload);
-        if len <= sf_max {
-            return full;
+    /// Push what the CAN link reports to the trace.
+    fn can_notes(&mut self, notes: Vec<Note>) {
+        for n in notes {
+            self.push(n.at_us, Source::Fault, n.event, n.text);
         }
-        let cfs = (len - ff_data).div_ceil(cf_data) as u64;
-        full * (1 + cfs) + frame(3.min(payload))
+    }
+
+    /// The CAN exchange is over: a fault whose frame did not occur did nothing (it did not
+    /// fire).
+    fn can_finish(&mut self, now: u64) {
+        let Some((fault, why)) = self.can.as_mut().and_then(CanLink::finish) else {
+            return;
+        };
+        let action = Action::Can(fault);
+        let hit = self
+            .scenario
+            .faults
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(i, f)| f.action == action && self.engine.fired()[*i] > 0)
+            .map(|(i, _)| i);
+        if let Some(i) = hit {
+            self.push(
+                now,
+                Source::Fault,
+                "can_fault_idle",
+                format!("the CAN fault of fault {} did nothing: {why}", i + 1),
+            );
+            self.engine.did_nothing(i, why);
+        }
     }
 }
 
@@ -119,23 +126,47 @@ impl Hooks for World {
             let nrc = self.nrc[k].1;
             return RequestFate::Answer(vec![(now + 1_000, vec![0x7F, sid, nrc])]);
         }
-        let mut after_us = self.wire_us(request.len());
-        if let Some(f) = self.can_next.pop_front() {
-            match f {
-                CanFault::Drop | CanFault::Duplicate => {
-                    self.push(
-                        now + after_us,
-                        Source::Fault,
-                        "can_message_lost",
-                        format!(
-                            "{f:?}: the ISO-TP receiver drops the request to {sid:#04x} after N_Cr"
-                        )
-                        .to_lowercase(),
-                    );
-                    return RequestFate::Lost;
+        let mut after_us = 0;
+        let mut sent_us = 0;
+        if let Some(can) = &mut self.can {
+            let fault = self.can_next.pop_front();
+            let mut notes = Vec::new();
+            let outcome = can.request(now, request, fault, &mut notes);
+            self.can_notes(notes);
+            match outcome {
+                RequestOutcome::Delivered { at_us, sent_us: s } => {
+                    after_us = at_us - now;
+                    sent_us = s - now;
                 }
-                CanFault::Corrupt => after_us += self.wire_us(1) * 2,
-                CanFault::DelayMs(ms) => after_us += ms * 1000,
+                RequestOutcome::Lost { sent_us } => {
+                    return RequestFate::Sent {
+                        us: sent_us - now,
+                        fate: Box::new(RequestFate::Lost),
+                    };
+                }
+                RequestOutcome::SendFailed { at_us, error } => {
+                    return RequestFate::SendFailed {
+                        after_us: at_us - now,
+                        error,
+                    };
+                }
+            }
+        } else if let Some(f) = self.can_next.pop_front() {
+            // An external client's frames travel on the real slcan pty, out of the world's
+            // reach: the short forms validation allows act on the whole request.
+            if let CanFault::DelayMs(ms) = f {
+                after_us += ms * 1000;
+            } else {
+                self.push(
+                    now,
+                    Source::Fault,
+                    "can_message_lost",
+                    format!(
+                        "`can: {}`: the request to {sid:#04x} is lost whole (an external client's frames travel on the real slcan pty)",
+                        f.to_yaml_flow()
+                    ),
+                );
+                return RequestFate::Lost;
             }
         }
         let mut held_us = 0;
@@ -147,13 +178,17 @@ impl Hooks for World {
             // The ECU has the request and answers responsePending meanwhile: in progress.
             held_us = u64::from(count) * PENDING_INTERVAL_US;
         }
-        RequestFate::Deliver { after_us, held_us }
+        let fate = RequestFate::Deliver { after_us, held_us };
+        match sent_us {
+            0 => fate,
+            us => RequestFate::Sent {
+                us,
+                fate: Box::new(fate),
+            },
+        }
     }
 
     fn on_responses(&mut self, now: u64, responses: &mut Vec<(u64, Vec<u8>)>) {
-        for (at, bytes) in responses.iter_mut() {
-            *at += self.wire_us(bytes.len());
-        }
         if let Some((sid, count)) = self.storm_now.take() {
             // The storm's answers go out first, every PENDING_INTERVAL_US.
             for k in 0..u64::from(count) {
@@ -169,6 +204,20 @@ impl Hooks for World {
                 "response_pending_storm",
                 format!("{count} responsePending answers to service {sid:#04x}"),
             );
+        }
+        if let Some(can) = &mut self.can {
+            // Each answer over the bus in the order it is due; a lost one never arrives.
+            responses.sort_by_key(|(at, _)| *at);
+            let mut notes = Vec::new();
+            responses.retain_mut(|(at, bytes)| match can.response(*at, bytes, &mut notes) {
+                Some(arrived) => {
+                    *at = arrived;
+                    true
+                }
+                None => false,
+            });
+            self.can_notes(notes);
+            self.can_finish(now);
         }
     }
 

@@ -5,11 +5,13 @@
 //! every download chunk, every job state (through the runner) and every ECU event, fires the
 //! faults whose triggers match, and checks the always-on invariants (the ECU only ever boots
 //! an image that is byte for byte one of the two images and verifies; it never stops booting).
-//! What it does to the messages on the links (UDS, the download) is in `links.rs`; arming the
+//! What it does to the messages on the links (UDS, the download) is in `links.rs`, the CAN bus
+//! of `transport: can|canfd` (the ISO-TP cores on the virtual bus) in `canlink.rs`; arming the
 //! faults that act inside the ECU (flash-op and event cuts) in `arm.rs`; the typed record the
 //! verdicts read in `facts.rs`.
 
 mod arm;
+mod canlink;
 mod facts;
 mod links;
 
@@ -28,9 +30,7 @@ use tokio::sync::Notify;
 
 use super::engine::{Engine, Match, Observation};
 pub use super::engine::{describe_action, state_matches};
-use super::schema::{
-    Action, ArtifactSwap, CanFault, DownloadFault, Scenario, TransportSpec, Trigger,
-};
+use super::schema::{Action, ArtifactSwap, CanFault, Client, DownloadFault, Scenario, Trigger};
 use super::trace::{Source, Trace, TraceEvent, TraceKind};
 use crate::ota::sim::SimEcu;
 
@@ -152,16 +152,16 @@ pub struct World {
     /// Replacement artifacts the scenario may swap in, by kind.
     pub swaps: Arc<Vec<(ArtifactSwap, Vec<u8>)>>,
     swapped: Option<Vec<u8>>,
-    /// Extra wire time per request/response frame on CAN: (bit rate, data bit rate, fd).
-    can: Option<(u32, u32, bool)>,
+    /// The virtual CAN bus between the tester and the ECU (`transport: can|canfd` with the
+    /// project's manager; an external client's frames travel on a real slcan pty instead).
+    can: Option<canlink::CanLink>,
 }
 
 impl World {
     pub fn new(scenario: Arc<Scenario>, images: Vec<KnownImage>, layout: Layout) -> World {
-        let can = match scenario.ecu.transport {
-            TransportSpec::Doip => None,
-            TransportSpec::Can => Some((scenario.ecu.bitrate, scenario.ecu.bitrate, false)),
-            TransportSpec::Canfd => Some((scenario.ecu.bitrate, scenario.ecu.data_bitrate, true)),
+        let can = match scenario.client {
+            Client::External(_) => None,
+            _ => canlink::CanLink::new(&scenario.ecu),
         };
         World {
             engine: Engine::new(Arc::clone(&scenario)),
