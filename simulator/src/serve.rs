@@ -36,6 +36,45 @@ use crate::proto::uds::server::{Addressing, TesterId};
 mod served;
 pub use served::{DoipEndpoint, Endpoint, ServeConfig, ServeError, Served};
 
+/// The flow control the ECU's ISO-TP endpoint on CAN asks senders for (ISO 15765-2: block size
+/// and the STmin byte). Without one each link uses its own ([`CanLink::BLOCK_SIZE`], STmin 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowControl {
+    /// Consecutive frames per block (0: the whole message without further flow control).
+    pub block_size: u8,
+    /// The STmin byte: 0x00-0x7F milliseconds, 0xF1-0xF9 100-900 µs.
+    pub st_min: u8,
+}
+
+impl std::str::FromStr for FlowControl {
+    type Err = String;
+
+    /// `BS:STMIN`, each decimal or `0x` hex: `16:1`, `8:0xF5`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let byte = |what: &str, v: &str| {
+            let r = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(hex) => u8::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            r.map_err(|e| format!("{what} {v:?}: {e}"))
+        };
+        let Some((bs, st)) = s.split_once(':') else {
+            return Err(format!("{s:?}: expected BS:STMIN, e.g. 16:1"));
+        };
+        let fc = FlowControl {
+            block_size: byte("block size", bs)?,
+            st_min: byte("STmin", st)?,
+        };
+        if !matches!(fc.st_min, 0x00..=0x7F | 0xF1..=0xF9) {
+            return Err(format!(
+                "STmin 0x{:02X} is reserved (0x00-0x7F: ms, 0xF1-0xF9: 100-900 µs)",
+                fc.st_min
+            ));
+        }
+        Ok(fc)
+    }
+}
+
 /// The connection carrying a request is to be closed (a fault injected in front of the ECU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Disconnect;
@@ -481,6 +520,10 @@ where
             Ok(0) | Err(_) => None,
             Ok(n) => {
                 self.dev.handle_bytes(&self.buf[..n]);
+                for c in self.dev.take_commands() {
+                    let verdict = if c.accepted { "answered" } else { "refused" };
+                    tracing::info!("slcan: host sent {:?}, {verdict}", c.line);
+                }
                 Some(self.dev.take_to_bus())
             }
         }
@@ -541,6 +584,7 @@ pub async fn serve_slcan<S, B: Backend>(
     ecu: B,
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
+    flow: Option<FlowControl>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
@@ -549,7 +593,7 @@ pub async fn serve_slcan<S, B: Backend>(
         dev: crate::proto::slcan::SlcanDevice::new(),
         buf: vec![0u8; 4096],
     };
-    serve_can(link, ecu, ids, max_message, false).await;
+    serve_can(link, ecu, ids, max_message, false, flow).await;
 }
 
 /// The same on a Linux CAN interface: the ECU's ISO-TP endpoint on `socket` (classic frames,
@@ -561,9 +605,10 @@ pub async fn serve_socketcan<B: Backend>(
     ecu: B,
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
+    flow: Option<FlowControl>,
 ) {
     let fd = socket.is_fd();
-    serve_can(SocketCanLink(socket), ecu, ids, max_message, fd).await;
+    serve_can(SocketCanLink(socket), ecu, ids, max_message, fd, flow).await;
 }
 
 async fn serve_can<L: CanLink, B: Backend>(
@@ -572,6 +617,7 @@ async fn serve_can<L: CanLink, B: Backend>(
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
     fd: bool,
+    flow: Option<FlowControl>,
 ) {
     use crate::proto::isotp;
     use crate::proto::uds_can::{DiagEndpoint, EndpointEvent};
@@ -580,7 +626,8 @@ async fn serve_can<L: CanLink, B: Backend>(
     let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
     let template = isotp::Config {
         fd,
-        block_size: L::BLOCK_SIZE,
+        block_size: flow.map_or(L::BLOCK_SIZE, |f| f.block_size),
+        st_min: flow.map_or(0, |f| f.st_min),
         padding: Some(0xAA),
         max_message: max_message.max(4095),
         ..isotp::Config::new(ids.response, ids.request)
@@ -850,6 +897,43 @@ mod tests {
         assert_eq!(got, [&PENDING[..]]);
     }
 
+    #[test]
+    fn flow_control_reads_bs_and_stmin_and_refuses_reserved_stmin() {
+        let fc = |s: &str| s.parse::<FlowControl>();
+        assert_eq!(
+            fc("16:1"),
+            Ok(FlowControl {
+                block_size: 16,
+                st_min: 1
+            })
+        );
+        assert_eq!(
+            fc("0x08:0xF5"),
+            Ok(FlowControl {
+                block_size: 8,
+                st_min: 0xF5
+            })
+        );
+        for (bad, message) in [
+            ("16", "\"16\": expected BS:STMIN, e.g. 16:1"),
+            (
+                "256:0",
+                "block size \"256\": number too large to fit in target type",
+            ),
+            ("8:x", "STmin \"x\": invalid digit found in string"),
+            (
+                "8:0x80",
+                "STmin 0x80 is reserved (0x00-0x7F: ms, 0xF1-0xF9: 100-900 µs)",
+            ),
+            (
+                "8:250",
+                "STmin 0xFA is reserved (0x00-0x7F: ms, 0xF1-0xF9: 100-900 µs)",
+            ),
+        ] {
+            assert_eq!(fc(bad), Err(message.to_string()), "{bad}");
+        }
+    }
+
     /// An slcan tool sends ReadDataByIdentifier F189 as a single frame (`cut`: the ECU loses
     /// power that long after); the frames from the ECU within 700 ms.
     async fn slcan_frames(ecu: Scripted, cut: Option<Duration>) -> Vec<Frame> {
@@ -859,6 +943,7 @@ mod tests {
             ecu.clone(),
             crate::proto::uds_can::CanIds::default(),
             4095,
+            None,
         ));
         host.write_all(b"S6\rO\r").await.unwrap();
         let request = Frame::classic(0x7E0, [0x03, 0x22, 0xF1, 0x89, 0xAA, 0xAA, 0xAA, 0xAA]);
