@@ -45,7 +45,7 @@ faults:
 expect:
   outcome: committed
   version: 2.0.0
-  events: [power_off, power_on, state:transferring:session, state:committed]
+  events: [power_off, power_on, state:committed]
 EOF
 "$bin/hil" run --ui plain --bench bench.yaml scenarios --trace traces
 after="$(status)"
