@@ -100,6 +100,19 @@ pub trait Backend: Clone + Send + Sync + 'static {
         self.request(bytes, addressing)
     }
 
+    /// Handle one request that took `receiving` to arrive before it was complete (a
+    /// segmented ISO-TP request on CAN, from its first frame): ISO 14229-2 stops the server's
+    /// S3 timer when a request begins to arrive. Default: [`Backend::request`].
+    fn request_received_over(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+        receiving: Duration,
+    ) -> impl Future<Output = Result<Vec<(Instant, Vec<u8>)>, Disconnect>> + Send {
+        let _ = receiving;
+        self.request(bytes, addressing)
+    }
+
     /// `tester`'s connection closed: its session, security and download end. Default:
     /// nothing (a backend with one tester).
     fn tester_gone(&self, tester: TesterId) -> impl Future<Output = ()> + Send {
@@ -139,6 +152,15 @@ impl Backend for EcuHandle {
         addressing: Addressing,
     ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
         Ok(EcuHandle::request_from(self, tester, bytes, addressing).await)
+    }
+
+    async fn request_received_over(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+        receiving: Duration,
+    ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
+        Ok(EcuHandle::request_received_over(self, bytes, addressing, receiving).await)
     }
 
     async fn tester_gone(&self, tester: TesterId) {
@@ -672,9 +694,16 @@ async fn serve_can<L: CanLink, B: Backend>(
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
-                EndpointEvent::Request { data, addressing } => {
+                EndpointEvent::Request {
+                    data,
+                    addressing,
+                    started,
+                } => {
+                    let receiving =
+                        Duration::from_micros(us(Instant::now()).saturating_sub(started));
                     // CAN has no connection to close: a disconnect loses the request.
-                    for (at, bytes) in ecu.request(data, addressing).await.unwrap_or_default() {
+                    let answers = ecu.request_received_over(data, addressing, receiving).await;
+                    for (at, bytes) in answers.unwrap_or_default() {
                         ep.respond(us(Instant::now()), us(at), bytes);
                     }
                 }
