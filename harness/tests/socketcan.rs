@@ -378,7 +378,9 @@ async fn serve_can(mut bus: SocketCanBackend, ecu: EcuHandle, link: Link) -> Res
         ep.handle_timeout(us(Instant::now()));
         while let Some(event) = ep.poll_event() {
             match event {
-                EndpointEvent::Request { data, addressing } => {
+                EndpointEvent::Request {
+                    data, addressing, ..
+                } => {
                     for (at, bytes) in ecu.request(data, addressing).await {
                         ep.respond(us(Instant::now()), us(at.into()), bytes);
                     }

@@ -95,6 +95,15 @@ impl SimClock {
         }
     }
 
+    /// A wall-clock span in simulated µs (with [`Pace::Max`] simulated time runs at wall speed
+    /// while the ECU does no work of its own).
+    pub fn sim_span(&self, real: Duration) -> u64 {
+        match self.pace {
+            Pace::Realtime { speed } => (real.as_secs_f64() * 1e6 * speed) as u64,
+            Pace::Max => real.as_micros() as u64,
+        }
+    }
+
     /// When to wake up for something the ECU does on its own at simulated `at` (a firmware
     /// action): with [`Pace::Max`] simulated time runs at wall speed between the ECU's jumps.
     pub fn wake_at(&self, at: u64) -> Instant {
@@ -123,6 +132,9 @@ pub struct Request {
     pub addressing: Addressing,
     /// The tester (connection) it comes from: each has its own session and security.
     pub tester: TesterId,
+    /// How long it took to arrive before it was complete (a segmented ISO-TP request, from
+    /// its first frame; zero over DoIP): the server checks S3 at its start.
+    pub receiving: Duration,
     /// Every response, with the instant it is due (empty: the ECU did not answer).
     pub reply: oneshot::Sender<Vec<(Instant, Vec<u8>)>>,
 }
@@ -179,11 +191,34 @@ impl EcuHandle {
         bytes: Vec<u8>,
         addressing: Addressing,
     ) -> Vec<(Instant, Vec<u8>)> {
+        self.send(tester, bytes, addressing, Duration::ZERO).await
+    }
+
+    /// Send a request from [`TesterId::LOCAL`] that took `receiving` to arrive (a segmented
+    /// ISO-TP request, from its first frame): the ECU's S3 timer did not run meanwhile.
+    pub async fn request_received_over(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+        receiving: Duration,
+    ) -> Vec<(Instant, Vec<u8>)> {
+        self.send(TesterId::LOCAL, bytes, addressing, receiving)
+            .await
+    }
+
+    async fn send(
+        &self,
+        tester: TesterId,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+        receiving: Duration,
+    ) -> Vec<(Instant, Vec<u8>)> {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             bytes,
             addressing,
             tester,
+            receiving,
             reply,
         };
         if self.tx.send(Message::Request(req)).await.is_err() {
@@ -266,7 +301,9 @@ impl<F: Flash + Send + 'static> Host<F> {
                     None => break,
                     Some(Message::Request(req)) => {
                         let now = clock.sim_now(self.ecu.now_us(), Instant::now());
-                        let incoming = Incoming::new(req.addressing).from(req.tester);
+                        let incoming = Incoming::new(req.addressing)
+                            .from(req.tester)
+                            .received_over(clock.sim_span(req.receiving));
                         self.server.handle(&mut self.ecu, now, &req.bytes, incoming);
                         let out = std::iter::from_fn(|| self.server.poll_transmit())
                             .map(|r| (clock.real_at(r.at_us), r.bytes))

@@ -36,6 +36,45 @@ use crate::proto::uds::server::{Addressing, TesterId};
 mod served;
 pub use served::{DoipEndpoint, Endpoint, ServeConfig, ServeError, Served};
 
+/// The flow control the ECU's ISO-TP endpoint on CAN asks senders for (ISO 15765-2: block size
+/// and the STmin byte). Without one each link uses its own ([`CanLink::BLOCK_SIZE`], STmin 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowControl {
+    /// Consecutive frames per block (0: the whole message without further flow control).
+    pub block_size: u8,
+    /// The STmin byte: 0x00-0x7F milliseconds, 0xF1-0xF9 100-900 µs.
+    pub st_min: u8,
+}
+
+impl std::str::FromStr for FlowControl {
+    type Err = String;
+
+    /// `BS:STMIN`, each decimal or `0x` hex: `16:1`, `8:0xF5`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let byte = |what: &str, v: &str| {
+            let r = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+                Some(hex) => u8::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            r.map_err(|e| format!("{what} {v:?}: {e}"))
+        };
+        let Some((bs, st)) = s.split_once(':') else {
+            return Err(format!("{s:?}: expected BS:STMIN, e.g. 16:1"));
+        };
+        let fc = FlowControl {
+            block_size: byte("block size", bs)?,
+            st_min: byte("STmin", st)?,
+        };
+        if !matches!(fc.st_min, 0x00..=0x7F | 0xF1..=0xF9) {
+            return Err(format!(
+                "STmin 0x{:02X} is reserved (0x00-0x7F: ms, 0xF1-0xF9: 100-900 µs)",
+                fc.st_min
+            ));
+        }
+        Ok(fc)
+    }
+}
+
 /// The connection carrying a request is to be closed (a fault injected in front of the ECU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Disconnect;
@@ -58,6 +97,19 @@ pub trait Backend: Clone + Send + Sync + 'static {
         addressing: Addressing,
     ) -> impl Future<Output = Result<Vec<(Instant, Vec<u8>)>, Disconnect>> + Send {
         let _ = tester;
+        self.request(bytes, addressing)
+    }
+
+    /// Handle one request that took `receiving` to arrive before it was complete (a
+    /// segmented ISO-TP request on CAN, from its first frame): ISO 14229-2 stops the server's
+    /// S3 timer when a request begins to arrive. Default: [`Backend::request`].
+    fn request_received_over(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+        receiving: Duration,
+    ) -> impl Future<Output = Result<Vec<(Instant, Vec<u8>)>, Disconnect>> + Send {
+        let _ = receiving;
         self.request(bytes, addressing)
     }
 
@@ -100,6 +152,15 @@ impl Backend for EcuHandle {
         addressing: Addressing,
     ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
         Ok(EcuHandle::request_from(self, tester, bytes, addressing).await)
+    }
+
+    async fn request_received_over(
+        &self,
+        bytes: Vec<u8>,
+        addressing: Addressing,
+        receiving: Duration,
+    ) -> Result<Vec<(Instant, Vec<u8>)>, Disconnect> {
+        Ok(EcuHandle::request_received_over(self, bytes, addressing, receiving).await)
     }
 
     async fn tester_gone(&self, tester: TesterId) {
@@ -481,6 +542,10 @@ where
             Ok(0) | Err(_) => None,
             Ok(n) => {
                 self.dev.handle_bytes(&self.buf[..n]);
+                for c in self.dev.take_commands() {
+                    let verdict = if c.accepted { "answered" } else { "refused" };
+                    tracing::info!("slcan: host sent {:?}, {verdict}", c.line);
+                }
                 Some(self.dev.take_to_bus())
             }
         }
@@ -540,6 +605,7 @@ pub async fn serve_slcan<S, B: Backend>(
     ecu: B,
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
+    flow: Option<FlowControl>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
@@ -548,7 +614,7 @@ pub async fn serve_slcan<S, B: Backend>(
         dev: crate::proto::slcan::SlcanDevice::new(),
         buf: vec![0u8; 4096],
     };
-    serve_can(link, ecu, ids, max_message, false).await;
+    serve_can(link, ecu, ids, max_message, false, flow).await;
 }
 
 /// The same on a Linux CAN interface: the ECU's ISO-TP endpoint on `socket` (classic frames,
@@ -560,9 +626,10 @@ pub async fn serve_socketcan<B: Backend>(
     ecu: B,
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
+    flow: Option<FlowControl>,
 ) {
     let fd = socket.is_fd();
-    serve_can(SocketCanLink(socket), ecu, ids, max_message, fd).await;
+    serve_can(SocketCanLink(socket), ecu, ids, max_message, fd, flow).await;
 }
 
 async fn serve_can<L: CanLink, B: Backend>(
@@ -571,12 +638,17 @@ async fn serve_can<L: CanLink, B: Backend>(
     ids: crate::proto::uds_can::CanIds,
     max_message: usize,
     fd: bool,
+    flow: Option<FlowControl>,
 ) {
     use crate::proto::uds_can::{DiagEndpoint, EndpointEvent};
 
     let start = Instant::now();
     let us = |t: Instant| t.saturating_duration_since(start).as_micros() as u64;
-    let template = crate::proto::uds_can::ecu_isotp_config(ids, fd, L::BLOCK_SIZE, max_message);
+    let template = crate::proto::isotp::Config {
+        block_size: flow.map_or(L::BLOCK_SIZE, |f| f.block_size),
+        st_min: flow.map_or(0, |f| f.st_min),
+        ..crate::proto::uds_can::ecu_isotp_config(ids, fd, L::BLOCK_SIZE, max_message)
+    };
     let mut ep = DiagEndpoint::new(ids, template);
     let mut power = ecu.power();
     // The supply as the ECU's endpoint last saw it: a new cut wipes the endpoint.
@@ -617,9 +689,16 @@ async fn serve_can<L: CanLink, B: Backend>(
         }
         while let Some(ev) = ep.poll_event() {
             match ev {
-                EndpointEvent::Request { data, addressing } => {
+                EndpointEvent::Request {
+                    data,
+                    addressing,
+                    started,
+                } => {
+                    let receiving =
+                        Duration::from_micros(us(Instant::now()).saturating_sub(started));
                     // CAN has no connection to close: a disconnect loses the request.
-                    for (at, bytes) in ecu.request(data, addressing).await.unwrap_or_default() {
+                    let answers = ecu.request_received_over(data, addressing, receiving).await;
+                    for (at, bytes) in answers.unwrap_or_default() {
                         ep.respond(us(Instant::now()), us(at), bytes);
                     }
                 }
@@ -842,6 +921,43 @@ mod tests {
         assert_eq!(got, [&PENDING[..]]);
     }
 
+    #[test]
+    fn flow_control_reads_bs_and_stmin_and_refuses_reserved_stmin() {
+        let fc = |s: &str| s.parse::<FlowControl>();
+        assert_eq!(
+            fc("16:1"),
+            Ok(FlowControl {
+                block_size: 16,
+                st_min: 1
+            })
+        );
+        assert_eq!(
+            fc("0x08:0xF5"),
+            Ok(FlowControl {
+                block_size: 8,
+                st_min: 0xF5
+            })
+        );
+        for (bad, message) in [
+            ("16", "\"16\": expected BS:STMIN, e.g. 16:1"),
+            (
+                "256:0",
+                "block size \"256\": number too large to fit in target type",
+            ),
+            ("8:x", "STmin \"x\": invalid digit found in string"),
+            (
+                "8:0x80",
+                "STmin 0x80 is reserved (0x00-0x7F: ms, 0xF1-0xF9: 100-900 µs)",
+            ),
+            (
+                "8:250",
+                "STmin 0xFA is reserved (0x00-0x7F: ms, 0xF1-0xF9: 100-900 µs)",
+            ),
+        ] {
+            assert_eq!(fc(bad), Err(message.to_string()), "{bad}");
+        }
+    }
+
     /// An slcan tool sends ReadDataByIdentifier F189 as a single frame (`cut`: the ECU loses
     /// power that long after); the frames from the ECU within 700 ms.
     async fn slcan_frames(ecu: Scripted, cut: Option<Duration>) -> Vec<Frame> {
@@ -851,6 +967,7 @@ mod tests {
             ecu.clone(),
             crate::proto::uds_can::CanIds::default(),
             4095,
+            None,
         ));
         host.write_all(b"S6\rO\r").await.unwrap();
         let request = Frame::classic(0x7E0, [0x03, 0x22, 0xF1, 0x89, 0xAA, 0xAA, 0xAA, 0xAA]);

@@ -112,7 +112,9 @@ impl CanBench {
         while let Some(ev) = self.ep.poll_event() {
             moved = true;
             match ev {
-                EndpointEvent::Request { data, addressing } => {
+                EndpointEvent::Request {
+                    data, addressing, ..
+                } => {
                     self.server
                         .handle_request(&mut self.ecu, now, &data, addressing);
                     while let Some(r) = self.server.poll_transmit() {

@@ -34,6 +34,8 @@ struct Bench {
     tester: TesterId,
     /// The next request is held that long before the server starts on it.
     hold_next: u64,
+    /// The next request took that long to arrive (a segmented ISO-TP request).
+    receiving_next: u64,
 }
 
 impl Bench {
@@ -53,6 +55,7 @@ impl Bench {
             now,
             tester: TesterId::LOCAL,
             hold_next: 0,
+            receiving_next: 0,
         }
     }
 
@@ -60,7 +63,8 @@ impl Bench {
     fn send(&mut self, req: &[u8], addressing: Addressing) -> Vec<Response> {
         let incoming = Incoming::new(addressing)
             .from(self.tester)
-            .held(std::mem::take(&mut self.hold_next));
+            .held(std::mem::take(&mut self.hold_next))
+            .received_over(std::mem::take(&mut self.receiving_next));
         self.server.handle(&mut self.ecu, self.now, req, incoming);
         let out: Vec<Response> = std::iter::from_fn(|| self.server.poll_transmit()).collect();
         if let Some(last) = out.last() {
@@ -647,6 +651,21 @@ fn s3_does_not_run_while_a_request_is_in_progress() {
     b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
     // Silence does.
     b.wait(5_100_000);
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
+}
+
+/// ISO 14229-2: S3 stops when a request begins to arrive. A segmented request whose first
+/// frame came 1 s after the last response and whose last frame 5 s later (a slow sender) is
+/// still in the programming session; a request arriving 6 s after the last response, all at
+/// once, is not.
+#[test]
+fn s3_is_checked_when_a_segmented_request_begins_to_arrive() {
+    let mut b = Bench::new(BootMode::Swap);
+    b.programming();
+    b.wait(6_000_000);
+    b.receiving_next = 5_000_000;
+    b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 02"));
+    b.wait(6_000_000);
     b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 01"));
 }
 

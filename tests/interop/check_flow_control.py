@@ -45,6 +45,7 @@ def main() -> int:
     stmin = 0.0
     last_cf = None
     gaps = []
+    asked = []  # the (BS, STmin byte) pairs the receiver's CTS frames asked for
     for t, ident, data in frames:
         if not data:
             continue
@@ -71,12 +72,15 @@ def main() -> int:
             fcs += 1
             if data[0] & 0x0F == 0:  # CTS
                 bs, stmin = data[1], stmin_s(data[2])
+                asked.append((data[1], data[2]))
                 state, left = "sending", bs
                 last_cf = None
+    asked = sorted(set(asked))
     short = [g for g, st in gaps if g < st]
     mean = sum(g for g, _ in gaps) / max(1, len(gaps))
     summary = (f"{firsts} first frames, {fcs} flow control frames, {cfs} consecutive frames; "
-               f"{len(gaps)} gaps, {len(short)} below STmin, mean {mean*1000:.3f} ms")
+               f"{len(gaps)} gaps, {len(short)} below STmin, mean {mean*1000:.3f} ms; "
+               f"asked for " + ", ".join(f"BS {bs} STmin 0x{st:02X}" for bs, st in asked))
     if not (firsts and fcs and cfs and gaps):
         print(f"violation: nothing to check ({summary})")
         return 1

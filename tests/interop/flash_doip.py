@@ -11,6 +11,8 @@ Prints one JSON object with what it saw; exits non-zero on any unexpected answer
     flash_doip.py --port 13400 --identify                          # UDP identification + status
     flash_doip.py --slcan /dev/pts/5 --image v2.bin --block 4000   # over slcan (ISO-TP 0x7E0/0x7E8)
     flash_doip.py --socketcan vcan0 --image v2.bin [--fd]          # the kernel's ISO-TP
+    flash_doip.py --socketcan vcan0 --isotp python --image v2.bin   # python-can's socketcan bus
+                                                                   # + can-isotp's Python stack
 """
 import argparse
 import hashlib
@@ -101,6 +103,33 @@ def socketcan_connection(args):
     return IsoTPSocketConnection(args.socketcan, address, tpsock=sock)
 
 
+def python_socketcan_connection(args):
+    """UDS over can-isotp's own (pure-Python) ISO-TP stack on python-can's `socketcan` bus:
+    segmentation, flow control, STmin and block size handled in Python, not by the kernel."""
+    import can
+    import isotp
+    from udsoncan.connections import PythonIsoTpConnection
+
+    bus = can.Bus(interface="socketcan", channel=args.socketcan, fd=args.fd)
+    notifier = can.Notifier(bus, [], timeout=0.05)
+    address = isotp.Address(isotp.AddressingMode.Normal_11bits, txid=0x7E0, rxid=0x7E8)
+    params = {
+        "tx_padding": 0xAA,
+        "tx_data_min_length": 8,
+        # send() returns when the last frame is out, so P2 runs from the end of the request
+        # (a 16 KiB TransferData at the ECU's STmin takes seconds on CAN).
+        "blocking_send": True,
+        # Generous: an emulated guest schedules Python late now and then.
+        "rx_flowcontrol_timeout": 5000,
+        "rx_consecutive_frame_timeout": 5000,
+        "max_frame_size": 65536,
+    }
+    if args.fd:
+        params.update({"can_fd": True, "tx_data_length": 64, "bitrate_switch": True})
+    stack = isotp.NotifierBasedCanStack(bus, notifier, address=address, params=params)
+    return PythonIsoTpConnection(stack)
+
+
 def read_raw(client, did):
     return client.read_data_by_identifier(did).service_data.values[did]
 
@@ -120,11 +149,16 @@ def main():
     ap.add_argument("--bitrate", type=int, default=500000)
     ap.add_argument("--socketcan", help="a SocketCAN interface (the kernel's ISO-TP) instead of DoIP")
     ap.add_argument("--fd", action="store_true", help="with --socketcan: CAN FD frames")
+    ap.add_argument("--isotp", choices=["kernel", "python"], default="kernel",
+                    help="with --socketcan: the kernel's ISO-TP sockets, or can-isotp's Python "
+                         "stack on python-can's socketcan bus")
     args = ap.parse_args()
 
     report = {}
     if args.slcan:
         conn = slcan_connection(args)
+    elif args.socketcan and args.isotp == "python":
+        conn = python_socketcan_connection(args)
     elif args.socketcan:
         conn = socketcan_connection(args)
     else:

@@ -57,6 +57,10 @@ pub struct FlashArgs {
     /// Seconds the ECU may stay silent after a reset.
     #[arg(long, default_value_t = 30.0)]
     boot_timeout: f64,
+    /// Seconds added to the ECU's P2 before a request counts as unanswered (a gateway or a
+    /// slow link in between needs more than the default).
+    #[arg(long, default_value_t = 1.0)]
+    p2_margin: f64,
     /// The signed image.
     image: PathBuf,
 }
@@ -112,17 +116,30 @@ pub fn run(args: &FlashArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return exit::error(exit::INVALID, e),
     };
+    let p2_margin = match Duration::try_from_secs_f64(args.p2_margin) {
+        Ok(d) => d,
+        Err(_) => {
+            return exit::error(
+                exit::INVALID,
+                format_args!("--p2-margin {}: not a number of seconds", args.p2_margin),
+            );
+        }
+    };
+    let uds = UdsConfig {
+        p2_margin,
+        ..UdsConfig::default()
+    };
     let config = FlasherConfig {
         permanent: args.permanent,
         confirm_timeout: Duration::from_secs_f64(args.confirm_timeout),
         boot_timeout: Duration::from_secs_f64(args.boot_timeout),
         ..FlasherConfig::default()
     };
-    flash(&target, Flasher::new(config), &args.image)
+    flash(&target, Flasher::new(config), uds, &args.image)
 }
 
 /// One line per phase on stdout, then the result.
-fn flash(target: &Target, flasher: Flasher, image: &Path) -> ExitCode {
+fn flash(target: &Target, flasher: Flasher, uds: UdsConfig, image: &Path) -> ExitCode {
     let image = match std::fs::read(image) {
         Ok(b) => b,
         Err(e) => {
@@ -146,7 +163,7 @@ fn flash(target: &Target, flasher: Flasher, image: &Path) -> ExitCode {
                 return exit::error(exit::INVALID, format_args!("{}: {e}", target.describe()));
             }
         };
-        let mut client = UdsClient::new(transport, UdsConfig::default());
+        let mut client = UdsClient::new(transport, uds);
         let mut print = |e: &FlashEvent| {
             if !matches!(e, FlashEvent::Block { .. }) {
                 println!("{e}");

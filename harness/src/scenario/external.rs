@@ -143,6 +143,7 @@ async fn execute(
         relay: None,
         can_ids: CanIds::default(),
         max_can_message: s.ecu.block_len as usize,
+        can_flow_control: None,
     };
     let served = Served::start(&config, backend)
         .await

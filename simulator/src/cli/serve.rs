@@ -16,7 +16,7 @@ use crate::proto::doip;
 use crate::proto::relay::{self, RelayBoard};
 use crate::proto::uds::server::{DiagServer, ServerConfig};
 use crate::proto::uds_can::CanIds;
-use crate::serve::{DoipEndpoint, ServeConfig, Served};
+use crate::serve::{DoipEndpoint, FlowControl, ServeConfig, Served};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// With --socketcan: CAN FD frames (up to 64 bytes, BRS) on an FD interface (MTU 72).
     #[arg(long, requires = "socketcan")]
     socketcan_fd: bool,
+    /// The flow control the ECU's ISO-TP asks senders for on CAN (--slcan-pty, --socketcan):
+    /// block size and STmin byte, BS:STMIN (e.g. 16:1; STmin 0-127 ms or 0xF1-0xF9 for
+    /// 100-900 µs). Default: 0:0 on slcan, 16:0 on SocketCAN.
+    #[arg(long, value_name = "BS:STMIN")]
+    can_flow_control: Option<FlowControl>,
     /// Also put the ECU's power supply behind a USB relay board on a new pseudo-terminal (its
     /// path is printed): writing the on or off command to it switches the ECU on (it boots) or
     /// off (it answers nothing), as a bench's serial relay does. The ECU starts powered.
@@ -190,6 +195,7 @@ pub fn run(args: &ServeArgs, ecu_args: &EcuArgs) -> Result<exit::Code> {
         relay,
         can_ids: CanIds::default(),
         max_can_message: args.block_len as usize,
+        can_flow_control: args.can_flow_control,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -210,6 +210,8 @@ pub struct IsoTp {
     cfg: Config,
     tx: Tx,
     rx: Rx,
+    /// When the message received last (or the one arriving) began: its single or first frame.
+    rx_started: u64,
     out: VecDeque<Frame>,
     events: VecDeque<Event>,
 }
@@ -229,6 +231,7 @@ impl IsoTp {
             cfg,
             tx: Tx::Idle,
             rx: Rx::Idle,
+            rx_started: 0,
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -236,6 +239,13 @@ impl IsoTp {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// When the message received last ([`Event::Received`]), or the one arriving, began: the
+    /// time of its single frame or first frame. A segmented request is in progress from its
+    /// first frame on (ISO 14229-2 stops the server's S3 timer there).
+    pub fn rx_started(&self) -> u64 {
+        self.rx_started
     }
 
     /// Queue a frame whose N_PCI and data are `pdu`: address byte in front, padding behind.
@@ -322,7 +332,7 @@ impl IsoTp {
                 .push_back(Event::Error(IsoTpError::Malformed("empty frame")));
         };
         match pci >> 4 {
-            0 => self.on_single(d, can_dl),
+            0 => self.on_single(now, d, can_dl),
             1 => self.on_first(now, d),
             2 => self.on_consecutive(now, pci & 0x0F, &d[1..]),
             3 => self.on_flow_control(now, d),
@@ -341,7 +351,7 @@ impl IsoTp {
 
     /// `d`: N_PCI onwards; `can_dl`: the whole CAN payload length (the escape form is only
     /// valid in CAN FD frames longer than 8 bytes).
-    fn on_single(&mut self, d: &[u8], can_dl: usize) {
+    fn on_single(&mut self, now: u64, d: &[u8], can_dl: usize) {
         let (len, start) = match d[0] & 0x0F {
             0 if self.cfg.fd && can_dl > 8 => (usize::from(*d.get(1).unwrap_or(&0)), 2),
             0 => {
@@ -357,6 +367,7 @@ impl IsoTp {
             )));
         }
         self.start_rx();
+        self.rx_started = now;
         self.events
             .push_back(Event::Received(d[start..start + len].to_vec()));
     }
@@ -389,6 +400,7 @@ impl IsoTp {
             }));
         }
         let take = (d.len() - start).min(len);
+        self.rx_started = now;
         self.rx = Rx::Receiving {
             msg: d[start..start + take].to_vec(),
             len,

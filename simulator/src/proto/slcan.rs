@@ -9,12 +9,15 @@
 //! | `tiiildd…` | send an 11-bit frame: 3 hex id digits, length 0-8, data | `z\r` |
 //! | `Tiiiiiiiildd…` | send a 29-bit frame | `Z\r` |
 //! | `riiil` / `Riiiiiiiil` | remote frame (not on this bus: refused) | `\x07` |
-//! | `V` / `N` / `F` | version / serial number / status flags | `V1013\r` / `NHIL1\r` / `F00\r` |
+//! | `V` / `N` / `F` | version / serial number / status flags (also when closed: `slcand -f` and the kernel's slcan driver read `F` before `O` to clear error states) | `V1013\r` / `NHIL1\r` / `F00\r` |
 //! | `Z0` / `Z1` | timestamps off / on (accepted, not sent) | `\r` |
 //! | anything else, or a command in the wrong state | | `\x07` (BELL) |
 //!
 //! Frames from the bus reach the host as `tiiildd…\r` / `Tiiiiiiiildd…\r` while the channel is
 //! open (not in listen-only mode for sending). Commands end with `\r` (`\n` is accepted too).
+//!
+//! Every command that is not a frame is kept with its verdict ([`SlcanDevice::take_commands`]),
+//! so the serving side can log what the host configured (`C`, `S6`, `F`, `O` from `slcand`).
 
 use crate::can::frame::{Frame, MAX_EXT_ID, MAX_STD_ID};
 
@@ -36,6 +39,16 @@ pub struct SlcanDevice {
     overlong: bool,
     to_host: Vec<u8>,
     to_bus: Vec<Frame>,
+    commands: Vec<Command>,
+}
+
+/// A command line from the host that is not a frame (`t`/`T`), and whether it was accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// The line as received, without its `\r` (non-ASCII bytes escaped).
+    pub line: String,
+    /// `false`: answered with BELL.
+    pub accepted: bool,
 }
 
 impl Default for SlcanDevice {
@@ -48,6 +61,7 @@ impl Default for SlcanDevice {
             overlong: false,
             to_host: Vec::new(),
             to_bus: Vec::new(),
+            commands: Vec::new(),
         }
     }
 }
@@ -145,6 +159,17 @@ impl SlcanDevice {
     }
 
     fn command(&mut self, line: &[u8]) {
+        let before = self.to_host.len();
+        self.answer(line);
+        if !matches!(line[0], b't' | b'T') {
+            self.commands.push(Command {
+                line: line.escape_ascii().to_string(),
+                accepted: self.to_host.get(before) != Some(&0x07),
+            });
+        }
+    }
+
+    fn answer(&mut self, line: &[u8]) {
         let ok = |d: &mut Self, answer: &[u8]| d.to_host.extend_from_slice(answer);
         match (line[0], line.len()) {
             (b'S', 2) if !self.open => match (line[1] as char).to_digit(10) {
@@ -171,7 +196,8 @@ impl SlcanDevice {
             }
             (b'V', 1) => ok(self, b"V1013\r"),
             (b'N', 1) => ok(self, b"NHIL1\r"),
-            (b'F', 1) if self.open => ok(self, b"F00\r"),
+            // Status flags: none set (no error on a virtual bus). Asked also while closed.
+            (b'F', 1) => ok(self, b"F00\r"),
             (b'Z', 2) if matches!(line[1], b'0' | b'1') => ok(self, b"\r"),
             (b't' | b'T', _) if self.open && !self.listen_only => match decode_frame(line) {
                 Some(f) => {
@@ -202,6 +228,11 @@ impl SlcanDevice {
     /// Frames the host sent, for the bus, in order.
     pub fn take_to_bus(&mut self) -> Vec<Frame> {
         std::mem::take(&mut self.to_bus)
+    }
+
+    /// The commands (not frames) the host sent since the last call, in order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
     }
 }
 
@@ -246,6 +277,43 @@ mod tests {
         assert!(
             d.take_to_host().is_empty(),
             "closed: nothing reaches the host"
+        );
+    }
+
+    #[test]
+    fn a_session_as_slcand_and_the_kernels_slcan_driver_run_it() {
+        let mut d = SlcanDevice::new();
+        // `slcand -o -c -f -s6 PTY slcan0`: close, bit rate, status flags (while closed), open.
+        d.handle_bytes(b"C\rS6\rF\rO\r");
+        assert_eq!(d.take_to_host(), b"\r\rF00\r\r");
+        assert!(d.is_open());
+        let line = |l: &str| Command {
+            line: l.into(),
+            accepted: true,
+        };
+        assert_eq!(
+            d.take_commands(),
+            [line("C"), line("S6"), line("F"), line("O")]
+        );
+        // The kernel's driver writes frames in upper-case hex; frames are not commands.
+        d.handle_bytes(b"t7E08021003AAAAAAAAAA\r");
+        assert_eq!(d.take_to_host(), b"z\r");
+        assert_eq!(d.take_to_bus().len(), 1);
+        assert!(d.take_commands().is_empty());
+        d.handle_bytes(b"S6\r\xff\r");
+        assert_eq!(d.take_to_host(), b"\x07\x07", "no bit rate while open");
+        assert_eq!(
+            d.take_commands(),
+            [
+                Command {
+                    line: "S6".into(),
+                    accepted: false
+                },
+                Command {
+                    line: "\\xff".into(),
+                    accepted: false
+                }
+            ]
         );
     }
 

@@ -74,6 +74,9 @@ pub enum EndpointEvent {
     Request {
         data: Vec<u8>,
         addressing: Addressing,
+        /// When it began to arrive (µs, the endpoint's clock): its single frame, or the first
+        /// frame of a segmented request, which is in progress from then on (ISO 14229-2).
+        started: u64,
     },
     /// The transport failed (a timeout, a sequence error, an overflow); the message is lost.
     TransportError(IsoTpError),
@@ -119,6 +122,7 @@ impl DiagEndpoint {
                 self.events.push_back(EndpointEvent::Request {
                     data,
                     addressing: Addressing::Functional,
+                    started: now,
                 });
             }
             return;
@@ -170,6 +174,7 @@ impl DiagEndpoint {
                     isotp::Event::Received(data) => self.events.push_back(EndpointEvent::Request {
                         data,
                         addressing: Addressing::Physical,
+                        started: self.phys.rx_started(),
                     }),
                     isotp::Event::Sent => {}
                     isotp::Event::Error(e) => {
@@ -255,7 +260,8 @@ mod tests {
             ep.poll_event(),
             Some(EndpointEvent::Request {
                 data: hex!("22 f1 90").to_vec(),
-                addressing: Addressing::Physical
+                addressing: Addressing::Physical,
+                started: 0
             })
         );
         // A long response queued after a pending one, both due later.
@@ -278,6 +284,27 @@ mod tests {
     }
 
     #[test]
+    fn a_segmented_request_started_with_its_first_frame() {
+        let mut ep = DiagEndpoint::new(CanIds::default(), isotp::Config::new(0, 0));
+        let frame = |data: &[u8]| Frame {
+            id: 0x7E0,
+            data: data.to_vec(),
+        };
+        ep.handle_frame(100, &frame(&hex!("10 0a 36 01 11 22 33 44")));
+        assert_eq!(ep.poll_event(), None, "still arriving");
+        // The last consecutive frame seconds later (a slow sender).
+        ep.handle_frame(4_000_100, &frame(&hex!("21 55 66 77 88 cc cc cc")));
+        assert_eq!(
+            ep.poll_event(),
+            Some(EndpointEvent::Request {
+                data: hex!("36 01 11 22 33 44 55 66 77 88").to_vec(),
+                addressing: Addressing::Physical,
+                started: 100
+            })
+        );
+    }
+
+    #[test]
     fn functional_single_frames_only() {
         let mut ep = DiagEndpoint::new(CanIds::default(), isotp::Config::new(0, 0));
         ep.handle_frame(
@@ -291,7 +318,8 @@ mod tests {
             ep.poll_event(),
             Some(EndpointEvent::Request {
                 data: hex!("3e 80").to_vec(),
-                addressing: Addressing::Functional
+                addressing: Addressing::Functional,
+                started: 5
             })
         );
         for data in [

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 
 use tokio::task::JoinHandle;
 
-use super::{Backend, Sockets, raw_pty, serve_relay, serve_slcan, serve_socketcan};
+use super::{Backend, FlowControl, Sockets, raw_pty, serve_relay, serve_slcan, serve_socketcan};
 use super::{serve_tcp_with, serve_udp};
 use crate::can::socketcan::{SocketCan, SocketCanError};
 use crate::proto::doip;
@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub can_ids: CanIds,
     /// The longest ISO-TP message the ECU takes on CAN.
     pub max_can_message: usize,
+    /// The flow control the ECU asks for on CAN (`None`: each link's own).
+    pub can_flow_control: Option<FlowControl>,
 }
 
 /// DoIP's settings.
@@ -113,8 +115,15 @@ pub enum ServeError {
         what: &'static str,
         source: std::io::Error,
     },
+    /// The interface did not open (not a `source`: the message carries it, once).
     #[error("--socketcan: {0}")]
-    Socketcan(#[from] SocketCanError),
+    Socketcan(SocketCanError),
+}
+
+impl From<SocketCanError> for ServeError {
+    fn from(e: SocketCanError) -> Self {
+        ServeError::Socketcan(e)
+    }
 }
 
 /// The endpoints of one ECU, serving until [`Served::stop`] (or drop).
@@ -184,6 +193,7 @@ impl Served {
                 ecu.clone(),
                 config.can_ids,
                 config.max_can_message,
+                config.can_flow_control,
             )));
             served.endpoints.push(Endpoint::Slcan {
                 pty,
@@ -198,6 +208,7 @@ impl Served {
                 ecu.clone(),
                 config.can_ids,
                 config.max_can_message,
+                config.can_flow_control,
             )));
             served.endpoints.push(Endpoint::Socketcan {
                 describe,

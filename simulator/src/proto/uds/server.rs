@@ -50,9 +50,10 @@
 //! | invalid key count and lockout, VIN, DTC memory, flash | the ECU |
 //!
 //! An erase by one tester drops the others' open downloads; a download or an upgrade
-//! request by one also their erased ranges. The S3 timer is checked when a request arrives
-//! and does not run while it is in progress (also while [`Incoming::held_us`] holds it): it
-//! restarts when the final response is due (ISO 14229-2).
+//! request by one also their erased ranges. The S3 timer is checked when a request begins to
+//! arrive (the first frame of a segmented ISO-TP request: [`Incoming::receiving_us`]) and does
+//! not run while it is in progress (also while [`Incoming::held_us`] holds it): it restarts
+//! when the final response is due (ISO 14229-2).
 
 mod programming;
 
@@ -218,6 +219,10 @@ pub struct Incoming {
     /// the ECU holding it while responsePending answers go out (a harness's storm). The
     /// request is in progress from its arrival, so the S3 timer does not run meanwhile.
     pub held_us: u64,
+    /// How long the request took to arrive before it was complete, µs: a segmented ISO-TP
+    /// request is in progress from its first frame (ISO 14229-2 stops S3 there), so the S3
+    /// timer is checked at its start, not when a slow sender's last frame came in.
+    pub receiving_us: u64,
 }
 
 impl Incoming {
@@ -227,6 +232,7 @@ impl Incoming {
             addressing,
             tester: TesterId::LOCAL,
             held_us: 0,
+            receiving_us: 0,
         }
     }
 
@@ -236,6 +242,13 @@ impl Incoming {
 
     pub fn held(self, held_us: u64) -> Self {
         Incoming { held_us, ..self }
+    }
+
+    pub fn received_over(self, receiving_us: u64) -> Self {
+        Incoming {
+            receiving_us,
+            ..self
+        }
     }
 }
 
@@ -396,8 +409,9 @@ impl DiagServer {
             return;
         }
         self.select(incoming.tester);
-        // S3 is checked when the request arrives and stopped until its final response.
-        self.check_s3(ecu, ecu.now_us());
+        // S3 is checked when the request began to arrive (its first frame on ISO-TP) and
+        // stopped until its final response.
+        self.check_s3(ecu, ecu.now_us().saturating_sub(incoming.receiving_us));
         if incoming.held_us > 0 {
             let _ = ecu.advance_to(ecu.now_us() + incoming.held_us);
             if ecu.boot_count() != self.boot_seen {
