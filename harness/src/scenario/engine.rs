@@ -386,42 +386,16 @@ mod tests {
         let mut e = engine(&format!(
             "  - when: {{download_bytes: 50000}}\n{CUT}  - when: {{download_percent: 50}}\n{CUT}"
         ));
+        let at = |at| Observation::Download { at, total: 200_000 };
         assert_eq!(e.download_stops(0, 200_000), vec![50_000, 100_000]);
-        assert!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 0,
-                    total: 200_000
-                }
-            )
-            .is_empty()
-        );
-        assert!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 49_999,
-                    total: 200_000
-                }
-            )
-            .is_empty()
-        );
+        assert!(fire_all(&mut e, at(0)).is_empty());
+        assert!(fire_all(&mut e, at(49_999)).is_empty());
         assert_eq!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 50_000,
-                    total: 200_000
-                }
-            ),
+            fire_all(&mut e, at(50_000)),
             ["fault 1 fired at download byte 50000: power cut (torn), restored after 5 ms"]
         );
         // A place that passed the byte (no stop there) still fires it, at the byte.
-        let m = e.matches(&Observation::Download {
-            at: 120_000,
-            total: 200_000,
-        });
+        let m = e.matches(&at(120_000));
         assert_eq!((m.len(), m[0].at_byte), (1, Some(100_000)));
         assert_eq!(m[0].what, "at download byte 100000");
     }
@@ -431,49 +405,12 @@ mod tests {
         let mut e = engine(&format!(
             "  - when: {{download_bytes: 30000}}\n    times: 2\n{CUT}"
         ));
-        assert_eq!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 30_000,
-                    total: 90_000
-                }
-            )
-            .len(),
-            1
-        );
-        assert!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 60_000,
-                    total: 90_000
-                }
-            )
-            .is_empty()
-        );
+        let at = |at| Observation::Download { at, total: 90_000 };
+        assert_eq!(fire_all(&mut e, at(30_000)).len(), 1);
+        assert!(fire_all(&mut e, at(60_000)).is_empty());
         // Resumed at the byte it was closed at.
-        assert_eq!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 30_000,
-                    total: 90_000
-                }
-            )
-            .len(),
-            1
-        );
-        assert!(
-            fire_all(
-                &mut e,
-                Observation::Download {
-                    at: 30_000,
-                    total: 90_000
-                }
-            )
-            .is_empty()
-        );
+        assert_eq!(fire_all(&mut e, at(30_000)).len(), 1);
+        assert!(fire_all(&mut e, at(30_000)).is_empty());
         assert_eq!(e.fired(), [2]);
     }
 
