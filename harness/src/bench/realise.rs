@@ -32,46 +32,8 @@ use crate::scenario::schema::{
     Action, ArtifactSwap, Client, DefectSpec, DownloadFault, Expect, Fault, Scenario, Trigger,
 };
 
-/// Scenario actions no bench can realise, by their name in scenario files, and why.
-const NEVER: &[(&str, &str)] = &[
-    (
-        "reset",
-        "an ECU reset behind the manager's back needs a gateway between tester and ECU; benches have none",
-    ),
-    (
-        "can",
-        "CAN frame faults need a gateway between tester and ECU; benches have none",
-    ),
-    (
-        "drop_connection",
-        "closing the connection from the ECU's side needs a gateway between tester and ECU; benches have none",
-    ),
-    (
-        "flip_transfer_bits",
-        "flipping bits in TransferData blocks on the way needs a gateway between tester and ECU; benches have none",
-    ),
-    (
-        "inject_nrc",
-        "answering in the ECU's place needs a gateway between tester and ECU; benches have none",
-    ),
-    (
-        "corrupt_request",
-        "corrupting requests on the way needs a gateway between tester and ECU; benches have none",
-    ),
-    (
-        "bit_rot",
-        "a real ECU's flash contents cannot be changed from outside",
-    ),
-];
-
-/// Why no bench can realise the scenario action named `action` (`can`, `bit_rot`, …); `None`
-/// for actions a capability realises.
-pub fn never_on_a_bench(action: &str) -> Option<&'static str> {
-    NEVER
-        .iter()
-        .find(|(name, _)| *name == action)
-        .map(|(_, why)| *why)
-}
+pub use crate::scenario::place::never_on_a_bench;
+use crate::scenario::place::{Place, action_gap, trigger_gap};
 
 /// `None` if `bench` can run `scenario`, else why not (the first reason of [`reasons`]).
 pub fn unrealisable(scenario: &Scenario, bench: &Bench) -> Option<String> {
@@ -133,53 +95,24 @@ fn fault_reason(fault: &Fault, bench: &Bench) -> Option<String> {
 
 /// The capabilities an action needs, or why no bench realises it.
 fn action_needs(action: &Action) -> Result<Vec<Capability>, &'static str> {
-    let never = |name| Err(never_on_a_bench(name).expect("NEVER names every such action"));
-    match action {
-        Action::PowerCut(p) if p.kill_manager => {
-            Ok(vec![Capability::PowerCut, Capability::KillManager])
-        }
-        Action::PowerCut(_) => Ok(vec![Capability::PowerCut]),
-        Action::Download(_) | Action::SwapArtifact(_) => Ok(vec![Capability::Download]),
-        Action::KillManager => Ok(vec![Capability::KillManager]),
-        Action::Reset => never("reset"),
-        Action::Can(_) => never("can"),
-        Action::DropConnection => never("drop_connection"),
-        Action::FlipTransferBits(_) => never("flip_transfer_bits"),
-        Action::InjectNrc(_) => never("inject_nrc"),
-        Action::CorruptRequest(_) => never("corrupt_request"),
-        Action::BitRot(_) => never("bit_rot"),
+    if let Some(gap) = action_gap(Place::Bench, action) {
+        return Err(gap.why);
     }
+    Ok(match action {
+        Action::PowerCut(p) if p.kill_manager => {
+            vec![Capability::PowerCut, Capability::KillManager]
+        }
+        Action::PowerCut(_) => vec![Capability::PowerCut],
+        Action::Download(_) | Action::SwapArtifact(_) => vec![Capability::Download],
+        Action::KillManager => vec![Capability::KillManager],
+        _ => Vec::new(),
+    })
 }
 
-/// The trigger's name and why no bench realises it; `None`: the harness sees it.
+/// The trigger's name and why no bench realises it; `None`: the harness sees it (the table
+/// of [`crate::scenario::place`]).
 pub fn trigger_reason(trigger: &Trigger) -> Option<(&'static str, &'static str)> {
-    match trigger {
-        Trigger::State(_)
-        | Trigger::DownloadBytes(_)
-        | Trigger::DownloadPercent(_)
-        | Trigger::TransferBlock(_)
-        | Trigger::TransferPercent(_)
-        | Trigger::AtMs(_) => None,
-        // A job state by its event name: the engine matches it wherever the manager runs.
-        Trigger::Event(e) if e.starts_with("state:") => None,
-        Trigger::FlashOp(_) => Some((
-            "flash_op",
-            "a real ECU's flash operations cannot be seen from outside",
-        )),
-        Trigger::Boot(_) => Some(("boot", "a real ECU's boots cannot be counted from outside")),
-        Trigger::Request(_) => Some((
-            "request",
-            "the moment the ECU has handled a request, before its response leaves, cannot be seen from outside",
-        )),
-        Trigger::Event(_) => Some((
-            "event",
-            "ECU events (swap_started, booted, …) are the virtual ECU's insides; for a job state use `state`",
-        )),
-        Trigger::Probability(_) => Some((
-            "probability",
-            "chance triggers draw at the simulated links' opportunities from the scenario's seed; a bench run cannot replay them",
-        )),
-    }
+    trigger_gap(Place::Bench, trigger).map(|g| (g.name, g.why))
 }
 
 fn expect_reasons(x: &Expect) -> Vec<String> {

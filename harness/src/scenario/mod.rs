@@ -25,6 +25,7 @@ pub mod expect;
 pub mod external;
 pub mod junit;
 pub mod outcome;
+pub mod place;
 pub mod prepare;
 pub mod report;
 pub mod runner;

@@ -14,10 +14,11 @@ pub use located::{
     located, strip_location, with_hint,
 };
 
+use super::place::{NO_DOWNLOAD, Place, action_gap, trigger_gap};
 pub use super::schema::parse_dtc;
 use super::schema::{
-    Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, Opportunity, OutcomeSpec,
-    Region, Scenario, TransportSpec, Trigger,
+    Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, OutcomeSpec, Region, Scenario,
+    TransportSpec, Trigger,
 };
 use super::trace::EVENTS;
 use ecu_sim::boot::{Layout, MAX_ATTEMPTS};
@@ -442,38 +443,19 @@ fn check_external(s: &Scenario, c: &ExternalClient, found: &mut Found) {
             "an external client reaches the ECU over DoIP or an slcan pty, which carries classic CAN only: use `doip` or `can`".into(),
         ));
     }
-    let manager_only = "needs the project's OTA manager (an external client has no job states)";
-    let no_download =
-        "an external client gets the image as a file (`{image}`): there is no download to attack";
     for (i, fault) in s.faults.iter().enumerate() {
-        let f = |segs: &[&str]| {
+        let gaps = [
+            trigger_gap(Place::External, &fault.when),
+            action_gap(Place::External, &fault.action),
+        ];
+        for gap in gaps.into_iter().flatten() {
             let mut p = vec!["faults".to_string(), i.to_string()];
-            p.extend(segs.iter().map(|s| s.to_string()));
-            p
-        };
-        match &fault.when {
-            Trigger::State(_) => found.push((f(&["when", "state"]), manager_only.into())),
-            Trigger::DownloadBytes(_) | Trigger::DownloadPercent(_) => {
-                found.push((f(&["when"]), no_download.into()))
-            }
-            Trigger::Probability(p) if p.per == Opportunity::DownloadChunk => {
-                found.push((f(&["when", "probability", "per"]), no_download.into()))
-            }
-            _ => {}
-        }
-        match &fault.action {
-            Action::Download(_) | Action::SwapArtifact(_) => {
-                found.push((f(&["do"]), no_download.into()))
-            }
-            Action::KillManager => found.push((f(&["do"]), manager_only.into())),
-            Action::PowerCut(c) if c.kill_manager => {
-                found.push((f(&["do", "power_cut", "kill_manager"]), manager_only.into()))
-            }
-            _ => {}
+            p.extend(gap.at.iter().map(|s| s.to_string()));
+            found.push((p, gap.why.into()));
         }
     }
     if s.expect.download_resumed.is_some() {
-        found.push((path(&["expect", "download_resumed"]), no_download.into()));
+        found.push((path(&["expect", "download_resumed"]), NO_DOWNLOAD.into()));
     }
 }
 
