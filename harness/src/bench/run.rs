@@ -35,7 +35,7 @@ use crate::ota::store::Store;
 use crate::power::{ExternalCommand, Manual, PowerControl, PowerError, SerialRelay};
 use crate::scenario::engine::{Engine, Observation, download_threshold};
 use crate::scenario::expect;
-use crate::scenario::outcome::{EndState, RunError, RunResult, outcome_of};
+use crate::scenario::outcome::{BenchImageProblem, EndState, RunError, RunResult, outcome_of};
 use crate::scenario::prepare::{build_image, live_config, real_time, swaps};
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario};
 use crate::scenario::trace::{Source, Trace, TraceKind};
@@ -96,9 +96,35 @@ pub struct EcuReading {
     pub dtcs: Vec<u32>,
 }
 
+/// The bench is not in a state a run can start from, or its ECU cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("the ECU at {target} did not answer within {within:?}: {last}")]
+    NoAnswer {
+        target: String,
+        within: Duration,
+        last: ReadError,
+    },
+    #[error(
+        "the bench ECU runs {found}, the scenario starts from {wanted}: bring the ECU to {wanted} first"
+    )]
+    WrongStart { found: String, wanted: Version },
+}
+
+/// One failed read of the ECU's state over UDS.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Connect(#[from] crate::transport::TransportError),
+    #[error(transparent)]
+    Uds(#[from] crate::uds_client::ClientError),
+    #[error("its boot status record: {0}")]
+    Status(#[from] ecu_sim::proto::uds::codec::CodecError),
+}
+
 /// Read the ECU's boot status and DTCs, retrying while it does not answer (it may be booting
 /// or swapping) until `within` passed.
-pub async fn read_ecu(bench: &Bench, within: Duration) -> Result<EcuReading, String> {
+pub async fn read_ecu(bench: &Bench, within: Duration) -> Result<EcuReading, BenchError> {
     let until = Instant::now() + within;
     loop {
         let last = match read_once(bench).await {
@@ -106,25 +132,21 @@ pub async fn read_ecu(bench: &Bench, within: Duration) -> Result<EcuReading, Str
             Err(e) => e,
         };
         if Instant::now() >= until {
-            return Err(format!(
-                "the ECU at {} did not answer within {within:?}: {last}",
-                bench.target.describe()
-            ));
+            return Err(BenchError::NoAnswer {
+                target: bench.target.describe(),
+                within,
+                last,
+            });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-async fn read_once(bench: &Bench) -> Result<EcuReading, String> {
-    let transport = crate::target::connect(&bench.target)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn read_once(bench: &Bench) -> Result<EcuReading, ReadError> {
+    let transport = crate::target::connect(&bench.target).await?;
     let mut client = UdsClient::new(transport, bench.uds_config());
-    let raw = client
-        .read_did(did::BOOT_STATUS)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = BootStatusRecord::decode(&raw).map_err(|e| e.to_string())?;
+    let raw = client.read_did(did::BOOT_STATUS).await?;
+    let status = BootStatusRecord::decode(&raw)?;
     let dtcs = match client.request(&[0x19, 0x02, 0xFF]).await {
         Ok(r) => parse_dtcs(&r),
         Err(_) => Vec::new(),
@@ -293,7 +315,7 @@ pub fn run(
         scenario.seed = s;
     }
     let runtime = real_time()?;
-    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(RunError::Scratch)?;
     let result = runtime.block_on(execute(Arc::new(scenario), bench, dir.path(), tap));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
@@ -308,32 +330,35 @@ async fn execute(
     let manager_spec = match &s.client {
         Client::Manager(m) => bench.manager_spec(m),
         Client::External(_) => {
-            return Err(RunError::Ecu(
-                "external clients run against the virtual ECU only".into(),
+            return Err(RunError::Unsupported(
+                "external clients run against the virtual ECU only",
             ));
         }
     };
     let boot_timeout = Duration::from_secs_f64(manager_spec.boot_timeout_s);
-    let mut power = AnyPower::open(&bench.power).map_err(|e| RunError::Ecu(e.to_string()))?;
-    power
-        .set(true)
-        .await
-        .map_err(|e| RunError::Ecu(format!("switching power on: {e}")))?;
+    let mut power = AnyPower::open(&bench.power).map_err(RunError::Power)?;
+    power.set(true).await.map_err(RunError::PowerOn)?;
 
     // The bench must be where the scenario starts.
-    let before = read_ecu(bench, boot_timeout).await.map_err(RunError::Ecu)?;
-    let installed: Version = s.installed.version.parse().map_err(|e| RunError::Image {
-        what: "installed",
-        message: format!("{e}"),
-    })?;
+    let before = read_ecu(bench, boot_timeout).await?;
+    let installed: Version = s
+        .installed
+        .version
+        .parse()
+        .map_err(|source| RunError::Version {
+            what: "installed",
+            version: s.installed.version.clone(),
+            source,
+        })?;
     if before.status.version != Some(installed) {
-        return Err(RunError::Ecu(format!(
-            "the bench ECU runs {}, the scenario starts from {installed}: bring the ECU to {installed} first",
-            before
+        return Err(BenchError::WrongStart {
+            found: before
                 .status
                 .version
-                .map_or_else(|| "nothing".to_string(), |v| v.to_string())
-        )));
+                .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
+            wanted: installed,
+        }
+        .into());
     }
 
     // The update, served from loopback.
@@ -343,14 +368,20 @@ async fn execute(
     };
     let swapped = swaps(&s.update, s.seed)?;
     let artifacts = dir.join("artifacts");
-    std::fs::create_dir_all(&artifacts).map_err(|e| RunError::Store(e.to_string()))?;
-    std::fs::write(artifacts.join(ARTIFACT), &update)
-        .map_err(|e| RunError::Store(e.to_string()))?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io {
+            what: "the artifact directory",
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&artifacts).map_err(io(&artifacts))?;
+    std::fs::write(artifacts.join(ARTIFACT), &update).map_err(io(&artifacts))?;
     let size = update.len() as u64;
     let (faults, armed) = pre_armed(&s, size);
-    let (server, mut server_events) = ArtifactServer::bind("127.0.0.1:0", &artifacts, faults)
-        .await
-        .map_err(|e| RunError::Store(e.to_string()))?;
+    let (server, mut server_events) =
+        ArtifactServer::bind("127.0.0.1:0", &artifacts, faults).await?;
     let server = Arc::new(server);
     let manifest = Manifest {
         artifact: Artifact {
@@ -366,11 +397,8 @@ async fn execute(
         key_id: None,
         permanent: false,
     };
-    let store = Store::open(&dir.join("store")).map_err(|e| RunError::Store(e.to_string()))?;
-    let id = store
-        .submit(manifest, crate::ota::live::now_us())
-        .map_err(|e| RunError::Store(e.to_string()))?
-        .id;
+    let store = Store::open(&dir.join("store"))?;
+    let id = store.submit(manifest, crate::ota::live::now_us())?.id;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut fault_engine = Engine::new(Arc::clone(&s));
@@ -551,7 +579,7 @@ async fn execute(
         };
         match result {
             Some(Ok(job)) => break job,
-            Some(Err(e)) => return Err(RunError::Manager(e.to_string())),
+            Some(Err(e)) => return Err(e.into()),
             None => {
                 let mut g = lock(&engine);
                 let state = g.state.clone();
@@ -638,17 +666,18 @@ async fn execute(
 
 /// The bench's own image for `version`: it must read, parse and carry that version.
 fn bench_image(path: &Path, version: &str) -> Result<Vec<u8>, RunError> {
-    let err = |message: String| RunError::Image {
-        what: "update",
-        message: format!("bench image {}: {message}", path.display()),
+    let err = |problem| RunError::BenchImage {
+        path: path.to_path_buf(),
+        problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let header = ecu_sim::image::Header::parse(&bytes).map_err(|e| err(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(|e| err(BenchImageProblem::Read(e)))?;
+    let header =
+        ecu_sim::image::Header::parse(&bytes).map_err(|e| err(BenchImageProblem::Header(e)))?;
     if version.parse::<Version>().ok() != Some(header.version) {
-        return Err(err(format!(
-            "its header says {}, the scenario updates to {version}",
-            header.version
-        )));
+        return Err(err(BenchImageProblem::Version {
+            found: header.version,
+            wanted: version.to_string(),
+        }));
     }
     Ok(bytes)
 }

@@ -93,10 +93,10 @@ enum Endpoint {
 /// Run `scenario` with its external client.
 pub fn run(scenario: &Scenario, tap: Option<Tap>) -> Result<RunResult, RunError> {
     let super::schema::Client::External(client) = &scenario.client else {
-        return Err(RunError::Ecu("not an external-client scenario".into()));
+        return Err(RunError::Unsupported("not an external-client scenario"));
     };
     let runtime = real_time()?;
-    let dir = tempfile::tempdir().map_err(|e| RunError::Store(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(RunError::Scratch)?;
     let mut p = prepare(&Arc::new(scenario.clone()))?;
     if let Some(t) = &tap {
         for e in &p.world.trace.events {
@@ -118,7 +118,11 @@ async fn execute(
     let scenario = Arc::clone(&p.world.scenario);
     let s = &scenario;
     let image = dir.join("update.bin");
-    std::fs::write(&image, &p.update).map_err(|e| RunError::Store(e.to_string()))?;
+    std::fs::write(&image, &p.update).map_err(|source| RunError::Io {
+        what: "the client's image",
+        path: image.clone(),
+        source,
+    })?;
     let workers = SimWorkers::with_hooks(p.sim, p.world, s.download.bandwidth);
     let epoch = workers.epoch;
     let shared = Arc::clone(&workers.world);
@@ -145,15 +149,13 @@ async fn execute(
         max_can_message: s.ecu.block_len as usize,
         can_flow_control: None,
     };
-    let served = Served::start(&config, backend)
-        .await
-        .map_err(|e| RunError::Ecu(e.to_string()))?;
+    let served = Served::start(&config, backend).await?;
     let endpoint = match (served.doip_addr(), served.slcan_pty()) {
         (Some(addr), _) => Endpoint::Doip { port: addr.port() },
         (None, Some(pty)) => Endpoint::Slcan {
             pty: pty.to_string(),
         },
-        (None, None) => return Err(RunError::Ecu("no endpoint was served".into())),
+        (None, None) => return Err(RunError::Unsupported("no endpoint was served")),
     };
     // The client starts once the ECU answers (its first boot is over), as a tester plugged
     // into a running vehicle would.

@@ -2,6 +2,8 @@
 //! result, the errors of a run that could not be carried out, and the failures for faults
 //! that never fired.
 
+use std::path::PathBuf;
+
 use ecu_sim::boot::Slot;
 use ecu_sim::image::{self, Version};
 
@@ -12,19 +14,75 @@ use super::world::{World, state_name};
 use crate::ota::job::{Job, State};
 use crate::ota::sim::SimEcu;
 
-/// Something the runner could not do (as opposed to a scenario that failed).
+/// Something the runner could not do (as opposed to a scenario that failed): each with the
+/// facts to diagnose it and its typed source.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("building the {what} image: {message}")]
-    Image { what: &'static str, message: String },
-    #[error("the ecu: {0}")]
-    Ecu(String),
+    #[error("building the {what} image: version {version:?}: {source}")]
+    Version {
+        what: &'static str,
+        version: String,
+        source: image::ParseVersionError,
+    },
+    #[error("building the {what} image: {source}")]
+    Image {
+        what: &'static str,
+        source: image::ImageError,
+    },
+    #[error("bench image {path}: {problem}")]
+    BenchImage {
+        path: PathBuf,
+        problem: BenchImageProblem,
+    },
+    #[error("the ecu's flash geometry: {0}")]
+    Geometry(#[source] ecu_sim::flash::FlashError),
+    #[error("provisioning the installed image: {0}")]
+    Provision(#[source] ecu_sim::ecu::EcuError),
+    #[error("starting a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("{what} {path}: {source}", path = path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a scratch directory: {0}")]
+    Scratch(#[source] std::io::Error),
     #[error("the job store: {0}")]
-    Store(String),
+    Store(#[from] crate::ota::store::StoreError),
     #[error("the OTA manager broke: {0}")]
-    Manager(String),
+    Manager(#[from] crate::ota::error::OtaError),
+    #[error("serving the ecu: {0}")]
+    Serve(#[from] ecu_sim::serve::ServeError),
+    #[error("the artifact server: {0}")]
+    Artifacts(#[from] crate::artifact::ArtifactError),
+    #[error("the bench's power switch: {0}")]
+    Power(#[source] crate::power::PowerError),
+    #[error("switching the bench's power on: {0}")]
+    PowerOn(#[source] crate::power::PowerError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::run::BenchError),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("the scenario fails without a cut, fix it first: {0}")]
+    FailsWithoutCut(String),
+    #[error("the clock cannot go back {0} us to the fork")]
+    ClockBeforeFork(u64),
+    #[error("the sweep panicked")]
+    Panicked,
     #[error("no end after {0} s of simulated time")]
     Stuck(u64),
+}
+
+/// What is wrong with a bench's own image file.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchImageProblem {
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("{0}")]
+    Header(#[source] image::ImageError),
+    #[error("its header says {found}, the scenario updates to {wanted}")]
+    Version { found: Version, wanted: String },
 }
 
 /// The end state of a run, as the expectations see it.

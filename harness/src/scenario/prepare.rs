@@ -34,7 +34,7 @@ pub(super) fn virtual_time() -> Result<tokio::runtime::Runtime, RunError> {
         .enable_time()
         .start_paused(true)
         .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))
+        .map_err(RunError::Runtime)
 }
 
 /// A one-thread runtime on the wall clock (external clients, benches: real processes and
@@ -43,7 +43,7 @@ pub fn real_time() -> Result<tokio::runtime::Runtime, RunError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| RunError::Ecu(e.to_string()))
+        .map_err(RunError::Runtime)
 }
 
 /// A scratch directory for a simulated job store: in memory (`/dev/shm`) where there is one,
@@ -58,7 +58,7 @@ pub fn scratch_dir() -> Result<tempfile::TempDir, RunError> {
     } else {
         tempfile::tempdir()
     };
-    dir.map_err(|e| RunError::Store(e.to_string()))
+    dir.map_err(RunError::Scratch)
 }
 
 pub(super) fn behaviour(b: BehaviourSpec) -> Behaviour {
@@ -73,11 +73,11 @@ pub(super) fn behaviour(b: BehaviourSpec) -> Behaviour {
 /// Build an image: the payload is seeded by the scenario's seed and the version, so the same
 /// file gives the same bytes.
 pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Vec<u8>, RunError> {
-    let err = |message: String| RunError::Image { what, message };
-    let version: Version = spec
-        .version
-        .parse()
-        .map_err(|e| err(format!("version {:?}: {e}", spec.version)))?;
+    let version: Version = spec.version.parse().map_err(|source| RunError::Version {
+        what,
+        version: spec.version.clone(),
+        source,
+    })?;
     let mut h = [0u8; 8];
     h.copy_from_slice(&Sha256::digest(spec.version.as_bytes())[..8]);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ u64::from_le_bytes(h));
@@ -92,7 +92,7 @@ pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Ve
     };
     if spec.tampered {
         let header = image::parse(&bytes)
-            .map_err(|e| err(e.to_string()))?
+            .map_err(|source| RunError::Image { what, source })?
             .header
             .hdr_size as usize;
         let at = header + spec.size / 2;
@@ -113,9 +113,10 @@ pub fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>
         signing: Signing::Unsigned,
         ..update.clone()
     };
-    let v: Version = update.version.parse().map_err(|e| RunError::Image {
+    let v: Version = update.version.parse().map_err(|source| RunError::Version {
         what: "update",
-        message: format!("{e}"),
+        version: update.version.clone(),
+        source,
     })?;
     let older = ImageSpec {
         version: Version::new(v.major.saturating_sub(1), v.minor, v.revision).to_string(),
@@ -184,7 +185,7 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         },
     ];
     let mode = s.ecu.mode();
-    let geometry = s.ecu.geometry().map_err(|e| RunError::Ecu(e.to_string()))?;
+    let geometry = s.ecu.geometry().map_err(RunError::Geometry)?;
     let boot = BootConfig {
         defect: s.ecu.bootloader_defect.map(|d| match d {
             DefectSpec::JournalBeforeCopy => Defect::JournalBeforeCopy,
@@ -193,8 +194,8 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         max_boot_attempts: s.ecu.max_boot_attempts,
         keys,
     };
-    let ecu = Ecu::factory(geometry, mode, &installed, boot, s.seed)
-        .map_err(|e| RunError::Ecu(format!("provisioning the installed image: {e}")))?;
+    let ecu =
+        Ecu::factory(geometry, mode, &installed, boot, s.seed).map_err(RunError::Provision)?;
     let layout = ecu.config().layout.clone();
     let server = DiagServer::new(ServerConfig {
         max_block_len: s.ecu.block_len,

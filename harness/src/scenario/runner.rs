@@ -111,7 +111,7 @@ async fn execute(
     if let Some(f) = &fork {
         workers.epoch = tokio::time::Instant::now()
             .checked_sub(Duration::from_micros(f.at_us))
-            .ok_or_else(|| RunError::Ecu("the clock cannot go back to the fork".into()))?;
+            .ok_or(RunError::ClockBeforeFork(f.at_us))?;
     }
     let epoch = workers.epoch;
     let shared = Arc::clone(&workers.world);
@@ -119,30 +119,23 @@ async fn execute(
         let w = lock(&shared);
         (Arc::clone(&w.hooks.kill), Arc::clone(&w.hooks.wake))
     };
-    let store = Store::open(dir)
-        .map_err(|e| RunError::Store(e.to_string()))?
-        .without_fsync();
+    let store = Store::open(dir)?.without_fsync();
     let id = match &fork {
-        None => {
-            store
-                .submit(manifest(&update, &s.update.version), 0)
-                .map_err(|e| RunError::Store(e.to_string()))?
-                .id
-        }
+        None => store.submit(manifest(&update, &s.update.version), 0)?.id,
         Some(f) => {
-            let job = crate::ota::store::parse_job(&f.job_json, std::path::Path::new("fork.json"))
-                .map_err(|e| RunError::Store(e.to_string()))?;
-            store
-                .save(&job)
-                .map_err(|e| RunError::Store(e.to_string()))?;
+            let job = crate::ota::store::parse_job(&f.job_json, std::path::Path::new("fork.json"))?;
+            store.save(&job)?;
             let path = store.artifact_path(&job.id);
             let len = (f.artifact_len as usize).min(update.len());
             if len == 0 {
                 let _ = std::fs::remove_file(&path);
             } else if std::fs::read(&path).ok().as_deref() != Some(&update[..len]) {
                 // (A sweep's worker keeps the file between points when it is already right.)
-                std::fs::write(&path, &update[..len])
-                    .map_err(|e| RunError::Store(e.to_string()))?;
+                std::fs::write(&path, &update[..len]).map_err(|source| RunError::Io {
+                    what: "the fork's artifact",
+                    path: path.clone(),
+                    source,
+                })?;
             }
             // The step again, with the fork's fault armed.
             let mut w = lock(&shared);
@@ -203,7 +196,7 @@ async fn execute(
             Some(Ok(job)) => break job,
             Some(Err(e)) => {
                 ticker.abort();
-                return Err(RunError::Manager(e.to_string()));
+                return Err(e.into());
             }
             None => {
                 let mut w = lock(&shared);

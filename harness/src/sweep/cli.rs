@@ -221,11 +221,8 @@ fn sweep_with_dashboard(
             eprintln!("error: the dashboard: {e}");
         }
         stop.store(true, Ordering::SeqCst);
-        run.join().unwrap_or_else(|_| {
-            Err(crate::scenario::runner::RunError::Manager(
-                "the sweep panicked".into(),
-            ))
-        })
+        run.join()
+            .unwrap_or(Err(crate::scenario::runner::RunError::Panicked))
     })
 }
 

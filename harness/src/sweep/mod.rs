@@ -346,8 +346,8 @@ pub fn sweep(
         scenario.client,
         crate::scenario::schema::Client::External(_)
     ) {
-        return Err(RunError::Manager(
-            "a sweep forks the project's OTA manager at every point; an external client cannot be forked (run the scenario with `hil run` instead)".into(),
+        return Err(RunError::Unsupported(
+            "a sweep forks the project's OTA manager at every point; an external client cannot be forked (run the scenario with `hil run` instead)",
         ));
     }
     let started = std::time::Instant::now();
@@ -468,10 +468,7 @@ pub fn sweep(
     });
     let (clean_run, clean_pass) = clean?;
     if !clean_run.failures.is_empty() {
-        return Err(RunError::Manager(format!(
-            "the scenario fails without a cut, fix it first: {}",
-            clean_run.failures.join("; ")
-        )));
+        return Err(RunError::FailsWithoutCut(clean_run.failures.join("; ")));
     }
     let mut results = results
         .into_inner()
@@ -521,8 +518,13 @@ pub fn sweep(
     summary.passed = summary.all.passed;
     summary.failed = summary.all.failed;
     if let Some(out) = &o.out {
-        write_reproducers(scenario, name, out, &mut summary.failures)
-            .map_err(|e| RunError::Store(format!("{}: {e}", out.display())))?;
+        write_reproducers(scenario, name, out, &mut summary.failures).map_err(|source| {
+            RunError::Io {
+                what: "the reproducers' directory",
+                path: out.clone(),
+                source,
+            }
+        })?;
     }
     summary.wall_s = started.elapsed().as_secs_f64();
     Ok(summary)
