@@ -1,0 +1,455 @@
+//! Running a sweep: the clean pass, the forks on worker threads, the tally; random chains of cuts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+
+use ecu_sim::flash::Flash;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::points::{Class, Point, points_of};
+use super::reproducer::write_reproducers;
+use super::verdict;
+use super::verdict::{FailureKind, Outcome, Verdict};
+use crate::scenario::outcome::RunError;
+use crate::scenario::prepare::{self, Prepared};
+use crate::scenario::runner::{self, ForkStart};
+use crate::scenario::schema::{CutVariantSpec, Scenario, Trigger};
+use crate::scenario::world::{Recorder, Step, StepRecord};
+
+/// Settings of a sweep.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub classes: Vec<Class>,
+    pub variants: Vec<CutVariantSpec>,
+    /// Bytes between download points.
+    pub download_step: u64,
+    /// Power (and the manager) come back after this long.
+    pub restore_ms: u64,
+    /// Worker threads (0: one per core).
+    pub jobs: usize,
+    /// Write a reproducer per failing point here.
+    pub out: Option<PathBuf>,
+    /// Set to stop: points not yet run are skipped (and counted as such).
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            classes: Class::ALL.to_vec(),
+            variants: vec![
+                CutVariantSpec::Before,
+                CutVariantSpec::Torn,
+                CutVariantSpec::After,
+            ],
+            download_step: 16 * 1024,
+            restore_ms: 500,
+            jobs: 0,
+            out: None,
+            stop: None,
+        }
+    }
+}
+
+/// A point that failed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub point: Point,
+    pub verdict: Verdict,
+    /// Where its reproducer was written.
+    pub reproducer: Option<PathBuf>,
+    /// The scenario's faults that did not fire in the point's run (optional in the reproducer).
+    #[serde(skip)]
+    pub unfired: Vec<usize>,
+}
+
+/// Points per class and variant: those that passed by their outcome, and those that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub points: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub committed: usize,
+    pub rolled_back: usize,
+    pub refused: usize,
+    pub gave_up: usize,
+}
+
+impl Tally {
+    /// Count one point.
+    pub fn add(&mut self, v: &Verdict) {
+        self.points += 1;
+        if !v.passed() {
+            self.failed += 1;
+            return;
+        }
+        self.passed += 1;
+        match v.outcome {
+            Some(Outcome::Committed) => self.committed += 1,
+            Some(Outcome::RolledBack) => self.rolled_back += 1,
+            Some(Outcome::Refused) => self.refused += 1,
+            Some(Outcome::GaveUp) => self.gave_up += 1,
+            None => {}
+        }
+    }
+}
+
+/// What a sweep found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub points: usize,
+    pub passed: usize,
+    pub failed: usize,
+    /// Every point: the outcomes of those that passed, and the failures.
+    pub all: Tally,
+    /// Failing points by their most important problem.
+    pub failure_kinds: BTreeMap<FailureKind, usize>,
+    /// Cuts that fired (must equal `points`).
+    pub fired: usize,
+    /// Points not run because the sweep was stopped.
+    pub skipped: usize,
+    /// Points after whose cut some of the scenario's own faults did not fire (not required:
+    /// the cut changed the path).
+    pub faults_not_required: usize,
+    /// Points whose cut did not fire (a sweep defect: it did not cut where it meant to).
+    pub not_fired: Vec<String>,
+    /// By "class" or "class/variant".
+    pub by_kind: BTreeMap<String, Tally>,
+    pub failures: Vec<Failure>,
+    /// Every point (for random chains).
+    #[serde(skip)]
+    pub all_points: Vec<Point>,
+    /// Flash operations, requests, boots and download bytes of the clean pass.
+    pub clean: CleanPass,
+    pub wall_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CleanPass {
+    pub flash_ops: u64,
+    pub requests: u64,
+    pub boots: u64,
+    pub download_bytes: u64,
+    pub simulated_s: f64,
+}
+
+/// What one point's run established.
+struct PointResult {
+    point: Point,
+    verdict: Verdict,
+    /// Whether the point's cut fired.
+    fired: bool,
+    /// The scenario's faults that did not fire.
+    unfired: Vec<usize>,
+}
+
+/// A step's copy and its points, on their way to a worker.
+struct Work {
+    record: StepRecord,
+    job_json: String,
+    artifact_len: u64,
+    points: Vec<Point>,
+}
+
+/// Sweep `scenario` (named `name`, read from `path` for the reproducers' description).
+/// `progress` is called after every point with (done, known so far, failed).
+pub fn sweep(
+    scenario: &Scenario,
+    name: &str,
+    o: &Options,
+    progress: &(dyn Fn(usize, usize, usize) + Sync),
+) -> Result<Summary, RunError> {
+    if matches!(
+        scenario.client,
+        crate::scenario::schema::Client::External(_)
+    ) {
+        return Err(RunError::Unsupported(
+            "a sweep forks the project's OTA manager at every point; an external client cannot be forked (run the scenario with `hil run` instead)",
+        ));
+    }
+    let started = std::time::Instant::now();
+    let base = Arc::new(scenario.clone());
+    let prepared = prepare::prepare(&base)?;
+    let arm_ops = prepared.sim.ecu.flash().ops();
+    let update = prepared.update.clone();
+    let config = prepared.config.clone();
+    drop(prepared);
+    let jobs = if o.jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        o.jobs
+    };
+    let dir = prepare::scratch_dir()?;
+    let (tx, rx) = sync_channel::<Work>(jobs * 2);
+    let rx = Arc::new(Mutex::new(rx));
+    let known = Arc::new(AtomicUsize::new(0));
+    let done = AtomicUsize::new(0);
+    let failed_n = AtomicUsize::new(0);
+    let skipped = AtomicUsize::new(0);
+    let results: Mutex<Vec<PointResult>> = Mutex::new(Vec::new());
+
+    let clean = std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let rx = Arc::clone(&rx);
+            let (base, update, config) = (Arc::clone(&base), &update, &config);
+            let (results, done, failed_n, known, skipped) =
+                (&results, &done, &failed_n, Arc::clone(&known), &skipped);
+            scope.spawn(move || {
+                // One job store per worker, emptied before each point.
+                let Ok(store) = prepare::scratch_dir() else {
+                    return;
+                };
+                loop {
+                    let work = {
+                        let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        rx.recv()
+                    };
+                    let Ok(work) = work else {
+                        return;
+                    };
+                    for point in &work.points {
+                        if o.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                            skipped.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        }
+                        for f in ["jobs/job-0001.json", "jobs/job-0001.json.tmp"] {
+                            let _ = std::fs::remove_file(store.path().join(f));
+                        }
+                        let result = run_point(&base, &work, point, update, config, store.path());
+                        if !result.verdict.passed() {
+                            failed_n.fetch_add(1, Ordering::SeqCst);
+                        }
+                        results
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(result);
+                        let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+                        progress(
+                            d,
+                            known.load(Ordering::SeqCst),
+                            failed_n.load(Ordering::SeqCst),
+                        );
+                    }
+                }
+            });
+        }
+        // The clean pass, on this thread, feeding the workers.
+        let job_path = dir.path().join("jobs").join("job-0001.json");
+        let artifact_path = dir.path().join("artifacts").join("job-0001.bin");
+        let mut last_download = None;
+        let options = o.clone();
+        let tx_rec = tx.clone();
+        let counter = Arc::new(Mutex::new(CleanPass::default()));
+        let counter_rec = Arc::clone(&counter);
+        let known_ref = Arc::clone(&known);
+        let recorder = move |r: StepRecord| {
+            {
+                let mut c = counter_rec
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                c.flash_ops += r.ops.end - r.ops.start;
+                c.boots += r.boots.end - r.boots.start;
+                if matches!(r.step, Step::Request { .. }) {
+                    c.requests += 1;
+                }
+            }
+            let points = points_of(&r, &options, arm_ops, &mut last_download);
+            if points.is_empty() {
+                return;
+            }
+            known_ref.fetch_add(points.len(), Ordering::SeqCst);
+            let job_json = std::fs::read_to_string(&job_path).unwrap_or_default();
+            let artifact_len = match r.step {
+                Step::Chunk { offset } => offset,
+                _ => std::fs::metadata(&artifact_path).map_or(0, |m| m.len()),
+            };
+            let _ = tx_rec.send(Work {
+                record: r,
+                job_json,
+                artifact_len,
+                points,
+            });
+        };
+        let rec = Recorder(Arc::new(Mutex::new(recorder)));
+        let clean = runner::run_recorded(&base, rec, dir.path());
+        drop(tx);
+        let mut c = counter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        clean.map(|r| {
+            c.simulated_s = r.end.simulated_us as f64 / 1e6;
+            c.download_bytes = update.len() as u64;
+            (r, c)
+        })
+    });
+    let (clean_run, clean_pass) = clean?;
+    if !clean_run.failures.is_empty() {
+        return Err(RunError::FailsWithoutCut(clean_run.failures.join("; ")));
+    }
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_by(|a, b| a.point.what.cmp(&b.point.what));
+    let mut summary = Summary {
+        scenario: name.to_string(),
+        clean: clean_pass,
+        skipped: skipped.load(Ordering::SeqCst),
+        ..Summary::default()
+    };
+    for PointResult {
+        point,
+        verdict,
+        fired,
+        unfired,
+    } in results
+    {
+        summary.all_points.push(point.clone());
+        summary.fired += usize::from(fired);
+        if !fired {
+            summary.not_fired.push(point.what.clone());
+        }
+        let keys = match point.variant {
+            Some(v) => vec![
+                point.class.name().to_string(),
+                format!("{}/{}", point.class.name(), format!("{v:?}").to_lowercase()),
+            ],
+            None => vec![point.class.name().to_string()],
+        };
+        for k in keys {
+            summary.by_kind.entry(k).or_default().add(&verdict);
+        }
+        summary.all.add(&verdict);
+        summary.faults_not_required += usize::from(!unfired.is_empty());
+        if let Some(kind) = verdict.first_kind() {
+            *summary.failure_kinds.entry(kind).or_default() += 1;
+            summary.failures.push(Failure {
+                point,
+                verdict,
+                reproducer: None,
+                unfired,
+            });
+        }
+    }
+    summary.points = summary.all.points;
+    summary.passed = summary.all.passed;
+    summary.failed = summary.all.failed;
+    if let Some(out) = &o.out {
+        write_reproducers(scenario, name, out, &mut summary.failures).map_err(|source| {
+            RunError::Io {
+                what: "the reproducers' directory",
+                path: out.clone(),
+                source,
+            }
+        })?;
+    }
+    summary.wall_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Run one point as a fork and classify it.
+fn run_point(
+    base: &Arc<Scenario>,
+    work: &Work,
+    point: &Point,
+    update: &[u8],
+    config: &crate::ota::live::LiveConfig,
+    dir: &Path,
+) -> PointResult {
+    let mut scenario = (**base).clone();
+    scenario.faults.push(point.fork_fault.clone());
+    let index = scenario.faults.len() - 1;
+    let scenario = Arc::new(scenario);
+    let mut world = work.record.world.fork(Arc::clone(&scenario));
+    let mut sim = work.record.sim.clone();
+    if matches!(point.fork_fault.when, Trigger::FlashOp(_)) {
+        world.arm_flash_fault(&mut sim, index, &point.fork_fault);
+    }
+    let prepared = Prepared {
+        sim,
+        world,
+        update: update.to_vec(),
+        config: config.clone(),
+    };
+    let fork = ForkStart {
+        at_us: work.record.at_us,
+        step: work.record.step.clone(),
+        job_json: work.job_json.clone(),
+        artifact_len: work.artifact_len,
+    };
+    match runner::run_fork(prepared, fork, dir) {
+        Ok(r) => {
+            let fired = r.evidence.as_ref().map_or(&[][..], |e| &e.fired[..]);
+            PointResult {
+                point: point.clone(),
+                verdict: verdict::classify(base, &r),
+                fired: fired.get(index).is_some_and(|n| *n > 0),
+                unfired: unfired(base, fired),
+            }
+        }
+        Err(e) => PointResult {
+            point: point.clone(),
+            verdict: Verdict::engine(e.to_string()),
+            fired: false,
+            unfired: Vec::new(),
+        },
+    }
+}
+
+/// The scenario's faults (the first `base.faults.len()`) that did not fire.
+fn unfired(base: &Scenario, fired: &[u32]) -> Vec<usize> {
+    (0..base.faults.len())
+        .filter(|&i| fired.get(i).is_none_or(|n| *n == 0))
+        .collect()
+}
+
+/// `--random N --seed S`: `n` runs from the start, each with a chain of up to `max_chain`
+/// cuts at random points of the clean pass (later cuts may not fire once an earlier one
+/// changed the run; they are optional, and so are the scenario's faults that did not fire).
+/// Returns each run's scenario (its reproducer) with its verdict, classified as a point's.
+pub fn random_chains(
+    scenario: &Scenario,
+    name: &str,
+    points: &[Point],
+    n: usize,
+    seed: u64,
+    max_chain: usize,
+) -> Vec<(Scenario, Verdict)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for i in 0..n {
+        if points.is_empty() {
+            break;
+        }
+        let k = rng.gen_range(1..=max_chain.max(1));
+        let mut picked: Vec<&Point> = (0..k)
+            .map(|_| &points[rng.gen_range(0..points.len())])
+            .collect();
+        picked.sort_by_key(|p| p.what.clone());
+        let mut s = scenario.clone();
+        s.description = format!("Sweep random chain {i} (seed {seed}) of {name}");
+        for p in picked {
+            let mut f = p.fault.clone();
+            f.optional = true;
+            s.faults.push(f);
+        }
+        let verdict = match runner::run(&s, None) {
+            Ok(r) => {
+                let fired = r.evidence.as_ref().map_or(&[][..], |e| &e.fired[..]);
+                for i in unfired(scenario, fired) {
+                    s.faults[i].optional = true;
+                }
+                verdict::classify(scenario, &r)
+            }
+            Err(e) => Verdict::engine(e.to_string()),
+        };
+        out.push((s, verdict));
+    }
+    out
+}
