@@ -179,16 +179,23 @@ fn the_simulated_download_ends_a_chunk_where_the_hooks_act() {
         let m = manifest(url, &img, 2);
         let mut notes = Vec::new();
         let e = workers
-            .download(&m, &dest, &mut |_| {}, &mut |n| notes.push(n))
+            .download(&m, &dest, &mut |_| {}, &mut |e| notes.push(e.clone()))
             .await
             .unwrap_err();
         assert_eq!(e.reason, "connection closed by the server at byte 30000");
         assert_eq!(std::fs::metadata(&dest).unwrap().len(), 30_000);
         workers
-            .download(&m, &dest, &mut |_| {}, &mut |n| notes.push(n))
+            .download(&m, &dest, &mut |_| {}, &mut |e| notes.push(e.clone()))
             .await
             .unwrap();
-        assert_eq!(notes[1], "resuming at byte 30000");
+        assert_eq!(
+            notes[1],
+            hil::download::DownloadEvent::Started {
+                offset: 30_000,
+                resumed: true
+            }
+        );
+        assert_eq!(notes[1].to_string(), "resuming at byte 30000");
     });
     assert_eq!(std::fs::read(&dest).unwrap(), img);
     let chunks = chunks.lock().unwrap().clone();

@@ -228,14 +228,16 @@ impl BenchPlace {
 
     fn on_progress(&mut self, p: &Progress) {
         match p {
-            Progress::Note(n) => match n.strip_prefix("download: ") {
-                Some(d) => {
-                    let event = download_event(d);
-                    self.download_resumed |= event == "download_resumed";
-                    self.push(Source::Download, event, d.to_string());
+            Progress::Download(_) | Progress::DownloadFailed { .. } => {
+                self.download_resumed |= matches!(
+                    p,
+                    Progress::Download(DownloadEvent::Started { resumed: true, .. })
+                );
+                if let Some((event, text)) = download_event(p) {
+                    self.push(Source::Download, event, text);
                 }
-                None => self.push(Source::Ota, "note", n.clone()),
-            },
+            }
+            Progress::Note(n) => self.push(Source::Ota, "note", n.clone()),
             Progress::State(state) => self.on_state(state),
         }
     }

@@ -105,6 +105,8 @@ pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
                     format!("{id}: transferring: block {n}/{of}")
                 }
                 Progress::State(s) => format!("{id}: {s}"),
+                Progress::Download(e) => format!("{id}:   download: {e}"),
+                Progress::DownloadFailed { reason, .. } => format!("{id}:   download: {reason}"),
                 Progress::Note(n) => format!("{id}:   {n}"),
             };
             let _ = writeln!(out, "{line}");

@@ -47,6 +47,8 @@ pub struct DownloadFailure {
     pub reason: String,
     /// Worth another attempt (the link, not the artifact).
     pub retryable: bool,
+    /// The bytes did not match the manifest's size or SHA-256 and were deleted.
+    pub corrupt: bool,
 }
 
 /// What the driver needs from the world: a clock, a way to fetch the artifact, and a UDS
@@ -62,7 +64,7 @@ pub trait Workers: Sync {
         m: &Manifest,
         dest: &Path,
         progress: &mut (dyn FnMut(u64) + Send),
-        note: &mut (dyn FnMut(String) + Send),
+        event: &mut (dyn FnMut(&DownloadEvent) + Send),
     ) -> impl Future<Output = Result<(), DownloadFailure>>;
     /// A UDS client connected to `target`.
     fn connect(
@@ -103,7 +105,7 @@ impl Workers for LiveWorkers {
         m: &Manifest,
         dest: &Path,
         progress: &mut (dyn FnMut(u64) + Send),
-        note: &mut (dyn FnMut(String) + Send),
+        event: &mut (dyn FnMut(&DownloadEvent) + Send),
     ) -> Result<(), DownloadFailure> {
         let result = download::download(
             &m.artifact.url,
@@ -117,7 +119,7 @@ impl Workers for LiveWorkers {
                 }
                 match e {
                     DownloadEvent::Progress { bytes, .. } => progress(*bytes),
-                    other => note(other.to_string()),
+                    other => event(other),
                 }
             },
         )
@@ -126,6 +128,10 @@ impl Workers for LiveWorkers {
             .map(|_| ())
             .map_err(|e: DownloadError| DownloadFailure {
                 retryable: e.is_retryable(),
+                corrupt: matches!(
+                    e,
+                    DownloadError::HashMismatch { .. } | DownloadError::SizeMismatch { .. }
+                ),
                 reason: e.to_string(),
             })
     }
@@ -143,7 +149,13 @@ impl Workers for LiveWorkers {
 pub enum Progress {
     /// The job entered a new state (progress-only updates included).
     State(State),
-    /// A note from a worker (retries, resumes, the ECU's answers).
+    /// What the downloader did: requests, resumes, restarts, retries (its byte progress is
+    /// the job's state).
+    Download(DownloadEvent),
+    /// A download attempt failed; `corrupt`: its bytes did not match the manifest and were
+    /// deleted.
+    DownloadFailed { reason: String, corrupt: bool },
+    /// A worker's note in words (the transfer's retries, what the ECU said after a restart).
     Note(String),
 }
 
@@ -235,17 +247,17 @@ async fn download_artifact<W: Workers, P: FnMut(&Progress) + Send>(
 ) -> Result<(), OtaError> {
     let m = d.job.manifest.clone();
     let dest = d.store.artifact_path(&d.job.id);
-    let (tx, mut rx) = std::sync::mpsc::channel::<Result<u64, String>>();
-    let (ptx, ntx) = (tx.clone(), tx);
+    let (tx, mut rx) = std::sync::mpsc::channel::<Downloading>();
+    let (ptx, etx) = (tx.clone(), tx);
     let mut progress = move |bytes| {
-        let _ = ptx.send(Ok(bytes));
+        let _ = ptx.send(Downloading::Bytes(bytes));
     };
-    let mut note = move |text| {
-        let _ = ntx.send(Err(text));
+    let mut event = move |e: &DownloadEvent| {
+        let _ = etx.send(Downloading::Event(e.clone()));
     };
     let workers = d.workers;
     let result = {
-        let download = workers.download(&m, &dest, &mut progress, &mut note);
+        let download = workers.download(&m, &dest, &mut progress, &mut event);
         tokio::pin!(download);
         // Persist progress while the download runs (in steps: the bytes on disk are the truth
         // for a resume).
@@ -265,7 +277,10 @@ async fn download_artifact<W: Workers, P: FnMut(&Progress) + Send>(
     match result {
         Ok(()) => d.event(WorkerEvent::Downloaded),
         Err(f) => {
-            d.note(format!("download: {}", f.reason));
+            (d.progress)(&Progress::DownloadFailed {
+                reason: f.reason.clone(),
+                corrupt: f.corrupt,
+            });
             d.event(WorkerEvent::DownloadFailed {
                 reason: f.reason,
                 retryable: f.retryable,
@@ -274,21 +289,27 @@ async fn download_artifact<W: Workers, P: FnMut(&Progress) + Send>(
     }
 }
 
-/// Apply queued download progress (every 256 KiB and at the end) and notes.
+/// What a running download reports to the driver.
+enum Downloading {
+    Bytes(u64),
+    Event(DownloadEvent),
+}
+
+/// Apply queued download progress (every 256 KiB and at the end) and events.
 fn drain<W: Workers, P: FnMut(&Progress) + Send>(
     d: &mut Driver<'_, W, P>,
-    rx: &mut std::sync::mpsc::Receiver<Result<u64, String>>,
+    rx: &mut std::sync::mpsc::Receiver<Downloading>,
     last_saved: &mut u64,
     size: u64,
 ) -> Result<(), OtaError> {
     while let Ok(item) = rx.try_recv() {
         match item {
-            Ok(bytes) if bytes >= *last_saved + 256 * 1024 || bytes == size => {
+            Downloading::Bytes(bytes) if bytes >= *last_saved + 256 * 1024 || bytes == size => {
                 *last_saved = bytes;
                 d.event(WorkerEvent::DownloadProgress { bytes })?;
             }
-            Ok(_) => {}
-            Err(text) => d.note(format!("download: {text}")),
+            Downloading::Bytes(_) => {}
+            Downloading::Event(e) => (d.progress)(&Progress::Download(e)),
         }
     }
     Ok(())

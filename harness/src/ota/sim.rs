@@ -26,8 +26,9 @@ use ecu_sim::serve::{Backend, Disconnect};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::live::{DownloadFailure, Workers};
+use super::live::{DownloadFailure, Progress, Workers};
 use super::manifest::{Manifest, Target};
+use crate::download::DownloadEvent;
 use crate::transport::{Transport, TransportError};
 use crate::uds_client::{UdsClient, UdsConfig};
 
@@ -137,8 +138,9 @@ pub trait Hooks: Send + 'static {
     fn artifact(&mut self, _url: &str) -> Option<Vec<u8>> {
         None
     }
-    /// A note about the download (resumed, restarted).
-    fn on_download_note(&mut self, _now_us: u64, _note: &str) {}
+    /// What the download did (requested, resumed, restarted), or a failure it reports
+    /// ([`Progress::Download`], [`Progress::DownloadFailed`]), when it happens.
+    fn on_download(&mut self, _now_us: u64, _what: &Progress) {}
 }
 
 /// No hooks.
@@ -202,9 +204,13 @@ impl<H: Hooks> Workers for SimWorkers<H> {
         m: &Manifest,
         dest: &Path,
         progress: &mut (dyn FnMut(u64) + Send),
-        note: &mut (dyn FnMut(String) + Send),
+        event: &mut (dyn FnMut(&DownloadEvent) + Send),
     ) -> Result<(), DownloadFailure> {
-        let fail = |reason: String, retryable| DownloadFailure { reason, retryable };
+        let fail = |reason: String, retryable| DownloadFailure {
+            reason,
+            retryable,
+            corrupt: false,
+        };
         let swapped = self.lock().hooks.artifact(&m.artifact.url);
         let Some(bytes) = swapped
             .as_ref()
@@ -217,14 +223,16 @@ impl<H: Hooks> Workers for SimWorkers<H> {
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let io = |e: std::io::Error| fail(format!("{file_name}: {e}"), false);
         let epoch = self.epoch;
-        let mut say = |text: String, hooks: &mut H| {
-            hooks.on_download_note(us(epoch.elapsed()), &text);
-            note(text);
+        let mut say = |e: DownloadEvent, hooks: &mut H| {
+            hooks.on_download(us(epoch.elapsed()), &Progress::Download(e.clone()));
+            event(&e);
         };
         let mut have = std::fs::metadata(dest).map_or(0, |md| md.len()) as usize;
         if have > bytes.len() {
             say(
-                "the partial artifact is longer than the artifact; starting over".into(),
+                DownloadEvent::RestartedFromZero {
+                    reason: "the partial artifact is longer than the artifact".into(),
+                },
                 &mut self.lock().hooks,
             );
             have = 0;
@@ -259,12 +267,12 @@ impl<H: Hooks> Workers for SimWorkers<H> {
             };
             if first {
                 first = false;
-                let text = if have > 0 && fate != ChunkFate::IgnoreRange {
-                    format!("resuming at byte {have}")
-                } else {
-                    "requesting the whole artifact".to_string()
+                let resumed = have > 0 && fate != ChunkFate::IgnoreRange;
+                let e = DownloadEvent::Started {
+                    offset: if resumed { have as u64 } else { 0 },
+                    resumed,
                 };
-                say(text, &mut self.lock().hooks);
+                say(e, &mut self.lock().hooks);
             }
             let mut chunk = bytes[have..have + n].to_vec();
             match fate {
@@ -300,7 +308,9 @@ impl<H: Hooks> Workers for SimWorkers<H> {
                 ChunkFate::IgnoreRange => {
                     if have > 0 {
                         say(
-                            "restarting from byte 0: the server ignored Range".into(),
+                            DownloadEvent::RestartedFromZero {
+                                reason: "the server ignored Range".into(),
+                            },
                             &mut self.lock().hooks,
                         );
                         file.flush().map_err(io)?;
@@ -323,9 +333,19 @@ impl<H: Hooks> Workers for SimWorkers<H> {
         let on_disk = std::fs::read(dest).map_err(io)?;
         if on_disk.len() as u64 != m.artifact.size || Sha256::digest(&on_disk)[..] != m.sha256() {
             let _ = std::fs::remove_file(dest);
-            let text = "sha-256 mismatch: the file was deleted".to_string();
-            say(text.clone(), &mut self.lock().hooks);
-            return Err(fail(text, true));
+            let reason = "sha-256 mismatch: the file was deleted".to_string();
+            self.lock().hooks.on_download(
+                us(epoch.elapsed()),
+                &Progress::DownloadFailed {
+                    reason: reason.clone(),
+                    corrupt: true,
+                },
+            );
+            return Err(DownloadFailure {
+                reason,
+                retryable: true,
+                corrupt: true,
+            });
         }
         Ok(())
     }

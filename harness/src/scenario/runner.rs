@@ -177,8 +177,9 @@ async fn execute(
                 let SimWorld { sim, hooks } = &mut *w;
                 match p {
                     Progress::State(state) => hooks.on_state(sim, now(), state),
-                    Progress::Note(n) if !n.starts_with("download: ") => hooks.on_note(now(), n),
-                    Progress::Note(_) => {}
+                    Progress::Note(n) => hooks.on_note(now(), n),
+                    // The simulated download told the world itself, as it happened.
+                    Progress::Download(_) | Progress::DownloadFailed { .. } => {}
                 }
             }
         };

@@ -5,6 +5,8 @@
 
 use super::canlink::{CanLink, Note, RequestOutcome};
 use super::{Step, World};
+use crate::download::DownloadEvent;
+use crate::ota::live::Progress;
 use crate::ota::sim::{ChunkFate, Hooks, RequestFate, SimEcu};
 use crate::scenario::engine::Observation;
 use crate::scenario::schema::{Action, CanFault, Client, DownloadFault};
@@ -280,34 +282,46 @@ impl Hooks for World {
         self.throttle.unwrap_or(configured)
     }
 
-    fn on_download_note(&mut self, now: u64, note: &str) {
-        if note.starts_with("resuming at byte") {
-            self.download_resumed = true;
+    fn on_download(&mut self, now: u64, what: &Progress) {
+        match what {
+            Progress::Download(DownloadEvent::Started { resumed: true, .. }) => {
+                self.download_resumed = true;
+            }
+            Progress::Download(DownloadEvent::RestartedFromZero { .. }) => {
+                self.download_restarted = true;
+            }
+            _ => {}
         }
-        if note.starts_with("restarting from byte 0") {
-            self.download_restarted = true;
+        if let Some((event, text)) = download_event(what) {
+            self.push(now, Source::Download, event, text);
         }
-        self.push(
-            now,
-            Source::Download,
-            download_event(note),
-            note.to_string(),
-        );
     }
 }
 
-/// The trace event name of a download note (the downloader's words for what it did).
-pub fn download_event(note: &str) -> &'static str {
-    if note.starts_with("resuming") {
-        "download_resumed"
-    } else if note.starts_with("restarting") {
-        "download_restarted"
-    } else if note.starts_with("requesting") {
-        "download_requested"
-    } else if note.starts_with("sha-256 mismatch") {
-        "download_corrupt"
-    } else {
-        "download_note"
+/// The trace event name and text of what a download did or why an attempt failed; `None`
+/// for what is not the download's.
+pub fn download_event(what: &Progress) -> Option<(&'static str, String)> {
+    match what {
+        Progress::Download(e) => {
+            let name = match e {
+                DownloadEvent::Started { resumed: true, .. } => "download_resumed",
+                DownloadEvent::Started { .. } => "download_requested",
+                DownloadEvent::RestartedFromZero { .. } => "download_restarted",
+                DownloadEvent::Retrying { .. }
+                | DownloadEvent::Progress { .. }
+                | DownloadEvent::Done { .. } => "download_note",
+            };
+            Some((name, e.to_string()))
+        }
+        Progress::DownloadFailed { reason, corrupt } => Some((
+            if *corrupt {
+                "download_corrupt"
+            } else {
+                "download_note"
+            },
+            reason.clone(),
+        )),
+        Progress::State(_) | Progress::Note(_) => None,
     }
 }
 
