@@ -33,7 +33,7 @@ use crate::scenario::schema::{
 };
 
 pub use crate::scenario::place::never_on_a_bench;
-use crate::scenario::place::{Place, action_gap, trigger_gap};
+use crate::scenario::place::{PlaceKind, action_gap, trigger_gap};
 
 /// `None` if `bench` can run `scenario`, else why not (the first reason of [`reasons`]).
 pub fn unrealisable(scenario: &Scenario, bench: &Bench) -> Option<String> {
@@ -95,7 +95,7 @@ fn fault_reason(fault: &Fault, bench: &Bench) -> Option<String> {
 
 /// The capabilities an action needs, or why no bench realises it.
 fn action_needs(action: &Action) -> Result<Vec<Capability>, &'static str> {
-    if let Some(gap) = action_gap(Place::Bench, action) {
+    if let Some(gap) = action_gap(PlaceKind::Bench, action) {
         return Err(gap.why);
     }
     Ok(match action {
@@ -112,7 +112,7 @@ fn action_needs(action: &Action) -> Result<Vec<Capability>, &'static str> {
 /// The trigger's name and why no bench realises it; `None`: the harness sees it (the table
 /// of [`crate::scenario::place`]).
 pub fn trigger_reason(trigger: &Trigger) -> Option<(&'static str, &'static str)> {
-    trigger_gap(Place::Bench, trigger).map(|g| (g.name, g.why))
+    trigger_gap(PlaceKind::Bench, trigger).map(|g| (g.name, g.why))
 }
 
 fn expect_reasons(x: &Expect) -> Vec<String> {

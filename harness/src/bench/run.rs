@@ -28,14 +28,15 @@ use tokio::time::Instant;
 use super::schema::{Bench, PowerSpec};
 use crate::artifact::{ArtifactEvent, ArtifactServer, FaultKind, Faults};
 use crate::download::{DownloadConfig, DownloadEvent};
-use crate::ota::job::{State, TransferStep};
-use crate::ota::live::{DownloadWatch, LiveWorkers, Progress, drive};
+use crate::ota::job::{Job, State, TransferStep};
+use crate::ota::live::{DownloadWatch, LiveWorkers, Progress};
 use crate::ota::manifest::{Artifact, Manifest};
 use crate::ota::store::Store;
 use crate::power::{ExternalCommand, Manual, PowerControl, PowerError, SerialRelay};
+use crate::scenario::client::{ManagerSeat, run_manager};
 use crate::scenario::engine::{Engine, Observation, download_threshold};
-use crate::scenario::expect;
 use crate::scenario::outcome::{BenchImageProblem, EndState, RunError, RunResult, outcome_of};
+use crate::scenario::place::{Finish, Place, PlaceKind};
 use crate::scenario::prepare::{build_image, live_config, real_time, swaps};
 use crate::scenario::schema::{Action, ArtifactSwap, Client, DownloadFault, Scenario};
 use crate::scenario::trace::{Source, Trace, TraceKind};
@@ -165,7 +166,7 @@ fn parse_dtcs(r: &[u8]) -> Vec<u32> {
 
 /// What the fault engine hands to the executor.
 #[derive(Debug)]
-enum Job {
+enum Task {
     Act(usize, Action),
     /// Drain marker: the executor answers when everything before it is done.
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -179,12 +180,86 @@ struct BenchPlace {
     start: Instant,
     trace: Trace,
     tap: Option<Tap>,
-    actions: mpsc::UnboundedSender<Job>,
+    actions: mpsc::UnboundedSender<Task>,
     /// Faults the artifact server carries out itself (armed at a byte offset).
     armed: Vec<(usize, FaultKind)>,
     size: u64,
     state: String,
     download_resumed: bool,
+    /// The version the ECU ran at the start.
+    installed: Version,
+    /// The ECU as read over UDS once the job ended (before: `None`).
+    reading: Option<Result<EcuReading, BenchError>>,
+}
+
+impl Place for BenchPlace {
+    fn kind(&self) -> PlaceKind {
+        PlaceKind::Bench
+    }
+
+    /// The end read from the real ECU over UDS (boot status, DTCs); a real ECU's boots and
+    /// reverts are not counted (`realise` skips such expectations).
+    fn finish(&mut self, job: Option<&Job>, now_us: u64) -> Finish {
+        let unfinished = State::Submitted;
+        let (outcome, reason) = outcome_of(job.map_or(&unfinished, |j| &j.state));
+        let mut findings = Vec::new();
+        let read = match self.reading.take() {
+            Some(Ok(r)) => {
+                self.push(
+                    Source::Ecu,
+                    "ecu_read",
+                    format!(
+                        "the ECU runs {} from slot {}{}",
+                        r.status
+                            .version
+                            .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
+                        r.status.slot,
+                        if r.status.confirmed {
+                            ", confirmed"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+                Some(r)
+            }
+            Some(Err(e)) => {
+                findings.push(format!("the ECU does not answer at the end: {e}"));
+                None
+            }
+            None => {
+                findings.push("the ECU was not read at the end".to_string());
+                None
+            }
+        };
+        let status = read.as_ref().map(|r| &r.status);
+        let end = EndState {
+            outcome,
+            reason,
+            version: status.and_then(|s| s.version),
+            slot: status.map(|s| {
+                if s.slot == 0 {
+                    Slot::Primary
+                } else {
+                    Slot::Secondary
+                }
+            }),
+            confirmed: status.is_some_and(|s| s.confirmed),
+            boots: 0,
+            rollbacks: 0,
+            dtcs: read.map(|r| r.dtcs).unwrap_or_default(),
+            simulated_us: now_us,
+            download_resumed: self.download_resumed,
+            installed: Some(self.installed),
+        };
+        Finish {
+            end,
+            findings,
+            unfired: self.engine.unfired(),
+            trace: self.trace.clone(),
+            evidence: None,
+        }
+    }
 }
 
 impl BenchPlace {
@@ -210,7 +285,7 @@ impl BenchPlace {
             let text = self.engine.fire(m.fault, &m.what);
             let kind = TraceKind::FaultFired { fault: m.fault };
             self.push_kind(Source::Fault, "fault_fired", text, kind);
-            let _ = self.actions.send(Job::Act(m.fault, m.action));
+            let _ = self.actions.send(Task::Act(m.fault, m.action));
         }
     }
 
@@ -264,6 +339,29 @@ impl BenchPlace {
         );
         self.state = name.clone();
         self.observe(Observation::State(&name));
+    }
+}
+
+/// The bench as the manager's seat: a power cut with `kill_manager` lets it start again when
+/// the bench's power is back.
+struct BenchSeat {
+    place: Arc<Mutex<BenchPlace>>,
+    down_until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ManagerSeat for BenchSeat {
+    fn restart_at(&self) -> Option<Instant> {
+        lock(&self.down_until).take()
+    }
+
+    fn killed(&self) {
+        let mut g = lock(&self.place);
+        let state = g.state.clone();
+        g.push(
+            Source::Runner,
+            "manager_killed",
+            format!("the OTA manager was killed in {state}; resuming from its store"),
+        );
     }
 }
 
@@ -418,6 +516,8 @@ async fn execute(
         size,
         state: "submitted".into(),
         download_resumed: false,
+        installed,
+        reading: None,
     }));
     let start = lock(&engine).start;
     lock(&engine).push(
@@ -485,8 +585,8 @@ async fn execute(
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 let (i, action) = match job {
-                    Job::Act(i, a) => (i, a),
-                    Job::Flush(done) => {
+                    Task::Act(i, a) => (i, a),
+                    Task::Flush(done) => {
                         let _ = done.send(());
                         continue;
                     }
@@ -565,38 +665,19 @@ async fn execute(
             Arc::new(move |e: &DownloadEvent| lock(&engine).on_download(e))
         })),
     };
-    let job = loop {
-        let down = lock(&down_until).take();
-        if let Some(t) = down {
-            tokio::time::sleep_until(t).await;
-        }
-        let progress = {
-            let engine = Arc::clone(&engine);
-            move |p: &Progress| lock(&engine).on_progress(p)
-        };
-        let result = tokio::select! {
-            biased;
-            () = kill.notified() => None,
-            r = drive(&store, &id, &config, &workers, progress) => Some(r),
-        };
-        match result {
-            Some(Ok(job)) => break job,
-            Some(Err(e)) => return Err(e.into()),
-            None => {
-                let mut g = lock(&engine);
-                let state = g.state.clone();
-                g.push(
-                    Source::Runner,
-                    "manager_killed",
-                    format!("the OTA manager was killed in {state}; resuming from its store"),
-                );
-            }
-        }
+    let seat = BenchSeat {
+        place: Arc::clone(&engine),
+        down_until,
     };
+    let progress = || {
+        let engine = Arc::clone(&engine);
+        move |p: &Progress| lock(&engine).on_progress(p)
+    };
+    let job = run_manager(&store, &id, &config, &workers, &kill, &seat, progress, None).await?;
 
     // Pending power switching ends before the ECU is read.
     let (done, wait) = tokio::sync::oneshot::channel();
-    let _ = tx.send(Job::Flush(done));
+    let _ = tx.send(Task::Flush(done));
     let _ = wait.await;
     clock.abort();
     // (The engine keeps a sender: the executor is stopped, not drained.)
@@ -606,64 +687,9 @@ async fn execute(
     drop(server);
 
     let mut g = lock(&engine);
-    let (outcome, reason) = outcome_of(&job.state);
-    let mut failures = Vec::new();
-    let read = match reading {
-        Ok(r) => {
-            g.push(
-                Source::Ecu,
-                "ecu_read",
-                format!(
-                    "the ECU runs {} from slot {}{}",
-                    r.status
-                        .version
-                        .map_or_else(|| "nothing".to_string(), |v| v.to_string()),
-                    r.status.slot,
-                    if r.status.confirmed {
-                        ", confirmed"
-                    } else {
-                        ""
-                    }
-                ),
-            );
-            Some(r)
-        }
-        Err(e) => {
-            failures.push(format!("the ECU does not answer at the end: {e}"));
-            None
-        }
-    };
-    let status = read.as_ref().map(|r| &r.status);
-    let end = EndState {
-        outcome,
-        reason,
-        version: status.and_then(|s| s.version),
-        slot: status.map(|s| {
-            if s.slot == 0 {
-                Slot::Primary
-            } else {
-                Slot::Secondary
-            }
-        }),
-        confirmed: status.is_some_and(|s| s.confirmed),
-        // A real ECU's boots and reverts are not counted (`realise` skips such expectations).
-        boots: 0,
-        rollbacks: 0,
-        dtcs: read.map(|r| r.dtcs).unwrap_or_default(),
-        simulated_us: g.now(),
-        download_resumed: g.download_resumed,
-        installed: Some(installed),
-    };
-    failures.extend(g.engine.unfired());
-    failures.extend(expect::check(&s.expect, &end, &g.trace, true));
-    Ok(RunResult {
-        trace: g.trace.clone(),
-        end,
-        failures,
-        job: Some(job),
-        evidence: None,
-        real_time: true,
-    })
+    g.reading = Some(reading);
+    let now = g.now();
+    Ok(g.finish(Some(&job), now).result(&s, Some(job), true, true))
 }
 
 /// The bench's own image for `version`: it must read, parse and carry that version.

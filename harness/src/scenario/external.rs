@@ -25,7 +25,8 @@ use ecu_sim::proto::uds_can::CanIds;
 use ecu_sim::serve::{DoipEndpoint, ServeConfig, Served};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::outcome::{EndState, RunError, RunResult, end_state};
+use super::outcome::{EndState, RunError, RunResult};
+use super::place::Place;
 use super::prepare::{Prepared, prepare, real_time, spawn_ticker};
 use super::schema::{ExternalClient, OutcomeSpec, Scenario, TransportSpec};
 use super::trace::Source;
@@ -200,35 +201,10 @@ async fn execute(
     }
     served.stop();
     ticker.abort();
-    let mut w = lock(&shared);
-    let SimWorld { sim, hooks } = &mut *w;
-    hooks.tick(sim, now());
-    hooks.trace.events.sort_by_key(|e| e.at_us);
-    let mut end = end_state(None, sim, hooks, now());
+    let mut finish = lock(&shared).finish(None, now());
     let update: Option<Version> = s.update.version.parse().ok();
-    (end.outcome, end.reason) = outcome(&exit, &end, update);
-    let mut failures: Vec<String> = hooks.violations.iter().map(ToString::to_string).collect();
-    if sim.ecu.running().is_none() {
-        failures.insert(
-            0,
-            format!(
-                "the ECU runs nothing at the end (powered: {})",
-                sim.ecu.is_powered()
-            ),
-        );
-    }
-    let evidence = hooks.evidence();
-    failures.extend(evidence.installs(None).problems);
-    failures.extend(hooks.engine.unfired());
-    failures.extend(super::expect::check(&s.expect, &end, &hooks.trace, true));
-    Ok(RunResult {
-        trace: hooks.trace.clone(),
-        end,
-        failures,
-        job: None,
-        evidence: Some(evidence),
-        real_time: true,
-    })
+    (finish.end.outcome, finish.end.reason) = outcome(&exit, &finish.end, update);
+    Ok(finish.result(s, None, true, true))
 }
 
 /// The outcome of an external client's run: its exit status and what the ECU runs.

@@ -9,17 +9,20 @@
 //! | [`world`] | the simulated surroundings: observations for the engine, actions, invariants |
 //! | [`prepare`] | building a simulated run: seeded images, the provisioned ECU, the world, runtimes, the ticker |
 //! | [`runner`] | one run in virtual time: drive the job, settle, check (an external client's run goes to [`external`]) |
+//! | [`client`] | the project's manager as the client: its kill/restart loop, for every place |
+//! | [`place`] | where the ECU lives: what each place can observe and do, how its end is read |
 //! | [`external`] | one run with an external OTA client: the world on real sockets, in real time |
 //! | [`outcome`] | what a run produced, wherever it ran: end state, result, errors, faults that never fired |
-//!
-//! Dependencies point one way: `runner` → `external` → `prepare` → `outcome`; `expect` reads
-//! only `outcome`.
 //! | [`expect`] | expectations against the end state and the trace |
 //! | [`trace`] | the one event stream every view reads |
 //! | [`report`] | statuses, files and directories, parallel runs, the replay command |
 //! | [`junit`], [`timeline`] | JUnit XML and SVG timelines from the outcomes and traces |
+//!
+//! Dependencies point one way: `runner` → `external` → `prepare` → `outcome`; `runner` and
+//! the bench → `client`, `place`; `place` → `expect` → `outcome`.
 
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod expect;
 pub mod external;

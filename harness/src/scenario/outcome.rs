@@ -10,9 +10,8 @@ use ecu_sim::image::{self, Version};
 use super::schema::parse_dtc;
 use super::schema::{OutcomeSpec, Scenario};
 use super::trace::Trace;
-use super::world::{World, state_name};
+use super::world::state_name;
 use crate::ota::job::{Job, State};
-use crate::ota::sim::SimEcu;
 
 /// Something the runner could not do (as opposed to a scenario that failed): each with the
 /// facts to diagnose it and its typed source.
@@ -184,36 +183,6 @@ pub fn outcome_of(state: &State) -> (OutcomeSpec, Option<String>) {
             OutcomeSpec::Failed,
             Some(format!("unfinished: {}", state_name(other))),
         ),
-    }
-}
-
-/// The end state; the outcome from `job` (without one, `failed` until the caller decides).
-pub fn end_state(job: Option<&Job>, sim: &SimEcu, world: &World, now: u64) -> EndState {
-    let unfinished = State::Submitted;
-    let (outcome, reason) = outcome_of(job.map_or(&unfinished, |j| &j.state));
-    let running = sim.ecu.running();
-    EndState {
-        outcome,
-        reason,
-        version: running.map(|r| r.image.header.version),
-        slot: running.map(|r| r.slot),
-        confirmed: running.is_some_and(|r| r.confirmed),
-        boots: world.boots,
-        rollbacks: world.rollbacks,
-        dtcs: sim
-            .ecu
-            .dtcs()
-            .matching(0xFF)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect(),
-        simulated_us: now,
-        download_resumed: world.download_resumed,
-        installed: world.images[0]
-            .bytes
-            .get(..)
-            .and_then(|b| image::parse(b).ok())
-            .map(|p| p.header.version),
     }
 }
 

@@ -14,17 +14,80 @@
 //! | `do: power_cut` | yes | yes | with the bench's `power_cut` |
 //! | `do: reset`, `can`, `drop_connection`, `flip_transfer_bits`, `inject_nrc`, `corrupt_request`, `bit_rot` | yes | yes | no: they need a gateway / the flash |
 
+use super::outcome::{EndState, RunResult};
+use super::schema::Scenario;
 use super::schema::{Action, Opportunity, Trigger};
+use super::trace::Trace;
+use crate::ota::job::Job;
+
+/// Where the ECU lives during a run: its row of the table above, and how the end of a run is
+/// read there. Implemented by the simulated world (in virtual time, or served on real
+/// sockets for an external client: `ota::sim::SimWorld<World>`) and by a bench
+/// (`bench::run`). The client that updates the ECU — the project's manager with its
+/// kill/restart loop ([`super::client::run_manager`]) or an external command — is chosen
+/// apart from the place; [`Finish::result`] turns what the place read into the run's result
+/// the same way everywhere.
+pub trait Place {
+    /// This place's row of the table.
+    fn kind(&self) -> PlaceKind;
+    /// The end of the run as this place reads it, at `now_us`; `job` is the manager's (none
+    /// with an external client).
+    fn finish(&mut self, job: Option<&Job>, now_us: u64) -> Finish;
+}
 
 /// Where a scenario's ECU lives and who updates it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Place {
+pub enum PlaceKind {
     /// The project's manager against the in-process virtual ECU, in virtual time.
     Simulation,
     /// An external OTA client against the virtual ECU served on real sockets.
     External,
     /// The project's manager against a real ECU on a bench.
     Bench,
+}
+
+/// What a place read at the end of a run ([`Place::finish`]).
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub end: EndState,
+    /// What the place itself found wrong, most important first: an ECU that runs nothing
+    /// or does not answer, invariants broken, an image installed twice.
+    pub findings: Vec<String>,
+    /// The faults that never fired, in the scenario's words.
+    pub unfired: Vec<String>,
+    pub trace: Trace,
+    /// The simulated world's typed record (none on a bench).
+    pub evidence: Option<super::world::Evidence>,
+}
+
+impl Finish {
+    /// The run's result, the same for every place: the place's findings, then the faults
+    /// that never fired, then the scenario's expectations (`full_checks`: also those on
+    /// event order and counts).
+    pub fn result(
+        self,
+        s: &Scenario,
+        job: Option<Job>,
+        full_checks: bool,
+        real_time: bool,
+    ) -> RunResult {
+        let mut failures = self.findings;
+        failures.extend(self.unfired);
+        failures.extend(super::expect::check(
+            &s.expect,
+            &self.end,
+            &self.trace,
+            full_checks,
+        ));
+        RunResult {
+            trace: self.trace,
+            end: self.end,
+            failures,
+            job,
+            evidence: self.evidence,
+            real_time,
+        }
+    }
 }
 
 /// A scenario part a place cannot realise: its name in scenario files, where under the fault
@@ -42,23 +105,23 @@ pub const NO_DOWNLOAD: &str =
     "an external client gets the image as a file (`{image}`): there is no download to attack";
 
 /// Why `place` cannot fire a fault on `t`; `None` when it can.
-pub fn trigger_gap(place: Place, t: &Trigger) -> Option<Gap> {
+pub fn trigger_gap(place: PlaceKind, t: &Trigger) -> Option<Gap> {
     let gap = |name, at, why| Some(Gap { name, at, why });
     match (place, t) {
-        (Place::Simulation, _) => None,
-        (Place::External, Trigger::State(_)) => gap("state", &["when", "state"], MANAGER_ONLY),
-        (Place::External, Trigger::DownloadBytes(_)) => {
+        (PlaceKind::Simulation, _) => None,
+        (PlaceKind::External, Trigger::State(_)) => gap("state", &["when", "state"], MANAGER_ONLY),
+        (PlaceKind::External, Trigger::DownloadBytes(_)) => {
             gap("download_bytes", &["when"], NO_DOWNLOAD)
         }
-        (Place::External, Trigger::DownloadPercent(_)) => {
+        (PlaceKind::External, Trigger::DownloadPercent(_)) => {
             gap("download_percent", &["when"], NO_DOWNLOAD)
         }
-        (Place::External, Trigger::Probability(p)) if p.per == Opportunity::DownloadChunk => {
+        (PlaceKind::External, Trigger::Probability(p)) if p.per == Opportunity::DownloadChunk => {
             gap("probability", &["when", "probability", "per"], NO_DOWNLOAD)
         }
-        (Place::External, _) => None,
+        (PlaceKind::External, _) => None,
         (
-            Place::Bench,
+            PlaceKind::Bench,
             Trigger::State(_)
             | Trigger::DownloadBytes(_)
             | Trigger::DownloadPercent(_)
@@ -67,28 +130,28 @@ pub fn trigger_gap(place: Place, t: &Trigger) -> Option<Gap> {
             | Trigger::AtMs(_),
         ) => None,
         // A job state by its event name: the engine matches it wherever the manager runs.
-        (Place::Bench, Trigger::Event(e)) if e.starts_with("state:") => None,
-        (Place::Bench, Trigger::FlashOp(_)) => gap(
+        (PlaceKind::Bench, Trigger::Event(e)) if e.starts_with("state:") => None,
+        (PlaceKind::Bench, Trigger::FlashOp(_)) => gap(
             "flash_op",
             &["when", "flash_op"],
             "a real ECU's flash operations cannot be seen from outside",
         ),
-        (Place::Bench, Trigger::Boot(_)) => gap(
+        (PlaceKind::Bench, Trigger::Boot(_)) => gap(
             "boot",
             &["when", "boot"],
             "a real ECU's boots cannot be counted from outside",
         ),
-        (Place::Bench, Trigger::Request(_)) => gap(
+        (PlaceKind::Bench, Trigger::Request(_)) => gap(
             "request",
             &["when", "request"],
             "the moment the ECU has handled a request, before its response leaves, cannot be seen from outside",
         ),
-        (Place::Bench, Trigger::Event(_)) => gap(
+        (PlaceKind::Bench, Trigger::Event(_)) => gap(
             "event",
             &["when", "event"],
             "ECU events (swap_started, booted, …) are the virtual ECU's insides; for a job state use `state`",
         ),
-        (Place::Bench, Trigger::Probability(_)) => gap(
+        (PlaceKind::Bench, Trigger::Probability(_)) => gap(
             "probability",
             &["when", "probability"],
             "chance triggers draw at the simulated links' opportunities from the scenario's seed; a bench run cannot replay them",
@@ -98,20 +161,22 @@ pub fn trigger_gap(place: Place, t: &Trigger) -> Option<Gap> {
 
 /// Why `place` can never carry out `a`; `None` when it can (a bench may still lack the
 /// capability: `bench::realise` checks the bench's `faults`).
-pub fn action_gap(place: Place, a: &Action) -> Option<Gap> {
+pub fn action_gap(place: PlaceKind, a: &Action) -> Option<Gap> {
     let gap = |name, at, why| Some(Gap { name, at, why });
     match (place, a) {
-        (Place::Simulation, _) => None,
-        (Place::External, Action::Download(_)) => gap("download", &["do"], NO_DOWNLOAD),
-        (Place::External, Action::SwapArtifact(_)) => gap("swap_artifact", &["do"], NO_DOWNLOAD),
-        (Place::External, Action::KillManager) => gap("kill_manager", &["do"], MANAGER_ONLY),
-        (Place::External, Action::PowerCut(c)) if c.kill_manager => gap(
+        (PlaceKind::Simulation, _) => None,
+        (PlaceKind::External, Action::Download(_)) => gap("download", &["do"], NO_DOWNLOAD),
+        (PlaceKind::External, Action::SwapArtifact(_)) => {
+            gap("swap_artifact", &["do"], NO_DOWNLOAD)
+        }
+        (PlaceKind::External, Action::KillManager) => gap("kill_manager", &["do"], MANAGER_ONLY),
+        (PlaceKind::External, Action::PowerCut(c)) if c.kill_manager => gap(
             "power_cut",
             &["do", "power_cut", "kill_manager"],
             MANAGER_ONLY,
         ),
-        (Place::External, _) => None,
-        (Place::Bench, a) => {
+        (PlaceKind::External, _) => None,
+        (PlaceKind::Bench, a) => {
             let name = action_name(a);
             never_on_a_bench(name).map(|why| Gap {
                 name,

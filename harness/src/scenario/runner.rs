@@ -10,12 +10,13 @@ use ecu_sim::proto::uds::server::{Addressing, Incoming};
 use super::schema::{Client, Scenario, SlotSpec};
 use super::trace::Source;
 use super::world::{Recorder, Step, Tap};
-use crate::ota::live::{Progress, drive};
+use crate::ota::live::Progress;
 use crate::ota::sim::{Hooks, RequestFate, SimWorkers, SimWorld};
 use crate::ota::store::Store;
 
-use super::outcome::end_state;
+use super::client::{ManagerSeat, run_manager};
 pub use super::outcome::{EndState, RunError, RunResult};
+use super::place::Place;
 use super::prepare::{
     ARTIFACT_URL, Prepared, lock, manifest, prepare, scratch_dir, spawn_ticker, us, virtual_time,
 };
@@ -164,53 +165,40 @@ async fn execute(
     let ticker = spawn_ticker(Arc::clone(&shared), Arc::clone(&wake), epoch);
 
     let now = move || us(epoch.elapsed());
-    let job = loop {
-        // A manager that lost power with the ECU starts again when power is back.
-        let down = lock(&shared).hooks.manager_down_until;
-        if down > now() {
-            tokio::time::sleep_until(epoch + Duration::from_micros(down)).await;
+    let seat = SimSeat {
+        world: Arc::clone(&shared),
+        epoch,
+    };
+    let progress = || {
+        let shared = Arc::clone(&shared);
+        move |p: &Progress| {
+            let mut w = lock(&shared);
+            let SimWorld { sim, hooks } = &mut *w;
+            match p {
+                Progress::State(state) => hooks.on_state(sim, now(), state),
+                Progress::Note(n) => hooks.on_note(now(), n),
+                // The simulated download told the world itself, as it happened.
+                Progress::Download(_) | Progress::DownloadFailed { .. } => {}
+            }
         }
-        let progress = {
-            let shared = Arc::clone(&shared);
-            move |p: &Progress| {
-                let mut w = lock(&shared);
-                let SimWorld { sim, hooks } = &mut *w;
-                match p {
-                    Progress::State(state) => hooks.on_state(sim, now(), state),
-                    Progress::Note(n) => hooks.on_note(now(), n),
-                    // The simulated download told the world itself, as it happened.
-                    Progress::Download(_) | Progress::DownloadFailed { .. } => {}
-                }
-            }
-        };
-        let limit = tokio::time::sleep_until(epoch + Duration::from_micros(LIMIT_US));
-        let result = tokio::select! {
-            biased;
-            () = kill.notified() => None,
-            () = limit => {
-                ticker.abort();
-                return Err(RunError::Stuck(LIMIT_US / 1_000_000));
-            }
-            r = drive(&store, &id, &config, &workers, progress) => Some(r),
-        };
-        match result {
-            Some(Ok(job)) => break job,
-            Some(Err(e)) => {
-                ticker.abort();
-                return Err(e.into());
-            }
-            None => {
-                let mut w = lock(&shared);
-                let state = w.hooks.job_state.clone();
-                // At the fault that killed it (its cut may lie ahead of the runtime's clock).
-                let at = now().max(w.hooks.killed_at);
-                w.hooks.push(
-                    at,
-                    Source::Runner,
-                    "manager_killed",
-                    format!("the OTA manager was killed in {state}; resuming from its store"),
-                );
-            }
+    };
+    let limit = epoch + Duration::from_micros(LIMIT_US);
+    let job = run_manager(
+        &store,
+        &id,
+        &config,
+        &workers,
+        &kill,
+        &seat,
+        progress,
+        Some((limit, LIMIT_US / 1_000_000)),
+    )
+    .await;
+    let job = match job {
+        Ok(job) => job,
+        Err(e) => {
+            ticker.abort();
+            return Err(e);
         }
     };
     // Let the ECU run on (power comes back if a cut is pending, the firmware confirms or
@@ -224,41 +212,8 @@ async fn execute(
         }
     }
     ticker.abort();
-    let mut w = lock(&shared);
-    let SimWorld { sim, hooks } = &mut *w;
-    hooks.recorder = None;
-    hooks.tick(sim, now());
-    // Events are reported as they become known: the ECU stamps them with its own clock,
-    // which runs ahead while it is busy. In time order they tell the story.
-    hooks.trace.events.sort_by_key(|e| e.at_us);
-    let end = end_state(Some(&job), sim, hooks, now());
-    let mut failures: Vec<String> = hooks.violations.iter().map(ToString::to_string).collect();
-    if sim.ecu.running().is_none() {
-        failures.insert(
-            0,
-            format!(
-                "the ECU runs nothing at the end (powered: {})",
-                sim.ecu.is_powered()
-            ),
-        );
-    }
-    let evidence = hooks.evidence();
-    failures.extend(evidence.installs(Some(&job)).problems);
-    failures.extend(hooks.engine.unfired());
-    failures.extend(super::expect::check(
-        &s.expect,
-        &end,
-        &hooks.trace,
-        full_checks,
-    ));
-    Ok(RunResult {
-        trace: hooks.trace.clone(),
-        end,
-        failures,
-        job: Some(job),
-        evidence: Some(evidence),
-        real_time: false,
-    })
+    let finish = lock(&shared).finish(Some(&job), now());
+    Ok(finish.result(s, Some(job), full_checks, false))
 }
 
 impl SlotSpec {
@@ -267,5 +222,33 @@ impl SlotSpec {
             SlotSpec::Primary => Slot::Primary,
             SlotSpec::Secondary => Slot::Secondary,
         }
+    }
+}
+
+/// The simulated world as the manager's seat: a power cut that took the manager down lets
+/// it start again when power is back; a kill is stamped at the fault that killed it.
+struct SimSeat {
+    world: Arc<std::sync::Mutex<SimWorld<super::world::World>>>,
+    epoch: tokio::time::Instant,
+}
+
+impl ManagerSeat for SimSeat {
+    fn restart_at(&self) -> Option<tokio::time::Instant> {
+        let down = lock(&self.world).hooks.manager_down_until;
+        (down > us(self.epoch.elapsed())).then(|| self.epoch + Duration::from_micros(down))
+    }
+
+    fn killed(&self) {
+        let now = us(self.epoch.elapsed());
+        let mut w = lock(&self.world);
+        let state = w.hooks.job_state.clone();
+        // At the fault that killed it (its cut may lie ahead of the runtime's clock).
+        let at = now.max(w.hooks.killed_at);
+        w.hooks.push(
+            at,
+            Source::Runner,
+            "manager_killed",
+            format!("the OTA manager was killed in {state}; resuming from its store"),
+        );
     }
 }

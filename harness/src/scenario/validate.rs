@@ -14,7 +14,7 @@ pub use located::{
     located, strip_location, with_hint,
 };
 
-use super::place::{NO_DOWNLOAD, Place, action_gap, trigger_gap};
+use super::place::{NO_DOWNLOAD, PlaceKind, action_gap, trigger_gap};
 pub use super::schema::parse_dtc;
 use super::schema::{
     Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, OutcomeSpec, Region, Scenario,
@@ -445,8 +445,8 @@ fn check_external(s: &Scenario, c: &ExternalClient, found: &mut Found) {
     }
     for (i, fault) in s.faults.iter().enumerate() {
         let gaps = [
-            trigger_gap(Place::External, &fault.when),
-            action_gap(Place::External, &fault.action),
+            trigger_gap(PlaceKind::External, &fault.when),
+            action_gap(PlaceKind::External, &fault.action),
         ];
         for gap in gaps.into_iter().flatten() {
             let mut p = vec!["faults".to_string(), i.to_string()];

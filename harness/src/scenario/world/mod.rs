@@ -13,6 +13,7 @@
 //! | module | what |
 //! |---|---|
 //! | `core.rs` | [`World`]'s state, construction, the trace, sweep steps |
+//! | `end.rs` | the world as a place: the end of a run read from the virtual ECU |
 //! | `react.rs` | faults firing and applied, ECU events, invariants, job states, the clock |
 //! | `links.rs`, `canlink.rs` | what faults do to UDS, download and CAN traffic |
 //! | `arm.rs` | arming the faults that act inside the ECU |
@@ -22,6 +23,7 @@
 mod arm;
 mod canlink;
 mod core;
+mod end;
 mod facts;
 mod links;
 mod names;
@@ -30,6 +32,7 @@ mod react;
 pub use super::engine::{describe_action, state_matches};
 pub use arm::region_ranges;
 pub use core::{KnownImage, Recorder, Step, StepRecord, Tap, World};
+pub use end::end_state;
 pub use facts::{Evidence, ImageEvent, Installs, Violation};
 pub use links::download_event;
 pub use names::{event_name, progress_only, state_name};
