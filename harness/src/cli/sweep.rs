@@ -11,8 +11,15 @@ use crate::sweep::cli::{self, CliOptions};
 /// update and check the ECU never bricks. Exit 0 all points passed, 1 a point failed, 2
 /// invalid input, 3 the engine broke.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SweepArgs {
-    scenario: PathBuf,
+    #[command(subcommand)]
+    command: Option<SweepCommand>,
+    #[arg(required = true)]
+    scenario: Option<PathBuf>,
+    /// Run only shard K of N (by point id; with --json, a shard file for `hil sweep merge`).
+    #[arg(long, value_name = "K/N")]
+    partition: Option<String>,
     /// Point classes: flash-ops, uds, boots, download (comma-separated).
     #[arg(long, default_value = "flash-ops,uds,boots,download")]
     points: String,
@@ -48,7 +55,28 @@ pub struct SweepArgs {
     ui: Option<UiArg>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum SweepCommand {
+    /// Merge the shard files of one sweep (`--partition K/N --json`) into one summary and
+    /// verdict; refuses shards of different scenarios, seeds, settings or builds, and shards
+    /// that miss or repeat points. Exit 0 every point passed, 1 a point failed, 2 the shards
+    /// do not make one sweep.
+    Merge {
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        /// Print the merged summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 pub fn run(a: SweepArgs) -> ExitCode {
+    if let Some(SweepCommand::Merge { shards, json }) = &a.command {
+        return cli::merge(shards, *json);
+    }
+    let Some(scenario) = &a.scenario else {
+        return exit::error(exit::INVALID, "hil sweep: a scenario file is required");
+    };
     let (classes, variants) = match (
         cli::parse_classes(&a.points),
         cli::parse_variants(&a.variants),
@@ -56,8 +84,13 @@ pub fn run(a: SweepArgs) -> ExitCode {
         (Ok(c), Ok(v)) => (c, v),
         (Err(e), _) | (_, Err(e)) => return exit::error(exit::INVALID, e),
     };
+    let partition = match a.partition.as_deref().map(crate::sweep::Partition::parse) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return exit::error(exit::INVALID, e),
+    };
     cli::run(
-        &a.scenario,
+        scenario,
         &CliOptions {
             sweep: crate::sweep::Options {
                 classes,
@@ -67,6 +100,7 @@ pub fn run(a: SweepArgs) -> ExitCode {
                 jobs: a.jobs,
                 out: Some(a.out),
                 stop: None,
+                partition,
             },
             json: a.json,
             random: a.random,

@@ -268,6 +268,12 @@ pub fn table(s: &Summary) -> String {
     if s.skipped > 0 {
         t.push_str(&format!("stopped: {} points not run\n", s.skipped));
     }
+    if let Some(p) = s.partition {
+        t.push_str(&format!(
+            "shard {}/{}: {} of the sweep's {} points\n",
+            p.k, p.n, s.points, s.points_total
+        ));
+    }
     t.push_str(&row("all", &s.all));
     if !s.failure_kinds.is_empty() {
         let kinds: Vec<String> = s
@@ -291,6 +297,53 @@ pub fn table(s: &Summary) -> String {
         s.fired
     ));
     t
+}
+
+/// `hil sweep merge SHARD.json...`: the merged table (or JSON) and its verdict.
+pub fn merge(paths: &[PathBuf], json: bool) -> ExitCode {
+    let shards: Result<Vec<_>, _> = paths
+        .iter()
+        .map(|p| super::shard::read(p).map(|s| (p.clone(), s)))
+        .collect();
+    let summary = match shards.and_then(|s| super::shard::merge(&s)) {
+        Ok(s) => s,
+        Err(e) => return exit::error(exit::INVALID, format_args!("hil sweep merge: {e}")),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        let _ = write!(out, "{}", table(&summary));
+        let _ = writeln!(out, "merged from {} shards", paths.len());
+        for r in summary.records.iter().filter(|r| !r.verdict.passed()) {
+            let _ = writeln!(out, "FAIL  {}: {}", r.what, first_problem(&r.verdict));
+            if let Some(f) = &r.reproducer {
+                let _ = writeln!(
+                    out,
+                    "      reproducer: {} (hil run {})",
+                    f.display(),
+                    f.display()
+                );
+            }
+        }
+    }
+    if summary.fired != summary.points {
+        let _ = writeln!(
+            out,
+            "error: {} of {} cuts fired: the sweep did not cut where it meant to",
+            summary.fired, summary.points
+        );
+        return exit::BROKEN.into();
+    }
+    if summary.failed > 0 {
+        exit::FAILED.into()
+    } else {
+        exit::OK.into()
+    }
 }
 
 /// Where reproducers go by default.

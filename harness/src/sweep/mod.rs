@@ -36,14 +36,19 @@
 //! | [`run`] | the clean pass, the forks, the tally; random chains |
 //! | [`verdict`] | how each point's run is classified |
 //! | [`reproducer`] | the YAML that replays a failing point |
+//! | [`shard`] | `--partition K/N` shards and `hil sweep merge` |
 //! | [`cli`] | `hil sweep`: options, output, the dashboard |
 
 pub mod cli;
 pub mod points;
 pub mod reproducer;
 pub mod run;
+pub mod shard;
 pub mod verdict;
 
 pub use points::{Class, Point};
 pub use reproducer::{reproducer, to_yaml};
-pub use run::{CleanPass, Failure, Options, Summary, Tally, random_chains, sweep};
+pub use run::{
+    CleanPass, Failure, Identity, Options, Partition, PointRecord, Summary, Tally, random_chains,
+    sweep,
+};

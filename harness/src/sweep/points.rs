@@ -1,14 +1,14 @@
 //! The cut points of a clean pass: which opportunities there are, and the fault that cuts at each.
 
 use ecu_sim::flash::Flash;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::run::Options;
 use crate::scenario::schema::{Action, CutVariantSpec, Fault, FlashOpTrigger, PowerCut, Trigger};
 use crate::scenario::world::{Step, StepRecord};
 
 /// Which opportunities to cut at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     FlashOps,
@@ -37,6 +37,9 @@ impl Class {
 /// One cut point.
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {
+    /// Its place in the clean pass's order, from 0: the same in every run of the same
+    /// scenario, seed and build (what `--partition` shares out by).
+    pub id: u64,
     pub class: Class,
     /// `before`/`torn`/`after` for flash operations.
     pub variant: Option<CutVariantSpec>,
@@ -92,6 +95,7 @@ pub(super) fn points_of(
         for op in r.ops.clone() {
             for &v in &o.variants {
                 out.push(Point {
+                    id: 0,
                     class: Class::FlashOps,
                     variant: Some(v),
                     what: format!("flash op {op} {}", format!("{v:?}").to_lowercase()),
@@ -108,6 +112,7 @@ pub(super) fn points_of(
                 cut(CutVariantSpec::Torn, o.restore_ms),
             );
             out.push(Point {
+                id: 0,
                 class: Class::Uds,
                 variant: None,
                 what: format!(
@@ -128,6 +133,7 @@ pub(super) fn points_of(
                     cut(CutVariantSpec::Torn, o.restore_ms),
                 );
                 out.push(Point {
+                    id: 0,
                     class: Class::Download,
                     variant: None,
                     what: format!("download at byte {offset}"),
@@ -142,6 +148,7 @@ pub(super) fn points_of(
         for b in r.boots.start + 1..=r.boots.end {
             let f = fault(Trigger::Boot(b), cut(CutVariantSpec::Torn, o.restore_ms));
             out.push(Point {
+                id: 0,
                 class: Class::Boots,
                 variant: None,
                 what: format!("after boot {b}"),

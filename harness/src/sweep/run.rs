@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use ecu_sim::flash::Flash;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::points::{Class, Point, points_of};
 use super::reproducer::write_reproducers;
@@ -36,6 +36,100 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Set to stop: points not yet run are skipped (and counted as such).
     pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// `--partition K/N`: run only this shard's points.
+    pub partition: Option<Partition>,
+}
+
+/// Shard `k` of `n` (`k` from 1): the points whose id is `k - 1` modulo `n`. Neighbouring
+/// points cost alike (the same step of the update), so dealing them out in turn balances the
+/// shards; the ids are the clean pass's order, so every shard agrees on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub k: u64,
+    pub n: u64,
+}
+
+impl Partition {
+    /// `K/N` with 1 ≤ K ≤ N.
+    pub fn parse(s: &str) -> Result<Partition, String> {
+        let bad = || format!("--partition {s:?}: expected K/N with 1 <= K <= N, e.g. 2/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (k, n) = (
+            k.trim().parse::<u64>().map_err(|_| bad())?,
+            n.trim().parse::<u64>().map_err(|_| bad())?,
+        );
+        if k == 0 || n == 0 || k > n {
+            return Err(bad());
+        }
+        Ok(Partition { k, n })
+    }
+
+    /// Whether point `id` is this shard's.
+    pub fn takes(self, id: u64) -> bool {
+        id % self.n == self.k - 1
+    }
+}
+
+/// What a sweep's points depend on: shards merge only when all of this is equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// SHA-256 of the scenario as the sweep read it (in the scenario format).
+    pub scenario_sha256: String,
+    pub seed: u64,
+    /// SHA-256 of the executable that ran the sweep (its first 16 hex digits).
+    pub build: String,
+    /// Point classes, cut variants, download step and restore delay.
+    pub settings: String,
+}
+
+impl Identity {
+    fn of(scenario: &Scenario, o: &Options) -> Identity {
+        use sha2::{Digest, Sha256};
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let yaml = super::to_yaml(scenario).unwrap_or_default();
+        Identity {
+            scenario_sha256: hex(&Sha256::digest(yaml.as_bytes())),
+            seed: scenario.seed,
+            build: build_id().to_string(),
+            settings: format!(
+                "points {:?}, variants {:?}, download step {}, restore {} ms",
+                o.classes, o.variants, o.download_step, o.restore_ms
+            ),
+        }
+    }
+}
+
+/// The running executable's SHA-256, first 16 hex digits (`unknown` if it cannot be read).
+fn build_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        std::env::current_exe()
+            .and_then(std::fs::read)
+            .map(|b| {
+                Sha256::digest(&b)[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            })
+            .unwrap_or_else(|_| "unknown".into())
+    })
+}
+
+/// One point's result as a shard file carries it (and a merge reads it back).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointRecord {
+    pub id: u64,
+    pub class: Class,
+    pub variant: Option<CutVariantSpec>,
+    pub what: String,
+    pub verdict: Verdict,
+    /// Whether its cut fired.
+    pub fired: bool,
+    /// Some of the scenario's own faults did not fire after the cut (not required).
+    pub faults_not_required: bool,
+    /// Where its reproducer was written (failing points).
+    pub reproducer: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -52,6 +146,7 @@ impl Default for Options {
             jobs: 0,
             out: None,
             stop: None,
+            partition: None,
         }
     }
 }
@@ -128,9 +223,47 @@ pub struct Summary {
     /// Flash operations, requests, boots and download bytes of the clean pass.
     pub clean: CleanPass,
     pub wall_s: f64,
+    /// What the points depend on (a merge checks the shards agree).
+    pub identity: Identity,
+    /// This sweep's share of the points (`None`: all of them).
+    pub partition: Option<Partition>,
+    /// The points of the whole sweep, all shards together.
+    pub points_total: usize,
+    /// Every point this sweep ran, by id (in shard files, for `hil sweep merge`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<PointRecord>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+impl Summary {
+    /// Count one point's result into the tallies.
+    pub fn count(&mut self, r: &PointRecord) {
+        self.fired += usize::from(r.fired);
+        if !r.fired {
+            self.not_fired.push(r.what.clone());
+        }
+        let mut keys = vec![r.class.name().to_string()];
+        if let Some(v) = r.variant {
+            keys.push(format!(
+                "{}/{}",
+                r.class.name(),
+                format!("{v:?}").to_lowercase()
+            ));
+        }
+        for k in keys {
+            self.by_kind.entry(k).or_default().add(&r.verdict);
+        }
+        self.all.add(&r.verdict);
+        self.faults_not_required += usize::from(r.faults_not_required);
+        if let Some(kind) = r.verdict.first_kind() {
+            *self.failure_kinds.entry(kind).or_default() += 1;
+        }
+        self.points = self.all.points;
+        self.passed = self.all.passed;
+        self.failed = self.all.failed;
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CleanPass {
     pub flash_ops: u64,
     pub requests: u64,
@@ -189,6 +322,7 @@ pub fn sweep(
     let (tx, rx) = sync_channel::<Work>(jobs * 2);
     let rx = Arc::new(Mutex::new(rx));
     let known = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
     let done = AtomicUsize::new(0);
     let failed_n = AtomicUsize::new(0);
     let skipped = AtomicUsize::new(0);
@@ -248,6 +382,8 @@ pub fn sweep(
         let counter = Arc::new(Mutex::new(CleanPass::default()));
         let counter_rec = Arc::clone(&counter);
         let known_ref = Arc::clone(&known);
+        let total_rec = Arc::clone(&total);
+        let partition = o.partition;
         let recorder = move |r: StepRecord| {
             {
                 let mut c = counter_rec
@@ -259,7 +395,12 @@ pub fn sweep(
                     c.requests += 1;
                 }
             }
-            let points = points_of(&r, &options, arm_ops, &mut last_download);
+            let mut points = points_of(&r, &options, arm_ops, &mut last_download);
+            let first = total_rec.fetch_add(points.len(), Ordering::SeqCst) as u64;
+            for (i, p) in points.iter_mut().enumerate() {
+                p.id = first + i as u64;
+            }
+            points.retain(|p| partition.is_none_or(|s| s.takes(p.id)));
             if points.is_empty() {
                 return;
             }
@@ -301,8 +442,12 @@ pub fn sweep(
         scenario: name.to_string(),
         clean: clean_pass,
         skipped: skipped.load(Ordering::SeqCst),
+        identity: Identity::of(scenario, o),
+        partition: o.partition,
+        points_total: total.load(Ordering::SeqCst),
         ..Summary::default()
     };
+    let mut records = Vec::with_capacity(results.len());
     for PointResult {
         point,
         verdict,
@@ -310,25 +455,20 @@ pub fn sweep(
         unfired,
     } in results
     {
-        summary.all_points.push(point.clone());
-        summary.fired += usize::from(fired);
-        if !fired {
-            summary.not_fired.push(point.what.clone());
-        }
-        let keys = match point.variant {
-            Some(v) => vec![
-                point.class.name().to_string(),
-                format!("{}/{}", point.class.name(), format!("{v:?}").to_lowercase()),
-            ],
-            None => vec![point.class.name().to_string()],
+        let record = PointRecord {
+            id: point.id,
+            class: point.class,
+            variant: point.variant,
+            what: point.what.clone(),
+            verdict: verdict.clone(),
+            fired,
+            faults_not_required: !unfired.is_empty(),
+            reproducer: None,
         };
-        for k in keys {
-            summary.by_kind.entry(k).or_default().add(&verdict);
-        }
-        summary.all.add(&verdict);
-        summary.faults_not_required += usize::from(!unfired.is_empty());
-        if let Some(kind) = verdict.first_kind() {
-            *summary.failure_kinds.entry(kind).or_default() += 1;
+        summary.count(&record);
+        records.push(record);
+        summary.all_points.push(point.clone());
+        if !verdict.passed() {
             summary.failures.push(Failure {
                 point,
                 verdict,
@@ -337,9 +477,6 @@ pub fn sweep(
             });
         }
     }
-    summary.points = summary.all.points;
-    summary.passed = summary.all.passed;
-    summary.failed = summary.all.failed;
     if let Some(out) = &o.out {
         write_reproducers(scenario, name, out, &mut summary.failures).map_err(|source| {
             RunError::Io {
@@ -348,6 +485,15 @@ pub fn sweep(
                 source,
             }
         })?;
+    }
+    if o.partition.is_some() {
+        for f in &summary.failures {
+            if let Some(r) = records.iter_mut().find(|r| r.id == f.point.id) {
+                r.reproducer.clone_from(&f.reproducer);
+            }
+        }
+        records.sort_by_key(|r| r.id);
+        summary.records = records;
     }
     summary.wall_s = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -23,13 +23,13 @@
 //! **Installed twice** is [`Evidence::installs`](crate::scenario::world::Evidence::installs),
 //! which `hil run` checks in every scenario too (so a reproducer replays it).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::runner::RunResult;
 use crate::scenario::schema::{OutcomeSpec, Scenario};
 
 /// How a point's update ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Committed,
@@ -66,7 +66,7 @@ impl Outcome {
 }
 
 /// Why a point failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     Bricked,
@@ -89,7 +89,7 @@ impl FailureKind {
 }
 
 /// One thing wrong with a point.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     pub kind: FailureKind,
     pub message: String,
@@ -105,7 +105,7 @@ impl Problem {
 }
 
 /// What a point ended in, and what was wrong with it (nothing: it passed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     /// The job's end (none when the engine failed).
     pub outcome: Option<Outcome>,
