@@ -164,17 +164,15 @@ fn parse_dtcs(r: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-/// What the fault engine hands to the executor.
+/// What the fault engine hands to the dispatcher.
 #[derive(Debug)]
 enum Task {
     Act(usize, Action),
-    /// Drain marker: the executor answers when everything before it is done.
-    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The bench as a place for the fault engine: the manager's progress (synchronously), the
 /// downloader's position, the server's armed faults and the clock become observations; what
-/// fires goes to the executor.
+/// fires goes to the dispatcher ([`BenchSeat`]).
 struct BenchPlace {
     engine: Engine,
     start: Instant,
@@ -279,7 +277,7 @@ impl BenchPlace {
         }
     }
 
-    /// Fire what `obs` triggers: traced, and handed to the executor.
+    /// Fire what `obs` triggers: traced, and handed to the dispatcher.
     fn observe(&mut self, obs: Observation<'_>) {
         for m in self.engine.matches(&obs) {
             let text = self.engine.fire(m.fault, &m.what);
@@ -342,19 +340,162 @@ impl BenchPlace {
     }
 }
 
-/// The bench as the manager's seat: a power cut with `kill_manager` lets it start again when
-/// the bench's power is back.
+/// The bench as the manager's seat, and the run's events: the artifact server's requests and
+/// the faults it carried out, the actions the fault engine fired (in order; those behind a
+/// power cut wait until power is back), the engine's time triggers and the pending power
+/// restore.
 struct BenchSeat {
     place: Arc<Mutex<BenchPlace>>,
-    down_until: Arc<Mutex<Option<Instant>>>,
+    server_events: mpsc::UnboundedReceiver<ArtifactEvent>,
+    actions: mpsc::UnboundedReceiver<Task>,
+    power: AnyPower,
+    server: Arc<ArtifactServer>,
+    swapped: Vec<(ArtifactSwap, Vec<u8>)>,
+    artifact: std::path::PathBuf,
+    /// Power comes back then.
+    power_on_at: Option<Instant>,
+}
+
+/// An event of the bench.
+#[derive(Debug)]
+enum BenchEvent {
+    Server(ArtifactEvent),
+    Act(usize, Action),
+    /// A time trigger or the power restore is due.
+    Timer,
+}
+
+impl BenchSeat {
+    fn note(&self, event: &str, text: String) {
+        lock(&self.place).push(Source::Fault, event, text);
+    }
+
+    fn on_server(&self, e: &ArtifactEvent) {
+        let mut g = lock(&self.place);
+        if let ArtifactEvent::FaultFired { kind, offset } = e {
+            let hit = g.armed.iter().find(|(_, k)| k == kind).map(|(i, _)| *i);
+            if let Some(i) = hit {
+                let text = g.engine.fire(i, &format!("at download byte {offset}"));
+                g.push_kind(
+                    Source::Fault,
+                    "fault_fired",
+                    text,
+                    TraceKind::FaultFired { fault: i },
+                );
+                return;
+            }
+        }
+        g.push(Source::Download, "server", e.to_string());
+    }
+
+    /// Carry out fault `i`'s action; `Some(t)`: the manager dies now, back at `t`.
+    async fn act(&mut self, i: usize, action: Action) -> Option<Instant> {
+        match action {
+            Action::PowerCut(cut) => {
+                let back = Instant::now() + Duration::from_millis(cut.restore_after_ms);
+                match self.power.set(false).await {
+                    Ok(_) => self.note("power_off", "power off".into()),
+                    Err(e) => self.note("power_failed", format!("power off: {e}")),
+                }
+                self.power_on_at = Some(back);
+                return cut.kill_manager.then_some(back);
+            }
+            Action::KillManager => return Some(Instant::now()),
+            Action::Download(d) => {
+                let mut f = Faults {
+                    once: true,
+                    seed: i as u64,
+                    ..Faults::default()
+                };
+                match d {
+                    DownloadFault::Close => f.close_after_bytes = Some(0),
+                    DownloadFault::StallMs(ms) => {
+                        f.stall_after_bytes = Some(0);
+                        f.stall_ms = ms;
+                    }
+                    DownloadFault::Throttle(b) => {
+                        f.throttle_bytes_per_sec = Some(b);
+                        f.once = false;
+                    }
+                    DownloadFault::HttpError(status) => f.fail_every_kth = Some((1, status)),
+                    DownloadFault::IgnoreRange => f.ignore_range = true,
+                    DownloadFault::FlipByte => f.flip_byte_at = Some(0),
+                }
+                self.server.set_faults(f);
+            }
+            Action::SwapArtifact(which) => {
+                if let Some((_, bytes)) = self.swapped.iter().find(|(k, _)| *k == which) {
+                    let _ = std::fs::write(&self.artifact, bytes);
+                    self.note(
+                        "artifact_swapped",
+                        format!("the server now serves the {} image", swap_name(which)),
+                    );
+                }
+            }
+            other => self.note(
+                "fault_unrealised",
+                format!("fault {}: {other:?} cannot be realised on a bench", i + 1),
+            ),
+        }
+        None
+    }
 }
 
 impl ManagerSeat for BenchSeat {
-    fn restart_at(&self) -> Option<Instant> {
-        lock(&self.down_until).take()
+    type Event = BenchEvent;
+
+    async fn next(&mut self) -> BenchEvent {
+        let due = {
+            let g = lock(&self.place);
+            g.engine
+                .next_deadline_us()
+                .map(|us| g.start + Duration::from_micros(us))
+        };
+        let timer = match (due, self.power_on_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let powered = self.power_on_at.is_none();
+        tokio::select! {
+            biased;
+            Some(e) = self.server_events.recv() => BenchEvent::Server(e),
+            Some(Task::Act(i, a)) = self.actions.recv(), if powered => BenchEvent::Act(i, a),
+            () = async {
+                match timer {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => BenchEvent::Timer,
+        }
     }
 
-    fn killed(&self) {
+    async fn handle(&mut self, event: BenchEvent) -> Option<Instant> {
+        match event {
+            BenchEvent::Server(e) => self.on_server(&e),
+            BenchEvent::Act(i, a) => return self.act(i, a).await,
+            BenchEvent::Timer => {
+                if self.power_on_at.is_some_and(|t| t <= Instant::now()) {
+                    self.power_on_at = None;
+                    match self.power.set(true).await {
+                        Ok(_) => self.note("power_on", "power on".into()),
+                        Err(e) => self.note("power_failed", format!("power on: {e}")),
+                    }
+                }
+                let mut g = lock(&self.place);
+                let now_us = g.now();
+                if g.engine.next_deadline_us().is_some_and(|d| d <= now_us) {
+                    g.observe(Observation::Tick { now_us });
+                }
+            }
+        }
+        None
+    }
+
+    fn restart_at(&mut self) -> Option<Instant> {
+        None
+    }
+
+    fn killed(&mut self) {
         let mut g = lock(&self.place);
         let state = g.state.clone();
         g.push(
@@ -362,6 +503,10 @@ impl ManagerSeat for BenchSeat {
             "manager_killed",
             format!("the OTA manager was killed in {state}; resuming from its store"),
         );
+    }
+
+    fn busy(&self) -> bool {
+        self.power_on_at.is_some() || !self.actions.is_empty()
     }
 }
 
@@ -480,8 +625,7 @@ async fn execute(
     std::fs::write(artifacts.join(ARTIFACT), &update).map_err(io(&artifacts))?;
     let size = update.len() as u64;
     let (faults, armed) = pre_armed(&s, size);
-    let (server, mut server_events) =
-        ArtifactServer::bind("127.0.0.1:0", &artifacts, faults).await?;
+    let (server, server_events) = ArtifactServer::bind("127.0.0.1:0", &artifacts, faults).await?;
     let server = Arc::new(server);
     let manifest = Manifest {
         artifact: Artifact {
@@ -500,7 +644,7 @@ async fn execute(
     let store = Store::open(&dir.join("store"))?;
     let id = store.submit(manifest, crate::ota::live::now_us())?.id;
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut fault_engine = Engine::new(Arc::clone(&s));
     for &(i, _) in &armed {
         fault_engine.arm(i);
@@ -519,7 +663,6 @@ async fn execute(
         installed,
         reading: None,
     }));
-    let start = lock(&engine).start;
     lock(&engine).push(
         Source::Runner,
         "bench",
@@ -531,128 +674,18 @@ async fn execute(
         ),
     );
 
-    // The server's requests and the faults it carried out.
-    let listener = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            while let Some(e) = server_events.recv().await {
-                let mut g = lock(&engine);
-                if let ArtifactEvent::FaultFired { kind, offset } = &e {
-                    let hit = g.armed.iter().find(|(_, k)| k == kind).map(|(i, _)| *i);
-                    if let Some(i) = hit {
-                        let text = g.engine.fire(i, &format!("at download byte {offset}"));
-                        g.push_kind(
-                            Source::Fault,
-                            "fault_fired",
-                            text,
-                            TraceKind::FaultFired { fault: i },
-                        );
-                        continue;
-                    }
-                }
-                g.push(Source::Download, "server", e.to_string());
-            }
-        })
+    // One dispatcher: the server's requests, the actions the engine fired, its clock and the
+    // pending power restore (the seat), kills and the manager, in one loop.
+    let mut seat = BenchSeat {
+        place: Arc::clone(&engine),
+        server_events,
+        actions: rx,
+        power,
+        server: Arc::clone(&server),
+        swapped,
+        artifact: artifacts.join(ARTIFACT),
+        power_on_at: None,
     };
-
-    // Time triggers: the engine's next deadline, observed when it is due.
-    let clock = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            loop {
-                let Some(due) = lock(&engine).engine.next_deadline_us() else {
-                    break;
-                };
-                tokio::time::sleep_until(start + Duration::from_micros(due)).await;
-                let mut g = lock(&engine);
-                let now_us = g.now();
-                g.observe(Observation::Tick { now_us });
-            }
-        })
-    };
-
-    // The executor: actions that take time, in order.
-    let kill = Arc::new(Notify::new());
-    let down_until = Arc::new(Mutex::new(None::<Instant>));
-    let executor = {
-        let (engine, kill, server, down_until) = (
-            Arc::clone(&engine),
-            Arc::clone(&kill),
-            Arc::clone(&server),
-            Arc::clone(&down_until),
-        );
-        let artifact = artifacts.join(ARTIFACT);
-        tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let (i, action) = match job {
-                    Task::Act(i, a) => (i, a),
-                    Task::Flush(done) => {
-                        let _ = done.send(());
-                        continue;
-                    }
-                };
-                let note =
-                    |event: &str, text: String| lock(&engine).push(Source::Fault, event, text);
-                match action {
-                    Action::PowerCut(cut) => {
-                        if cut.kill_manager {
-                            *lock(&down_until) =
-                                Some(Instant::now() + Duration::from_millis(cut.restore_after_ms));
-                            kill.notify_one();
-                        }
-                        match power.set(false).await {
-                            Ok(_) => note("power_off", "power off".into()),
-                            Err(e) => note("power_failed", format!("power off: {e}")),
-                        }
-                        tokio::time::sleep(Duration::from_millis(cut.restore_after_ms)).await;
-                        match power.set(true).await {
-                            Ok(_) => note("power_on", "power on".into()),
-                            Err(e) => note("power_failed", format!("power on: {e}")),
-                        }
-                    }
-                    Action::KillManager => kill.notify_one(),
-                    Action::Download(d) => {
-                        let mut f = Faults {
-                            once: true,
-                            seed: i as u64,
-                            ..Faults::default()
-                        };
-                        match d {
-                            DownloadFault::Close => f.close_after_bytes = Some(0),
-                            DownloadFault::StallMs(ms) => {
-                                f.stall_after_bytes = Some(0);
-                                f.stall_ms = ms;
-                            }
-                            DownloadFault::Throttle(b) => {
-                                f.throttle_bytes_per_sec = Some(b);
-                                f.once = false;
-                            }
-                            DownloadFault::HttpError(status) => {
-                                f.fail_every_kth = Some((1, status))
-                            }
-                            DownloadFault::IgnoreRange => f.ignore_range = true,
-                            DownloadFault::FlipByte => f.flip_byte_at = Some(0),
-                        }
-                        server.set_faults(f);
-                    }
-                    Action::SwapArtifact(which) => {
-                        if let Some((_, bytes)) = swapped.iter().find(|(k, _)| *k == which) {
-                            let _ = std::fs::write(&artifact, bytes);
-                            note(
-                                "artifact_swapped",
-                                format!("the server now serves the {} image", swap_name(which)),
-                            );
-                        }
-                    }
-                    other => note(
-                        "fault_unrealised",
-                        format!("fault {}: {other:?} cannot be realised on a bench", i + 1),
-                    ),
-                }
-            }
-        })
-    };
-
     let config = live_config(&manager_spec);
     let workers = LiveWorkers {
         download: DownloadConfig {
@@ -665,25 +698,18 @@ async fn execute(
             Arc::new(move |e: &DownloadEvent| lock(&engine).on_download(e))
         })),
     };
-    let seat = BenchSeat {
-        place: Arc::clone(&engine),
-        down_until,
-    };
     let progress = || {
         let engine = Arc::clone(&engine);
         move |p: &Progress| lock(&engine).on_progress(p)
     };
-    let job = run_manager(&store, &id, &config, &workers, &kill, &seat, progress, None).await?;
-
-    // Pending power switching ends before the ECU is read.
-    let (done, wait) = tokio::sync::oneshot::channel();
-    let _ = tx.send(Task::Flush(done));
-    let _ = wait.await;
-    clock.abort();
-    // (The engine keeps a sender: the executor is stopped, not drained.)
-    executor.abort();
+    let never = Notify::new();
+    let job = run_manager(
+        &store, &id, &config, &workers, &never, &mut seat, progress, None,
+    )
+    .await?;
+    drop(tx);
     let reading = read_ecu(bench, boot_timeout).await;
-    listener.abort();
+    drop(seat);
     drop(server);
 
     let mut g = lock(&engine);

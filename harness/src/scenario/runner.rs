@@ -14,7 +14,7 @@ use crate::ota::live::Progress;
 use crate::ota::sim::{Hooks, RequestFate, SimWorkers, SimWorld};
 use crate::ota::store::Store;
 
-use super::client::{ManagerSeat, run_manager};
+use super::client::{ManagerSeat, Never, run_manager};
 pub use super::outcome::{EndState, RunError, RunResult};
 use super::place::Place;
 use super::prepare::{
@@ -165,7 +165,7 @@ async fn execute(
     let ticker = spawn_ticker(Arc::clone(&shared), Arc::clone(&wake), epoch);
 
     let now = move || us(epoch.elapsed());
-    let seat = SimSeat {
+    let mut seat = SimSeat {
         world: Arc::clone(&shared),
         epoch,
     };
@@ -189,7 +189,7 @@ async fn execute(
         &config,
         &workers,
         &kill,
-        &seat,
+        &mut seat,
         progress,
         Some((limit, LIMIT_US / 1_000_000)),
     )
@@ -233,12 +233,22 @@ struct SimSeat {
 }
 
 impl ManagerSeat for SimSeat {
-    fn restart_at(&self) -> Option<tokio::time::Instant> {
+    type Event = Never;
+
+    fn next(&mut self) -> impl std::future::Future<Output = Never> {
+        std::future::pending()
+    }
+
+    async fn handle(&mut self, event: Never) -> Option<tokio::time::Instant> {
+        match event {}
+    }
+
+    fn restart_at(&mut self) -> Option<tokio::time::Instant> {
         let down = lock(&self.world).hooks.manager_down_until;
         (down > us(self.epoch.elapsed())).then(|| self.epoch + Duration::from_micros(down))
     }
 
-    fn killed(&self) {
+    fn killed(&mut self) {
         let now = us(self.epoch.elapsed());
         let mut w = lock(&self.world);
         let state = w.hooks.job_state.clone();
@@ -250,5 +260,9 @@ impl ManagerSeat for SimSeat {
             "manager_killed",
             format!("the OTA manager was killed in {state}; resuming from its store"),
         );
+    }
+
+    fn busy(&self) -> bool {
+        false
     }
 }
