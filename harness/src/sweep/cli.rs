@@ -136,15 +136,7 @@ pub fn run(path: &Path, o: &CliOptions) -> ExitCode {
     } else {
         let _ = write!(out, "{}", table(&summary));
         for f in &summary.failures {
-            let _ = writeln!(out, "FAIL  {}: {}", f.point.what, first_problem(&f.verdict));
-            if let Some(r) = &f.reproducer {
-                let _ = writeln!(
-                    out,
-                    "      reproducer: {} (hil run {})",
-                    r.display(),
-                    r.display()
-                );
-            }
+            fail_line(&mut out, &f.point.what, &f.verdict, f.reproducer.as_deref());
         }
         if let Some(n) = o.random {
             let _ = writeln!(
@@ -224,6 +216,19 @@ fn sweep_with_dashboard(
         run.join()
             .unwrap_or(Err(crate::scenario::runner::RunError::Panicked))
     })
+}
+
+/// `FAIL  what: [kind] message`, and the line of its reproducer.
+fn fail_line(out: &mut impl Write, what: &str, v: &Verdict, reproducer: Option<&Path>) {
+    let _ = writeln!(out, "FAIL  {what}: {}", first_problem(v));
+    if let Some(r) = reproducer {
+        let _ = writeln!(
+            out,
+            "      reproducer: {} (hil run {})",
+            r.display(),
+            r.display()
+        );
+    }
 }
 
 /// `[kind] message` of a verdict's most important problem.
@@ -320,15 +325,7 @@ pub fn merge(paths: &[PathBuf], json: bool) -> ExitCode {
         let _ = write!(out, "{}", table(&summary));
         let _ = writeln!(out, "merged from {} shards", paths.len());
         for r in summary.records.iter().filter(|r| !r.verdict.passed()) {
-            let _ = writeln!(out, "FAIL  {}: {}", r.what, first_problem(&r.verdict));
-            if let Some(f) = &r.reproducer {
-                let _ = writeln!(
-                    out,
-                    "      reproducer: {} (hil run {})",
-                    f.display(),
-                    f.display()
-                );
-            }
+            fail_line(&mut out, &r.what, &r.verdict, r.reproducer.as_deref());
         }
     }
     if summary.fired != summary.points {
