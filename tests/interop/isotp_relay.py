@@ -4,6 +4,14 @@ doipclient) and its answer sent back through the kernel's ISO-TP. It puts `ecu-s
 behind the kernel's segmentation and flow control, so a tester's ISO-TP (hil's) talks to the
 kernel's. responsePending (7F xx 78) answers are relayed as they come.
 
+The kernel hands a request over only once all of it has arrived, so the ECU behind the relay
+cannot see a long segmented request begin (ISO 14229-2 stops S3 at its first frame): while
+the relay waits for the next request in a non-default session it sends the ECU a
+TesterPresent (3E 80, no positive answer; a negative one is dropped) every second, as a
+gateway that hides the segmentation must, so that the ECU's S3 does not expire during an
+8 KiB TransferData on a slow (emulated, loaded) machine. An ECU reset or a return to the
+default session stops it.
+
     isotp_relay.py IFACE DOIP_HOST DOIP_PORT [--fd] [--rx 0x7E0] [--tx 0x7E8] [--bs N] [--stmin N]
 
 Prints "relay ready" once the socket is bound; one line per relayed request to stderr.
@@ -69,8 +77,22 @@ def main() -> int:
     doip = DoIPClient(a.host, 0x0010, tcp_port=a.port, udp_port=a.port,
                       client_logical_address=0x0E00)
     print("relay ready", flush=True)
+    s.settimeout(1.0)
+    in_session = False
     while True:
-        request = s.recv(65536)
+        try:
+            request = s.recv(65536)
+        except socket.timeout:
+            if in_session:
+                doip.send_diagnostic(bytes([0x3E, 0x80]))
+                try:
+                    dropped = doip.receive_diagnostic(timeout=0.5)
+                except TimeoutError:
+                    dropped = None
+                if dropped:
+                    print(f"keep-alive answered {bytes(dropped).hex()} (dropped)",
+                          file=sys.stderr, flush=True)
+            continue
         if not request:
             continue
         doip.send_diagnostic(bytes(request))
@@ -88,6 +110,10 @@ def main() -> int:
             if not (len(answer) >= 3 and answer[0] == 0x7F and answer[2] == 0x78):
                 break
         sid = request[0]
+        if sid == 0x10 and len(request) >= 2 and answer and answer[0] == 0x50:
+            in_session = request[1] & 0x7F != 0x01
+        elif sid == 0x11:
+            in_session = False
         print(f"relayed 0x{sid:02x} ({len(request)} bytes)", file=sys.stderr, flush=True)
 
 
