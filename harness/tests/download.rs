@@ -687,12 +687,8 @@ async fn the_server_answers_ranges_errors_and_traversal_attempts() {
             Some("bytes 1-2/204800".into()),
             vec![],
         ),
-        (
-            "nonsense\r\n\r\n".into(),
-            400,
-            None,
-            b"400 Bad Request\n".to_vec(),
-        ),
+        // hyper's parser answers a head it cannot read itself, with an empty 400.
+        ("nonsense\r\n\r\n".into(), 400, None, vec![]),
     ];
     for (request, status, content_range, body) in table {
         let (head, got) = raw(&f.server, &request).await;
@@ -723,7 +719,10 @@ async fn the_server_answers_ranges_errors_and_traversal_attempts() {
         range: None,
         status: 400
     }));
-    assert!(events.iter().any(|e| matches!(e, ArtifactEvent::Malformed { reason } if reason == "bad request line \"nonsense\"")));
+    assert!(
+        events.iter().any(|e| matches!(e, ArtifactEvent::Malformed { reason } if reason.starts_with("invalid HTTP"))),
+        "{events:?}"
+    );
 }
 
 fn free_port() -> u16 {
