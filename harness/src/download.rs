@@ -412,7 +412,7 @@ fn request_error(url: &Url, e: &reqwest::Error, connect_timeout: Duration) -> Do
                 timeout: connect_timeout,
             };
         }
-        let reason = e.source().map_or_else(|| e.to_string(), |s| chain(s));
+        let reason = e.source().map_or_else(|| e.to_string(), chain);
         return DownloadError::Connect { addr, reason };
     }
     if find::<hyper::Error>(e).is_some_and(|h| h.is_incomplete_message()) {
