@@ -1,6 +1,8 @@
-//! An HTTP/1.1 artifact server for tests and demos: serves the files of one directory, with
-//! single byte ranges and fault hooks that a test or the scenario engine can change while
-//! it runs.
+//! The artifact server for tests and demos, on hyper 1.x (HTTP/1.1, optionally over rustls):
+//! serves the files of one directory, with single byte ranges and fault hooks that a test or
+//! the scenario engine can change while it runs. Every fault is a property of the response
+//! body (a [`hyper::body::Body`] that pauses, throttles, flips or cuts) or of its status; the
+//! cut is the one place that reaches below hyper (see [`CutIo`]).
 //!
 //! ## What it answers
 //!
@@ -14,10 +16,11 @@
 //! | a name whose real path (symlinks resolved) leaves the root | `403` |
 //! | a `..` segment (also `%2e%2e`), an encoded `/` or `\` in a segment, a bad `%` escape | `400` |
 //! | another method | `405` with `Allow: GET, HEAD` |
-//! | a head that does not parse | `400` (`431` when over 16 KiB), [`ArtifactEvent::Malformed`] |
+//! | a head that does not parse (hyper's parser) | `400` (`431` when too large), [`ArtifactEvent::Malformed`] |
 //!
-//! Every response carries `Connection: close`; one request per connection. Names are
-//! percent-decoded per segment; the query is ignored.
+//! Every response carries `Connection: close`; one request per connection (keep-alive off).
+//! A client has 10 s to send its head. Names are percent-decoded per segment; the query is
+//! ignored. With [`ServerTls`] (`--tls-cert/--tls-key`) the same is served over TLS 1.2/1.3.
 //!
 //! ## Fault hooks
 //!
@@ -29,10 +32,10 @@
 //!
 //! | field | fires in a response for body bytes `[start, end)` when | effect |
 //! |---|---|---|
-//! | `close_after_bytes: N` | `start <= N < end`, and `start < N` or `N == 0` | bytes `[start, N)` are sent, then the server shuts the connection down (FIN): the client sees a short body |
+//! | `close_after_bytes: N` | `start <= N < end`, and `start < N` or `N == 0` | bytes `[start, N)` are sent, then the server shuts the connection down (FIN; over TLS `close_notify` first): the client sees a short body |
 //! | `stall_after_bytes: N`, `stall_ms` | as `close_after_bytes` | bytes `[start, N)` are sent, then nothing for `stall_ms`, then the rest (if the client is still there) |
 //! | `throttle_bytes_per_sec: B` | the body is not empty | the body goes out at most at `B` bytes/s (pieces of `B/20` bytes) |
-//! | `fail_every_kth: (k, status)` | the request is the k-th, 2k-th, … since the fault set was installed (every parsed request counts, any path; `k = 0` never fires) | `status` with an empty body, before the path is looked at |
+//! | `fail_every_kth: (k, status)` | the request is the k-th, 2k-th, … since the fault set was installed (every parsed request counts, any path; `k = 0` never fires) | `status` with a short text body, before the path is looked at |
 //! | `ignore_range: true` | the request's `Range` would have given a `206` or `416` | `200` with the whole file, as servers without range support do |
 //! | `flip_byte_at: N` | `start <= N < end` | byte `N` is sent XOR `0xFF` (every bit flipped, so it always differs) |
 //! | `once: true` | — | each fault kind fires in at most one response of this fault set (the first it matches) |
@@ -43,38 +46,52 @@
 //! that reaches it; [`ArtifactEvent::FaultFired`] is sent when it actually happens, before
 //! the client can observe it.
 //!
-//! All randomness is seeded: heads and bodies go out in pieces of random size (1 B to 16 KiB
-//! for bodies, the head in two pieces) from `ChaCha8Rng::seed_from_u64(seed)` on stream
-//! `n` for the n-th request of the fault set, with `TCP_NODELAY`, so clients meet varied
-//! read boundaries, reproducibly.
+//! Bodies go out in frames of seeded random size (1 B to 16 KiB) from
+//! `ChaCha8Rng::seed_from_u64(seed)` on stream `n` for the n-th request of the fault set,
+//! with `TCP_NODELAY`, so clients meet varied read boundaries, reproducibly.
+//!
+//! ## How the cut reaches the socket
+//!
+//! hyper drops whatever it still buffers when a body fails, so a body cannot simply end
+//! early. Instead, at the cut the body stops yielding and flags the connection; the
+//! connection's I/O ([`CutIo`]) waits for hyper's next flush — hyper flushes its own buffer
+//! before it flushes the I/O, so every byte before the cut has been written — then shuts the
+//! socket down and wakes the body, which fails and ends the connection.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
+use futures_util::Stream;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::http::{self, HttpError, RangeOutcome, Request};
+use crate::http::{self, RangeOutcome};
 
-/// Time a client has to send its request head.
+/// Time a client has to finish the TLS handshake and send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time one write may block on a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from the file at once.
 const READ_CHUNK: u64 = 64 * 1024;
-/// Largest piece of body written at once.
+/// Largest body frame.
 const MAX_SEGMENT: usize = 16 * 1024;
 
 /// Faults the server injects; see the module doc for when each fires.
@@ -158,6 +175,8 @@ pub enum ArtifactEvent {
     FaultFired { kind: FaultKind, offset: u64 },
     /// A request head that did not parse.
     Malformed { reason: String },
+    /// A TLS handshake that failed (the client refused the certificate, spoke plain HTTP…).
+    TlsFailed { reason: String },
 }
 
 impl fmt::Display for ArtifactEvent {
@@ -179,6 +198,7 @@ impl fmt::Display for ArtifactEvent {
                 write!(f, "fault: {kind} at byte {offset}")
             }
             ArtifactEvent::Malformed { reason } => write!(f, "malformed request: {reason}"),
+            ArtifactEvent::TlsFailed { reason } => write!(f, "tls handshake failed: {reason}"),
         }
     }
 }
@@ -190,16 +210,65 @@ pub enum ArtifactError {
     Root { path: PathBuf, source: io::Error },
     #[error("binding {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error("tls {what} {}: {reason}", path.display())]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("writing the address line: {0}")]
     Output(io::Error),
     #[error("installing signal handlers: {0}")]
     Signal(io::Error),
 }
 
+/// The server's certificate chain and key: HTTPS instead of HTTP.
+#[derive(Clone)]
+pub struct ServerTls(Arc<rustls::ServerConfig>);
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerTls")
+    }
+}
+
+impl ServerTls {
+    /// A PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, ArtifactError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what, path: &Path, reason: String| ArtifactError::Tls {
+            what,
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad("certificate", cert, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad(
+                "certificate",
+                cert,
+                "no CERTIFICATE in the file".into(),
+            ));
+        }
+        let key_der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key", key, e.to_string()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+        .map_err(|e| bad("key", key, e.to_string()))?;
+        Ok(ServerTls(Arc::new(config)))
+    }
+}
+
 /// The running server; dropping it stops the listener and every open connection.
 #[derive(Debug)]
 pub struct ArtifactServer {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
@@ -260,12 +329,22 @@ struct Plan {
 }
 
 impl ArtifactServer {
-    /// Listen on `addr` (`127.0.0.1:0` picks a free port) and serve the files under `root`.
-    /// The receiver gets every [`ArtifactEvent`]; drop it if nobody listens.
+    /// Listen on `addr` (`127.0.0.1:0` picks a free port) and serve the files under `root`
+    /// over plain HTTP. The receiver gets every [`ArtifactEvent`]; drop it if nobody listens.
     pub async fn bind(
         addr: &str,
         root: impl Into<PathBuf>,
         faults: Faults,
+    ) -> Result<(ArtifactServer, mpsc::UnboundedReceiver<ArtifactEvent>), ArtifactError> {
+        ArtifactServer::bind_with(addr, root, faults, None).await
+    }
+
+    /// [`ArtifactServer::bind`], over TLS when `tls` is given.
+    pub async fn bind_with(
+        addr: &str,
+        root: impl Into<PathBuf>,
+        faults: Faults,
+        tls: Option<ServerTls>,
     ) -> Result<(ArtifactServer, mpsc::UnboundedReceiver<ArtifactEvent>), ArtifactError> {
         let root = root.into();
         let meta = std::fs::metadata(&root).map_err(|source| ArtifactError::Root {
@@ -299,10 +378,13 @@ impl ArtifactServer {
             events: tx,
             body_bytes: AtomicU64::new(0),
         });
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.0));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), acceptor));
         Ok((
             ArtifactServer {
                 addr: local,
+                scheme,
                 shared,
                 task,
             },
@@ -314,9 +396,14 @@ impl ArtifactServer {
         self.addr
     }
 
-    /// `http://ADDR/name`.
+    /// `http://ADDR/name` (`https://` over TLS).
     pub fn url(&self, name: &str) -> String {
-        format!("http://{}/{}", self.addr, name.trim_start_matches('/'))
+        format!(
+            "{}://{}/{}",
+            self.scheme,
+            self.addr,
+            name.trim_start_matches('/')
+        )
     }
 
     pub fn root(&self) -> &Path {
@@ -335,8 +422,8 @@ impl ArtifactServer {
         self.shared.lock().faults.clone()
     }
 
-    /// Body bytes handed to sockets since the server started (counted before each write, so
-    /// a client never saw more).
+    /// Body bytes handed to hyper since the server started (counted as each frame is
+    /// yielded, before hyper writes it, so a client never saw more).
     pub fn body_bytes_sent(&self) -> u64 {
         self.shared.body_bytes.load(Ordering::SeqCst)
     }
@@ -366,25 +453,21 @@ impl Shared {
     }
 }
 
-/// `hil serve-artifacts`: bind, print `serving DIR on http://ADDR/` as the first line of
-/// `out`, then one line per event, until SIGINT or SIGTERM. Lines after the first are best
-/// effort (a closed stdout does not stop the server).
+/// `hil serve-artifacts`: bind, print `serving DIR on http://ADDR/` (`https://` with `tls`)
+/// as the first line of `out`, then one line per event, until SIGINT or SIGTERM. Lines after
+/// the first are best effort (a closed stdout does not stop the server).
 pub async fn serve_until_signal(
     root: &Path,
     addr: &str,
     faults: Faults,
+    tls: Option<ServerTls>,
     out: &mut impl io::Write,
 ) -> Result<(), ArtifactError> {
     let mut stop = Box::pin(shutdown_signal().map_err(ArtifactError::Signal)?);
-    let (server, mut events) = ArtifactServer::bind(addr, root, faults).await?;
-    writeln!(
-        out,
-        "serving {} on http://{}/",
-        root.display(),
-        server.local_addr()
-    )
-    .and_then(|()| out.flush())
-    .map_err(ArtifactError::Output)?;
+    let (server, mut events) = ArtifactServer::bind_with(addr, root, faults, tls).await?;
+    writeln!(out, "serving {} on {}", root.display(), server.url(""))
+        .and_then(|()| out.flush())
+        .map_err(ArtifactError::Output)?;
     loop {
         tokio::select! {
             Some(event) = events.recv() => {
@@ -421,14 +504,18 @@ fn shutdown_signal() -> io::Result<impl Future<Output = &'static str>> {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // Dropping the set (when this task is aborted) aborts every connection.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(Arc::clone(&shared), stream));
+                    connections.spawn(connection(Arc::clone(&shared), stream, tls.clone()));
                 }
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -441,82 +528,600 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream) {
+async fn connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let _ = stream.set_nodelay(true);
-    let request = match read_request(&mut stream).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => {
-            shared.emit(ArtifactEvent::Malformed {
+    let Some(acceptor) = tls else {
+        return serve(shared, stream).await;
+    };
+    match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve(shared, stream).await,
+        Ok(Err(e)) => shared.emit(ArtifactEvent::TlsFailed {
+            reason: e.to_string(),
+        }),
+        Err(_) => shared.emit(ArtifactEvent::TlsFailed {
+            reason: format!("no handshake within {HEAD_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// One HTTP/1.1 exchange on `io` (plain TCP or TLS).
+async fn serve<T>(shared: Arc<Shared>, io: T)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cut = Arc::new(Cut::default());
+    let io = TokioIo::new(CutIo {
+        inner: io,
+        cut: Arc::clone(&cut),
+        stuck: None,
+    });
+    let events = Arc::clone(&shared);
+    let service = hyper::service::service_fn(move |request| {
+        let (shared, cut) = (Arc::clone(&shared), Arc::clone(&cut));
+        async move { Ok::<_, std::convert::Infallible>(respond(shared, cut, request).await) }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .serve_connection(io, service)
+        .await;
+    match served {
+        Err(e) if e.is_parse() || e.is_parse_too_large() => {
+            events.emit(ArtifactEvent::Malformed {
                 reason: e.to_string(),
             });
-            let status = match e {
-                HttpError::HeadTooLarge { .. } => 431,
-                _ => 400,
-            };
-            let _ = write_all(&mut stream, &simple(status, &[], false)).await;
-            linger(stream).await;
-            return;
+        }
+        Err(e) => tracing::debug!("artifact server: connection: {e}"),
+        Ok(()) => {}
+    }
+}
+
+/// Decide the response: faults first, then the path, then the range.
+async fn respond(
+    shared: Arc<Shared>,
+    cut: Arc<Cut>,
+    request: Request<Incoming>,
+) -> Response<ArtifactBody> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let head_only = method == Method::HEAD;
+    let answer = |status: u16| ArtifactEvent::Request {
+        method: method.to_string(),
+        path: path.clone(),
+        range: range.clone(),
+        status,
+    };
+
+    let (seq, seed, fail) = {
+        let mut state = shared.lock();
+        state.requests += 1;
+        let seq = state.requests;
+        let once = state.faults.once;
+        let every = state.faults.fail_every_kth;
+        let fail = match every {
+            Some((k, status))
+                if k > 0 && seq % u64::from(k) == 0 && claim(once, &mut state.spent.fail) =>
+            {
+                Some(status)
+            }
+            _ => None,
+        };
+        (seq, state.faults.seed, fail)
+    };
+    if let Some(status) = fail {
+        shared.emit(answer(status));
+        let offset = match range.as_deref().map(|r| http::resolve_range(r, u64::MAX)) {
+            Some(RangeOutcome::Partial { start, .. }) => start,
+            _ => 0,
+        };
+        shared.fired(FaultKind::Fail { status }, offset);
+        return simple(status, &[], head_only);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        shared.emit(answer(405));
+        return simple(405, &[(header::ALLOW, "GET, HEAD".into())], false);
+    }
+    let Some(relative) = resolve_path(&path) else {
+        shared.emit(answer(400));
+        return simple(400, &[], head_only);
+    };
+    let full = shared.root.join(relative);
+    let real_root = shared.real_root.clone();
+    let (file, len) = match tokio::task::spawn_blocking(move || open_below(&real_root, &full)).await
+    {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(refused)) => {
+            let status = refused.status();
+            shared.emit(answer(status));
+            return simple(status, &[], head_only);
+        }
+        Err(e) => {
+            tracing::warn!("artifact server: opening {path}: {e}");
+            shared.emit(answer(500));
+            return simple(500, &[], head_only);
         }
     };
-    match respond(&shared, &mut stream, request).await {
-        Ok(()) => linger(stream).await,
-        Err(e) => tracing::debug!("artifact server: connection: {e}"),
-    }
-}
 
-/// The request head; `Ok(None)` if the client closed, failed or was too slow.
-async fn read_request(stream: &mut TcpStream) -> Result<Option<Request>, HttpError> {
-    let deadline = Instant::now() + HEAD_TIMEOUT;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some((request, _)) = http::parse_request(&buf)? {
-            return Ok(Some(request));
+    let mut outcome = range
+        .as_deref()
+        .map_or(RangeOutcome::Full, |r| http::resolve_range(r, len));
+    let mut ignored_at = None;
+    let mut plan = Plan {
+        seq,
+        seed,
+        ..Plan::default()
+    };
+    {
+        let mut state = shared.lock();
+        let FaultState { faults, spent, .. } = &mut *state;
+        if outcome != RangeOutcome::Full
+            && faults.ignore_range
+            && claim(faults.once, &mut spent.ignore_range)
+        {
+            ignored_at = Some(match outcome {
+                RangeOutcome::Partial { start, .. } => start,
+                _ => len,
+            });
+            outcome = RangeOutcome::Full;
         }
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return Ok(None),
-        }
-    }
-}
-
-/// Close our side, then read until the client closes (or 2 s), so that unread request
-/// bytes do not turn our close into a reset that could destroy the response in flight.
-async fn linger(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
+        let (start, end) = match outcome {
+            RangeOutcome::Partial { start, end } => (start, end + 1),
+            RangeOutcome::Full => (0, len),
+            RangeOutcome::Unsatisfiable => (0, 0),
+        };
+        if !head_only && start < end {
+            if let Some(n) = faults.close_after_bytes
+                && reaches(n, start, end)
+                && claim(faults.once, &mut spent.close)
+            {
+                plan.close_at = Some(n);
+            }
+            if let Some(n) = faults.stall_after_bytes
+                && reaches(n, start, end)
+                && claim(faults.once, &mut spent.stall)
+            {
+                plan.stall_at = Some((n, Duration::from_millis(faults.stall_ms)));
+            }
+            if let Some(n) = faults.flip_byte_at
+                && (start..end).contains(&n)
+                && claim(faults.once, &mut spent.flip)
+            {
+                plan.flip_at = Some(n);
+            }
+            if let Some(bps) = faults.throttle_bytes_per_sec.filter(|&b| b > 0)
+                && claim(faults.once, &mut spent.throttle)
+            {
+                plan.throttle = Some(bps);
             }
         }
-    })
-    .await;
+    }
+
+    let (status, start, end) = match outcome {
+        RangeOutcome::Unsatisfiable => {
+            shared.emit(answer(416));
+            let cr = [(header::CONTENT_RANGE, format!("bytes */{len}"))];
+            return simple(416, &cr, head_only);
+        }
+        RangeOutcome::Full => (StatusCode::OK, 0, len),
+        RangeOutcome::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+    };
+    shared.emit(answer(status.as_u16()));
+    if let Some(offset) = ignored_at {
+        shared.fired(FaultKind::IgnoreRange, offset);
+    }
+    let body = if head_only {
+        ArtifactBody::text(Bytes::new())
+    } else {
+        ArtifactBody::file(shared, cut, Arc::new(file), start, end, plan)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {start}-{}/{len}", end - 1);
+        headers.insert(header::CONTENT_RANGE, header_value(value));
+    }
+    response
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
-    tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read"))?
+fn header_value(value: String) -> HeaderValue {
+    // Only built from digits and ASCII words here.
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// A complete response without a file body.
-fn simple(status: u16, extra: &[(&str, String)], head_only: bool) -> Vec<u8> {
-    let body = format!("{status} {}\n", http::reason(status));
-    let mut out = format!("HTTP/1.1 {status} {}\r\n", http::reason(status));
+/// A complete response without a file body: `STATUS REASON\n` as text.
+fn simple(
+    status: u16,
+    extra: &[(header::HeaderName, String)],
+    head_only: bool,
+) -> Response<ArtifactBody> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let text = format!(
+        "{} {}\n",
+        code.as_u16(),
+        code.canonical_reason().unwrap_or("Unknown")
+    );
+    let length = text.len() as u64;
+    let body = if head_only {
+        Bytes::new()
+    } else {
+        Bytes::from(text)
+    };
+    let mut response = Response::new(ArtifactBody::text(body));
+    *response.status_mut() = code;
+    let headers = response.headers_mut();
     for (name, value) in extra {
-        out.push_str(&format!("{name}: {value}\r\n"));
+        headers.insert(name.clone(), header_value(value.clone()));
     }
-    out.push_str(&format!(
-        "Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    if !head_only {
-        out.push_str(&body);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+/// What the file producer yields: body bytes, or the cut of `close_after_bytes`.
+enum Piece {
+    Data(Bytes),
+    Cut,
+}
+
+/// A response body: a short text, or a file range with its planned faults.
+struct ArtifactBody(BodyKind);
+
+enum BodyKind {
+    Text(Option<Bytes>),
+    File {
+        pieces: Pin<Box<dyn Stream<Item = io::Result<Piece>> + Send>>,
+        shared: Arc<Shared>,
+        cut: Arc<Cut>,
+        left: u64,
+    },
+}
+
+impl ArtifactBody {
+    fn text(bytes: Bytes) -> ArtifactBody {
+        ArtifactBody(BodyKind::Text(Some(bytes).filter(|b| !b.is_empty())))
     }
-    out.into_bytes()
+
+    fn file(
+        shared: Arc<Shared>,
+        cut: Arc<Cut>,
+        file: Arc<File>,
+        start: u64,
+        end: u64,
+        plan: Plan,
+    ) -> ArtifactBody {
+        let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
+        rng.set_stream(plan.seq);
+        let producer = Producer {
+            shared: Arc::clone(&shared),
+            file,
+            start,
+            pos: start,
+            end,
+            plan,
+            rng,
+            began: Instant::now(),
+            sent: 0,
+            stalled: false,
+            announced: false,
+            pending: Bytes::new(),
+        };
+        let pieces = futures_util::stream::unfold(Some(producer), |state| async move {
+            let mut p = state?;
+            match p.next().await {
+                Ok(Some(piece)) => Some((Ok(piece), Some(p))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        ArtifactBody(BodyKind::File {
+            pieces: Box::pin(pieces),
+            shared,
+            cut,
+            left: end - start,
+        })
+    }
+}
+
+impl Body for ArtifactBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.get_mut().0 {
+            BodyKind::Text(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::File {
+                pieces,
+                shared,
+                cut,
+                left,
+            } => {
+                {
+                    let mut state = cut.lock();
+                    if state.done {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "connection cut by close_after_bytes",
+                        ))));
+                    }
+                    if state.requested {
+                        state.body = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+                match ready!(pieces.as_mut().poll_next(cx)) {
+                    Some(Ok(Piece::Data(bytes))) => {
+                        let n = bytes.len() as u64;
+                        shared.body_bytes.fetch_add(n, Ordering::SeqCst);
+                        *left = left.saturating_sub(n);
+                        Poll::Ready(Some(Ok(Frame::data(bytes))))
+                    }
+                    Some(Ok(Piece::Cut)) => {
+                        let mut state = cut.lock();
+                        state.requested = true;
+                        state.body = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            BodyKind::Text(bytes) => bytes.is_none(),
+            BodyKind::File { left, .. } => *left == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            BodyKind::Text(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len()) as u64)
+            }
+            BodyKind::File { left, .. } => SizeHint::with_exact(*left),
+        }
+    }
+}
+
+/// Produces the bytes `[start, end)` of a file as body pieces, acting out the plan.
+struct Producer {
+    shared: Arc<Shared>,
+    file: Arc<File>,
+    start: u64,
+    /// The next file offset to read.
+    pos: u64,
+    end: u64,
+    plan: Plan,
+    rng: ChaCha8Rng,
+    began: Instant,
+    /// Bytes yielded so far (the throttle's clock).
+    sent: u64,
+    stalled: bool,
+    announced: bool,
+    /// Read from the file, not yet yielded: the bytes `[pos - pending.len(), pos)`.
+    pending: Bytes,
+}
+
+impl Producer {
+    async fn next(&mut self) -> io::Result<Option<Piece>> {
+        if !self.announced {
+            self.announced = true;
+            if let Some(bps) = self.plan.throttle {
+                self.shared.fired(FaultKind::Throttle, self.start);
+                tracing::debug!("artifact server: throttling to {bps} B/s");
+            }
+        }
+        if self.pending.is_empty() {
+            let pos = self.pos;
+            if pos >= self.end {
+                return Ok(None);
+            }
+            if self.plan.close_at == Some(pos) {
+                self.shared.fired(FaultKind::CloseAfter, pos);
+                return Ok(Some(Piece::Cut));
+            }
+            if let Some((at, pause)) = self.plan.stall_at
+                && at == pos
+                && !self.stalled
+            {
+                self.shared.fired(FaultKind::Stall, pos);
+                tokio::time::sleep(pause).await;
+                self.stalled = true;
+            }
+            // Reads stop at the cut and the stall, so that both act at their exact byte.
+            let stop = [self.plan.close_at, self.plan.stall_at.map(|(at, _)| at)]
+                .into_iter()
+                .flatten()
+                .filter(|&p| p > pos)
+                .fold(self.end, u64::min);
+            let n = (stop - pos).min(READ_CHUNK) as usize;
+            let file = Arc::clone(&self.file);
+            let mut data = tokio::task::spawn_blocking(move || {
+                let mut f = &*file;
+                f.seek(SeekFrom::Start(pos))?;
+                let mut data = vec![0u8; n];
+                f.read_exact(&mut data)?;
+                Ok::<_, io::Error>(data)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            if let Some(at) = self
+                .plan
+                .flip_at
+                .filter(|&at| (pos..pos + n as u64).contains(&at))
+            {
+                data[(at - pos) as usize] ^= 0xFF;
+                self.shared.fired(FaultKind::FlipByte, at);
+            }
+            self.pending = Bytes::from(data);
+            self.pos += n as u64;
+        }
+        let mut piece = self.rng.gen_range(1..=MAX_SEGMENT).min(self.pending.len());
+        if let Some(bps) = self.plan.throttle {
+            piece = piece.min((bps / 20).max(1) as usize);
+            let due = Duration::from_secs_f64((self.sent + piece as u64) as f64 / bps as f64);
+            tokio::time::sleep_until(self.began + due).await;
+        }
+        self.sent += piece as u64;
+        Ok(Some(Piece::Data(self.pending.split_to(piece))))
+    }
+}
+
+/// The cut of one connection, shared by its body and its I/O.
+#[derive(Debug, Default)]
+struct Cut(Mutex<CutState>);
+
+#[derive(Debug, Default)]
+struct CutState {
+    /// The body reached the cut and yields nothing more.
+    requested: bool,
+    /// The socket is shut down.
+    done: bool,
+    /// The body, waiting for `done`.
+    body: Option<Waker>,
+}
+
+impl Cut {
+    fn lock(&self) -> MutexGuard<'_, CutState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The I/O hyper serves a connection on: the socket (or TLS stream), shut down at a
+/// requested cut once hyper flushed, and with a bound on how long a write may block.
+struct CutIo<T> {
+    inner: T,
+    cut: Arc<Cut>,
+    /// Since when a write waits for a client that does not read.
+    stuck: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> CutIo<T> {
+    fn bounded<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match poll {
+            Poll::Ready(r) => {
+                self.stuck = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timer = self
+                    .stuck
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client does not read",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.lock().done
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for CutIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CutIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.is_cut() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.bounded(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.is_cut() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.bounded(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    /// hyper calls this only with its own buffer empty: at a requested cut, everything
+    /// before the cut is in the socket, so shut it down here.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_cut() {
+            return Poll::Ready(Ok(()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        ready!(this.bounded(cx, poll))?;
+        if !this.cut.lock().requested {
+            return Poll::Ready(Ok(()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        let shut = ready!(this.bounded(cx, poll));
+        let mut state = this.cut.lock();
+        state.done = true;
+        if let Some(body) = state.body.take() {
+            body.wake();
+        }
+        Poll::Ready(shut)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.is_cut() {
+            return Poll::Ready(Ok(()));
+        }
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.bounded(cx, poll)
+    }
 }
 
 /// Decode `%XX` escapes; `None` for a bad escape or a result that is not UTF-8.
@@ -601,235 +1206,6 @@ fn open_below(real_root: &Path, path: &Path) -> Result<(File, u64), Refusal> {
     }
 }
 
-/// Run blocking file I/O off the async worker threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
-}
-
-async fn respond(shared: &Shared, stream: &mut TcpStream, request: Request) -> io::Result<()> {
-    let method = request.method.clone();
-    let path = request
-        .target
-        .split(['?', '#'])
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let range = request.headers.get("range").map(str::to_string);
-    let head_only = method == "HEAD";
-    let answer = |status: u16| ArtifactEvent::Request {
-        method: method.clone(),
-        path: path.clone(),
-        range: range.clone(),
-        status,
-    };
-
-    let (seq, seed, fail) = {
-        let mut state = shared.lock();
-        state.requests += 1;
-        let seq = state.requests;
-        let once = state.faults.once;
-        let every = state.faults.fail_every_kth;
-        let fail = match every {
-            Some((k, status))
-                if k > 0 && seq % u64::from(k) == 0 && claim(once, &mut state.spent.fail) =>
-            {
-                Some(status)
-            }
-            _ => None,
-        };
-        (seq, state.faults.seed, fail)
-    };
-    if let Some(status) = fail {
-        shared.emit(answer(status));
-        let offset = match range.as_deref().map(|r| http::resolve_range(r, u64::MAX)) {
-            Some(RangeOutcome::Partial { start, .. }) => start,
-            _ => 0,
-        };
-        shared.fired(FaultKind::Fail { status }, offset);
-        return write_all(stream, &simple(status, &[], head_only)).await;
-    }
-    if method != "GET" && method != "HEAD" {
-        shared.emit(answer(405));
-        let allow = [("Allow", "GET, HEAD".to_string())];
-        return write_all(stream, &simple(405, &allow, false)).await;
-    }
-    let Some(relative) = resolve_path(&request.target) else {
-        shared.emit(answer(400));
-        return write_all(stream, &simple(400, &[], head_only)).await;
-    };
-    let full = shared.root.join(relative);
-    let real_root = shared.real_root.clone();
-    let (file, len) = match blocking(move || Ok(open_below(&real_root, &full))).await {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(refused)) => {
-            let status = refused.status();
-            shared.emit(answer(status));
-            return write_all(stream, &simple(status, &[], head_only)).await;
-        }
-        Err(e) => return Err(e),
-    };
-
-    let mut outcome = range
-        .as_deref()
-        .map_or(RangeOutcome::Full, |r| http::resolve_range(r, len));
-    let mut ignored_at = None;
-    let mut plan = Plan {
-        seq,
-        seed,
-        ..Plan::default()
-    };
-    {
-        let mut state = shared.lock();
-        let FaultState { faults, spent, .. } = &mut *state;
-        if outcome != RangeOutcome::Full
-            && faults.ignore_range
-            && claim(faults.once, &mut spent.ignore_range)
-        {
-            ignored_at = Some(match outcome {
-                RangeOutcome::Partial { start, .. } => start,
-                _ => len,
-            });
-            outcome = RangeOutcome::Full;
-        }
-        let (start, end) = match outcome {
-            RangeOutcome::Partial { start, end } => (start, end + 1),
-            RangeOutcome::Full => (0, len),
-            RangeOutcome::Unsatisfiable => (0, 0),
-        };
-        if !head_only && start < end {
-            if let Some(n) = faults.close_after_bytes {
-                if reaches(n, start, end) && claim(faults.once, &mut spent.close) {
-                    plan.close_at = Some(n);
-                }
-            }
-            if let Some(n) = faults.stall_after_bytes {
-                if reaches(n, start, end) && claim(faults.once, &mut spent.stall) {
-                    plan.stall_at = Some((n, Duration::from_millis(faults.stall_ms)));
-                }
-            }
-            if let Some(n) = faults.flip_byte_at {
-                if (start..end).contains(&n) && claim(faults.once, &mut spent.flip) {
-                    plan.flip_at = Some(n);
-                }
-            }
-            if let Some(bps) = faults.throttle_bytes_per_sec.filter(|&b| b > 0) {
-                if claim(faults.once, &mut spent.throttle) {
-                    plan.throttle = Some(bps);
-                }
-            }
-        }
-    }
-
-    let (status, start, end) = match outcome {
-        RangeOutcome::Unsatisfiable => {
-            shared.emit(answer(416));
-            let cr = [("Content-Range", format!("bytes */{len}"))];
-            return write_all(stream, &simple(416, &cr, head_only)).await;
-        }
-        RangeOutcome::Full => (200, 0, len),
-        RangeOutcome::Partial { start, end } => (206, start, end + 1),
-    };
-    shared.emit(answer(status));
-    if let Some(offset) = ignored_at {
-        shared.fired(FaultKind::IgnoreRange, offset);
-    }
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n",
-        http::reason(status),
-        end - start
-    );
-    if status == 206 {
-        head.push_str(&format!(
-            "Content-Range: bytes {start}-{}/{len}\r\n",
-            end - 1
-        ));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
-    rng.set_stream(plan.seq);
-    let split = rng.gen_range(1..=head.len());
-    write_all(stream, &head.as_bytes()[..split]).await?;
-    write_all(stream, &head.as_bytes()[split..]).await?;
-    if head_only {
-        return Ok(());
-    }
-    send_body(shared, stream, Arc::new(file), start, end, &plan, &mut rng).await
-}
-
-/// Bytes `[start, end)` of `file`, with the planned faults.
-async fn send_body(
-    shared: &Shared,
-    stream: &mut TcpStream,
-    file: Arc<File>,
-    start: u64,
-    end: u64,
-    plan: &Plan,
-    rng: &mut ChaCha8Rng,
-) -> io::Result<()> {
-    let began = Instant::now();
-    if let Some(bps) = plan.throttle {
-        shared.fired(FaultKind::Throttle, start);
-        tracing::debug!("artifact server: throttling to {bps} B/s");
-    }
-    let mut sent = 0u64;
-    let mut pos = start;
-    let mut stalled = false;
-    while pos < end {
-        if plan.close_at == Some(pos) {
-            shared.fired(FaultKind::CloseAfter, pos);
-            return stream.shutdown().await;
-        }
-        if let Some((at, pause)) = plan.stall_at {
-            if at == pos && !stalled {
-                shared.fired(FaultKind::Stall, pos);
-                tokio::time::sleep(pause).await;
-                stalled = true;
-            }
-        }
-        let stop = [plan.close_at, plan.stall_at.map(|(at, _)| at)]
-            .into_iter()
-            .flatten()
-            .filter(|&p| p > pos)
-            .fold(end, u64::min);
-        let n = (stop - pos).min(READ_CHUNK) as usize;
-        let f = Arc::clone(&file);
-        let mut data = blocking(move || {
-            let mut f = &*f;
-            f.seek(SeekFrom::Start(pos))?;
-            let mut data = vec![0u8; n];
-            f.read_exact(&mut data)?;
-            Ok(data)
-        })
-        .await?;
-        if let Some(at) = plan
-            .flip_at
-            .filter(|&at| (pos..pos + n as u64).contains(&at))
-        {
-            data[(at - pos) as usize] ^= 0xFF;
-            shared.fired(FaultKind::FlipByte, at);
-        }
-        let mut off = 0;
-        while off < data.len() {
-            let mut piece = rng.gen_range(1..=MAX_SEGMENT).min(data.len() - off);
-            if let Some(bps) = plan.throttle {
-                piece = piece.min((bps / 20).max(1) as usize);
-                let due = Duration::from_secs_f64((sent + piece as u64) as f64 / bps as f64);
-                tokio::time::sleep_until(began + due).await;
-            }
-            shared.body_bytes.fetch_add(piece as u64, Ordering::SeqCst);
-            write_all(stream, &data[off..off + piece]).await?;
-            off += piece;
-            sent += piece as u64;
-        }
-        pos += n as u64;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -877,17 +1253,5 @@ mod tests {
         assert!(claim(true, &mut spent));
         assert!(!claim(true, &mut spent));
         assert!(claim(false, &mut spent));
-    }
-
-    #[test]
-    fn simple_responses_parse() {
-        let bytes = simple(416, &[("Content-Range", "bytes */10".into())], false);
-        let (head, used) = http::parse_response_head(&bytes).unwrap().unwrap();
-        assert_eq!(head.status, 416);
-        assert_eq!(head.headers.get("content-range"), Some("bytes */10"));
-        assert_eq!(
-            head.headers.content_length(),
-            Ok(Some((bytes.len() - used) as u64))
-        );
     }
 }

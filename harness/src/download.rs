@@ -1,5 +1,5 @@
-//! Resumable download of one artifact over plain HTTP/1.1, with streaming SHA-256, bounded
-//! retries and typed progress events.
+//! Resumable download of one artifact over HTTP/1.1 or HTTPS (reqwest on hyper, rustls),
+//! with streaming SHA-256, bounded retries and typed progress events.
 //!
 //! [`download`] fetches `url` into `dest` and returns only when `dest` holds exactly
 //! `expected_size` bytes whose SHA-256 is `expected_sha256`; a file that fails the check is
@@ -9,7 +9,7 @@
 //!
 //! | step | what happens |
 //! |---|---|
-//! | 1 | parse the URL (`http://host[:port]/path` only; anything else is [`DownloadError::BadUrl`]) |
+//! | 1 | check the URL (`http://` or `https://`, [`crate::http::parse_url`]; anything else is [`DownloadError::BadUrl`]) and build the client: for `https://` the roots are [`DownloadConfig::ca_file`] alone when given (a bad file is [`DownloadError::CaFile`]), else the Mozilla roots of `webpki-roots` |
 //! | 2 | open `dest` (created if missing) and re-hash the bytes already there: they are the resume offset |
 //! | 3 | longer than the artifact: truncate to 0 ([`DownloadEvent::RestartedFromZero`]); exactly as long: verify, no request |
 //! | 4 | `GET` with `Range: bytes=<offset>-` when `offset > 0`; append the body, hashing as it is written |
@@ -27,12 +27,14 @@
 //! | `408`, `429`, `5xx` | retry |
 //! | any other status (`3xx` redirects are not followed, `404`, …) | [`DownloadError::Status`] at once, no retry |
 //! | a refused or timed-out connection, a body that ends early, no byte for `idle_timeout_ms` | retry, resuming from the bytes on disk |
+//! | a certificate no root vouches for, a name it does not cover, a failed handshake | [`DownloadError::Tls`] with a [`TlsFailure`], no retry |
 //! | a size other than `expected_size` (`Content-Length`, `Content-Range`, or the body) | [`DownloadError::SizeMismatch`], `dest` deleted |
 //!
 //! Retries are bounded by [`DownloadConfig::retries`] over the whole call (progress does not
 //! refill them). The delay before retry `n` (1-based) is `d = min(max, base·2^(n-1))`, then
 //! `d/2 + uniform(0..=d/2)` drawn from `ChaCha8Rng::seed_from_u64(jitter_seed)`: the same
-//! seed gives the same delays.
+//! seed gives the same delays. The client never uses a proxy from the environment, never
+//! reuses a connection, and asks for `identity` encoding.
 //!
 //! ## What is on disk when the process dies
 //!
@@ -46,6 +48,7 @@
 //! the worst case is one download from zero, never a bad artifact. `If-Range` is not sent:
 //! the expected SHA-256 is what detects an artifact that changed between two requests.
 
+use std::error::Error as _;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -55,17 +58,18 @@ use std::time::Duration;
 
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{StatusCode, Url};
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
-use crate::http::{self, HttpError, ResponseHead, Url, UrlError};
+use crate::http::{self, UrlError};
 
 /// Bytes received in one go before they are written to the file.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Retries, backoff and timeouts of [`download`].
+/// Retries, backoff, timeouts and trust of [`download`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DownloadConfig {
@@ -79,13 +83,16 @@ pub struct DownloadConfig {
     pub jitter_seed: u64,
     /// No byte from the server for this long (head or body): the attempt failed (stall).
     pub idle_timeout_ms: u64,
-    /// Time allowed to open the TCP connection.
+    /// Time allowed to open the TCP connection (and, for HTTPS, finish the handshake).
     pub connect_timeout_ms: u64,
     /// `fdatasync` the partial file each time this many bytes were appended.
     pub sync_every_bytes: u64,
     /// Byte offsets the download also stops at and reports [`DownloadEvent::Progress`] for,
     /// whatever the batches (a scenario's fault at a download byte fires at that byte).
     pub stops: Vec<u64>,
+    /// PEM file of the certificate authorities trusted for `https://` (instead of the
+    /// built-in Mozilla roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DownloadConfig {
@@ -99,6 +106,7 @@ impl Default for DownloadConfig {
             connect_timeout_ms: 5_000,
             sync_every_bytes: 256 * 1024,
             stops: Vec::new(),
+            ca_file: None,
         }
     }
 }
@@ -179,17 +187,51 @@ pub struct DownloadReport {
     pub bytes_received: u64,
 }
 
+/// Why a TLS handshake failed, as far as the client can tell.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsFailure {
+    /// No trusted root signed the server's chain (`UnknownIssuer`): a self-signed or private
+    /// CA that is not in the roots.
+    #[error(
+        "unknown certificate authority: no trusted ca signed the server's certificate (give it with ca_file or --ca-file)"
+    )]
+    UnknownCa,
+    /// A certificate the roots vouch for that is still not acceptable (expired, for another
+    /// name, revoked, …).
+    #[error("bad certificate: {0}")]
+    BadCertificate(String),
+    /// Anything else rustls refused (a plain-HTTP server, no common protocol version, an alert).
+    #[error("{0}")]
+    Handshake(String),
+}
+
+impl TlsFailure {
+    fn of(e: &rustls::Error) -> TlsFailure {
+        match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                TlsFailure::UnknownCa
+            }
+            rustls::Error::InvalidCertificate(c) => TlsFailure::BadCertificate(format!("{c:?}")),
+            other => TlsFailure::Handshake(other.to_string()),
+        }
+    }
+}
+
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error("bad url {url:?}: {source}")]
     BadUrl { url: String, source: UrlError },
-    #[error("connecting to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
+    #[error("ca file {}: {reason}", path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("tls handshake with {host} failed: {failure}")]
+    Tls { host: String, failure: TlsFailure },
+    #[error("connecting to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
     #[error("connecting to {addr}: no connection within {timeout:?}")]
     ConnectTimeout { addr: String, timeout: Duration },
-    #[error("socket {op}: {source}")]
-    Io { op: &'static str, source: io::Error },
+    #[error("{op}: {reason}")]
+    Io { op: &'static str, reason: String },
     #[error("no byte from the server for {idle:?} at byte {at}")]
     Stalled { idle: Duration, at: u64 },
     #[error("the connection closed before the response head")]
@@ -197,7 +239,7 @@ pub enum DownloadError {
     #[error("the connection closed at byte {at} of {size}")]
     Truncated { at: u64, size: u64 },
     #[error("malformed response: {0}")]
-    Malformed(#[from] HttpError),
+    Malformed(String),
     #[error("{url}: server answered {status} {reason}")]
     Status {
         url: String,
@@ -230,7 +272,8 @@ pub enum DownloadError {
 impl DownloadError {
     /// Worth another [`download`] call later: the network or the server may recover, or
     /// (hash mismatch) the file was deleted and a fresh download may get clean bytes. Not:
-    /// a bad URL, a 4xx, a server whose artifact has another size, a local file error.
+    /// a bad URL or CA file, a refused certificate, a 4xx, a server whose artifact has another
+    /// size, a local file error.
     pub fn is_retryable(&self) -> bool {
         match self {
             DownloadError::HashMismatch { .. } => true,
@@ -257,6 +300,153 @@ impl DownloadError {
     }
 }
 
+/// The certificates of a PEM file of CA certificates (at least one).
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, DownloadError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let bad = |reason: String| DownloadError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// rustls on ring, the roots of `ca_file` or else Mozilla's.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, DownloadError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in load_ca_file(path)? {
+                roots.add(cert).map_err(|e| DownloadError::CaFile {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DownloadError::Io {
+            op: "setting up tls",
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+fn client(url: &Url, config: &DownloadConfig) -> Result<reqwest::Client, DownloadError> {
+    let ca = (url.scheme() == "https")
+        .then_some(config.ca_file.as_deref())
+        .flatten();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(ca)?)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .http1_only()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .user_agent(concat!("hil/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| DownloadError::Io {
+            op: "building the http client",
+            reason: chain(&e),
+        })
+}
+
+/// An error and its sources, `a: b: c`, each message once.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// The first error of type `E` in `e`'s chain. An `io::Error` hides the error it wraps from
+/// `source()` (it returns the wrapped error's source), so the walk goes through `get_ref`.
+fn find<'e, E: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = match err.downcast_ref::<io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// A failed request (no response head), named.
+fn request_error(url: &Url, e: &reqwest::Error, connect_timeout: Duration) -> DownloadError {
+    let addr = authority(url);
+    if let Some(tls) = find::<rustls::Error>(e) {
+        return DownloadError::Tls {
+            host: addr,
+            failure: TlsFailure::of(tls),
+        };
+    }
+    if e.is_connect() {
+        if e.is_timeout() {
+            return DownloadError::ConnectTimeout {
+                addr,
+                timeout: connect_timeout,
+            };
+        }
+        let reason = e.source().map_or_else(|| e.to_string(), chain);
+        return DownloadError::Connect { addr, reason };
+    }
+    if find::<hyper::Error>(e).is_some_and(|h| h.is_incomplete_message()) {
+        return DownloadError::NoResponse;
+    }
+    DownloadError::Io {
+        op: "request",
+        reason: chain(e),
+    }
+}
+
+/// A body that failed at `at`: a short body is [`DownloadError::Truncated`].
+fn body_error(e: &reqwest::Error, at: u64, size: u64) -> DownloadError {
+    // hyper: "end of file before message length reached" (an io UnexpectedEof), or a
+    // connection closed before the message completed.
+    let short = find::<hyper::Error>(e).is_some_and(|h| h.is_incomplete_message())
+        || find::<io::Error>(e).is_some_and(|io| io.kind() == io::ErrorKind::UnexpectedEof);
+    if short {
+        DownloadError::Truncated { at, size }
+    } else {
+        DownloadError::Io {
+            op: "reading the body",
+            reason: chain(e),
+        }
+    }
+}
+
+/// `host:port` of a URL, IPv6 in brackets.
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or_default();
+    format!("{host}:{port}")
+}
+
 /// Download `url` into `dest`, resuming from the bytes already there; see the module doc.
 /// `progress` sees every [`DownloadEvent`] as it happens.
 pub async fn download(
@@ -267,10 +457,11 @@ pub async fn download(
     config: &DownloadConfig,
     mut progress: impl FnMut(&DownloadEvent),
 ) -> Result<DownloadReport, DownloadError> {
-    let parsed = Url::parse(url).map_err(|source| DownloadError::BadUrl {
+    let parsed = http::parse_url(url).map_err(|source| DownloadError::BadUrl {
         url: url.to_string(),
         source,
     })?;
+    let client = client(&parsed, config)?;
     let mut part = PartFile::open(dest, config.sync_every_bytes).await?;
     let mut report = DownloadReport {
         bytes: 0,
@@ -298,6 +489,7 @@ pub async fn download(
     let mut attempt = 1;
     loop {
         let result = Fetch {
+            client: &client,
             url: &parsed,
             part: &mut part,
             size: expected_size,
@@ -358,6 +550,7 @@ async fn finish(
 
 /// One request: from the bytes on disk to the end of the artifact (`Ok`) or a failure.
 struct Fetch<'a, P> {
+    client: &'a reqwest::Client,
     url: &'a Url,
     part: &'a mut PartFile,
     size: u64,
@@ -369,6 +562,7 @@ struct Fetch<'a, P> {
 impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
     async fn run(self) -> Result<(), DownloadError> {
         let Fetch {
+            client,
             url,
             part,
             size,
@@ -383,49 +577,36 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
         });
         report.requests += 1;
         let idle = config.idle();
-        let mut stream = connect(url, Duration::from_millis(config.connect_timeout_ms)).await?;
-        let mut request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: hil/{}\r\nAccept: */*\r\nAccept-Encoding: identity\r\nConnection: close\r\n",
-            url.path,
-            url.authority(),
-            env!("CARGO_PKG_VERSION")
-        );
+        let mut request = client
+            .get(url.clone())
+            .header(header::ACCEPT, "*/*")
+            .header(header::ACCEPT_ENCODING, "identity");
         if offset > 0 {
-            request.push_str(&format!("Range: bytes={offset}-\r\n"));
+            request = request.header(header::RANGE, format!("bytes={offset}-"));
         }
-        request.push_str("\r\n");
-        match tokio::time::timeout(idle, stream.write_all(request.as_bytes())).await {
+        let connect = Duration::from_millis(config.connect_timeout_ms);
+        // The head may take the connection time plus the idle time.
+        let mut response = match tokio::time::timeout(connect + idle, request.send()).await {
             Err(_) => return Err(DownloadError::Stalled { idle, at: offset }),
-            Ok(Err(source)) => {
-                return Err(DownloadError::Io {
-                    op: "write",
-                    source,
-                });
-            }
-            Ok(Ok(())) => {}
-        }
-
-        let mut buf = vec![0u8; WRITE_BATCH];
-        let mut head_buf = Vec::new();
-        let (head, used) = loop {
-            if let Some(h) = http::parse_response_head(&head_buf)? {
-                break h;
-            }
-            match read(&mut stream, &mut buf, idle, offset).await? {
-                0 => return Err(DownloadError::NoResponse),
-                n => head_buf.extend_from_slice(&buf[..n]),
-            }
+            Ok(Err(e)) => return Err(request_error(url, &e, connect)),
+            Ok(Ok(r)) => r,
         };
-        let body_start = head_buf.split_off(used);
-        let body_len = Self::check_head(url, part, size, report, progress, offset, &head).await?;
+        let status = response.status();
+        let body_len = Self::check_head(
+            url,
+            part,
+            size,
+            report,
+            progress,
+            offset,
+            status,
+            response.headers(),
+        )
+        .await?;
 
         // The body, appended in batches; what arrived is on disk before any error returns.
         let end = body_len.map(|n| part.len + n);
-        let mut batch = body_start;
-        if let Some(end) = end {
-            batch.truncate((end - part.len).try_into().unwrap_or(usize::MAX));
-        }
-        report.bytes_received += batch.len() as u64;
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         let outcome = loop {
             // Out to every stop the batch reaches, reported there.
             while let Some(stop) = config
@@ -460,16 +641,18 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
                     total: size,
                 });
             }
-            let room = end.map_or(buf.len() as u64, |e| (e - have).min(buf.len() as u64));
-            let want = room as usize;
-            match read(&mut stream, &mut buf[..want], idle, have).await {
-                Ok(0) if end.is_none() => break Ok(()),
-                Ok(0) => break Err(DownloadError::Truncated { at: have, size }),
-                Ok(n) => {
-                    report.bytes_received += n as u64;
-                    batch.extend_from_slice(&buf[..n]);
+            match tokio::time::timeout(idle, response.chunk()).await {
+                Err(_) => break Err(DownloadError::Stalled { idle, at: have }),
+                Ok(Ok(None)) if end.is_none() => break Ok(()),
+                Ok(Ok(None)) => break Err(DownloadError::Truncated { at: have, size }),
+                Ok(Ok(Some(chunk))) => {
+                    report.bytes_received += chunk.len() as u64;
+                    let room = end.map_or(usize::MAX, |e| {
+                        usize::try_from(e - have).unwrap_or(usize::MAX)
+                    });
+                    batch.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
-                Err(e) => break Err(e),
+                Ok(Err(e)) => break Err(body_error(&e, have, size)),
             }
         };
         if !batch.is_empty() {
@@ -491,6 +674,10 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
 
     /// Act on the status: the body's length (`None`: until the connection closes), after
     /// truncating the file if the body starts at 0 again.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one fetch, borrowed apart"
+    )]
     async fn check_head(
         url: &Url,
         part: &mut PartFile,
@@ -498,18 +685,26 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
         report: &mut DownloadReport,
         progress: &mut P,
         offset: u64,
-        head: &ResponseHead,
+        status: StatusCode,
+        headers: &HeaderMap,
     ) -> Result<Option<u64>, DownloadError> {
-        if let Some(te) = head.headers.get("transfer-encoding") {
-            if !te.eq_ignore_ascii_case("identity") {
-                return Err(HttpError::TransferEncoding(te.to_string()).into());
-            }
-        }
-        let content_length = head.headers.content_length()?;
-        match head.status {
+        let content_length = match headers.get(header::CONTENT_LENGTH) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| DownloadError::Malformed(format!("content-length {v:?}")))?,
+            ),
+        };
+        match status.as_u16() {
             206 => {
-                let value = head.headers.get("content-range").unwrap_or_default();
-                let cr = http::parse_content_range(value)?;
+                let value = headers
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                let cr = http::parse_content_range(value)
+                    .map_err(|e| DownloadError::Malformed(e.to_string()))?;
                 if let Some(total) = cr.complete_length.filter(|&t| t != size) {
                     part.remove().await?;
                     return Err(DownloadError::SizeMismatch {
@@ -521,10 +716,9 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
                     Some((start, last)) if start == offset => {
                         let n = last - start + 1;
                         if content_length.is_some_and(|cl| cl != n) {
-                            return Err(HttpError::BadContentLength(format!(
-                                "{content_length:?} for content-range {value}"
-                            ))
-                            .into());
+                            return Err(DownloadError::Malformed(format!(
+                                "content-length {content_length:?} for content-range {value}"
+                            )));
                         }
                         Ok(Some(n))
                     }
@@ -564,48 +758,12 @@ impl<P: FnMut(&DownloadEvent)> Fetch<'_, P> {
                     offset,
                 })
             }
-            status => Err(DownloadError::Status {
+            code => Err(DownloadError::Status {
                 url: url.to_string(),
-                status,
-                reason: if head.reason.is_empty() {
-                    http::reason(status).to_string()
-                } else {
-                    head.reason.clone()
-                },
+                status: code,
+                reason: status.canonical_reason().unwrap_or("Unknown").to_string(),
             }),
         }
-    }
-}
-
-async fn connect(url: &Url, timeout: Duration) -> Result<TcpStream, DownloadError> {
-    let addr = url.authority();
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((url.host.as_str(), url.port)))
-        .await
-        .map_err(|_| DownloadError::ConnectTimeout {
-            addr: addr.clone(),
-            timeout,
-        })?
-        .map_err(|source| DownloadError::Connect { addr, source })?;
-    stream
-        .set_nodelay(true)
-        .map_err(|source| DownloadError::Io {
-            op: "set_nodelay",
-            source,
-        })?;
-    Ok(stream)
-}
-
-/// One read, bounded by the idle timeout; `at` names the artifact offset in a stall error.
-async fn read(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    idle: Duration,
-    at: u64,
-) -> Result<usize, DownloadError> {
-    match tokio::time::timeout(idle, stream.read(buf)).await {
-        Err(_) => Err(DownloadError::Stalled { idle, at }),
-        Ok(Err(source)) => Err(DownloadError::Io { op: "read", source }),
-        Ok(Ok(n)) => Ok(n),
     }
 }
 

@@ -220,7 +220,7 @@ pub fn write_image(
     force: bool,
 ) -> Result<Option<PathBuf>, ToolError> {
     if let Some(url) = manifest_url
-        && let Err(source) = crate::http::Url::parse(url)
+        && let Err(source) = crate::http::parse_url(url)
     {
         return Err(ToolError::BadUrl {
             url: url.to_string(),

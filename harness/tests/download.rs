@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use hil::artifact::{ArtifactEvent, ArtifactServer, FaultKind, Faults};
 use hil::download::{DownloadConfig, DownloadError, DownloadEvent, DownloadReport, download};
-use hil::http;
 use rand::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
@@ -40,6 +39,7 @@ fn fast() -> DownloadConfig {
         connect_timeout_ms: 500,
         sync_every_bytes: 64 * 1024,
         stops: Vec::new(),
+        ca_file: None,
     }
 }
 
@@ -580,17 +580,17 @@ async fn a_refused_connection_is_retried_with_seeded_backoff() {
 }
 
 #[tokio::test]
-async fn urls_other_than_http_are_refused_clearly() {
+async fn urls_other_than_http_and_https_are_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("x");
     for (url, message) in [
         (
-            "https://example.com/a.bin",
-            "bad url \"https://example.com/a.bin\": https is not supported, only http://host:port/path",
+            "ftp://h/a",
+            "bad url \"ftp://h/a\": unsupported scheme \"ftp\", only http:// and https://",
         ),
         (
-            "ftp://h/a",
-            "bad url \"ftp://h/a\": unsupported scheme \"ftp\", only http://host:port/path",
+            "https://u@h/a",
+            "bad url \"https://u@h/a\": user info (user@host) is not supported",
         ),
         ("http://h:0/a", "bad url \"http://h:0/a\": bad port \"0\""),
     ] {
@@ -603,17 +603,53 @@ async fn urls_other_than_http_are_refused_clearly() {
     assert!(!dest.exists());
 }
 
+/// A response head as `httparse` reads it.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.get("content-length").and_then(|v| v.parse().ok())
+    }
+}
+
 /// One raw exchange: send `request`, read until the server closes.
-async fn raw(server: &ArtifactServer, request: &str) -> (http::ResponseHead, Vec<u8>) {
+async fn raw(server: &ArtifactServer, request: &str) -> (Head, Vec<u8>) {
     let mut s = tokio::net::TcpStream::connect(server.local_addr())
         .await
         .unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let (head, used) = http::parse_response_head(&buf).unwrap().unwrap();
-    let body = buf[used..].to_vec();
-    (head, body)
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let used = match parsed.parse(&buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!("{request:?}: no complete head ({other:?}) in {buf:?}"),
+    };
+    let head = Head {
+        status: parsed.code.unwrap(),
+        headers: parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    (head, buf[used..].to_vec())
 }
 
 #[tokio::test]
@@ -687,33 +723,30 @@ async fn the_server_answers_ranges_errors_and_traversal_attempts() {
             Some("bytes 1-2/204800".into()),
             vec![],
         ),
-        (
-            "nonsense\r\n\r\n".into(),
-            400,
-            None,
-            b"400 Bad Request\n".to_vec(),
-        ),
+        // hyper's parser answers a head it cannot read itself, with an empty 400.
+        ("nonsense\r\n\r\n".into(), 400, None, vec![]),
     ];
     for (request, status, content_range, body) in table {
         let (head, got) = raw(&f.server, &request).await;
         assert_eq!(head.status, status, "{request:?}");
         assert_eq!(
-            head.headers.get("content-range").map(str::to_string),
+            head.get("content-range").map(str::to_string),
             content_range,
             "{request:?}"
         );
         assert_eq!(got, body, "{request:?}");
         if status == 405 {
-            assert_eq!(head.headers.get("allow"), Some("GET, HEAD"));
+            assert_eq!(head.get("allow"), Some("GET, HEAD"));
         }
         if status == 206 || status == 200 {
-            assert_eq!(head.headers.get("accept-ranges"), Some("bytes"));
+            assert_eq!(head.get("accept-ranges"), Some("bytes"));
             let want = if request.starts_with("HEAD") {
                 2
             } else {
                 got.len() as u64
             };
-            assert_eq!(head.headers.content_length(), Ok(Some(want)));
+            assert_eq!(head.content_length(), Some(want));
+            assert_eq!(head.get("connection"), Some("close"));
         }
     }
     let events = f.drain();
@@ -723,7 +756,10 @@ async fn the_server_answers_ranges_errors_and_traversal_attempts() {
         range: None,
         status: 400
     }));
-    assert!(events.iter().any(|e| matches!(e, ArtifactEvent::Malformed { reason } if reason == "bad request line \"nonsense\"")));
+    assert!(
+        events.iter().any(|e| matches!(e, ArtifactEvent::Malformed { reason } if reason.starts_with("invalid HTTP"))),
+        "{events:?}"
+    );
 }
 
 fn free_port() -> u16 {

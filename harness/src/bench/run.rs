@@ -635,6 +635,7 @@ async fn execute(
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
+            ca_file: None,
         },
         version: s.update.version.clone(),
         target: bench.target.clone(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::artifact::{self, Faults};
 use crate::exit;
 
-/// Serve the files of DIR over HTTP/1.1 (GET, HEAD, single byte ranges) with fault hooks.
-/// Prints `serving DIR on http://ADDR/` first, then one line per request and fault; runs
+/// Serve the files of DIR over HTTP/1.1 (GET, HEAD, single byte ranges) with fault hooks,
+/// over TLS with --tls-cert/--tls-key. Prints `serving DIR on http://ADDR/` (`https://`) first, then one line per request and fault; runs
 /// until SIGINT/SIGTERM (exit 0), exit 2 if it cannot start. Offsets are file offsets.
 #[derive(clap::Args, Debug)]
 pub struct ServeArtifactsArgs {
@@ -47,6 +47,12 @@ pub struct ServeArtifactsArgs {
     /// Seed of the server's randomness (how responses are split into writes).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The server runs on worker threads, so a slow reader of stdout never holds up a download.
@@ -62,6 +68,13 @@ pub fn run(a: &ServeArtifactsArgs) -> ExitCode {
         once: a.once,
         seed: a.seed,
     };
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => match artifact::ServerTls::from_pem_files(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => return exit::error(exit::INVALID, e),
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,7 +85,7 @@ pub fn run(a: &ServeArtifactsArgs) -> ExitCode {
     };
     let mut out = std::io::stdout();
     let served = runtime.block_on(artifact::serve_until_signal(
-        &a.dir, &a.addr, faults, &mut out,
+        &a.dir, &a.addr, faults, tls, &mut out,
     ));
     // A file read stuck in the kernel (e.g. a hung network file system) must not keep a
     // stopped server alive: blocking tasks get one second, then the process exits anyway.

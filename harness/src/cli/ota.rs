@@ -63,6 +63,10 @@ pub struct OtaRunArgs {
     /// Seed of the retry jitter.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// PEM certificate authorities trusted for https:// artifacts whose manifest names no
+    /// `ca_file` (default: the built-in Mozilla roots).
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
 }
 
 impl OtaRunArgs {
@@ -83,6 +87,7 @@ impl OtaRunArgs {
                 retries: self.http_retries,
                 idle_timeout_ms: (self.idle_timeout * 1000.0) as u64,
                 jitter_seed: self.seed,
+                ca_file: self.ca_file.clone(),
                 ..DownloadConfig::default()
             },
         }

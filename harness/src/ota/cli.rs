@@ -36,7 +36,12 @@ pub fn submit(manifest: &Path, store: &Path) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format_args!("reading {}: {e}", manifest.display())),
     };
-    let m = match Manifest::parse(&text, &manifest.display().to_string()) {
+    let origin = manifest.display().to_string();
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let m = match Manifest::parse(&text, &origin).and_then(|mut m| {
+        m.resolve_files(&text, &origin, base)?;
+        Ok(m)
+    }) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };

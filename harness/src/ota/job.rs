@@ -364,6 +364,7 @@ mod tests {
                 url: "http://127.0.0.1:8080/v2.bin".into(),
                 size: 1000,
                 sha256: "00".repeat(32),
+                ca_file: None,
             },
             version: "2.0.0".into(),
             target: Target::Doip {

@@ -1,4 +1,4 @@
-//! Running a job: the driver loop, and the live workers (real HTTP, real DoIP over TCP, the
+//! Running a job: the driver loop, and the live workers (real HTTP(S), real DoIP over TCP, the
 //! wall clock). The same driver runs simulated jobs with other [`Workers`] (an in-process ECU,
 //! virtual time).
 //!
@@ -107,12 +107,17 @@ impl Workers for LiveWorkers {
         progress: &mut (dyn FnMut(u64) + Send),
         event: &mut (dyn FnMut(&DownloadEvent) + Send),
     ) -> Result<(), DownloadFailure> {
+        // The manifest's CA file wins over the runner's (`--ca-file`).
+        let mut config = self.download.clone();
+        if let Some(ca) = &m.artifact.ca_file {
+            config.ca_file = Some(ca.clone());
+        }
         let result = download::download(
             &m.artifact.url,
             dest,
             m.artifact.size,
             &m.sha256(),
-            &self.download,
+            &config,
             |e: &DownloadEvent| {
                 if let Some(w) = &self.watch {
                     (w.0)(e);

@@ -2,9 +2,11 @@
 //!
 //! ```yaml
 //! artifact:
-//!   url: http://127.0.0.1:8080/v2.bin   # http only
+//!   url: https://127.0.0.1:8443/v2.bin  # http:// or https://
 //!   size: 100677                         # bytes
 //!   sha256: 3f5c…                        # 64 hex digits
+//!   ca_file: ca.pem                      # optional, https only: the CAs to trust (PEM),
+//!                                        # relative to the manifest; default: Mozilla's roots
 //! version: 2.0.0                         # must match the image header
 //! target:
 //!   transport: doip
@@ -21,14 +23,16 @@
 //! field's own value (or key, for a key written twice), like scenario and bench files: `target`
 //! is read as a flat record ([`crate::target::read`]) so that its errors keep their position,
 //! and checks after parsing are located by walking the YAML to the field. The URL is checked
-//! here as the downloader will parse it ([`Url::parse`]): spaces, control characters, user
-//! info, a missing host or a port outside 1–65535 are refused at submit, not at run.
+//! here as the downloader will parse it ([`parse_url`]): spaces, control characters, user
+//! info, a missing host or a port outside 1–65535 are refused at submit, not at run. So is a
+//! `ca_file` with an `http://` URL; at submit ([`Manifest::resolve_files`]) the `ca_file` is made
+//! absolute against the manifest's folder and must hold at least one PEM certificate.
 
 use serde::{Deserialize, Serialize};
 
 use ecu_sim::image::Version;
 
-use crate::http::Url;
+use crate::http::parse_url;
 use crate::scenario::validate::{dotted, duplicate_key, locate_or_parent, strip_location};
 pub use crate::target::Target;
 use crate::target::read::{Found, RawTarget, check_target};
@@ -39,6 +43,9 @@ pub struct Artifact {
     pub url: String,
     pub size: u64,
     pub sha256: String,
+    /// PEM certificate authorities trusted for an `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +153,33 @@ impl Manifest {
         }
     }
 
+    /// Make `artifact.ca_file` absolute against `base` (the manifest's folder) and check that
+    /// it holds CA certificates; `text` and `origin` locate the error like [`Manifest::parse`].
+    pub fn resolve_files(
+        &mut self,
+        text: &str,
+        origin: &str,
+        base: &std::path::Path,
+    ) -> Result<(), ManifestError> {
+        let Some(ca) = &self.artifact.ca_file else {
+            return Ok(());
+        };
+        let ca = base.join(ca);
+        if let Err(e) = crate::download::load_ca_file(&ca) {
+            let path = ["artifact".to_string(), "ca_file".to_string()];
+            let (line, column) = locate_or_parent(text, &path);
+            return Err(ManifestError::Field {
+                origin: origin.to_string(),
+                line,
+                column,
+                field: dotted(&path),
+                message: e.to_string(),
+            });
+        }
+        self.artifact.ca_file = Some(std::path::absolute(&ca).unwrap_or(ca));
+        Ok(())
+    }
+
     pub fn version(&self) -> Version {
         self.version.parse().expect("checked when parsed")
     }
@@ -168,11 +202,23 @@ fn check_fields(m: &RawManifest) -> Found {
         found.push((path.iter().map(|s| s.to_string()).collect(), message));
     };
     let url = &m.artifact.url;
-    if let Err(e) = Url::parse(url) {
-        problem(
+    match parse_url(url) {
+        Err(e) => problem(
             &["artifact", "url"],
             format!("{url:?} is not a usable url: {e}"),
-        );
+        ),
+        Ok(u) if u.scheme() != "https" && m.artifact.ca_file.is_some() => problem(
+            &["artifact", "ca_file"],
+            format!("only for https:// urls, the url is {url:?}"),
+        ),
+        Ok(_) => {}
+    }
+    if m.artifact
+        .ca_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        problem(&["artifact", "ca_file"], "an empty path".into());
     }
     if m.artifact.size == 0 {
         problem(&["artifact", "size"], "must be more than 0".into());
@@ -200,6 +246,8 @@ fn check_fields(m: &RawManifest) -> Found {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     const GOOD: &str = "artifact:
@@ -253,7 +301,17 @@ target:
             ),
             (
                 &GOOD.replace("http://127.0.0.1:8080/v2.bin", "ftp://x/v2.bin"),
-                "m.yaml:2:8: artifact.url: \"ftp://x/v2.bin\" is not a usable url: unsupported scheme \"ftp\", only http://host:port/path",
+                "m.yaml:2:8: artifact.url: \"ftp://x/v2.bin\" is not a usable url: unsupported scheme \"ftp\", only http:// and https://",
+            ),
+            (
+                &GOOD.replace("  size: 100677", "  ca_file: ca.pem\n  size: 100677"),
+                "m.yaml:3:12: artifact.ca_file: only for https:// urls, the url is \"http://127.0.0.1:8080/v2.bin\"",
+            ),
+            (
+                &GOOD
+                    .replace("  size: 100677", "  ca_file: ''\n  size: 100677")
+                    .replace("http:", "https:"),
+                "m.yaml:3:12: artifact.ca_file: an empty path",
             ),
             (
                 &GOOD.replace("size: 100677", "size: 0"),
@@ -328,12 +386,12 @@ target:
                 r#""http://:8080/a" is not a usable url: no host"#,
             ),
             (
-                "https://h/a",
-                r#""https://h/a" is not a usable url: https is not supported, only http://host:port/path"#,
+                "ftp://h/a",
+                r#""ftp://h/a" is not a usable url: unsupported scheme "ftp", only http:// and https://"#,
             ),
             (
                 "h:8080/a",
-                r#""h:8080/a" is not a usable url: no scheme, expected http://host:port/path"#,
+                r#""h:8080/a" is not a usable url: no scheme, expected http://host:port/path or https://…"#,
             ),
         ];
         for (url, want) in table {
@@ -345,10 +403,55 @@ target:
             "http://h/a",
             "http://[::1]:8080/a.bin",
             "http://h:65535/x?y=1",
+            "https://h/a",
+            "HTTPS://127.0.0.1:8443/v2.bin",
         ] {
             let text = GOOD.replace("http://127.0.0.1:8080/v2.bin", good);
             Manifest::parse(&text, "m.yaml").unwrap_or_else(|e| panic!("{good}: {e}"));
         }
+    }
+
+    /// `ca_file` is resolved against the manifest's folder at submit and must hold a CA
+    /// certificate; a missing or empty file is an error at the field.
+    #[test]
+    fn ca_files_are_resolved_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["test ca".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::create_dir(dir.path().join("certs")).unwrap();
+        std::fs::write(dir.path().join("certs/ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        let text = |ca: &str| {
+            GOOD.replace("http:", "https:").replace(
+                "  size: 100677",
+                &format!("  ca_file: {ca}\n  size: 100677"),
+            )
+        };
+        let good = text("certs/ca.pem");
+        let mut m = Manifest::parse(&good, "m.yaml").unwrap();
+        m.resolve_files(&good, "m.yaml", dir.path()).unwrap();
+        assert_eq!(m.artifact.ca_file, Some(dir.path().join("certs/ca.pem")));
+        for (ca, want) in [
+            ("missing.pem", "m.yaml:3:12: artifact.ca_file: ca file "),
+            ("empty.pem", "m.yaml:3:12: artifact.ca_file: ca file "),
+        ] {
+            let bad = text(ca);
+            let mut m = Manifest::parse(&bad, "m.yaml").unwrap();
+            let e = m
+                .resolve_files(&bad, "m.yaml", dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(want), "{ca}: {e}");
+            assert!(e.contains(ca), "{e}");
+        }
+        // Without ca_file nothing is read.
+        let mut m = Manifest::parse(GOOD, "m.yaml").unwrap();
+        m.resolve_files(GOOD, "m.yaml", Path::new("/nonexistent"))
+            .unwrap();
+        assert_eq!(m.artifact.ca_file, None);
     }
 
     /// Errors inside `target` and duplicate keys are located at their own line and column.
