@@ -139,8 +139,10 @@ impl<'a, F: Flash> Updater<'a, F> {
         Ok(())
     }
 
-    /// Program `data` at `offset` in the staging image area. A final chunk that is not a whole
-    /// number of write units is padded with the erased value.
+    /// Program `data` at `offset` in the staging area. A final chunk that is not a whole
+    /// number of write units is padded with the erased value. In the trailer sector(s) units
+    /// that hold only the erased value are not programmed: they are the fields the bootloader
+    /// writes later (copy_done, attempts, swap info), and the flash takes no second write.
     pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), UpdateError> {
         self.guard()?;
         let (addr, cap) = self.staging_area();
@@ -156,12 +158,36 @@ impl<'a, F: Flash> Updater<'a, F> {
                 capacity: cap,
             });
         }
-        if padded == data.len() {
-            self.flash.write(addr + offset, data)?;
-        } else {
-            let mut buf = data.to_vec();
-            buf.resize(padded, self.layout.erased);
-            self.flash.write(addr + offset, &buf)?;
+        let mut buf = data.to_vec();
+        buf.resize(padded, self.layout.erased);
+        let start = addr + offset;
+        let trailer = self.layout.slot(self.staging_slot()).trailer_offset;
+        let split = (trailer.saturating_sub(start) as usize).min(buf.len());
+        if split > 0 {
+            self.flash.write(start, &buf[..split])?;
+        }
+        // The trailer part: runs of units that are not all erased (unit-aligned addresses).
+        let unit = self.layout.unit as usize;
+        let erased = self.layout.erased;
+        let mut run: Option<usize> = None;
+        let mut at = split;
+        while at < buf.len() {
+            let abs = start as usize + at;
+            let end = (abs / unit + 1) * unit - start as usize;
+            let end = end.min(buf.len());
+            let blank = buf[at..end].iter().all(|&b| b == erased);
+            match (blank, run) {
+                (false, None) => run = Some(at),
+                (true, Some(from)) => {
+                    self.flash.write(start + from as u32, &buf[from..at])?;
+                    run = None;
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        if let Some(from) = run {
+            self.flash.write(start + from as u32, &buf[from..])?;
         }
         Ok(())
     }
