@@ -504,7 +504,7 @@ impl<'a> Bootloader<'a> {
             Slot::Primary,
             Complete {
                 swap_type: SwapType::Perm,
-                swap_size: Some(len),
+                swap_size: None,
                 image_ok: true,
                 copy_done: true,
             },
@@ -721,10 +721,6 @@ impl<'a> Swap<'a> {
         }
         // Rebuild both trailers, then close the swap.
         let layout = self.layout;
-        let swap_size = self.layout.primary.image_sectors[..usize::from(self.sectors)]
-            .iter()
-            .map(|&(_, size)| size)
-            .sum();
         trailer::erase(flash, layout, Slot::Primary)?;
         trailer::write_complete(
             flash,
@@ -732,7 +728,8 @@ impl<'a> Swap<'a> {
             Slot::Primary,
             Complete {
                 swap_type: self.kind,
-                swap_size: Some(swap_size),
+                // The journal's start record holds what the swap moves.
+                swap_size: None,
                 image_ok: self.kind != SwapType::Test,
                 copy_done: true,
             },

@@ -12,7 +12,7 @@
 //! | −M−2A | A | copy_done | `0x01` = installed by a finished swap (direct-xip: selected to run once) |
 //! | −M−3A | A | swap info | swap type in bits 0–3 (`2` test, `3` permanent, `4` revert), image number 0 in bits 4–7 |
 //! | −M−4A | A | unprotected TLV sizes | swap-offset only; reserved (erased) |
-//! | below | A | swap size | u32 LE: bytes the last swap moved (the larger image with its TLVs) |
+//! | below | A | swap size | u32 LE (MCUboot: what the swap moves); erased here: the journal's start record holds the swap's sector count |
 //! | below | 2 × align_up(32, A) | encryption keys 0, 1 | reserved, erased: no image is encrypted yet |
 //! | below | max sectors × states × write size | swap status | reserved, erased: this simulator records swap progress in its journal (see [`super::journal`]) |
 //! | sector start | 16 × A | boot attempt *i* | this simulator's: `0x01` = attempt *i* of a test image started (`max_boot_attempts` > 1; MCUboot's one attempt is copy_done) |
@@ -29,8 +29,8 @@
 //! | secondary | good | set | any | upgrade request, permanent (`--pad --confirm`) |
 //! | primary | good | unset | set | a test image on probation: revert unless it confirms |
 //!
-//! When this simulator builds a trailer it writes swap info, swap size, copy_done and image_ok
-//! before the magic, so a trailer is valid only once complete (MCUboot's `boot_set_pending`
+//! When this simulator builds a trailer it writes swap info, copy_done and image_ok before the
+//! magic, so a trailer is valid only once complete (MCUboot's `boot_set_pending`
 //! writes the magic first). Attempt units that are not erased count as used, torn or not:
 //! probation only gets shorter, never longer.
 
