@@ -518,9 +518,14 @@ impl Layout {
         }
         let tail = |sizes: &[u32]| sizes[sizes.len() - trailer_sectors..].to_vec();
         if trailer_len < needed || trailer_sectors + 1 > smaller || tail(&ps) != tail(&ss) {
+            // What the slot's last sectors give while leaving one image sector.
+            let room: u64 = ss[ss.len() + 1 - smaller..]
+                .iter()
+                .map(|&s| u64::from(s))
+                .sum();
             return Err(LayoutError::TrailerTooLarge {
                 mode,
-                sector: trailer_len.min(u64::from(u32::MAX)) as u32,
+                sector: room.min(u64::from(u32::MAX)) as u32,
                 needed: needed.min(u64::from(u32::MAX)) as u32,
                 mcuboot: mcuboot.min(u64::from(u32::MAX)) as u32,
                 attempts,

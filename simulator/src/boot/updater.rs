@@ -110,8 +110,9 @@ impl<'a, F: Flash> Updater<'a, F> {
         self.guard()?;
         let slot = self.staging_slot();
         trailer::erase(self.flash, self.layout, slot)?;
-        let (addr, cap) = self.staging_area();
-        self.flash.erase(addr, cap)?;
+        let area = self.layout.slot(slot);
+        self.flash
+            .erase(area.image_offset(), area.image_capacity())?;
         Ok(())
     }
 
