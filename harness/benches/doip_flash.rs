@@ -59,7 +59,14 @@ fn ecu() -> Ecu<SimFlash> {
         max_boot_attempts: 1,
         keys,
     };
-    Ecu::factory(geometry(), BootMode::Swap, &image(1, 16 * 1024), boot, 1).unwrap()
+    Ecu::factory(
+        geometry(),
+        BootMode::SwapScratch,
+        &image(1, 16 * 1024),
+        boot,
+        1,
+    )
+    .unwrap()
 }
 
 fn server(max_block_len: u32) -> DiagServer {

@@ -20,7 +20,7 @@ pub struct DemoOptions {
 impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
-            mode: BootMode::Swap,
+            mode: BootMode::SwapScratch,
             variant: CutVariant::Torn,
             image_size: 48 * 1024,
             seed: 1,
@@ -84,12 +84,14 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary, DemoE
     // A dry run finds the installation window; the cut goes in its middle.
     let clean = powercut::run(&setup, CutPlan::None).map_err(DemoError::Violation)?;
     let (phase, from, to) = match opts.mode {
-        BootMode::Swap => (
-            "swap",
-            clean.op_of(|k| matches!(k, EventKind::SwapStarted { .. })),
-            clean.op_of(|k| matches!(k, EventKind::SwapFinished { .. })),
-        ),
-        BootMode::Ab => (
+        BootMode::SwapScratch | BootMode::SwapMove | BootMode::SwapOffset | BootMode::Overwrite => {
+            (
+                "swap",
+                clean.op_of(|k| matches!(k, EventKind::SwapStarted { .. })),
+                clean.op_of(|k| matches!(k, EventKind::SwapFinished { .. })),
+            )
+        }
+        BootMode::DirectXip => (
             "download",
             clean.op_of(|k| matches!(k, EventKind::StagingErased { .. })),
             clean.op_of(|k| matches!(k, EventKind::UpgradeRequested { .. })),

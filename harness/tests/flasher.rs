@@ -44,7 +44,7 @@ impl TestEcu {
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
         let ecu = Ecu::factory(
             Geometry::uniform(4096, 3 + 2 * 16 + 1, 8).unwrap(),
-            BootMode::Swap,
+            BootMode::SwapScratch,
             &image(1, 1, HEALTHY, "oem", 9000),
             BootConfig {
                 defect: None,

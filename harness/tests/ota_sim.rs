@@ -58,7 +58,7 @@ fn run(img: Vec<u8>, major: u8) -> (Job, Duration, String) {
         };
         let geometry = Geometry::uniform(4096, 3 + 2 * 32 + 1, 8).unwrap();
         let v1 = image(1, Behaviour::DEFAULT);
-        let ecu = Ecu::factory(geometry, BootMode::Swap, &v1, boot, 1).unwrap();
+        let ecu = Ecu::factory(geometry, BootMode::SwapScratch, &v1, boot, 1).unwrap();
         let server = DiagServer::new(ServerConfig::default());
         let mut workers = SimWorkers::new(SimEcu { ecu, server }, 1_000_000);
         let url = "http://artifacts.sim/v.bin";
@@ -166,7 +166,7 @@ fn the_simulated_download_ends_a_chunk_where_the_hooks_act() {
             keys: Keyring::new(),
         };
         let v1 = image(1, Behaviour::DEFAULT);
-        let ecu = Ecu::factory(geometry, BootMode::Swap, &v1, boot, 1).unwrap();
+        let ecu = Ecu::factory(geometry, BootMode::SwapScratch, &v1, boot, 1).unwrap();
         let hooks = CloseAt {
             at: 30_000,
             closed: false,

@@ -396,3 +396,47 @@ fn the_readme_event_table_is_the_codes_event_list() {
         .collect();
     assert_eq!(readme, code);
 }
+
+/// MCUboot's strategy names (and the old ones) parse; a geometry that cannot host a strategy
+/// is a located problem with a hint; a misspelt strategy lists the names.
+#[test]
+fn boot_modes_by_mcuboots_names() {
+    for mode in [
+        "swap-scratch",
+        "swap-move",
+        "swap-offset",
+        "overwrite",
+        "direct-xip",
+        "swap",
+        "ab",
+        "overwrite-only",
+    ] {
+        let text = format!(
+            "description: x\necu: {{boot_mode: {mode}}}\nupdate: {{version: 2.0.0}}\nexpect: {{outcome: committed}}\n"
+        );
+        validate::parse(&text, "s.yaml").unwrap_or_else(|e| panic!("{mode}: {e:?}"));
+    }
+    let problems = |text: &str| -> Vec<String> {
+        match validate::parse(text, "s.yaml") {
+            Ok(_) => vec!["(valid)".into()],
+            Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+        }
+    };
+    assert_eq!(
+        problems(
+            "description: x\necu: {boot_mode: swap-move, sector_size: 512, slot_sectors: 2, align: 32}\nupdate: {version: 2.0.0, size: 10}\nexpect: {outcome: committed}\n"
+        ),
+        [
+            "s.yaml:2:42: ecu.sector_size: this ECU's layout does not resolve: the slots cannot hold the swap-move trailer at their end: it needs 1024 bytes (MCUboot's 512 + 512 of boot attempts), the last sectors that leave an image sector give 512: MCUboot's trailer grows with slot_sectors and align; use `sector_size: 1024`, fewer slot_sectors or a smaller align"
+        ]
+    );
+    let got = problems(
+        "description: x\necu: {boot_mode: swap-mov}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
+    );
+    assert_eq!(
+        got,
+        [
+            "s.yaml:2:18: ecu.boot_mode: unknown variant `swap-mov`, expected one of `swap`, `swap-scratch`, `swap-move`, `swap-offset`, `overwrite`, `overwrite-only`, `ab`, `direct-xip` (did you mean `swap-move`?)"
+        ]
+    );
+}

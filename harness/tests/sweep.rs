@@ -304,3 +304,48 @@ fn ci_sweep_healthy_swap() {
 fn ci_sweep_healthy_ab() {
     healthy("ab");
 }
+
+#[test]
+fn ci_sweep_healthy_swap_move() {
+    healthy("swap-move");
+}
+
+#[test]
+fn ci_sweep_healthy_swap_offset() {
+    healthy("swap-offset");
+}
+
+#[test]
+fn ci_sweep_never_confirming_swap_move() {
+    never_confirming("swap-move");
+}
+
+#[test]
+fn ci_sweep_never_confirming_swap_offset() {
+    never_confirming("swap-offset");
+}
+
+/// Overwrite cannot revert: a healthy image commits at every point, never rolled back.
+#[test]
+fn ci_sweep_healthy_overwrite() {
+    let s = ci_sweep(
+        "overwrite",
+        "healthy",
+        "{healthy: {confirm_after_ms: 500}}",
+        "committed",
+    );
+    assert_eq!(s.all.rolled_back, 0, "{:?}", s.all);
+    assert!(s.all.committed > 0, "{:?}", s.all);
+}
+
+/// Overwrite installs even a never-confirming image for good: what MCUboot promises.
+#[test]
+fn ci_sweep_never_confirming_overwrite() {
+    let s = ci_sweep(
+        "overwrite",
+        "never-confirming",
+        "never_confirm",
+        "committed",
+    );
+    assert_eq!(s.all.rolled_back, 0, "{:?}", s.all);
+}

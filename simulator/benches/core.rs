@@ -53,7 +53,7 @@ fn main() {
             "| flash ops/s, 4 KiB erase + {len}-byte writes | {ops:.0} ({mbs:.0} MB/s programmed) |"
         );
     }
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in BootMode::ALL {
         for kib in [16usize, 64, 256] {
             let (points, secs, rate) = sweep_rate(mode, kib * 1024);
             println!(

@@ -193,8 +193,18 @@ pub fn provision<F: Flash>(
     let padded = flash.geometry().align_up(image.len());
     let mut buf = image.to_vec();
     buf.resize(padded, layout.erased);
-    flash.write(area.region.offset, &buf)?;
-    boot::trailers::write_complete(flash, layout, Slot::Primary, SwapType::Perm, true, true)?;
+    flash.write(area.image_offset(), &buf)?;
+    boot::trailers::write_complete(
+        flash,
+        layout,
+        Slot::Primary,
+        boot::trailers::Complete {
+            swap_type: SwapType::Perm,
+            swap_size: None,
+            image_ok: true,
+            copy_done: true,
+        },
+    )?;
     Ok(())
 }
 
@@ -480,7 +490,7 @@ impl<F: Flash> Ecu<F> {
                     Slot::Secondary => &self.config.layout.secondary,
                 };
                 let mut bytes = vec![0; b.image.total_size];
-                if self.flash.read(area.region.offset, &mut bytes).is_ok() {
+                if self.flash.read(area.image_offset(), &mut bytes).is_ok() {
                     use sha2::Digest;
                     self.booted.push(BootedBytes {
                         boot: self.boot_count,

@@ -118,7 +118,7 @@ mod tests {
 
     fn setup() -> (Geometry, Layout, Keyring, Vec<u8>) {
         let geometry = Geometry::uniform(4096, 3 + 2 * 8 + 1, 8).unwrap();
-        let layout = Layout::auto(&geometry, BootMode::Swap).unwrap();
+        let layout = Layout::auto(&geometry, BootMode::SwapScratch).unwrap();
         let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
         let image = ImageBuilder::new(Version::new(1, 0, 0), vec![7; 5000]).sign(&dev_key("oem"));
         (geometry, layout, keys, image)

@@ -455,7 +455,7 @@ pub(crate) mod tests {
             keys: Keyring::new().with_key(dev_key("oem").verifying_key()),
         };
         let geometry = crate::flash::Geometry::uniform(4096, 3 + 2 * 8 + 1, 8).unwrap();
-        let ecu = Ecu::factory(geometry, BootMode::Swap, &image, boot, 1).unwrap();
+        let ecu = Ecu::factory(geometry, BootMode::SwapScratch, &image, boot, 1).unwrap();
         let host = Host {
             ecu,
             server: DiagServer::new(crate::proto::uds::server::ServerConfig::default()),

@@ -14,6 +14,13 @@
 //! Whenever a cut fires the ECU turns off and the driver continues at 1, arming the next cut
 //! of its [`CutPlan`]. At every boot it checks the invariant: the booted image verifies and is
 //! exactly the old or the new image, never a mix. When stable it checks the end state.
+//!
+//! What each strategy promises (the end state checked after a single cut):
+//!
+//! | strategy | flow confirms, or permanent | flow never confirms, crashes or hangs |
+//! |---|---|---|
+//! | swap-scratch, swap-move, swap-offset, direct-xip | the new image, confirmed | the old image, confirmed (reverted) |
+//! | overwrite | the new image | the new image: overwrite-only cannot revert; and once the copy has begun the old image never boots again |
 
 use std::fmt;
 
@@ -67,6 +74,13 @@ impl Flow {
     /// Which image runs at the end of a clean update.
     pub fn commits(self) -> bool {
         matches!(self, Flow::TestConfirm | Flow::Permanent)
+    }
+}
+
+impl Setup {
+    /// Whether the new image runs at the end: it confirms, or the strategy cannot revert.
+    pub fn commits(&self) -> bool {
+        self.flow.commits() || !self.mode.can_revert()
     }
 }
 
@@ -311,6 +325,17 @@ fn check_events(
             }
             EventKind::RevertStarted { .. } => *reverted = true,
             EventKind::Booted { version, .. }
+                if !setup.mode.can_revert()
+                    && *version == setup.old_version
+                    && events
+                        .iter()
+                        .any(|e| matches!(e.kind, EventKind::SwapStarted { .. })) =>
+            {
+                return Err(violation(
+                    "the old image booted after the overwrite had begun",
+                ));
+            }
+            EventKind::Booted { version, .. }
                 if *version != setup.old_version && *version != setup.new_version =>
             {
                 return Err(violation(format!("booted unknown version {version}")));
@@ -331,7 +356,7 @@ fn check_events(
             )));
         };
         let slot = running.slot;
-        let offset = ecu.config().layout.slot(slot).region.offset;
+        let offset = ecu.config().layout.slot(slot).image_offset();
         let mut bytes = vec![0; expect.len()];
         ecu.flash()
             .read(offset, &mut bytes)
@@ -386,10 +411,13 @@ fn finish(
             running.slot.other()
         )));
     }
-    if setup.mode == BootMode::Swap {
-        if running.slot != Slot::Primary {
-            return Err(violation("swap mode runs from the secondary slot"));
-        }
+    if setup.mode != BootMode::DirectXip && running.slot != Slot::Primary {
+        return Err(violation(format!(
+            "{} runs from the secondary slot",
+            setup.mode
+        )));
+    }
+    if setup.mode.is_swap() {
         let state = boot::swap_state(ecu.flash(), layout).map_err(|e| violation(e.to_string()))?;
         if !matches!(state, SwapState::Idle { .. }) {
             return Err(violation(format!("swap journal not idle: {state:?}")));
@@ -441,10 +469,10 @@ pub fn expected_version(
     op: u64,
     variant: CutVariant,
 ) -> Option<Version> {
-    if !setup.flow.commits() {
+    if !setup.commits() {
         return Some(setup.old_version);
     }
-    if setup.flow == Flow::Permanent {
+    if setup.flow == Flow::Permanent || !setup.mode.can_revert() {
         return Some(setup.new_version);
     }
     let new = setup.new_version;
@@ -476,7 +504,7 @@ pub fn expected_version(
 /// `tear_seeds` different tears each), and check each run.
 pub fn sweep(setup: &Setup, tear_seeds: u64) -> Result<SweepSummary, Violation> {
     let clean = run(setup, CutPlan::None)?;
-    let expected_clean = if setup.flow.commits() {
+    let expected_clean = if setup.commits() {
         setup.new_version
     } else {
         setup.old_version

@@ -217,3 +217,56 @@ fn trusted_keys_of_every_type_load_and_refusals_name_what_was_found() {
         "{text}"
     );
 }
+
+/// Every strategy by MCUboot's name (and the old names) through the `ecu-sim` command: the
+/// update staged by one process is installed by the next; a misspelt mode lists the names.
+#[test]
+fn every_mode_by_name_installs_an_update_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (v, c) in [("1.0.0", "1"), ("2.0.0", "2")] {
+        let out = format!("v{v}.bin");
+        let args = [
+            "image",
+            "--version",
+            v,
+            "--security-counter",
+            c,
+            "--size",
+            "20000",
+            "--out",
+            &out,
+        ];
+        assert_eq!(ecu_sim(d, &args).0, 0);
+    }
+    for (mode, slot) in [
+        ("swap-scratch", "primary"),
+        ("swap-move", "primary"),
+        ("swap-offset", "primary"),
+        ("overwrite", "primary"),
+        ("direct-xip", "secondary"),
+        ("swap", "primary"),
+        ("ab", "secondary"),
+    ] {
+        let flash = format!("{mode}.bin");
+        let g = ["--flash", flash.as_str(), "--mode", mode];
+        let (code, text) = ecu_sim(d, &[&g[..], &["provision", "v1.0.0.bin"]].concat());
+        assert_eq!(code, 0, "{mode}: {text}");
+        let (code, text) = ecu_sim(d, &[&g[..], &["stage", "v2.0.0.bin"]].concat());
+        assert_eq!(code, 0, "{mode}: {text}");
+        let (code, text) = ecu_sim(d, &[&g[..], &["boot", "--run-ms", "1000"]].concat());
+        assert_eq!(code, 0, "{mode}: {text}");
+        let (code, text) = ecu_sim(d, &[&g[..], &["boot"]].concat());
+        assert_eq!(code, 0, "{mode}: {text}");
+        assert!(
+            text.contains(&format!("running: 2.0.0 from {slot}\n")),
+            "{mode}: {text}"
+        );
+    }
+    let (code, text) = ecu_sim(d, &["--mode", "ram-load", "status"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("unknown boot mode `ram-load`: expected swap-scratch, swap-move, swap-offset, overwrite or direct-xip"),
+        "{text}"
+    );
+}

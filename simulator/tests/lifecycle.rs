@@ -68,7 +68,7 @@ fn update(ecu: &mut Ecu, img: &[u8], permanent: bool) -> Vec<EventKind> {
 
 #[test]
 fn chains_of_updates_in_both_modes() {
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
         let mut e = ecu(mode, 1);
         assert_eq!(version(&e), 1);
         for v in 2..=5u8 {
@@ -103,7 +103,7 @@ fn chains_of_updates_in_both_modes() {
 
 #[test]
 fn downgrade_unsigned_and_foreign_images_are_refused() {
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
         let mut e = ecu(mode, 1);
         update(&mut e, &healthy(3), false);
         assert_eq!(version(&e), 3);
@@ -143,7 +143,7 @@ fn downgrade_unsigned_and_foreign_images_are_refused() {
 
 #[test]
 fn crash_and_hang_are_reverted_by_the_bootloader() {
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
         for (bad, what) in [
             (Behaviour::CrashOnBoot, "crashed"),
             (Behaviour::Hang { watchdog_ms: 300 }, "watchdog"),
@@ -176,7 +176,7 @@ fn crash_and_hang_are_reverted_by_the_bootloader() {
 #[test]
 fn bit_rot_in_a_test_image_reverts_and_in_the_only_image_bricks_loudly() {
     // Swap mode, test image on probation with 2 attempts: rot it, reset → reverted as invalid.
-    let mut e = ecu(BootMode::Swap, 2);
+    let mut e = ecu(BootMode::SwapScratch, 2);
     e.stage_update(&healthy(2), false).unwrap();
     e.reset().unwrap();
     assert!(e.running().unwrap().test);
@@ -234,7 +234,7 @@ fn bit_rot_in_a_test_image_reverts_and_in_the_only_image_bricks_loudly() {
 
 #[test]
 fn updater_refuses_illegal_calls() {
-    let mut e = ecu(BootMode::Swap, 1);
+    let mut e = ecu(BootMode::SwapScratch, 1);
     let cap = e.with_updater(|u| Ok(u.staging_area().1)).unwrap();
     let err = e.with_updater(|u| u.write(cap, &[0; 8])).unwrap_err();
     assert!(
@@ -287,7 +287,7 @@ fn updater_refuses_illegal_calls() {
 #[test]
 fn same_seed_same_trace() {
     let run = || {
-        let mut e = ecu(BootMode::Swap, 1);
+        let mut e = ecu(BootMode::SwapScratch, 1);
         let at = e.flash().ops() + 40;
         e.flash_mut().arm_cut(at, ecu_sim::flash::CutVariant::Torn);
         let _ = e.stage_update(&healthy(2), false).and_then(|_| e.reset());
@@ -309,7 +309,7 @@ fn same_seed_same_trace() {
 
 #[test]
 fn the_rollback_image_is_untouchable_during_probation() {
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
         let mut e = ecu(mode, 1);
         e.stage_update(&image(2, 2, Behaviour::NeverConfirm), false)
             .unwrap();
@@ -342,7 +342,7 @@ fn the_rollback_image_is_untouchable_during_probation() {
 #[test]
 fn a_revert_resumed_after_a_power_cut_is_reported_as_a_revert() {
     let never = image(2, 2, Behaviour::NeverConfirm);
-    let mut e = ecu(BootMode::Swap, 1);
+    let mut e = ecu(BootMode::SwapScratch, 1);
     e.stage_update(&never, false).unwrap();
     e.reset().unwrap();
     assert!(e.running().unwrap().test);
@@ -379,7 +379,7 @@ fn a_revert_resumed_after_a_power_cut_is_reported_as_a_revert() {
 #[test]
 fn an_event_cut_lands_at_the_flash_operation_after_its_boot_event() {
     let never = image(2, 2, Behaviour::NeverConfirm);
-    let mut e = ecu(BootMode::Swap, 1);
+    let mut e = ecu(BootMode::SwapScratch, 1);
     e.stage_update(&never, false).unwrap();
     e.reset().unwrap();
     e.drain_events();

@@ -1,9 +1,12 @@
-//! The exhaustive power-cut test: for both boot modes, several geometries (uniform, uneven,
-//! erased-zero) and two write units, an update (test + confirm, test + never confirm, test +
+//! The exhaustive power-cut test: for every MCUboot strategy (swap-scratch, swap-move,
+//! swap-offset, overwrite, direct-xip), several geometries (uniform, uneven, erased-zero) and
+//! two write units, an update (test + confirm, test + never confirm, test +
 //! crash, test + hang, permanent) is interrupted at every flash operation in all three cut
 //! variants, then driven to a stable state. Every run checks the invariant (never bricked,
 //! never a mixed image), the expected final image, consistent trailers and counter, and that
 //! the cut fired exactly where it was armed. Then seeded random chains of up to 5 cuts.
+//! Overwrite cannot revert: there every flow must end with the new image, and once the copy
+//! has begun the old image must never boot again (see `ecu_sim::powercut`).
 //!
 //! Replay one case: `cargo nextest run -p ecu-sim --test power_cut <name> --no-capture`; each
 //! failure names the geometry, flow, operation index and variant.
@@ -16,8 +19,25 @@ const IMAGE_SIZE: usize = 9 * 1024;
 /// Different tears tried at every torn point.
 const TEAR_SEEDS: u64 = 4;
 
-fn geometries(align: usize) -> Vec<Geometry> {
+fn geometries(align: usize, mode: BootMode) -> Vec<Geometry> {
     let k = 1024;
+    if matches!(mode, BootMode::SwapMove | BootMode::SwapOffset) {
+        // Uniform slot sectors, one more sector for the larger slot (no scratch).
+        return vec![
+            Geometry::uniform(4 * k, 3 + 2 * 5 + 1, align).unwrap(),
+            Geometry::from_sizes(
+                "1Kx25",
+                &[[4 * k; 3].as_slice(), &[k; 2 * 12 + 1]].concat(),
+                align,
+            )
+            .unwrap()
+            .with_erased(0x00)
+            .unwrap(),
+            Geometry::uniform(2 * k, 3 + 2 * 8 + 1, align).unwrap(),
+            // STM32F4-like: the slots are the 128 KiB sectors (4 + 3 of them).
+            Geometry::stm32f4_1mib(align).unwrap(),
+        ];
+    }
     vec![
         // 3 metadata sectors, 2 slots of 5 × 4 KiB, 1 scratch.
         Geometry::uniform(4 * k, 3 + 2 * 5 + 1, align).unwrap(),
@@ -60,7 +80,7 @@ fn geometries(align: usize) -> Vec<Geometry> {
 fn sweep(mode: BootMode, align: usize) {
     let mut total_points = 0;
     let mut report = Vec::new();
-    for geometry in geometries(align) {
+    for geometry in geometries(align, mode) {
         let name = format!(
             "{}/align {align}/erased {:#04x}",
             geometry.name(),
@@ -103,28 +123,58 @@ fn sweep(mode: BootMode, align: usize) {
 
 #[test]
 fn every_flash_op_swap_align1() {
-    sweep(BootMode::Swap, 1);
+    sweep(BootMode::SwapScratch, 1);
 }
 
 #[test]
 fn every_flash_op_swap_align32() {
-    sweep(BootMode::Swap, 32);
+    sweep(BootMode::SwapScratch, 32);
+}
+
+#[test]
+fn every_flash_op_swap_move_align1() {
+    sweep(BootMode::SwapMove, 1);
+}
+
+#[test]
+fn every_flash_op_swap_move_align32() {
+    sweep(BootMode::SwapMove, 32);
+}
+
+#[test]
+fn every_flash_op_swap_offset_align1() {
+    sweep(BootMode::SwapOffset, 1);
+}
+
+#[test]
+fn every_flash_op_swap_offset_align32() {
+    sweep(BootMode::SwapOffset, 32);
+}
+
+#[test]
+fn every_flash_op_overwrite_align1() {
+    sweep(BootMode::Overwrite, 1);
+}
+
+#[test]
+fn every_flash_op_overwrite_align32() {
+    sweep(BootMode::Overwrite, 32);
 }
 
 #[test]
 fn every_flash_op_ab_align1() {
-    sweep(BootMode::Ab, 1);
+    sweep(BootMode::DirectXip, 1);
 }
 
 #[test]
 fn every_flash_op_ab_align32() {
-    sweep(BootMode::Ab, 32);
+    sweep(BootMode::DirectXip, 32);
 }
 
 fn random_chains(mode: BootMode) {
     let mut runs = 0;
     let mut cuts = 0;
-    for (g, geometry) in geometries(8).into_iter().enumerate() {
+    for (g, geometry) in geometries(8, mode).into_iter().enumerate() {
         for flow in Flow::ALL {
             let setup = Setup::new(geometry.clone(), mode, flow, 2, IMAGE_SIZE, 7).unwrap();
             // Each cut lands within one clean update's worth of operations after power returns.
@@ -141,6 +191,8 @@ fn random_chains(mode: BootMode) {
                 let expected = match flow {
                     Flow::Permanent => Some(setup.new_version),
                     Flow::TestConfirm => None,
+                    // Overwrite cannot revert: a test image is installed for good.
+                    _ if !mode.can_revert() => Some(setup.new_version),
                     _ => Some(setup.old_version),
                 };
                 if let Some(v) = expected {
@@ -166,10 +218,25 @@ fn random_chains(mode: BootMode) {
 
 #[test]
 fn random_cut_chains_swap_mode() {
-    random_chains(BootMode::Swap);
+    random_chains(BootMode::SwapScratch);
 }
 
 #[test]
 fn random_cut_chains_ab_mode() {
-    random_chains(BootMode::Ab);
+    random_chains(BootMode::DirectXip);
+}
+
+#[test]
+fn random_cut_chains_swap_move() {
+    random_chains(BootMode::SwapMove);
+}
+
+#[test]
+fn random_cut_chains_swap_offset() {
+    random_chains(BootMode::SwapOffset);
+}
+
+#[test]
+fn random_cut_chains_overwrite() {
+    random_chains(BootMode::Overwrite);
 }

@@ -45,7 +45,7 @@ impl CanBench {
             keys,
         };
         let geometry = Geometry::uniform(4096, 3 + 2 * 20 + 1, 8).unwrap();
-        let ecu = Ecu::factory(geometry, BootMode::Swap, &v1, boot, 1).unwrap();
+        let ecu = Ecu::factory(geometry, BootMode::SwapScratch, &v1, boot, 1).unwrap();
         let mut bus = Bus::new(bus);
         let nodes = [bus.attach(), bus.attach()];
         let template = isotp::Config {

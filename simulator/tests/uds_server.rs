@@ -163,7 +163,7 @@ fn hex_str(b: &[u8]) -> String {
 
 #[test]
 fn session_control_and_tester_present() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.expect(&hex!("10 01"), &hex!("50 01 00 32 01 f4"));
     b.expect(&hex!("10 03"), &hex!("50 03 00 32 01 f4"));
     b.expect(&hex!("22 f1 86"), &hex!("62 f1 86 03"));
@@ -188,7 +188,7 @@ fn session_control_and_tester_present() {
 
 #[test]
 fn unknown_services_and_functional_addressing() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.expect(&hex!("23 00"), &hex!("7f 23 11"));
     b.expect(&hex!("34 00 44 00 00 00 00 00 00 00 10"), &hex!("7f 34 7f"));
     b.expect(&hex!("27 01"), &hex!("7f 27 7f"));
@@ -204,7 +204,7 @@ fn unknown_services_and_functional_addressing() {
 
 #[test]
 fn security_access_seed_key_attempts_and_delay() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.expect(&hex!("10 03"), &hex!("50 03 00 32 01 f4"));
     b.expect(&hex!("27 01"), &hex!("7f 27 7e"));
     b.expect(&hex!("27 05"), &hex!("7f 27 12"));
@@ -243,7 +243,7 @@ fn security_access_seed_key_attempts_and_delay() {
 
 #[test]
 fn read_and_write_data_by_identifier() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.expect(&hex!("22 f1 89"), b"\x62\xf1\x891.0.0");
     b.expect(
         &hex!("22 f1 87 f1 8c"),
@@ -272,7 +272,8 @@ fn read_and_write_data_by_identifier() {
     let st = b.staging();
     let area = b.ecu.config().layout.secondary.clone();
     assert_eq!(st.address, area.region.offset);
-    assert_eq!(st.size, area.image_capacity());
+    // The image sectors and the trailer sector: what `imgtool sign --pad --slot-size` takes.
+    assert_eq!(st.size, area.image_capacity() + area.trailer_size);
     assert_eq!((st.erase_sector, st.write_align), (4096, 8));
     b.expect(&hex!("22 fd 05"), &hex!("62 fd 05 00 00 00 01"));
     b.expect(&hex!("22 fd 04"), &hex!("62 fd 04"));
@@ -294,7 +295,7 @@ fn read_and_write_data_by_identifier() {
 
 #[test]
 fn programming_sequence_installs_a_test_image_that_confirms() {
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
         let mut b = Bench::new(mode);
         b.programming();
         let img = image(2, 2, 20_000);
@@ -327,7 +328,7 @@ fn programming_sequence_installs_a_test_image_that_confirms() {
         b.expect(&hex!("31 03 ff 01"), &hex!("71 03 ff 01 00"));
         let r = b.ask(&hex!("22 fd 02")).unwrap();
         let staged = SlotRecord::decode(&r[3..]).unwrap();
-        if mode == BootMode::Swap {
+        if mode == BootMode::SwapScratch {
             assert_eq!(staged.image, 1);
             assert_eq!(staged.version.unwrap().major, 2);
             assert_ne!(staged.trailer & SlotRecord::TRAILER_TEST, 0);
@@ -343,7 +344,7 @@ fn programming_sequence_installs_a_test_image_that_confirms() {
         b.wait(300_000);
         let s = b.boot_status();
         assert!(s.confirmed && !s.on_probation, "{mode}: {s:?}");
-        if mode == BootMode::Swap {
+        if mode == BootMode::SwapScratch {
             // The README's example, byte for byte.
             b.expect(
                 &hex!("22 fd 00"),
@@ -356,7 +357,7 @@ fn programming_sequence_installs_a_test_image_that_confirms() {
 
 #[test]
 fn flashing_needs_programming_session_and_security() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     for req in [
         &hex!("34 00 44 00 00 00 00 00 00 00 10")[..],
         &hex!("36 01 00"),
@@ -381,7 +382,7 @@ fn flashing_needs_programming_session_and_security() {
 
 #[test]
 fn download_refusals() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.programming();
     let st = b.staging();
     b.expect(&hex!("36 01 00"), &hex!("7f 36 24"));
@@ -447,7 +448,7 @@ fn download_refusals() {
 
 #[test]
 fn block_counter_wraps_and_odd_block_sizes_are_programmed_correctly() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.programming();
     // 300 blocks of 37 bytes: the counter wraps 0xff -> 0x00, and no block is write-aligned.
     let img = image(3, 3, 11_000);
@@ -489,7 +490,7 @@ fn bad_images_are_refused_with_the_failed_check() {
         ("downgrade", image(2, 0, 5000), 0x05),
     ];
     for (name, img, code) in cases {
-        let mut b = Bench::new(BootMode::Swap);
+        let mut b = Bench::new(BootMode::SwapScratch);
         b.programming();
         b.download(&img, 4096);
         let r = b.send(&hex!("31 01 ff 01"), Addressing::Physical);
@@ -508,7 +509,7 @@ fn bad_images_are_refused_with_the_failed_check() {
 
 #[test]
 fn dtcs_read_clear_and_control() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.expect(&hex!("19 01 ff"), &hex!("59 01 0b 01 00 00"));
     b.expect(&hex!("19 02 ff"), &hex!("59 02 0b"));
     // A never-confirming test image is reverted: D0 02 00.
@@ -564,7 +565,7 @@ fn dtcs_read_clear_and_control() {
 
 #[test]
 fn ecu_reset_kinds_and_silence_while_booting() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.expect(&hex!("10 03"), &hex!("50 03 00 32 01 f4"));
     let boots = b.ecu.boot_count();
     b.expect(&hex!("11 03"), &hex!("51 03"));
@@ -607,7 +608,7 @@ proptest! {
             1..12,
         ),
     ) {
-        let mut b = Bench::new(BootMode::Swap);
+        let mut b = Bench::new(BootMode::SwapScratch);
         b.ask(&[0x10, session]);
         if unlock && session == 2 {
             b.unlock(1);
@@ -630,7 +631,7 @@ proptest! {
 /// the programming session it arrived in; S3 restarts at its final response.
 #[test]
 fn s3_does_not_run_while_a_request_is_in_progress() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.programming();
     let st = b.staging();
     b.wait(1_000_000);
@@ -660,7 +661,7 @@ fn s3_does_not_run_while_a_request_is_in_progress() {
 /// once, is not.
 #[test]
 fn s3_is_checked_when_a_segmented_request_begins_to_arrive() {
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.programming();
     b.wait(6_000_000);
     b.receiving_next = 5_000_000;
@@ -673,7 +674,7 @@ fn s3_is_checked_when_a_segmented_request_begins_to_arrive() {
 #[test]
 fn each_tester_has_its_own_session_security_and_download() {
     let (a, other) = (TesterId(1), TesterId(2));
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.tester = a;
     b.programming();
     let st = b.staging();
@@ -718,7 +719,7 @@ fn each_tester_has_its_own_session_security_and_download() {
 #[test]
 fn one_testers_flash_work_invalidates_another_testers_download() {
     let (a, other) = (TesterId(1), TesterId(2));
-    let mut b = Bench::new(BootMode::Swap);
+    let mut b = Bench::new(BootMode::SwapScratch);
     b.tester = a;
     b.programming();
     let st = b.staging();

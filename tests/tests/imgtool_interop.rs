@@ -439,7 +439,7 @@ fn imgtool_images_boot_update_and_tampered_ones_are_refused() {
     let (keys, _) = imgtool_key(dir.path());
     let v1 = imgtool_sign(dir.path(), &payload(12_000, 1), "1.0.0", 1, &[]);
     let v2 = imgtool_sign(dir.path(), &payload(15_000, 2), "2.0.0", 2, &[]);
-    for mode in [BootMode::Swap, BootMode::Ab] {
+    for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
         let mut ecu = ecu_with(keys.clone(), mode, &v1);
         let running = ecu.running().expect("factory imgtool image boots").clone();
         assert_eq!(running.image.header.version, Version::new(1, 0, 0));
@@ -476,7 +476,7 @@ fn imgtool_images_boot_update_and_tampered_ones_are_refused() {
         let r = ecu.running().unwrap();
         assert_eq!(r.image.header.version, Version::new(2, 0, 0), "{mode}");
         assert!(!r.test, "{mode}: confirmed after the power cycle");
-        let expected_slot = if mode == BootMode::Swap {
+        let expected_slot = if mode == BootMode::SwapScratch {
             Slot::Primary
         } else {
             Slot::Secondary

@@ -516,7 +516,7 @@ fn imgtool_images_of_every_signature_type_boot_and_update_in_process() {
         let (keys, key) = imgtool_key(d, c.kind, &format!("k{i}"));
         let v1 = imgtool_sign(d, &key, &payload(12_000, 1), "1.0.0", c.extra);
         let v2 = imgtool_sign(d, &key, &payload(15_000, 2), "2.0.0", c.extra);
-        for mode in [BootMode::Swap, BootMode::Ab] {
+        for mode in [BootMode::SwapScratch, BootMode::DirectXip] {
             let mut ecu = ecu_with(keys.clone(), mode, &v1);
             assert_eq!(
                 ecu.running().unwrap().image.header.version,

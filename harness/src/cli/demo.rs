@@ -13,9 +13,10 @@ use crate::exit;
 /// outcome. Exit 0 committed, 1 rolled back, 3 the harness broke.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Bootloader mode.
-    #[arg(long, value_enum, default_value_t = Mode::Swap)]
-    mode: Mode,
+    /// Bootloader mode: swap-scratch, swap-move, swap-offset, overwrite or direct-xip
+    /// (aliases: swap, ab, overwrite-only).
+    #[arg(long, default_value = "swap-scratch", value_parser = parse_mode)]
+    mode: BootMode,
     /// Where the cut lands relative to its flash operation.
     #[arg(long, value_enum, default_value_t = Variant::Torn)]
     variant: Variant,
@@ -27,10 +28,9 @@ pub struct DemoArgs {
     seed: u64,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Mode {
-    Swap,
-    Ab,
+fn parse_mode(s: &str) -> Result<BootMode, String> {
+    s.parse()
+        .map_err(|e: ecu_sim::boot::UnknownBootMode| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -42,10 +42,7 @@ enum Variant {
 
 pub fn run(a: &DemoArgs) -> ExitCode {
     let opts = DemoOptions {
-        mode: match a.mode {
-            Mode::Swap => BootMode::Swap,
-            Mode::Ab => BootMode::Ab,
-        },
+        mode: a.mode,
         variant: match a.variant {
             Variant::Before => CutVariant::Before,
             Variant::Torn => CutVariant::Torn,

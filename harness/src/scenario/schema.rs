@@ -87,12 +87,20 @@ fn flow(v: &serde_json::Value) -> String {
     }
 }
 
+/// MCUboot's upgrade strategies by MCUboot's names; `swap` and `ab` (the earlier names) are
+/// aliases of `swap-scratch` and `direct-xip`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum BootModeSpec {
     #[default]
-    Swap,
-    Ab,
+    #[serde(alias = "swap")]
+    SwapScratch,
+    SwapMove,
+    SwapOffset,
+    #[serde(alias = "overwrite-only")]
+    Overwrite,
+    #[serde(alias = "ab")]
+    DirectXip,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +156,7 @@ pub enum DefectSpec {
 impl Default for EcuSpec {
     fn default() -> Self {
         EcuSpec {
-            boot_mode: BootModeSpec::Swap,
+            boot_mode: BootModeSpec::SwapScratch,
             transport: TransportSpec::Doip,
             bitrate: 500_000,
             data_bitrate: 2_000_000,
@@ -166,16 +174,21 @@ impl Default for EcuSpec {
 impl EcuSpec {
     /// The bootloader's mode.
     pub fn mode(&self) -> ecu_sim::boot::BootMode {
+        use ecu_sim::boot::BootMode;
         match self.boot_mode {
-            BootModeSpec::Swap => ecu_sim::boot::BootMode::Swap,
-            BootModeSpec::Ab => ecu_sim::boot::BootMode::Ab,
+            BootModeSpec::SwapScratch => BootMode::SwapScratch,
+            BootModeSpec::SwapMove => BootMode::SwapMove,
+            BootModeSpec::SwapOffset => BootMode::SwapOffset,
+            BootModeSpec::Overwrite => BootMode::Overwrite,
+            BootModeSpec::DirectXip => BootMode::DirectXip,
         }
     }
 
-    /// The flash device: journal (2), counter and both slots, plus scratch in swap mode.
+    /// The flash device: journal (2), counter and both slots, plus the scratch sector
+    /// (swap-scratch) or the larger slot's extra sector (swap-move, swap-offset).
     pub fn geometry(&self) -> Result<ecu_sim::flash::Geometry, ecu_sim::flash::FlashError> {
-        let scratch = usize::from(self.mode() == ecu_sim::boot::BootMode::Swap);
-        let sectors = 3 + 2 * self.slot_sectors as usize + scratch;
+        let (scratch, extra_p, extra_s) = self.mode().extra_sectors();
+        let sectors = 3 + 2 * self.slot_sectors as usize + scratch + extra_p + extra_s;
         ecu_sim::flash::Geometry::uniform(self.sector_size, sectors, usize::from(self.align))
     }
 

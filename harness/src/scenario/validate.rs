@@ -17,8 +17,8 @@ pub use located::{
 use super::place::{NO_DOWNLOAD, PlaceKind, action_gap, trigger_gap};
 pub use super::schema::parse_dtc;
 use super::schema::{
-    Action, BootModeSpec, CanFault, Client, ExternalClient, Fault, OutcomeSpec, Region, Scenario,
-    TransportSpec, Trigger,
+    Action, CanFault, Client, ExternalClient, Fault, OutcomeSpec, Region, Scenario, TransportSpec,
+    Trigger,
 };
 use super::trace::EVENTS;
 use ecu_sim::boot::{Layout, MAX_ATTEMPTS};
@@ -535,7 +535,7 @@ fn check_layout(e: &super::schema::EcuSpec, found: &mut Found) -> Option<Layout>
                 path(&["ecu", "sector_size"]),
                 format!(
                     "{err} (the device is 3 + 2 × slot_sectors{} sectors of sector_size bytes): use a smaller sector_size or fewer slot_sectors",
-                    if e.mode() == ecu_sim::boot::BootMode::Swap { " + 1" } else { "" }
+                    if e.mode().extra_sectors() == (0, 0, 0) { "" } else { " + 1" }
                 ),
             ));
             return None;
@@ -560,6 +560,12 @@ fn check_layout(e: &super::schema::EcuSpec, found: &mut Found) -> Option<Layout>
                 ),
                 (ecu_sim::boot::LayoutError::StatusTooSmall { .. }, None) => {
                     ": the swap journal is one sector; use fewer slot_sectors".into()
+                }
+                (ecu_sim::boot::LayoutError::TrailerTooLarge { .. }, Some(size)) => format!(
+                    ": MCUboot's trailer grows with slot_sectors and align; use `sector_size: {size}`, fewer slot_sectors or a smaller align"
+                ),
+                (ecu_sim::boot::LayoutError::TrailerTooLarge { .. }, None) => {
+                    ": MCUboot's trailer grows with slot_sectors and align; use fewer slot_sectors or a smaller align".into()
                 }
                 _ => String::new(),
             };
@@ -645,10 +651,10 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, layout: Option<&Layout>, f
                     "in_boot and in_firmware exclude each other".into(),
                 ));
             }
-            if op.region == Some(Region::Scratch) && s.ecu.boot_mode == BootModeSpec::Ab {
+            if op.region == Some(Region::Scratch) && s.ecu.mode().extra_sectors().0 == 0 {
                 found.push((
                     at(&["when", "flash_op", "region"]),
-                    "A/B mode has no scratch sector".into(),
+                    no_scratch(s.ecu.mode()),
                 ));
             }
         }
@@ -694,10 +700,10 @@ fn check_fault(s: &Scenario, i: usize, fault: &Fault, layout: Option<&Layout>, f
             found.push((at(&["do", "can", "delay_ms"]), "must be above 0".into()))
         }
         Action::Can(f) => check_can_fault(f, &|segs| at(segs), found),
-        Action::BitRot(b) if b.region == Region::Scratch && s.ecu.boot_mode == BootModeSpec::Ab => {
+        Action::BitRot(b) if b.region == Region::Scratch && s.ecu.mode().extra_sectors().0 == 0 => {
             found.push((
                 at(&["do", "bit_rot", "region"]),
-                "A/B mode has no scratch sector".into(),
+                no_scratch(s.ecu.mode()),
             ))
         }
         Action::BitRot(b) if layout.is_some() => {
@@ -734,5 +740,13 @@ fn region_word(r: Region) -> &'static str {
         Region::Scratch => "scratch",
         Region::Trailer => "trailer",
         Region::Journal => "journal",
+    }
+}
+
+/// Why a scratch region is refused: only swap-scratch has a scratch sector.
+fn no_scratch(mode: ecu_sim::boot::BootMode) -> String {
+    match mode {
+        ecu_sim::boot::BootMode::DirectXip => "A/B mode has no scratch sector".into(),
+        m => format!("{m} mode has no scratch sector (only swap-scratch has one)"),
     }
 }

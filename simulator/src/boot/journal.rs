@@ -5,7 +5,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0 | tag: `0x51` swap start, `0x52` swap step done, `0x53` swap finished, `0x5c` security counter |
-//! | 1 | argument: swap type byte (start) or step (`1` A, `2` B, `3` C) |
+//! | 1 | argument: swap type byte (start) or step (`1` A, `2` B, `3` C, `4` M) |
 //! | 2..4 | u16 LE: sector count (start) or sector index (step) |
 //! | 4..8 | u32 LE: swap sequence number (journal) or counter value (counter) |
 //! | 8..12 | zero |
@@ -16,19 +16,44 @@
 //!
 //! ## The swap, step by step
 //!
-//! Image sector `i` of the swap moves through the scratch sector in three steps, each finished
-//! by a journal record. Every step starts by erasing its destination and copies from a source
-//! that the journal proves intact, so a step interrupted anywhere is simply done again:
+//! A swap moves sectors in steps, each finished by a journal record. Every step starts by
+//! erasing its destination and copies from a source that the journal proves intact, so a step
+//! interrupted anywhere is simply done again. `P[i]`, `S[i]` are the slots' sectors in flash
+//! order (swap-move's spare is `P[n]`, swap-offset's is `S[0]`), `k` the sectors the larger
+//! image needs.
+//!
+//! **swap-scratch** (i = 0‥k):
 //!
 //! | step | erase | copy | the source is intact because |
 //! |---|---|---|---|
-//! | A | scratch | secondary\[i\] → scratch | B(i) has not started |
-//! | B | secondary\[i\] | primary\[i\] → secondary\[i\] | C(i) has not started |
-//! | C | primary\[i\] | scratch → primary\[i\] | A(i+1) has not started |
+//! | A | scratch | S\[i\] → scratch | B(i) has not started |
+//! | B | S\[i\] | P\[i\] → S\[i\] | C(i) has not started |
+//! | C | P\[i\] | scratch → P\[i\] | A(i+1) has not started |
 //!
-//! After the last step the trailers are rebuilt (primary: erase, write swap type, flags, magic;
-//! secondary: erase) and a *finished* record closes the swap. A swap with a start record and no
-//! finished record is resumed at the next boot before anything else happens.
+//! **swap-move**: first M(i) for i = k−1 down to 0, then A(i), B(i) for i = 0‥k (a revert is
+//! the same swap again):
+//!
+//! | step | erase | copy | the source is intact because |
+//! |---|---|---|---|
+//! | M | P\[i+1\] | P\[i\] → P\[i+1\] | M(i−1) and A(i) have not started |
+//! | A | P\[i\] | S\[i\] → P\[i\] | B(i) has not started |
+//! | B | S\[i\] | P\[i+1\] → S\[i\] | A(i+1) has not started |
+//!
+//! **swap-offset**: a test or permanent swap runs A(i), B(i) for i = 0‥k (the new image starts
+//! at `S[1]`, the old one ends at `S[0]`); a revert runs them backwards, for i = k−1 down to 0:
+//!
+//! | swap | step | erase | copy | the source is intact because |
+//! |---|---|---|---|---|
+//! | test, permanent | A | S\[i\] | P\[i\] → S\[i\] | B(i) has not started |
+//! | test, permanent | B | P\[i\] | S\[i+1\] → P\[i\] | A(i+1) has not started |
+//! | revert | A | S\[i+1\] | P\[i\] → S\[i+1\] | B(i) has not started |
+//! | revert | B | P\[i\] | S\[i\] → P\[i\] | A(i−1) has not started |
+//!
+//! After the last step the trailers are rebuilt (primary: erase, write swap info, swap size,
+//! flags, magic; secondary: erase) and a *finished* record closes the swap. A swap with a start
+//! record and no finished record is resumed at the next boot before anything else happens.
+//! (MCUboot keeps this progress in the trailer's swap-status area instead; this journal keeps
+//! it in two sectors of its own, CRC-checked, and leaves that area erased.)
 //!
 //! Swap *k* (its sequence number) uses journal sector *k* mod 2, erased just before its start
 //! record is written. The journal in force is the one whose valid start record has the highest
@@ -52,6 +77,8 @@ pub enum Step {
     A,
     B,
     C,
+    /// Swap-move's move-up of one primary sector.
+    M,
 }
 
 impl Step {
@@ -60,6 +87,7 @@ impl Step {
             Step::A => 1,
             Step::B => 2,
             Step::C => 3,
+            Step::M => 4,
         }
     }
     fn from_byte(b: u8) -> Option<Self> {
@@ -67,6 +95,7 @@ impl Step {
             1 => Some(Step::A),
             2 => Some(Step::B),
             3 => Some(Step::C),
+            4 => Some(Step::M),
             _ => None,
         }
     }
@@ -311,7 +340,7 @@ mod tests {
 
     fn setup() -> (SimFlash, Layout) {
         let g = Geometry::uniform(1024, 4 + 2 * 3, 8).unwrap();
-        let l = Layout::auto(&g, BootMode::Swap).unwrap();
+        let l = Layout::auto(&g, BootMode::SwapScratch).unwrap();
         (SimFlash::new(g, 5), l)
     }
 

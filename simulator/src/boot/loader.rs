@@ -1,22 +1,41 @@
 //! The bootloader: runs at every reset and decides what boots.
 //!
-//! ## Swap mode (the primary slot always runs)
+//! ## Swap strategies: swap-scratch, swap-move, swap-offset (the primary slot always runs)
 //!
 //! | order | condition | action |
 //! |---|---|---|
 //! | 1 | the journal holds an unfinished swap | resume it (see [`super::journal`]) |
-//! | 2 | primary trailer: test image, installed by a swap, unconfirmed, attempts used ≥ `max_boot_attempts` | revert swap |
-//! | 3 | secondary trailer: complete upgrade request (test or permanent) | verify the secondary image (hash, signature, security counter ≥ stored); good → swap, bad → erase the request |
+//! | 2 | primary trailer: magic good, image_ok unset, copy_done set (MCUboot's state IV: a test image installed by a swap), attempts used ≥ `max_boot_attempts` | revert swap |
+//! | 3 | secondary trailer: magic good (state II: image_ok unset → test; state III: set → permanent) | verify the secondary image (hash, signature, security counter ≥ stored); good → swap, bad → erase the request |
 //! | 4 | — | verify the primary image; a test image on probation records a boot attempt; a confirmed image raises the stored security counter to its own; an invalid test image is reverted |
 //!
-//! ## A/B mode (either slot runs in place)
+//! The three differ only in how a swap moves sectors (the journal's tables).
+//!
+//! ## Overwrite (no revert)
 //!
 //! | order | condition | action |
 //! |---|---|---|
-//! | 1 | a slot holds a test image (complete trailer, test, not confirmed) | attempts used ≥ max → erase its trailer (revert); image fails verification → erase its trailer; otherwise record an attempt and boot it |
-//! | 2 | — | among confirmed slots whose image verifies, boot the highest version (equal: primary); raise the stored security counter |
+//! | 1 | secondary trailer: magic good (test or permanent alike) | verify the secondary image; good → erase the primary image sectors it needs, copy it, write the primary trailer (permanent, image_ok), erase the secondary's first sector and trailer (MCUboot's `boot_copy_image`); bad → erase the request |
+//! | 2 | — | verify the primary image and boot it, confirmed |
 //!
-//! In both modes the stored security counter only rises when a *confirmed* image boots,
+//! A test upgrade is installed for good: an image that never confirms, crashes or hangs keeps
+//! running (MCUboot's overwrite-only cannot revert). A power cut anywhere in the copy leaves
+//! the request in the secondary trailer, so the next boot copies again from the start: the
+//! device boots the old image (cut before the request was complete) or the whole new one.
+//!
+//! ## Direct-xip with revert (either slot runs in place)
+//!
+//! Slots whose trailer magic is good, newest version first (equal: primary):
+//!
+//! | condition | action |
+//! |---|---|
+//! | image_ok unset, attempts used ≥ `max_boot_attempts` (attempt 0 is copy_done: MCUboot's "selected") | erase its trailer (revert), next slot |
+//! | image_ok unset, image fails verification | erase its trailer, next slot |
+//! | image_ok unset, image verifies | record an attempt (the first sets copy_done), boot it on probation |
+//! | image_ok set, image verifies | boot it; raise the stored security counter |
+//! | image_ok set, image fails verification | next slot |
+//!
+//! In every mode the stored security counter only rises when a *confirmed* image boots,
 //! never at a test boot, so a rejected test image cannot lock out the image it replaced.
 
 use crate::event::{EventKind, RevertReason};
@@ -25,7 +44,7 @@ use crate::image::{self, ImageError, ImageInfo, Keyring};
 
 use super::journal::{self, Record, Step, SwapState};
 use super::layout::{BootMode, Layout, Slot};
-use super::trailer::{self, Field, MAX_ATTEMPTS, SwapType};
+use super::trailer::{self, Complete, Field, MAX_ATTEMPTS, SwapType};
 
 /// Bootloader settings.
 #[derive(Clone, Debug)]
@@ -79,6 +98,8 @@ pub enum BootError {
     JournalFull { journal: usize },
     #[error("max_boot_attempts {0} is outside 1..={MAX_ATTEMPTS}")]
     BadAttempts(u8),
+    #[error("the journal records a swap-scratch step but this layout has no scratch sector")]
+    NoScratch,
 }
 
 /// Where a boot reports: its events with the flash busy time and operation count at which
@@ -129,11 +150,32 @@ pub struct Bootloader<'a> {
     config: &'a BootConfig,
 }
 
-/// Read a whole slot's image area.
+/// Where the image in `slot` starts: the image sectors' start, except in swap-offset's
+/// secondary slot after a swap, where the image moved out of the primary starts one sector
+/// earlier (at the spare sector) and no image header is where a staged one would be.
+pub fn image_base<F: Flash>(flash: &F, layout: &Layout, slot: Slot) -> Result<u32, FlashError> {
+    let area = layout.slot(slot);
+    let staged = area.image_offset();
+    let Some((spare, _)) = area.spare.filter(|&(o, _)| o < staged) else {
+        return Ok(staged);
+    };
+    let has_header = |at: u32| -> Result<bool, FlashError> {
+        let mut magic = [0u8; 4];
+        flash.read(at, &mut magic)?;
+        Ok(magic == image::IMAGE_MAGIC.to_le_bytes())
+    };
+    Ok(if !has_header(staged)? && has_header(spare)? {
+        spare
+    } else {
+        staged
+    })
+}
+
+/// Read a whole slot's image area (from [`image_base`]).
 pub fn slot_bytes<F: Flash>(flash: &F, layout: &Layout, slot: Slot) -> Result<Vec<u8>, FlashError> {
     let area = layout.slot(slot);
     let mut buf = vec![0; area.image_capacity() as usize];
-    flash.read(area.region.offset, &mut buf)?;
+    flash.read(image_base(flash, layout, slot)?, &mut buf)?;
     Ok(buf)
 }
 
@@ -146,7 +188,7 @@ pub fn image_bytes<F: Flash>(
 ) -> Result<Vec<u8>, FlashError> {
     let area = layout.slot(slot);
     let cap = area.image_capacity() as usize;
-    let base = area.region.offset;
+    let base = image_base(flash, layout, slot)?;
     let mut head = [0u8; image::Header::SIZE];
     flash.read(base, &mut head)?;
     let Ok(h) = image::Header::parse(&head) else {
@@ -191,8 +233,11 @@ impl<'a> Bootloader<'a> {
             return Err(BootError::BadAttempts(self.config.max_boot_attempts));
         }
         match self.layout.mode {
-            BootMode::Swap => self.boot_swap(flash, sink),
-            BootMode::Ab => self.boot_ab(flash, sink),
+            BootMode::SwapScratch | BootMode::SwapMove | BootMode::SwapOffset => {
+                self.boot_swap(flash, sink)
+            }
+            BootMode::Overwrite => self.boot_overwrite(flash, sink),
+            BootMode::DirectXip => self.boot_direct_xip(flash, sink),
         }
     }
 
@@ -256,9 +301,7 @@ impl<'a> Bootloader<'a> {
                     }
                 } else {
                     let st = trailer::read(flash, self.layout, Slot::Secondary)?;
-                    if let (true, Some(kind @ (SwapType::Test | SwapType::Perm))) =
-                        (st.magic, st.swap_type)
-                    {
+                    if let Some(kind) = st.request() {
                         match self.verify(flash, Slot::Secondary, stored)? {
                             Ok(_) => Swap::start(
                                 self.layout,
@@ -287,7 +330,7 @@ impl<'a> Bootloader<'a> {
                     self.layout,
                     Slot::Primary,
                     Field::Attempt(attempt),
-                    None,
+                    0,
                 )?;
                 Ok(BootDecision::Boot(Booted {
                     slot: Slot::Primary,
@@ -395,60 +438,148 @@ impl<'a> Bootloader<'a> {
         Ok(())
     }
 
-    fn boot_ab<F: Flash>(&self, flash: &mut F, sink: &mut Sink) -> Result<BootDecision, BootError> {
+    fn boot_overwrite<F: Flash>(
+        &self,
+        flash: &mut F,
+        sink: &mut Sink,
+    ) -> Result<BootDecision, BootError> {
         let (stored, _) = journal::read_counter(flash, self.layout)?;
-        let mut reasons = Vec::new();
-        for slot in [Slot::Primary, Slot::Secondary] {
-            let t = trailer::read(flash, self.layout, slot)?;
-            if !t.is_pending() {
-                continue;
-            }
-            if t.attempts >= self.config.max_boot_attempts {
-                let reason = RevertReason::NotConfirmed {
-                    attempts: t.attempts,
-                };
-                sink.emit(flash, EventKind::RevertStarted { slot, reason });
-                trailer::erase(flash, self.layout, slot)?;
-                continue;
-            }
-            match self.verify(flash, slot, stored)? {
-                Ok(info) => {
-                    trailer::write_field(
-                        flash,
-                        self.layout,
-                        slot,
-                        Field::Attempt(t.attempts),
-                        None,
-                    )?;
-                    return Ok(BootDecision::Boot(Booted {
-                        slot,
-                        image: info,
-                        test: true,
-                        attempt: t.attempts + 1,
-                    }));
-                }
+        let st = trailer::read(flash, self.layout, Slot::Secondary)?;
+        if st.request().is_some() {
+            match self.verify(flash, Slot::Secondary, stored)? {
+                Ok(info) => self.overwrite(flash, info.total_size as u32, sink)?,
                 Err(e) => {
-                    Self::reject(flash, sink, slot, &e);
-                    trailer::erase(flash, self.layout, slot)?;
+                    Self::reject(flash, sink, Slot::Secondary, &e);
+                    trailer::erase(flash, self.layout, Slot::Secondary)?;
                 }
             }
         }
-        let mut best: Option<(Slot, ImageInfo)> = None;
+        match self.verify(flash, Slot::Primary, stored)? {
+            Ok(info) => self.boot_confirmed(flash, stored, Slot::Primary, info, sink),
+            Err(e) => {
+                Self::reject(flash, sink, Slot::Primary, &e);
+                Ok(BootDecision::NoBootableImage {
+                    reasons: vec![(Slot::Primary, e.to_string())],
+                })
+            }
+        }
+    }
+
+    /// Overwrite-only's install: erase what the new image needs in the primary, copy it,
+    /// mark it installed for good, then take the request away (header sector and trailer).
+    fn overwrite<F: Flash>(
+        &self,
+        flash: &mut F,
+        len: u32,
+        sink: &mut Sink,
+    ) -> Result<(), BootError> {
+        let l = self.layout;
+        let sectors = l.primary.sectors_for(len) as u16;
+        sink.emit(
+            flash,
+            EventKind::SwapStarted {
+                kind: SwapType::Perm,
+                seq: 0,
+                sectors,
+            },
+        );
+        for i in 0..usize::from(sectors) {
+            let (p, size) = l.primary.image_sectors[i];
+            let (s, _) = l.secondary.image_sectors[i];
+            flash.erase(p, size)?;
+            copy(flash, s, p, size, l.erased)?;
+            sink.emit(
+                flash,
+                EventKind::SwapProgress {
+                    kind: SwapType::Perm,
+                    sector: i as u16,
+                    of: sectors,
+                },
+            );
+        }
+        trailer::erase(flash, l, Slot::Primary)?;
+        trailer::write_complete(
+            flash,
+            l,
+            Slot::Primary,
+            Complete {
+                swap_type: SwapType::Perm,
+                swap_size: None,
+                image_ok: true,
+                copy_done: true,
+            },
+        )?;
+        let (first, size) = l.secondary.image_sectors[0];
+        flash.erase(first, size)?;
+        trailer::erase(flash, l, Slot::Secondary)?;
+        sink.emit(
+            flash,
+            EventKind::SwapFinished {
+                kind: SwapType::Perm,
+                seq: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn boot_direct_xip<F: Flash>(
+        &self,
+        flash: &mut F,
+        sink: &mut Sink,
+    ) -> Result<BootDecision, BootError> {
+        let (stored, _) = journal::read_counter(flash, self.layout)?;
+        let mut reasons = Vec::new();
+        // Slots with a complete trailer, newest version first (equal: primary first).
+        let mut candidates = Vec::new();
         for slot in [Slot::Primary, Slot::Secondary] {
             let t = trailer::read(flash, self.layout, slot)?;
-            if !t.is_confirmed() {
-                reasons.push((slot, "no confirmed image".to_string()));
+            if !t.magic {
+                reasons.push((slot, "no trailer (sign with imgtool --pad)".to_string()));
+                continue;
+            }
+            let mut head = [0u8; image::Header::SIZE];
+            flash.read(self.layout.slot(slot).image_offset(), &mut head)?;
+            let version = image::Header::parse(&head).ok().map(|h| h.version);
+            candidates.push((std::cmp::Reverse(version), slot, t));
+        }
+        candidates.sort_by_key(|&(v, slot, _)| (v, slot));
+        for (_, slot, t) in candidates {
+            if t.is_pending() {
+                if t.attempts >= self.config.max_boot_attempts {
+                    let reason = RevertReason::NotConfirmed {
+                        attempts: t.attempts,
+                    };
+                    sink.emit(flash, EventKind::RevertStarted { slot, reason });
+                    trailer::erase(flash, self.layout, slot)?;
+                    reasons.push((slot, "test image reverted".to_string()));
+                    continue;
+                }
+                match self.verify(flash, slot, stored)? {
+                    Ok(info) => {
+                        trailer::write_field(
+                            flash,
+                            self.layout,
+                            slot,
+                            Field::Attempt(t.attempts),
+                            0,
+                        )?;
+                        return Ok(BootDecision::Boot(Booted {
+                            slot,
+                            image: info,
+                            test: true,
+                            attempt: t.attempts + 1,
+                        }));
+                    }
+                    Err(e) => {
+                        Self::reject(flash, sink, slot, &e);
+                        trailer::erase(flash, self.layout, slot)?;
+                        reasons.push((slot, e.to_string()));
+                    }
+                }
                 continue;
             }
             match self.verify(flash, slot, stored)? {
-                Ok(info) => {
-                    if best
-                        .as_ref()
-                        .is_none_or(|(_, b)| info.header.version > b.header.version)
-                    {
-                        best = Some((slot, info));
-                    }
-                }
+                Ok(info) => return self.boot_confirmed(flash, stored, slot, info, sink),
                 // Superseded by a newer confirmed image: not worth an event at every boot.
                 Err(e @ ImageError::CounterTooLow { .. }) => reasons.push((slot, e.to_string())),
                 Err(e) => {
@@ -457,10 +588,8 @@ impl<'a> Bootloader<'a> {
                 }
             }
         }
-        match best {
-            Some((slot, info)) => self.boot_confirmed(flash, stored, slot, info, sink),
-            None => Ok(BootDecision::NoBootableImage { reasons }),
-        }
+        reasons.sort_by_key(|(slot, _)| *slot);
+        Ok(BootDecision::NoBootableImage { reasons })
     }
 }
 
@@ -477,6 +606,27 @@ struct Swap<'a> {
 
 /// Copy granule: one write operation per chunk.
 const COPY_CHUNK: u32 = 1024;
+
+/// Every step of a swap of `k` sectors, in order (the journal's tables).
+fn plan(mode: BootMode, kind: SwapType, k: u16) -> Vec<(Step, u16)> {
+    let up = 0..k;
+    match (mode, kind) {
+        (BootMode::SwapMove, _) => up
+            .clone()
+            .rev()
+            .map(|i| (Step::M, i))
+            .chain(up.flat_map(|i| [(Step::A, i), (Step::B, i)]))
+            .collect(),
+        (BootMode::SwapOffset, SwapType::Revert) => up
+            .rev()
+            .flat_map(|i| [(Step::A, i), (Step::B, i)])
+            .collect(),
+        (BootMode::SwapOffset, _) => up.flat_map(|i| [(Step::A, i), (Step::B, i)]).collect(),
+        _ => up
+            .flat_map(|i| [(Step::A, i), (Step::B, i), (Step::C, i)])
+            .collect(),
+    }
+}
 
 impl<'a> Swap<'a> {
     /// Start swap `seq`: erase its journal sector, record the start, run every step.
@@ -515,15 +665,24 @@ impl<'a> Swap<'a> {
         swap.run(flash, first, sink)
     }
 
-    /// The step after `last` (`None` = the trailers).
+    /// The step after `last` (`None`: the first), or `None` when the trailers come next.
     fn next_step(&self, last: Option<(Step, u16)>) -> Option<(Step, u16)> {
-        let next = match last {
-            None => (Step::A, 0),
-            Some((Step::A, i)) => (Step::B, i),
-            Some((Step::B, i)) => (Step::C, i),
-            Some((Step::C, i)) => (Step::A, i + 1),
-        };
-        (next.1 < self.sectors).then_some(next)
+        let plan = plan(self.layout.mode, self.kind, self.sectors);
+        match last {
+            None => plan.first().copied(),
+            Some(done) => {
+                let at = plan.iter().position(|&s| s == done)?;
+                plan.get(at + 1).copied()
+            }
+        }
+    }
+
+    /// The step that ends the move of sector `i` (reported as progress).
+    fn last_of_sector(&self, step: Step) -> bool {
+        match self.layout.mode {
+            BootMode::SwapMove | BootMode::SwapOffset => step == Step::B,
+            _ => step == Step::C,
+        }
     }
 
     fn run<F: Flash>(
@@ -548,7 +707,7 @@ impl<'a> Swap<'a> {
                 self.do_step(flash, s, i)?;
                 self.append(flash, record)?;
             }
-            if s == Step::C {
+            if self.last_of_sector(s) {
                 sink.emit(
                     flash,
                     EventKind::SwapProgress {
@@ -567,9 +726,13 @@ impl<'a> Swap<'a> {
             flash,
             layout,
             Slot::Primary,
-            self.kind,
-            self.kind != SwapType::Test,
-            true,
+            Complete {
+                swap_type: self.kind,
+                // The journal's start record holds what the swap moves.
+                swap_size: None,
+                image_ok: self.kind != SwapType::Test,
+                copy_done: true,
+            },
         )?;
         trailer::erase(flash, layout, Slot::Secondary)?;
         self.append(flash, Record::Done { seq: self.seq })?;
@@ -583,21 +746,32 @@ impl<'a> Swap<'a> {
         Ok(())
     }
 
+    /// Erase the step's destination, copy its source there (the journal's tables).
     fn do_step<F: Flash>(&self, flash: &mut F, step: Step, i: u16) -> Result<(), BootError> {
-        let (p, size) = self.layout.primary.image_sectors[i as usize];
-        let (s, _) = self.layout.secondary.image_sectors[i as usize];
-        let scratch = self
-            .layout
-            .scratch
-            .as_ref()
-            .expect("swap layout has a scratch sector");
-        let (erase_at, erase_len, from, to) = match step {
-            Step::A => (scratch.offset, scratch.size, s, scratch.offset),
-            Step::B => (s, size, p, s),
-            Step::C => (p, size, scratch.offset, p),
+        let l = self.layout;
+        let i = usize::from(i);
+        let (p, s) = (l.primary.data_sectors(), l.secondary.data_sectors());
+        let (from, to) = match (l.mode, step) {
+            (BootMode::SwapMove, Step::M) => (p[i], p[i + 1]),
+            (BootMode::SwapMove, Step::A) => (s[i], p[i]),
+            (BootMode::SwapMove, Step::B) => (p[i + 1], s[i]),
+            (BootMode::SwapOffset, Step::A) if self.kind == SwapType::Revert => (p[i], s[i + 1]),
+            (BootMode::SwapOffset, Step::B) if self.kind == SwapType::Revert => (s[i], p[i]),
+            (BootMode::SwapOffset, Step::A) => (p[i], s[i]),
+            (BootMode::SwapOffset, Step::B) => (s[i + 1], p[i]),
+            (_, step) => {
+                let scratch = l.scratch.as_ref().ok_or(BootError::NoScratch)?;
+                let scratch = (scratch.offset, scratch.size);
+                match step {
+                    Step::A => (s[i], scratch),
+                    Step::B => (p[i], s[i]),
+                    Step::C => (scratch, p[i]),
+                    Step::M => return Err(BootError::NoScratch),
+                }
+            }
         };
-        flash.erase(erase_at, erase_len)?;
-        copy(flash, from, to, size, self.layout.erased)?;
+        flash.erase(to.0, to.1)?;
+        copy(flash, from.0, to.0, from.1.min(to.1), l.erased)?;
         Ok(())
     }
 

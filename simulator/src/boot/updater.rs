@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`Updater::erase_staging`] | staging trailer, then image sectors | — |
 //! | [`Updater::erase_range`] | the staging sectors covering a range | range outside the staging image area |
-//! | [`Updater::write`] | staging image area | outside the area, unaligned offset, cells not erased |
+//! | [`Updater::write`] | staging image area and the trailer sector after it (a raw `imgtool sign --pad` image carries its own trailer) | outside the slot, unaligned offset, cells not erased |
 //! | [`Updater::mark_pending`] | staging trailer: swap type, image_ok (permanent), magic | trailer not erased (already requested, or dirty) |
 //! | [`Updater::confirm`] | running slot's image_ok | trailer torn (image_ok neither set nor erased) |
 //!
@@ -22,7 +22,7 @@ use crate::image::{ImageError, ImageInfo, Keyring};
 use super::journal;
 use super::layout::{BootMode, Layout, Slot};
 use super::loader::verify_slot;
-use super::trailer::{self, Field, Flag, SwapType};
+use super::trailer::{self, Complete, Field, Flag, SwapType};
 
 /// Why an update call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +69,29 @@ impl<'a, F: Flash> Updater<'a, F> {
         }
     }
 
-    /// Where a new image goes: the secondary slot (swap) or the slot not running (A/B).
+    /// Where a new image goes: the secondary slot (swap strategies, overwrite) or the slot not
+    /// running (direct-xip).
     pub fn staging_slot(&self) -> Slot {
         match self.layout.mode {
-            BootMode::Swap => Slot::Secondary,
-            BootMode::Ab => self.running.other(),
+            BootMode::DirectXip => self.running.other(),
+            _ => Slot::Secondary,
         }
     }
 
-    /// Flash address and capacity of the staging image area.
+    /// Flash address and size of the staging area: the staging slot's image sectors
+    /// (swap-offset: from the secondary slot's second sector) and its trailer sector(s), so an
+    /// `imgtool sign --pad --slot-size SIZE` image written raw brings its own trailer. The image
+    /// itself must fit the image sectors ([`crate::boot::SlotArea::image_capacity`]).
     pub fn staging_area(&self) -> (u32, u32) {
         let area = self.layout.slot(self.staging_slot());
-        (area.region.offset, area.image_capacity())
+        (area.image_offset(), self.staging_slot_size())
+    }
+
+    /// Bytes from the staging address to the end of the slot: the image area and the trailer
+    /// sector, the `--slot-size` of an `imgtool sign --pad` image written raw.
+    pub fn staging_slot_size(&self) -> u32 {
+        let area = self.layout.slot(self.staging_slot());
+        area.trailer_offset + area.trailer_size - area.image_offset()
     }
 
     /// Refuse to touch the staging slot while it holds the rollback image.
@@ -99,8 +110,9 @@ impl<'a, F: Flash> Updater<'a, F> {
         self.guard()?;
         let slot = self.staging_slot();
         trailer::erase(self.flash, self.layout, slot)?;
-        let (addr, cap) = self.staging_area();
-        self.flash.erase(addr, cap)?;
+        let area = self.layout.slot(slot);
+        self.flash
+            .erase(area.image_offset(), area.image_capacity())?;
         Ok(())
     }
 
@@ -128,8 +140,10 @@ impl<'a, F: Flash> Updater<'a, F> {
         Ok(())
     }
 
-    /// Program `data` at `offset` in the staging image area. A final chunk that is not a whole
-    /// number of write units is padded with the erased value.
+    /// Program `data` at `offset` in the staging area. A final chunk that is not a whole
+    /// number of write units is padded with the erased value. In the trailer sector(s) units
+    /// that hold only the erased value are not programmed: they are the fields the bootloader
+    /// writes later (copy_done, attempts, swap info), and the flash takes no second write.
     pub fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), UpdateError> {
         self.guard()?;
         let (addr, cap) = self.staging_area();
@@ -145,12 +159,36 @@ impl<'a, F: Flash> Updater<'a, F> {
                 capacity: cap,
             });
         }
-        if padded == data.len() {
-            self.flash.write(addr + offset, data)?;
-        } else {
-            let mut buf = data.to_vec();
-            buf.resize(padded, self.layout.erased);
-            self.flash.write(addr + offset, &buf)?;
+        let mut buf = data.to_vec();
+        buf.resize(padded, self.layout.erased);
+        let start = addr + offset;
+        let trailer = self.layout.slot(self.staging_slot()).trailer_offset;
+        let split = (trailer.saturating_sub(start) as usize).min(buf.len());
+        if split > 0 {
+            self.flash.write(start, &buf[..split])?;
+        }
+        // The trailer part: runs of units that are not all erased (unit-aligned addresses).
+        let unit = self.layout.unit as usize;
+        let erased = self.layout.erased;
+        let mut run: Option<usize> = None;
+        let mut at = split;
+        while at < buf.len() {
+            let abs = start as usize + at;
+            let end = (abs / unit + 1) * unit - start as usize;
+            let end = end.min(buf.len());
+            let blank = buf[at..end].iter().all(|&b| b == erased);
+            match (blank, run) {
+                (false, None) => run = Some(at),
+                (true, Some(from)) => {
+                    self.flash.write(start + from as u32, &buf[from..at])?;
+                    run = None;
+                }
+                _ => {}
+            }
+            at = end;
+        }
+        if let Some(from) = run {
+            self.flash.write(start + from as u32, &buf[from..])?;
         }
         Ok(())
     }
@@ -175,6 +213,7 @@ impl<'a, F: Flash> Updater<'a, F> {
         let t = trailer::read(self.flash, self.layout, slot)?;
         let erased = !t.magic
             && t.swap_type.is_none()
+            && t.swap_size.is_none()
             && t.image_ok == Flag::Unset
             && t.copy_done == Flag::Unset
             && t.attempts == 0;
@@ -186,7 +225,17 @@ impl<'a, F: Flash> Updater<'a, F> {
         } else {
             SwapType::Test
         };
-        trailer::write_complete(self.flash, self.layout, slot, kind, permanent, false)?;
+        trailer::write_complete(
+            self.flash,
+            self.layout,
+            slot,
+            Complete {
+                swap_type: kind,
+                swap_size: None,
+                image_ok: permanent,
+                copy_done: false,
+            },
+        )?;
         Ok(())
     }
 
@@ -199,7 +248,7 @@ impl<'a, F: Flash> Updater<'a, F> {
             Flag::Bad => Err(UpdateError::TrailerCorrupt { slot: self.running }),
             Flag::Unset if !t.magic => Ok(false),
             Flag::Unset => {
-                trailer::write_field(self.flash, self.layout, self.running, Field::ImageOk, None)?;
+                trailer::write_field(self.flash, self.layout, self.running, Field::ImageOk, 0)?;
                 Ok(true)
             }
         }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
 
 use crate::boot::{BootConfig, BootMode, Layout};
 use crate::ecu::EcuConfig;
@@ -15,8 +14,10 @@ pub struct EcuArgs {
     /// Flash image file (created erased if missing).
     #[arg(long, global = true, default_value = "ecu-flash.bin")]
     pub flash: PathBuf,
-    #[arg(long, global = true, value_enum, default_value_t = Mode::Swap)]
-    mode: Mode,
+    /// MCUboot upgrade strategy: swap-scratch, swap-move, swap-offset, overwrite or direct-xip
+    /// (aliases: swap = swap-scratch, ab = direct-xip, overwrite-only = overwrite).
+    #[arg(long, global = true, default_value = "swap-scratch", value_parser = parse_mode)]
+    mode: BootMode,
     /// Sector size in bytes (uniform map).
     #[arg(long, global = true, default_value_t = 4096)]
     sector_size: u32,
@@ -38,10 +39,9 @@ pub struct EcuArgs {
     max_boot_attempts: u8,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Mode {
-    Swap,
-    Ab,
+fn parse_mode(s: &str) -> Result<BootMode, String> {
+    s.parse()
+        .map_err(|e: crate::boot::UnknownBootMode| e.to_string())
 }
 
 impl EcuArgs {
@@ -75,10 +75,7 @@ impl EcuArgs {
 
     /// The ECU these options describe, with its geometry.
     pub fn config(&self) -> Result<(Geometry, EcuConfig)> {
-        let mode = match self.mode {
-            Mode::Swap => BootMode::Swap,
-            Mode::Ab => BootMode::Ab,
-        };
+        let mode = self.mode;
         let geometry = self.geometry()?;
         let layout = Layout::auto(&geometry, mode)?;
         let config = EcuConfig::new(

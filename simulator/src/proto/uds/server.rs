@@ -737,7 +737,8 @@ impl DiagServer {
                 if t.magic {
                     flags |= SlotRecord::TRAILER_MAGIC;
                 }
-                match t.swap_type {
+                // A raw `imgtool sign --pad` trailer has no swap info: its image_ok says.
+                match t.swap_type.or_else(|| t.request()) {
                     Some(SwapType::Test) => flags |= SlotRecord::TRAILER_TEST,
                     Some(SwapType::Perm) => flags |= SlotRecord::TRAILER_PERMANENT,
                     _ => {}
