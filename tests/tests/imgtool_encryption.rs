@@ -399,12 +399,38 @@ fn every_key_form_imgtool_writes_loads_and_signing_keys_are_refused() {
         );
     }
     let (private, public) = keygen(d, KeyKind::Rsa3072, "rsa3072");
-    for file in [private, public] {
+    for file in [&private, &public] {
         assert_eq!(
-            EncPublicKey::from_file(&read(&file)).unwrap_err(),
+            EncPublicKey::from_file(&read(file)).unwrap_err(),
             EncKeyError::RsaSize { bits: 3072 }
         );
     }
+    assert_eq!(
+        EncKey::from_file(&read(&private)).unwrap_err(),
+        EncKeyError::RsaSize { bits: 3072 }
+    );
+    // imgtool encrypts for an RSA-3072 key all the same, into a 384-byte ENC_RSA2048 TLV
+    // that no MCUboot reads: refused by its length.
+    let (sign, _) = keygen(d, KeyKind::Ed25519, "sign");
+    let img = imgtool_encrypt(
+        d,
+        &sign,
+        &public,
+        AesKeySize::Aes128,
+        false,
+        &payload(100, 5),
+        "rsa3072",
+    );
+    let parsed = image::parse(&img).unwrap();
+    assert_eq!(
+        EncTlv::of_image(&parsed, EncKeyFamily::Rsa2048),
+        Err(EncError::BadEncTlvLength {
+            tlv: EncTlvKind::Rsa2048,
+            len: 384,
+            expected: 256,
+            aes: AesKeySize::Aes128
+        })
+    );
 }
 
 /// Ours, imgtool's layout: built with [`ImageBuilder::encrypted`] and [`image::encrypt_image`].
