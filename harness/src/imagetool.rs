@@ -5,7 +5,9 @@
 //! `imgtool keygen -t TYPE` writes and `imgtool sign -k` reads), the public key as
 //! SubjectPublicKeyInfo PEM (what `imgtool getpub -e pem` prints and `ecu-sim --key` reads).
 //! Images are MCUboot images with the simulator's behaviour TLV, hashed and signed as imgtool
-//! does for the key's type; the same arguments give the same bytes.
+//! does for the key's type; the same arguments give the same bytes. `--encrypt KEY` encrypts
+//! them as `imgtool sign --encrypt` does (`ecu_sim::image::encrypt_image`), and `--type
+//! aes-kw-128|aes-kw-256` makes the AES-KW key files imgtool does not make.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -14,8 +16,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use ecu_sim::image::{
-    Behaviour, ImageBuilder, ImageError, KeyKind, PrivateKey, SignOptions, SignatureKind, Version,
-    dev_key, dev_private_key,
+    AesKeySize, Behaviour, EncKeyError, EncPublicKey, EncTlvKind, EncryptOptions, ImageBuilder,
+    ImageError, ImageKey, KeyKind, KwKey, PrivateKey, SignOptions, SignatureKind, Version, dev_key,
+    dev_private_key,
 };
 
 /// Why a key or an image could not be made.
@@ -32,6 +35,10 @@ pub enum ToolError {
     BadKey { path: PathBuf, source: ImageError },
     #[error("signing with {path}: {source}")]
     Sign { path: PathBuf, source: ImageError },
+    #[error("{path}: not a key images are encrypted for: {source}")]
+    BadEncKey { path: PathBuf, source: EncKeyError },
+    #[error("encrypting for {path}: {source}")]
+    Encrypt { path: PathBuf, source: ImageError },
     /// A manifest URL `hil ota submit` would refuse (checked before anything is written).
     #[error("--manifest-url {url:?} is not a usable url: {source}")]
     BadUrl {
@@ -94,25 +101,100 @@ pub fn generate_key(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let private_pem = key.to_pem();
     let public_pem = key.public_pem();
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(&private).map_err(io(&private))?;
-    // An existing file (--force) keeps its mode on open: make it private either way.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io(&private))?;
-    }
-    f.write_all(private_pem.as_bytes()).map_err(io(&private))?;
+    write_private(&private, private_pem.as_bytes())?;
     std::fs::write(&public, public_pem).map_err(io(&public))?;
     Ok(KeyFiles {
         private,
         public,
         kind,
         keyhash: hex(&key.public_hash_sha256()),
+    })
+}
+
+/// A key type `hil keys generate --type` makes: a key imgtool makes, or an AES-KW key, which
+/// imgtool does not make (MCUboot keeps its test ones as base64 files, `enc-aes128kw.b64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    Key(KeyKind),
+    /// `aes-kw-128` or `aes-kw-256`.
+    AesKw(AesKeySize),
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyType::Key(k) => write!(f, "{k}"),
+            KeyType::AesKw(a) => write!(f, "aes-kw-{}", a.bits()),
+        }
+    }
+}
+
+/// An unknown `--type`.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error(
+    "unknown key type {0:?} (expected ed25519, ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, x25519, aes-kw-128 or aes-kw-256)"
+)]
+pub struct ParseKeyTypeError(pub String);
+
+impl std::str::FromStr for KeyType {
+    type Err = ParseKeyTypeError;
+
+    fn from_str(s: &str) -> Result<Self, ParseKeyTypeError> {
+        match s {
+            "aes-kw-128" => Ok(KeyType::AesKw(AesKeySize::Aes128)),
+            "aes-kw-256" => Ok(KeyType::AesKw(AesKeySize::Aes256)),
+            _ => s
+                .parse()
+                .map(KeyType::Key)
+                .map_err(|_| ParseKeyTypeError(s.to_string())),
+        }
+    }
+}
+
+/// Write `NAME.b64` into `dir`: a random AES key-encryption key of `size`, base64 as MCUboot's
+/// `enc-aes128kw.b64` (mode 0600); the ECU's `--enc-key` and `hil image build --encrypt` both
+/// take this one file (the key is symmetric).
+pub fn generate_kw_key(
+    name: &str,
+    dir: &Path,
+    size: AesKeySize,
+    force: bool,
+) -> Result<PathBuf, ToolError> {
+    let path = dir.join(format!("{name}.b64"));
+    if path.exists() && !force {
+        return Err(ToolError::Exists { path });
+    }
+    let key = ImageKey::generate(size, &mut rand::rngs::OsRng);
+    let kw = KwKey::from_bytes(key.as_bytes()).expect("16 or 32 bytes");
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_private(&path, kw.to_base64().as_bytes())?;
+    Ok(path)
+}
+
+/// Write a secret file, mode 0600 (also when it existed).
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), ToolError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(io(path))?;
+    // An existing file (--force) keeps its mode on open: make it private either way.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io(path))?;
+    }
+    f.write_all(contents).map_err(io(path))
+}
+
+/// Read the key an image is encrypted for: a public key PEM (`imgtool getpub -e pem`), a
+/// private one, or an AES-KW key file.
+pub fn read_enc_key(path: &Path) -> Result<EncPublicKey, ToolError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    EncPublicKey::from_file(&bytes).map_err(|source| ToolError::BadEncKey {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -145,6 +227,17 @@ pub struct ImageSpec {
     pub signer: Signer,
     /// Hash and pure (imgtool's `--sha`, `--pure`); the default pairs the hash with the key.
     pub sign: SignOptions,
+    /// Encrypt the image (imgtool's `--encrypt`).
+    pub encrypt: Option<Encrypt>,
+}
+
+/// imgtool's `--encrypt KEY`, `--encrypt-keylen`, `--hmac-sha`.
+#[derive(Clone, Debug)]
+pub struct Encrypt {
+    /// The key the image is encrypted for ([`read_enc_key`]).
+    pub key: PathBuf,
+    pub aes: AesKeySize,
+    pub options: EncryptOptions,
 }
 
 /// A built image.
@@ -156,11 +249,45 @@ pub struct Built {
     pub keyhash: String,
     /// What signed it (`None`: unsigned).
     pub signature: Option<(SignatureKind, ecu_sim::image::HashAlg)>,
+    /// How it is encrypted (`None`: not).
+    pub encrypted: Option<(EncTlvKind, AesKeySize)>,
 }
 
 /// Build an image: the payload is a filler derived from the version, so the same arguments
-/// give the same bytes.
+/// give the same bytes — unless encrypted: then, as imgtool does, the AES key (and an ECIES
+/// ephemeral key, an OAEP seed) are fresh from the operating system's randomness each time,
+/// and the same arguments give the same plaintext.
 pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
+    let recipient = match &spec.encrypt {
+        Some(e) => Some((read_enc_key(&e.key)?, e)),
+        None => None,
+    };
+    let mut built = build_plain(spec)?;
+    if let Some((recipient, e)) = recipient {
+        let bytes = ecu_sim::image::encrypt_image(
+            &built.bytes,
+            &recipient,
+            e.options,
+            &mut rand::rngs::OsRng,
+        )
+        .map_err(|source| ToolError::Encrypt {
+            path: e.key.clone(),
+            source,
+        })?;
+        let parsed = ecu_sim::image::parse(&bytes).expect("an image we just built parses");
+        let kind = parsed
+            .tlvs()
+            .find_map(|t| EncTlvKind::from_tlv(t.kind))
+            .expect("encrypt_image adds an ENC tlv");
+        built.sha256 = hex(&Sha256::digest(&bytes));
+        built.bytes = bytes;
+        built.encrypted = Some((kind, e.aes));
+    }
+    Ok(built)
+}
+
+/// The image before encryption (flagged and padded for it when it will be encrypted).
+fn build_plain(spec: &ImageSpec) -> Result<Built, ToolError> {
     let seed = Sha256::digest(spec.version.to_string().as_bytes());
     let mut payload = Vec::with_capacity(spec.size);
     let mut block = seed.to_vec();
@@ -169,9 +296,12 @@ pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
         payload.extend_from_slice(&block);
     }
     payload.truncate(spec.size);
-    let builder = ImageBuilder::new(spec.version, payload)
+    let mut builder = ImageBuilder::new(spec.version, payload)
         .security_counter(spec.security_counter)
         .behaviour(spec.behaviour);
+    if let Some(e) = &spec.encrypt {
+        builder = builder.encrypted(e.aes);
+    }
     let (key, path) = match &spec.signer {
         Signer::Unsigned => {
             let bytes = builder.build_unsigned();
@@ -180,6 +310,7 @@ pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
                 bytes,
                 keyhash: String::new(),
                 signature: None,
+                encrypted: None,
             });
         }
         Signer::Dev(name) => (
@@ -206,6 +337,7 @@ pub fn build_image(spec: &ImageSpec) -> Result<Built, ToolError> {
         bytes,
         keyhash,
         signature: Some((signature, hash)),
+        encrypted: None,
     })
 }
 

@@ -561,3 +561,181 @@ fn every_key_type_generates_signs_and_imgtool_verifies() {
         text(&o)
     );
 }
+
+/// `hil keys generate` makes every key images are encrypted for (x25519, ecdsa-p256 and
+/// rsa-2048 as imgtool does; aes-kw-128/256 as MCUboot's base64 files), `hil image build
+/// --encrypt` encrypts for each as imgtool does, and the ECU's key decrypts the image to the
+/// plaintext the same build makes unencrypted; bad pairings are refused by name (exit 2).
+#[test]
+fn every_encryption_key_type_generates_and_encrypts_images_the_ecu_decrypts() {
+    use image::{AesKeySize, EncKey, EncTlvKind};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let o = hil(d, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        text(&o)
+    };
+    run(&["keys", "generate", "--type", "ed25519", "--name", "sign"]);
+    let mut keys = Keyring::new();
+    keys.add_pem(&std::fs::read_to_string(d.join("sign.pub.pem")).unwrap())
+        .unwrap();
+    run(&[
+        "image",
+        "build",
+        "--version",
+        "3.1.0",
+        "--size",
+        "5000",
+        "--key",
+        "sign.pem",
+        "--out",
+        "plain.bin",
+    ]);
+    let plain = std::fs::read(d.join("plain.bin")).unwrap();
+    let plain_payload = image::parse(&plain).unwrap().payload.to_vec();
+    for (kind, recipient, private, extra, tlv, aes) in [
+        (
+            "x25519",
+            "x.pub.pem",
+            "x.pem",
+            &[][..],
+            EncTlvKind::X25519,
+            AesKeySize::Aes128,
+        ),
+        (
+            "x25519",
+            "x.pub.pem",
+            "x.pem",
+            &["--hmac-sha512", "--aes256"][..],
+            EncTlvKind::X25519Sha512,
+            AesKeySize::Aes256,
+        ),
+        (
+            "ecdsa-p256",
+            "ec.pub.pem",
+            "ec.pem",
+            &["--aes256"][..],
+            EncTlvKind::Ec256,
+            AesKeySize::Aes256,
+        ),
+        (
+            "rsa-2048",
+            "rsa.pub.pem",
+            "rsa.pem",
+            &[][..],
+            EncTlvKind::Rsa2048,
+            AesKeySize::Aes128,
+        ),
+        (
+            "aes-kw-128",
+            "kw128.b64",
+            "kw128.b64",
+            &[][..],
+            EncTlvKind::Kw,
+            AesKeySize::Aes128,
+        ),
+        (
+            "aes-kw-256",
+            "kw256.b64",
+            "kw256.b64",
+            &["--aes256"][..],
+            EncTlvKind::Kw,
+            AesKeySize::Aes256,
+        ),
+    ] {
+        let name = private.trim_end_matches(".pem").trim_end_matches(".b64");
+        if !d.join(private).exists() {
+            let printed = run(&["keys", "generate", "--type", kind, "--name", name]);
+            assert!(printed.contains(kind), "{printed}");
+        }
+        let out = format!("enc-{kind}-{}.bin", aes.bits());
+        let mut args = vec![
+            "image",
+            "build",
+            "--version",
+            "3.1.0",
+            "--size",
+            "5000",
+            "--key",
+            "sign.pem",
+            "--encrypt",
+            recipient,
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        let printed = run(&args);
+        assert!(
+            printed.contains(&format!("encrypted {aes} ({tlv})")),
+            "{kind}: {printed}"
+        );
+        let img = std::fs::read(d.join(&out)).unwrap();
+        let key = EncKey::from_file(&std::fs::read(d.join(private)).unwrap()).unwrap();
+        let info =
+            image::verify_encrypted(&img, &keys, 0, &key).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(info.header.flags & 0x0c, aes.flag(), "{kind}");
+        let decrypted = image::decrypt_image(&img, &key).unwrap();
+        let payload = image::parse(&decrypted).unwrap().payload.to_vec();
+        assert!(
+            payload[..5000] == plain_payload[..] && payload[5000..].iter().all(|&b| b == 0),
+            "{kind}: the plaintext of the unencrypted build, zero-padded to 16"
+        );
+        assert_eq!(payload.len(), 5008);
+        // The ciphertext is not what was hashed.
+        assert_eq!(image::verify(&img, &keys, 0), Err(ImageError::HashMismatch));
+    }
+    // An AES-KW key file is secret: mode 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("kw128.b64"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    for (extra, wanted) in [
+        (
+            &["--encrypt", "sign.pub.pem"][..],
+            "sign.pub.pem: not a key images are encrypted for: an ed25519 key encrypts no images",
+        ),
+        (
+            &["--encrypt", "ec.pub.pem", "--hmac-sha512"][..],
+            "HMAC-SHA512 (ENC_X25519_SHA512) needs an X25519 key, not an EC P-256 key",
+        ),
+        (
+            &["--encrypt", "kw128.b64", "--aes256"][..],
+            "an AES-KW key of 16 bytes wraps no AES-256 key",
+        ),
+        (&["--aes256"][..], "--encrypt"),
+    ] {
+        let mut args = vec![
+            "image",
+            "build",
+            "--version",
+            "3.1.0",
+            "--key",
+            "sign.pem",
+            "--out",
+            "bad.bin",
+        ];
+        args.extend_from_slice(extra);
+        let o = hil(d, &args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", text(&o));
+        assert!(text(&o).contains(wanted), "{extra:?}: {}", text(&o));
+        assert!(!d.join("bad.bin").exists(), "{extra:?}");
+    }
+    let o = hil(
+        d,
+        &["keys", "generate", "--type", "aes-kw-128", "--dev", "x"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = hil(d, &["keys", "generate", "--type", "aes-kw-512"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("aes-kw-128 or aes-kw-256"),
+        "{}",
+        text(&o)
+    );
+}

@@ -440,3 +440,64 @@ fn boot_modes_by_mcuboots_names() {
         ]
     );
 }
+
+/// `ecu.enc_key` names the ECU's image decryption key file, relative to the scenario file: it
+/// reaches the virtual ECU's configuration; a file that is missing or no decryption key is a
+/// located problem naming what is wrong.
+#[test]
+fn enc_key_is_read_relative_to_the_scenario_file() {
+    use ecu_sim::image::{EncKeyFamily, KeyKind, dev_private_key};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = dev_private_key(KeyKind::X25519, "scenario");
+    std::fs::create_dir(d.join("keys")).unwrap();
+    std::fs::write(d.join("keys/enc.pem"), key.to_pem()).unwrap();
+    std::fs::write(d.join("keys/enc.pub.pem"), key.public_pem()).unwrap();
+    let file = d.join("s.yaml");
+    let file = file.to_str().unwrap();
+    let scenario = |enc_key: &str| {
+        format!(
+            "description: x\necu: {{enc_key: {enc_key}}}\nupdate: {{version: 2.0.0}}\nexpect: {{outcome: committed}}\n"
+        )
+    };
+    let s = validate::parse(&scenario("keys/enc.pem"), file).unwrap();
+    assert_eq!(
+        s.ecu.enc_key.as_deref(),
+        Some(std::path::Path::new("keys/enc.pem"))
+    );
+    let prepared = hil::scenario::prepare::prepare(&Arc::new(s)).unwrap();
+    let config = prepared.sim.ecu.config();
+    assert_eq!(
+        config.enc_key.as_ref().map(|k| k.family()),
+        Some(EncKeyFamily::X25519)
+    );
+    assert_eq!(
+        config.enc_key.as_ref().map(|k| k.public()),
+        Some(ecu_sim::image::EncPublicKey::from_pem(&key.public_pem()).unwrap())
+    );
+    // Without it, none.
+    let s = validate::parse(GOOD, file).unwrap();
+    let prepared = hil::scenario::prepare::prepare(&Arc::new(s)).unwrap();
+    assert!(prepared.sim.ecu.config().enc_key.is_none());
+
+    let dir_text = d.display();
+    for (enc_key, wanted) in [
+        (
+            "keys/missing.pem",
+            format!(
+                "{file}:2:16: ecu.enc_key: reading {dir_text}/keys/missing.pem: No such file or directory (os error 2)"
+            ),
+        ),
+        (
+            "keys/enc.pub.pem",
+            format!(
+                "{file}:2:16: ecu.enc_key: {dir_text}/keys/enc.pub.pem: a public key: decrypting needs the private key (what imgtool keygen writes)"
+            ),
+        ),
+    ] {
+        let problems = validate::parse(&scenario(enc_key), file).unwrap_err();
+        let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(got, vec![wanted]);
+    }
+}

@@ -26,6 +26,10 @@ pub struct EcuConfig {
     pub boot: BootConfig,
     /// Bootloader start-up time before it touches the flash, µs.
     pub boot_overhead_us: u64,
+    /// The image decryption key (MCUboot's `bootutil_enc_key`: `--enc-key`, scenario
+    /// `ecu.enc_key`), for the bootloader to unwrap an encrypted image's AES key with
+    /// ([`image::image_key`]) when it installs it. `None`: the ECU decrypts nothing.
+    pub enc_key: Option<image::EncKey>,
 }
 
 impl EcuConfig {
@@ -34,7 +38,14 @@ impl EcuConfig {
             layout,
             boot,
             boot_overhead_us: 20_000,
+            enc_key: None,
         }
+    }
+
+    /// The same configuration with the image decryption key `key`.
+    pub fn with_enc_key(mut self, key: Option<image::EncKey>) -> Self {
+        self.enc_key = key;
+        self
     }
 }
 
@@ -218,10 +229,23 @@ impl Ecu<SimFlash> {
         boot: BootConfig,
         seed: u64,
     ) -> Result<Self, EcuError> {
+        Self::factory_with_enc_key(geometry, mode, factory, boot, None, seed)
+    }
+
+    /// [`Ecu::factory`] with an image decryption key ([`EcuConfig::enc_key`]).
+    pub fn factory_with_enc_key(
+        geometry: crate::flash::Geometry,
+        mode: boot::BootMode,
+        factory: &[u8],
+        boot: BootConfig,
+        enc_key: Option<image::EncKey>,
+        seed: u64,
+    ) -> Result<Self, EcuError> {
         let layout = Layout::auto(&geometry, mode)?;
         let mut flash = SimFlash::new(geometry, seed);
         provision(&mut flash, &layout, factory).map_err(EcuError::Update)?;
-        let mut ecu = Ecu::new(EcuConfig::new(layout, boot), flash);
+        let config = EcuConfig::new(layout, boot).with_enc_key(enc_key);
+        let mut ecu = Ecu::new(config, flash);
         ecu.power_on()?;
         Ok(ecu)
     }

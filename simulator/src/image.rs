@@ -91,8 +91,13 @@
 //! would refuse it). MCUboot built for pure signatures does not check the hash TLV; this
 //! verifier checks the one imgtool writes.
 //!
-//! Encrypted images are refused by the allow list ([`ImageError::MisplacedTlv`]): their
-//! `ENC_*` key TLVs (`0x30..=0x34`) are not read yet.
+//! Encrypted images (`imgtool sign --encrypt`): the `ENC_*` key TLVs (`0x30..=0x34`) are
+//! allowed in the unprotected area (MCUboot's allow list), their lengths checked when the key
+//! is unwrapped. [`verify`] takes the payload as it is — plaintext, as in MCUboot's primary
+//! slot, where an installed image keeps its encryption flag and ENC TLV; the hash and the
+//! signature are over the plaintext, so an image still encrypted (the secondary slot) is
+//! checked with [`verify_encrypted`], which decrypts it with the ECU's [`EncKey`] first. The
+//! `enc` module's docs have the TLVs, the key wraps and the keystream.
 //!
 //! With every check above, changing any single byte of a signed image (header, padding,
 //! payload, either TLV area) makes [`verify`] fail when the keyring is not empty; without keys
@@ -103,7 +108,8 @@
 //! and SEC1; a key the bootloader cannot trust is refused naming what was found
 //! ([`ImageError::NotASigningKey`], [`ImageError::UnknownKeyAlgorithm`] with the OID found,
 //! [`ImageError::UnsupportedCurve`], [`ImageError::UnsupportedRsaSize`], ...). The maths is
-//! RustCrypto's (`rsa`, `p256`, `p384`, `ed25519-dalek`, `x25519-dalek`, `sha2`).
+//! RustCrypto's (`rsa`, `p256`, `p384`, `ed25519-dalek`, `x25519-dalek`, `sha2`; for
+//! encryption `aes`, `ctr`, `aes-kw`, `hkdf`, `hmac`).
 //!
 //! | module | what |
 //! |---|---|
@@ -112,11 +118,15 @@
 //! | `keys` | [`HashAlg`], [`KeyKind`], [`PublicKey`], [`PrivateKey`]: PEM, MCUboot bytes, KEYHASH |
 //! | `verify` | [`Keyring`], [`SignatureKind`], [`verify`] |
 //! | `build` | [`ImageBuilder`], [`SignOptions`], [`dev_key`], [`dev_private_key`] |
+//! | `enc` | encrypted images: [`EncKey`], [`EncPublicKey`], [`EncTlv`], [`ImageKey`], [`image_key`], [`decrypt_image`], [`encrypt_image`], [`verify_encrypted`], [`EncError`] |
 
 use std::fmt;
 use std::str::FromStr;
 
 mod build;
+mod enc;
+#[cfg(test)]
+mod enc_tests;
 mod keys;
 mod parse;
 #[cfg(test)]
@@ -124,6 +134,12 @@ mod tests;
 mod verify;
 
 pub use build::{ImageBuilder, KeyFormat, SignOptions, dev_key, dev_private_key};
+pub use enc::{
+    AesKeySize, EncError, EncKey, EncKeyError, EncKeyFamily, EncPublicKey, EncTlv, EncTlvKind,
+    EncryptOptions, IMAGE_F_ENCRYPTED_AES128, IMAGE_F_ENCRYPTED_AES256, ImageKey, KwKey,
+    TLV_ENC_EC256, TLV_ENC_KW, TLV_ENC_RSA2048, TLV_ENC_X25519, TLV_ENC_X25519_SHA512,
+    UnwrapFailure, decrypt_image, encrypt_image, image_key, verify_encrypted,
+};
 pub use keys::{HashAlg, KeyKind, ParseKeyKindError, PrivateKey, PublicKey};
 pub use parse::{Header, ParsedImage, Tlv, Tlvs, parse};
 pub use verify::{ImageInfo, Keyring, SignatureKind, verify};
@@ -417,6 +433,8 @@ pub enum ImageError {
     UnsupportedRsaSize { bits: usize },
     #[error("{} signs no images (it is an encryption key)", .found.described())]
     NotASigningKey { found: KeyKind },
+    #[error("encrypted image: {0}")]
+    Encryption(EncError),
 }
 
 fn signature_tlv_name(tlv: u16) -> &'static str {

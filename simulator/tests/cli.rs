@@ -270,3 +270,53 @@ fn every_mode_by_name_installs_an_update_across_processes() {
         "{text}"
     );
 }
+
+/// `--enc-key` takes the private key an image is encrypted for, as `imgtool keygen` writes it
+/// (X25519, EC P-256, RSA-2048), or an AES-KW key file; anything else is refused by name.
+#[test]
+fn decryption_keys_load_and_refusals_name_what_was_found() {
+    use ecu_sim::image::{KeyKind, dev_private_key};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let status = |file: &str| ecu_sim(d, &["--flash", "f.bin", "--enc-key", file, "status"]);
+    for kind in [KeyKind::X25519, KeyKind::EcdsaP256, KeyKind::Rsa2048] {
+        let key = dev_private_key(kind, "cli");
+        std::fs::write(d.join("key.pem"), key.to_pem()).unwrap();
+        std::fs::write(d.join("pub.pem"), key.public_pem()).unwrap();
+        let (code, text) = status("key.pem");
+        assert_eq!(code, 0, "{kind}: {text}");
+        let (code, text) = status("pub.pem");
+        assert_eq!(code, 2, "{kind}: {text}");
+        assert!(
+            text.contains("decryption key pub.pem: a public key: decrypting needs the private key"),
+            "{kind}: {text}"
+        );
+    }
+    // MCUboot's enc-aes128kw.b64.
+    std::fs::write(d.join("kw.b64"), "0VoElcTCqP8weM5Jtfyy3Q==\n").unwrap();
+    let (code, text) = status("kw.b64");
+    assert_eq!(code, 0, "{text}");
+    for (kind, wanted) in [
+        (KeyKind::Ed25519, "an ed25519 key encrypts no images"),
+        (KeyKind::EcdsaP384, "an ECDSA P-384 key encrypts no images"),
+        (
+            KeyKind::Rsa3072,
+            "an RSA key of 3072 bits: MCUboot's ENC_RSA2048 takes RSA-2048 keys",
+        ),
+    ] {
+        std::fs::write(d.join("sign.pem"), dev_private_key(kind, "cli").to_pem()).unwrap();
+        let (code, text) = status("sign.pem");
+        assert_eq!(code, 2, "{kind}: {text}");
+        assert!(
+            text.contains(&format!("decryption key sign.pem: {wanted}")),
+            "{kind}: {text}"
+        );
+    }
+    std::fs::write(d.join("short.key"), [1u8; 7]).unwrap();
+    let (code, text) = status("short.key");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not a PEM key nor an AES-KW key"), "{text}");
+    let (code, text) = status("missing.pem");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("reading missing.pem"), "{text}");
+}

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
-use ecu_sim::image::{Behaviour, HashAlg, KeyFormat, KeyKind, SignOptions, Version};
+use ecu_sim::image::{
+    AesKeySize, Behaviour, EncryptOptions, HashAlg, KeyFormat, SignOptions, Version,
+};
 
 use crate::exit;
-use crate::imagetool::{self, ImageSpec, KeySource, Signer};
+use crate::imagetool::{self, Encrypt, ImageSpec, KeySource, KeyType, Signer};
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -15,9 +17,12 @@ pub enum KeysCommand {
     Generate {
         #[arg(long, default_value = "oem")]
         name: String,
-        /// Key type, as `imgtool keygen -t` (x25519 is an encryption key: it signs nothing).
+        /// Key type, as `imgtool keygen -t`: ed25519, ecdsa-p256, ecdsa-p384, rsa-2048,
+        /// rsa-3072, x25519 (x25519 is an encryption key: it signs nothing; images are also
+        /// encrypted for ecdsa-p256 and rsa-2048 keys), or aes-kw-128 / aes-kw-256: an AES
+        /// key-encryption key, written as NAME.b64 alone (base64, as MCUboot's enc-aes128kw.b64).
         #[arg(long = "type", value_name = "TYPE", default_value = "ed25519")]
-        kind: KeyKind,
+        kind: KeyType,
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
         /// The simulator's development key of this name instead of a random one.
@@ -89,6 +94,18 @@ pub struct BuildArgs {
     /// Security counter (default: the major version).
     #[arg(long)]
     security_counter: Option<u32>,
+    /// Encrypt the image for this key, as `imgtool sign --encrypt`: an X25519, EC P-256 or
+    /// RSA-2048 public key PEM (`imgtool getpub -e pem`; a private key PEM works too) or an
+    /// AES-KW key file (`hil keys generate --type aes-kw-128`). A fresh AES key each build.
+    #[arg(long, value_name = "KEY")]
+    encrypt: Option<PathBuf>,
+    /// AES-256 rather than AES-128 (imgtool's `--encrypt-keylen 256`).
+    #[arg(long, requires = "encrypt")]
+    aes256: bool,
+    /// ECIES-X25519 with HKDF and HMAC SHA-512: the ENC_X25519_SHA512 TLV (imgtool's
+    /// `--hmac-sha 512`; X25519 keys only).
+    #[arg(long, requires = "encrypt")]
+    hmac_sha512: bool,
     #[arg(long)]
     out: PathBuf,
     /// Also write OUT with .yaml: an OTA manifest for the image served at this URL.
@@ -108,8 +125,26 @@ pub fn keys(command: &KeysCommand) -> ExitCode {
         dev,
         force,
     } = command;
+    let kind = match kind {
+        KeyType::Key(k) => *k,
+        KeyType::AesKw(size) => {
+            if dev.is_some() {
+                return exit::error(
+                    exit::INVALID,
+                    "--dev: there are no development AES-KW keys (random ones only)",
+                );
+            }
+            return match imagetool::generate_kw_key(name, out, *size, *force) {
+                Ok(path) => {
+                    println!("{} aes-kw-{}", path.display(), size.bits());
+                    exit::OK.into()
+                }
+                Err(e) => exit::error(exit::INVALID, e),
+            };
+        }
+    };
     let source = dev.clone().map_or(KeySource::Random, KeySource::Dev);
-    match imagetool::generate_key(name, out, *kind, &source, *force) {
+    match imagetool::generate_key(name, out, kind, &source, *force) {
         Ok(k) => {
             println!(
                 "{} {} {} keyhash {}",
@@ -156,6 +191,17 @@ pub fn image(command: &ImageCommand) -> ExitCode {
             pure: a.pure,
             key_format: KeyFormat::Hash,
         },
+        encrypt: a.encrypt.as_ref().map(|key| Encrypt {
+            key: key.clone(),
+            aes: if a.aes256 {
+                AesKeySize::Aes256
+            } else {
+                AesKeySize::Aes128
+            },
+            options: EncryptOptions {
+                hmac_sha512: a.hmac_sha512,
+            },
+        }),
     };
     let built = match imagetool::build_image(&spec) {
         Ok(b) => b,
@@ -177,8 +223,12 @@ pub fn image(command: &ImageCommand) -> ExitCode {
             format!("key {} ({signature}, {hash})", &built.keyhash[..16])
         }
     };
+    let encrypted = match built.encrypted {
+        None => String::new(),
+        Some((tlv, aes)) => format!(", encrypted {aes} ({tlv})"),
+    };
     println!(
-        "{}: {} bytes, v{}, counter {}, {key}, sha-256 {}",
+        "{}: {} bytes, v{}, counter {}, {key}{encrypted}, sha-256 {}",
         a.out.display(),
         built.bytes.len(),
         a.version,

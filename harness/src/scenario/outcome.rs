@@ -37,6 +37,8 @@ pub enum RunError {
     Geometry(#[source] ecu_sim::flash::FlashError),
     #[error("provisioning the installed image: {0}")]
     Provision(#[source] ecu_sim::ecu::EcuError),
+    #[error("the ecu's decryption key (ecu.enc_key): {0}")]
+    EncKey(#[source] crate::scenario::schema::EncKeyFileError),
     #[error("starting a runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("{what} {path}: {source}", path = path.display())]

@@ -194,8 +194,12 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         max_boot_attempts: s.ecu.max_boot_attempts,
         keys,
     };
-    let ecu =
-        Ecu::factory(geometry, mode, &installed, boot, s.seed).map_err(RunError::Provision)?;
+    let enc_key = s
+        .ecu
+        .load_enc_key(s.dir.as_deref())
+        .map_err(RunError::EncKey)?;
+    let ecu = Ecu::factory_with_enc_key(geometry, mode, &installed, boot, enc_key, s.seed)
+        .map_err(RunError::Provision)?;
     let layout = ecu.config().layout.clone();
     let server = DiagServer::new(ServerConfig {
         max_block_len: s.ecu.block_len,

@@ -136,6 +136,10 @@ pub struct EcuSpec {
     pub max_boot_attempts: u8,
     /// Development keys the bootloader trusts, by name.
     pub keys: Vec<String>,
+    /// The image decryption key file (`ecu-sim --enc-key`: an X25519, EC P-256 or RSA-2048
+    /// private key PEM, or an AES-KW key file), relative to the scenario file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enc_key: Option<std::path::PathBuf>,
     /// maxNumberOfBlockLength announced by RequestDownload.
     pub block_len: u32,
     /// A deliberate bootloader bug, to prove that sweeps find such bugs (never in a model of a
@@ -165,6 +169,7 @@ impl Default for EcuSpec {
             align: 8,
             max_boot_attempts: 1,
             keys: vec!["oem".into()],
+            enc_key: None,
             block_len: 4096 + 2,
             bootloader_defect: None,
         }
@@ -192,11 +197,45 @@ impl EcuSpec {
         ecu_sim::flash::Geometry::uniform(self.sector_size, sectors, usize::from(self.align))
     }
 
+    /// The image decryption key of `enc_key` (a relative path is taken from `dir`, the
+    /// scenario file's directory); `Err` says what is wrong with the file.
+    pub fn load_enc_key(
+        &self,
+        dir: Option<&std::path::Path>,
+    ) -> Result<Option<ecu_sim::image::EncKey>, EncKeyFileError> {
+        let Some(file) = &self.enc_key else {
+            return Ok(None);
+        };
+        let path = dir.map_or_else(|| file.clone(), |d| d.join(file));
+        let bytes = std::fs::read(&path).map_err(|source| EncKeyFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        ecu_sim::image::EncKey::from_file(&bytes)
+            .map(Some)
+            .map_err(|source| EncKeyFileError::Key { path, source })
+    }
+
     /// The layout the bootloader resolves for this ECU (what the runner's ECU will have).
     pub fn layout(&self) -> Result<ecu_sim::boot::Layout, String> {
         let geometry = self.geometry().map_err(|e| e.to_string())?;
         ecu_sim::boot::Layout::auto(&geometry, self.mode()).map_err(|e| e.to_string())
     }
+}
+
+/// Why `ecu.enc_key` gives no decryption key.
+#[derive(Debug, thiserror::Error)]
+pub enum EncKeyFileError {
+    #[error("reading {path}: {source}", path = path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}", path = path.display())]
+    Key {
+        path: std::path::PathBuf,
+        source: ecu_sim::image::EncKeyError,
+    },
 }
 
 /// What an image does once booted.

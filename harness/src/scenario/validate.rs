@@ -133,7 +133,7 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
         .into_iter()
         .collect();
     let de = serde_yaml::Deserializer::from_str(text);
-    let scenario: Scenario = match serde_yaml::with::singleton_map_recursive::deserialize(de) {
+    let mut scenario: Scenario = match serde_yaml::with::singleton_map_recursive::deserialize(de) {
         Ok(s) => s,
         Err(e) => {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
@@ -151,6 +151,12 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
             return Err(Invalid(problems));
         }
     };
+    // Set before the checks: files the scenario names (ecu.enc_key) are relative to it.
+    let dir = std::path::Path::new(file).parent();
+    scenario.dir = Some(dir.filter(|d| !d.as_os_str().is_empty()).map_or_else(
+        || std::path::PathBuf::from("."),
+        std::path::Path::to_path_buf,
+    ));
     problems.extend(
         check(&scenario)
             .into_iter()
@@ -158,18 +164,12 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, Invalid> {
     );
     problems.sort_by_key(|p| (p.line, p.column));
     if problems.is_empty() {
-        let mut scenario = scenario;
         scenario.origin = Some(super::schema::Origin {
             file: file.into(),
             faults: (0..scenario.faults.len())
                 .map(|i| locate_or_parent(text, &["faults".into(), i.to_string()]))
                 .collect(),
         });
-        let dir = std::path::Path::new(file).parent();
-        scenario.dir = Some(dir.filter(|d| !d.as_os_str().is_empty()).map_or_else(
-            || std::path::PathBuf::from("."),
-            std::path::Path::to_path_buf,
-        ));
         Ok(scenario)
     } else {
         Err(Invalid(problems))
@@ -259,6 +259,9 @@ fn check(s: &Scenario) -> Found {
             path(&["ecu", "keys"]),
             "the bootloader must trust at least one key".into(),
         ));
+    }
+    if let Err(problem) = e.load_enc_key(s.dir.as_deref()) {
+        found.push((path(&["ecu", "enc_key"]), problem.to_string()));
     }
     if matches!(e.transport, TransportSpec::Can | TransportSpec::Canfd) && e.bitrate == 0
         || e.transport == TransportSpec::Canfd && e.data_bitrate == 0

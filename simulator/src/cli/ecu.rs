@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use crate::boot::{BootConfig, BootMode, Layout};
 use crate::ecu::EcuConfig;
 use crate::flash::Geometry;
-use crate::image::{Keyring, dev_key};
+use crate::image::{EncKey, Keyring, dev_key};
 
 #[derive(clap::Args, Debug)]
 pub struct EcuArgs {
@@ -31,6 +31,11 @@ pub struct EcuArgs {
     /// -e pem` prints (or the private key PEM `imgtool keygen` writes); repeatable.
     #[arg(long, global = true)]
     key: Vec<PathBuf>,
+    /// Image decryption key: the private key an image is encrypted for (`imgtool sign
+    /// --encrypt PUB`): X25519, EC P-256 or RSA-2048 as `imgtool keygen` writes it, or an
+    /// AES-KW key file (16 or 32 bytes, raw or base64 as MCUboot's enc-aes128kw.b64).
+    #[arg(long, global = true, value_name = "PEM")]
+    enc_key: Option<PathBuf>,
     /// Trusted development key by name (default "oem" when no --key is given); repeatable.
     #[arg(long, global = true)]
     dev_key: Vec<String>,
@@ -73,6 +78,17 @@ impl EcuArgs {
         Ok(keys)
     }
 
+    /// The image decryption key of `--enc-key`.
+    pub fn enc_key(&self) -> Result<Option<EncKey>> {
+        let Some(path) = &self.enc_key else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let key = EncKey::from_file(&bytes)
+            .with_context(|| format!("decryption key {}", path.display()))?;
+        Ok(Some(key))
+    }
+
     /// The ECU these options describe, with its geometry.
     pub fn config(&self) -> Result<(Geometry, EcuConfig)> {
         let mode = self.mode;
@@ -85,7 +101,8 @@ impl EcuArgs {
                 max_boot_attempts: self.max_boot_attempts,
                 keys: self.keyring()?,
             },
-        );
+        )
+        .with_enc_key(self.enc_key()?);
         Ok((geometry, config))
     }
 }

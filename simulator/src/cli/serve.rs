@@ -105,6 +105,9 @@ fn parse_u16(s: &str) -> Result<u16, String> {
 /// its NVM, powered on.
 fn host(args: &ServeArgs, ecu_args: &EcuArgs) -> Result<Host<FileFlash>> {
     let (geometry, config) = ecu_args.config()?;
+    if let Some(key) = &config.enc_key {
+        tracing::info!("image decryption key: {}", key.family());
+    }
     std::fs::create_dir_all(&args.state)
         .with_context(|| format!("creating {}", args.state.display()))?;
     let flash_path = args.state.join("flash.bin");

@@ -61,6 +61,7 @@ pub struct ImageBuilder {
     behaviour: Option<Behaviour>,
     custom: Vec<(u16, Vec<u8>)>,
     erased_val: u8,
+    encrypted: Option<AesKeySize>,
 }
 
 fn push_tlv(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
@@ -93,6 +94,7 @@ impl ImageBuilder {
             behaviour: None,
             custom: Vec::new(),
             erased_val: 0xff,
+            encrypted: None,
         }
     }
 
@@ -120,6 +122,15 @@ impl ImageBuilder {
     /// `ih_load_addr`; like imgtool, a non-zero address also sets [`IMAGE_F_RAM_LOAD`].
     pub fn load_addr(mut self, a: u32) -> Self {
         self.load_addr = a;
+        self
+    }
+
+    /// Prepare the image for encryption, as `imgtool sign --encrypt` does before hashing: the
+    /// header flag of `aes` (`0x04` / `0x08`) and the payload padded with zeros to a multiple
+    /// of 16 bytes. The image it builds is the plaintext (hashed and signed as such);
+    /// [`super::encrypt_image`] then adds the ENC TLV and encrypts the payload.
+    pub fn encrypted(mut self, aes: AesKeySize) -> Self {
+        self.encrypted = Some(aes);
         self
     }
 
@@ -162,16 +173,22 @@ impl ImageBuilder {
         } else {
             tlv_area(TLV_PROT_INFO_MAGIC, &entries)
         };
+        let padding = match self.encrypted {
+            Some(_) => self.payload.len().next_multiple_of(16) - self.payload.len(),
+            None => 0,
+        };
+        let ram_load = if self.load_addr != 0 {
+            IMAGE_F_RAM_LOAD
+        } else {
+            0
+        };
         let header = Header {
             load_addr: self.load_addr,
             hdr_size: self.header_size,
             protect_tlv_size: len_u16(&protected),
-            img_size: u32::try_from(self.payload.len()).expect("payload is less than 4 GiB"),
-            flags: if self.load_addr != 0 {
-                IMAGE_F_RAM_LOAD
-            } else {
-                0
-            },
+            img_size: u32::try_from(self.payload.len() + padding)
+                .expect("payload is less than 4 GiB"),
+            flags: ram_load | self.encrypted.map_or(0, AesKeySize::flag),
             version: self.version,
         };
         // Room for the largest unprotected area signing writes: info 4, SHA512 68, SIG_PURE
@@ -182,6 +199,7 @@ impl ImageBuilder {
         out.extend_from_slice(&header.encode());
         out.resize(usize::from(self.header_size), self.erased_val);
         out.extend_from_slice(&self.payload);
+        out.resize(out.len() + padding, 0);
         out.extend_from_slice(&protected);
         out
     }

@@ -192,6 +192,11 @@ fn allowed_unprotected(kind: u16) -> bool {
             | TLV_RSA3072_PSS
             | TLV_ED25519
             | TLV_SIG_PURE
+            | TLV_ENC_RSA2048
+            | TLV_ENC_KW
+            | TLV_ENC_EC256
+            | TLV_ENC_X25519
+            | TLV_ENC_X25519_SHA512
     )
 }
 
@@ -246,6 +251,13 @@ impl<'a> Found<'a> {
                     continue;
                 }
                 TLV_PUBKEY => continue,
+                // Lengths checked when the key is unwrapped (their length depends on the AES
+                // key size); a decrypted image in the primary slot keeps its ENC TLV.
+                TLV_ENC_RSA2048
+                | TLV_ENC_KW
+                | TLV_ENC_EC256
+                | TLV_ENC_X25519
+                | TLV_ENC_X25519_SHA512 => continue,
                 _ => {}
             }
             if len != expected_len(kind) {
