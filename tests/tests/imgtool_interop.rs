@@ -5,8 +5,10 @@
 //!
 //! Without imgtool these tests fail (they never skip): run `ci/install.sh`.
 
+mod common;
+
+use common::{hex, imgtool_output, payload, run};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ecu_sim::boot::{BootConfig, BootMode, Slot};
 use ecu_sim::ecu::Ecu;
@@ -18,38 +20,6 @@ use ecu_sim::image::{
 };
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
-
-fn imgtool() -> PathBuf {
-    let path = std::env::var_os("HIL_IMGTOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/imgtool"));
-    assert!(
-        path.exists(),
-        "imgtool not found at {}: run ci/install.sh",
-        path.display()
-    );
-    path
-}
-
-fn imgtool_output(args: &[&str], dir: &Path) -> Output {
-    Command::new(imgtool())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("imgtool runs")
-}
-
-/// Run imgtool in `dir`; it must succeed. Returns its stdout.
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = imgtool_output(args, dir);
-    assert!(
-        out.status.success(),
-        "imgtool {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A fresh ed25519 key from `imgtool keygen` (at `dir/key.pem`), and our keyring holding
 /// its public half, loaded from `imgtool getpub -e pem`.
@@ -106,24 +76,6 @@ fn imgtool_sign(
     args.push(output.to_str().unwrap());
     run(&args, dir);
     std::fs::read(output).unwrap()
-}
-
-/// Deterministic pseudo-random payload (splitmix64 of `seed`).
-fn payload(n: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the imgtool image of [`imgtool_signed_image`] carries.

@@ -8,8 +8,10 @@
 //!
 //! Without imgtool these tests fail (they never skip): run `ci/install.sh`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::run;
+use std::path::Path;
 
 use ecu_sim::boot::{self, BootConfig, BootMode, Flag, Layout, Slot, SwapType};
 use ecu_sim::ecu::Ecu;
@@ -18,33 +20,6 @@ use ecu_sim::image::{Keyring, Version};
 use ecu_sim::proto::uds::codec::StagingRecord;
 use ecu_sim::proto::uds::security::{compute_key, default_secrets};
 use ecu_sim::proto::uds::server::{Addressing, DiagServer, Incoming, ServerConfig};
-
-fn imgtool() -> PathBuf {
-    let path = std::env::var_os("HIL_IMGTOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/imgtool"));
-    assert!(
-        path.exists(),
-        "imgtool not found at {}: run ci/install.sh",
-        path.display()
-    );
-    path
-}
-
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(imgtool())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("imgtool runs");
-    assert!(
-        out.status.success(),
-        "imgtool {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A fresh ed25519 key at `dir/key.pem` and a keyring with its public half.
 fn key(dir: &Path) -> Keyring {
