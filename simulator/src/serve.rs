@@ -15,26 +15,20 @@
 //! What answers the requests is a [`Backend`]: the ECU task of `ecu-sim serve`
 //! ([`EcuHandle`]), or a scenario world that injects faults on the way (the harness).
 
-use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::can::frame::Frame;
 use crate::host::{EcuHandle, PowerState};
-use crate::proto::doip::{
-    self, Admission, Connection, Event, Registry, RoutingActivationCode, SocketId,
-};
 use crate::proto::relay::{RelayBoard, RelayEvent, format_bytes};
 use crate::proto::uds::server::{Addressing, TesterId};
 
 mod served;
+mod tcp;
 pub use served::{DoipEndpoint, Endpoint, ServeConfig, ServeError, Served};
+pub use tcp::{Routes, Sockets, serve_tcp, serve_tcp_with, serve_udp};
 
 /// The flow control the ECU's ISO-TP endpoint on CAN asks senders for (ISO 15765-2: block size
 /// and the STmin byte). Without one each link uses its own ([`CanLink::BLOCK_SIZE`], STmin 0).
@@ -173,339 +167,6 @@ impl Backend for EcuHandle {
 
     async fn switch_power(&self, on: bool) -> Result<PowerState, String> {
         self.set_power(on).await.map_err(|e| e.to_string())
-    }
-}
-
-/// An alive check asked of a socket: answered `()` when its tester responds; dropped when the
-/// socket closes instead.
-type AliveCheck = oneshot::Sender<()>;
-
-#[derive(Debug)]
-struct SocketsInner {
-    registry: Registry,
-    checks: BTreeMap<SocketId, mpsc::UnboundedSender<AliveCheck>>,
-}
-
-/// The entity's TCP sockets, shared by the connection tasks and the UDP entity status: a
-/// [`Registry`] and a way to ask each socket for an alive check.
-#[derive(Clone, Debug)]
-pub struct Sockets(Arc<Mutex<SocketsInner>>);
-
-impl Sockets {
-    /// For an entity announcing `max_sockets` concurrent TCP_DATA sockets.
-    pub fn new(max_sockets: u8) -> Self {
-        Sockets(Arc::new(Mutex::new(SocketsInner {
-            registry: Registry::new(max_sockets),
-            checks: BTreeMap::new(),
-        })))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SocketsInner> {
-        // The registry stays consistent even if a task panicked while holding it.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Open TCP connections now (the entity status's "currently open sockets").
-    pub fn open_sockets(&self) -> u8 {
-        self.lock().registry.open_sockets()
-    }
-
-    fn open(&self) -> Option<(SocketId, mpsc::UnboundedReceiver<AliveCheck>)> {
-        let mut inner = self.lock();
-        let id = inner.registry.open()?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        inner.checks.insert(id, tx);
-        Some((id, rx))
-    }
-
-    fn close(&self, id: SocketId) {
-        let mut inner = self.lock();
-        inner.registry.close(id);
-        inner.checks.remove(&id);
-    }
-
-    /// The verdict on a routing activation for `source` on `socket`, after the alive checks
-    /// the registry asks for (each waited for at most `timeout`).
-    async fn admit(
-        &self,
-        socket: SocketId,
-        source: u16,
-        timeout: Duration,
-    ) -> RoutingActivationCode {
-        let mut checked = false;
-        loop {
-            let answers: Vec<oneshot::Receiver<()>> = {
-                let mut inner = self.lock();
-                match inner.registry.admit(socket, source) {
-                    Admission::Accepted => return RoutingActivationCode::Success,
-                    Admission::AliveCheck { refusal, .. } if checked => return refusal,
-                    Admission::AliveCheck { sockets, .. } => sockets
-                        .iter()
-                        .filter_map(|id| {
-                            let (tx, rx) = oneshot::channel();
-                            inner.checks.get(id)?.send(tx).ok()?;
-                            Some(rx)
-                        })
-                        .collect(),
-                }
-            };
-            tracing::info!(
-                "doip: routing activation for 0x{source:04x}: alive check of {} socket(s)",
-                answers.len()
-            );
-            let deadline = tokio::time::Instant::now() + timeout;
-            for answer in answers {
-                let _ = tokio::time::timeout_at(deadline, answer).await;
-            }
-            checked = true;
-        }
-    }
-}
-
-/// Accept DoIP connections until the listener fails; each runs in its own task. At most
-/// `config.entity.max_sockets` are registered for a tester at a time ([`Registry`]).
-pub async fn serve_tcp<B: Backend>(listener: TcpListener, ecu: B, config: doip::Config) {
-    let sockets = Sockets::new(config.entity.max_sockets);
-    serve_tcp_with(listener, ecu, config, sockets).await;
-}
-
-/// [`serve_tcp`] with the sockets shared with the UDP side ([`serve_udp`]).
-pub async fn serve_tcp_with<B: Backend>(
-    listener: TcpListener,
-    ecu: B,
-    mut config: doip::Config,
-    sockets: Sockets,
-) {
-    // The registry decides every activation (codes 0x01 and 0x03 after alive checks).
-    config.defer_activation = true;
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("doip: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some((id, checks)) = sockets.open() else {
-            tracing::warn!(
-                "doip: connection from {peer} closed: {} sockets open already",
-                sockets.open_sockets()
-            );
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tracing::info!("doip: connection {id} from {peer}");
-        let (ecu, config, sockets) = (ecu.clone(), config.clone(), sockets.clone());
-        tokio::spawn(async move {
-            let mut asked = Vec::new();
-            let mut link = Link {
-                id,
-                sockets: sockets.clone(),
-                checks,
-            };
-            if let Err(e) = connection(stream, &ecu, config, &mut link, &mut asked).await {
-                tracing::warn!("doip: connection from {peer}: {e}");
-            }
-            // Unregistered before the alive checks asked of it (under way or still queued)
-            // fail: whoever waits on them finds the address free.
-            sockets.close(id);
-            drop(asked);
-            drop(link);
-            ecu.tester_gone(TesterId(id)).await;
-            tracing::info!("doip: {peer} disconnected");
-        });
-    }
-}
-
-/// Answer UDP vehicle identification (and status) requests; the diagnostic power mode is
-/// `NotReady` while the ECU behind the entity has no power, the open sockets are `sockets`'.
-pub async fn serve_udp<B: Backend>(
-    socket: UdpSocket,
-    entity: doip::EntityInfo,
-    ecu: B,
-    sockets: Sockets,
-) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("doip udp: {e}");
-                continue;
-            }
-        };
-        let now = doip::EntityInfo {
-            power_mode: if ecu.power().on {
-                entity.power_mode
-            } else {
-                doip::PowerMode::NotReady
-            },
-            open_sockets: sockets.open_sockets(),
-            ..entity.clone()
-        };
-        if let Some(reply) = doip::udp_response(&buf[..n], &now)
-            && let Err(e) = socket.send_to(&reply, peer).await
-        {
-            tracing::warn!("doip udp: reply to {peer}: {e}");
-        }
-    }
-}
-
-async fn flush(conn: &mut Connection, wr: &mut OwnedWriteHalf) -> std::io::Result<()> {
-    while let Some(bytes) = conn.poll_transmit() {
-        wr.write_all(&bytes).await?;
-    }
-    Ok(())
-}
-
-/// A connection's place among the entity's sockets.
-struct Link {
-    id: SocketId,
-    sockets: Sockets,
-    /// Alive checks other connections ask of this one.
-    checks: mpsc::UnboundedReceiver<AliveCheck>,
-}
-
-/// One TCP connection. Requests go to the ECU one at a time: the next when the previous one's
-/// responses are out. Alive checks asked by other connections are served meanwhile.
-/// `asked`: the alive checks under way, answered when the tester responds (the caller drops
-/// the rest, and `link` with the queued ones, after unregistering the socket).
-async fn connection<B: Backend>(
-    stream: TcpStream,
-    ecu: &B,
-    config: doip::Config,
-    link: &mut Link,
-    asked: &mut Vec<AliveCheck>,
-) -> std::io::Result<()> {
-    let start = Instant::now();
-    let now = move || start.elapsed().as_micros() as u64;
-    let ecu_address = config.ecu_address;
-    // The checked sockets close themselves when their timeout expires; waiting longer is a
-    // safety net against a stuck task, never what decides.
-    let alive_timeout = Duration::from_micros(config.alive_check_timeout_us) * 2;
-    let tester = TesterId(link.id);
-    let mut conn = Connection::new(now(), config);
-    let (mut rd, mut wr) = stream.into_split();
-    let mut buf = vec![0u8; 64 * 1024];
-    // Requests waiting for the ECU, and the responses of the one it answers (with the power
-    // cut count they were computed under).
-    let mut requests: VecDeque<(Vec<u8>, Addressing)> = VecDeque::new();
-    let mut responses: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
-    let mut cuts = 0;
-    loop {
-        flush(&mut conn, &mut wr).await?;
-        while let Some(event) = conn.poll_event() {
-            match event {
-                Event::Diagnostic { target, data, .. } => {
-                    let addressing = if target == ecu_address {
-                        Addressing::Physical
-                    } else {
-                        Addressing::Functional
-                    };
-                    requests.push_back((data, addressing));
-                }
-                Event::ActivationRequested { source, .. } => {
-                    let code = link.sockets.admit(link.id, source, alive_timeout).await;
-                    if code != RoutingActivationCode::Success {
-                        tracing::info!(
-                            "doip: routing activation for 0x{source:04x} refused: {code:?}"
-                        );
-                    }
-                    let _ = conn.complete_activation(now(), code);
-                }
-                Event::AliveCheckPassed { .. } => {
-                    for check in asked.drain(..) {
-                        let _ = check.send(());
-                    }
-                }
-                Event::RoutingActivated { source, .. } => {
-                    tracing::info!("doip: routing activated for tester 0x{source:04x}");
-                }
-                Event::Closed(reason) => tracing::info!("doip: closing: {reason}"),
-                other => tracing::debug!("doip: {other:?}"),
-            }
-        }
-        if conn.is_closed() {
-            flush(&mut conn, &mut wr).await?;
-            // Free the socket before the tester sees it close (it may connect again at once).
-            link.sockets.close(link.id);
-            return wr.shutdown().await;
-        }
-        if responses.is_empty()
-            && let Some((data, addressing)) = requests.pop_front()
-        {
-            cuts = ecu.power().cuts;
-            let Ok(out) = ecu.request_from(tester, data, addressing).await else {
-                tracing::info!("doip: connection closed in front of the ecu");
-                return wr.shutdown().await;
-            };
-            responses.extend(out);
-            if responses.is_empty() {
-                continue;
-            }
-        }
-        // What the events produced (an activation's verdict).
-        flush(&mut conn, &mut wr).await?;
-        let timer = conn
-            .poll_timeout()
-            .map(|t| start + Duration::from_micros(t))
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let due = responses.front().map(|(at, _)| *at);
-        // A deadline that has passed still costs a timer tick in tokio: send what is due now.
-        if let Some(at) = due
-            && at <= Instant::now()
-        {
-            send_response(&mut conn, ecu, cuts, &mut responses, now());
-            continue;
-        }
-        let deadline = due.map_or(timer, |d| d.min(timer));
-        tokio::select! {
-            n = rd.read(&mut buf) => {
-                let n = n?;
-                if n == 0 {
-                    return Ok(());
-                }
-                // Current for an entity status request in these bytes.
-                conn.entity_mut().open_sockets = link.sockets.open_sockets();
-                conn.handle_bytes(now(), &buf[..n]);
-            }
-            Some(check) = link.checks.recv() => {
-                if conn.start_alive_check(now()).is_ok() {
-                    asked.push(check);
-                }
-            }
-            () = tokio::time::sleep_until(deadline.into()) => {
-                if due.is_some_and(|d| d <= Instant::now()) {
-                    send_response(&mut conn, ecu, cuts, &mut responses, now());
-                }
-                conn.handle_timeout(now());
-            }
-        }
-    }
-}
-
-/// Send the first of `responses` (due now), or drop them all if the ECU lost power since the
-/// request was sent.
-fn send_response<B: Backend>(
-    conn: &mut Connection,
-    ecu: &B,
-    cuts: u64,
-    responses: &mut VecDeque<(Instant, Vec<u8>)>,
-    now: u64,
-) {
-    if ecu.power().cuts != cuts {
-        tracing::info!("doip: the ecu lost power before it answered");
-        responses.clear();
-        return;
-    }
-    if let Some((_, bytes)) = responses.pop_front()
-        && let Err(e) = conn.send_diagnostic(now, &bytes)
-    {
-        tracing::warn!("doip: response not sent: {e}");
     }
 }
 
@@ -788,10 +449,13 @@ pub fn raw_pty() -> std::io::Result<(PtyStream, std::os::fd::OwnedFd, String)> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::can::frame::Frame;
-    use crate::proto::doip::{ActivationType, ClientConfig, ClientConnection, ClientEvent};
+    use crate::proto::doip::{self, ActivationType, ClientConfig, ClientConnection, ClientEvent};
     use crate::proto::slcan::encode_frame;
 
     const PENDING: [u8; 3] = [0x7F, 0x22, 0x78];

@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use tokio::task::JoinHandle;
 
 use super::{Backend, FlowControl, Sockets, raw_pty, serve_relay, serve_slcan, serve_socketcan};
-use super::{serve_tcp_with, serve_udp};
+use super::{Routes, serve_tcp_with, serve_udp};
 use crate::can::socketcan::{SocketCan, SocketCanError};
 use crate::proto::doip;
 use crate::proto::relay::{RelayBoard, format_bytes};
@@ -147,40 +147,9 @@ impl Served {
             slaves: Vec::new(),
         };
         if let Some(d) = &config.doip {
-            let bind = |proto, source| ServeError::Bind {
-                proto,
-                addr: d.addr,
-                source,
-            };
-            let listener = tokio::net::TcpListener::bind(d.addr)
-                .await
-                .map_err(|e| bind("tcp", e))?;
-            let addr = listener.local_addr().map_err(|e| bind("tcp", e))?;
-            let udp = tokio::net::UdpSocket::bind(addr)
-                .await
-                .map_err(|e| bind("udp", e))?;
-            let conn = doip::Config {
-                entity: d.entity.clone(),
-                ecu_address: d.entity.logical_address,
-                ..doip::Config::default()
-            };
-            let sockets = Sockets::new(d.entity.max_sockets);
-            served.tasks.push(tokio::spawn(serve_tcp_with(
-                listener,
-                ecu.clone(),
-                conn,
-                sockets.clone(),
-            )));
-            served.tasks.push(tokio::spawn(serve_udp(
-                udp,
-                d.entity.clone(),
-                ecu.clone(),
-                sockets,
-            )));
-            served.endpoints.push(Endpoint::Doip {
-                addr,
-                logical_address: d.entity.logical_address,
-            });
+            let functional = doip::Config::default().functional_addresses;
+            let routes = Routes::single(d.entity.logical_address, ecu.clone(), functional);
+            served.start_doip(d, routes).await?;
         }
         if config.slcan_pty {
             let (master, slave, pty) = raw_pty().map_err(|source| ServeError::Pty {
@@ -233,6 +202,63 @@ impl Served {
             )));
         }
         Ok(served)
+    }
+
+    /// A DoIP entity (a vehicle's gateway) in front of the ECUs of `routes`, each at its
+    /// logical address; DoIP is its only endpoint.
+    pub async fn start_gateway<B: Backend>(
+        doip: &DoipEndpoint,
+        routes: Routes<B>,
+    ) -> Result<Served, ServeError> {
+        let mut served = Served {
+            endpoints: Vec::new(),
+            tasks: Vec::new(),
+            slaves: Vec::new(),
+        };
+        served.start_doip(doip, routes).await?;
+        Ok(served)
+    }
+
+    /// Bind TCP and UDP on `d.addr` and serve `routes` behind the entity `d.entity`.
+    async fn start_doip<B: Backend>(
+        &mut self,
+        d: &DoipEndpoint,
+        routes: Routes<B>,
+    ) -> Result<(), ServeError> {
+        let bind = |proto, source| ServeError::Bind {
+            proto,
+            addr: d.addr,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(d.addr)
+            .await
+            .map_err(|e| bind("tcp", e))?;
+        let addr = listener.local_addr().map_err(|e| bind("tcp", e))?;
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|e| bind("udp", e))?;
+        let conn = doip::Config {
+            entity: d.entity.clone(),
+            ..doip::Config::default()
+        };
+        let sockets = Sockets::new(d.entity.max_sockets);
+        self.tasks.push(tokio::spawn(serve_tcp_with(
+            listener,
+            routes.clone(),
+            conn,
+            sockets.clone(),
+        )));
+        self.tasks.push(tokio::spawn(serve_udp(
+            udp,
+            d.entity.clone(),
+            routes,
+            sockets,
+        )));
+        self.endpoints.push(Endpoint::Doip {
+            addr,
+            logical_address: d.entity.logical_address,
+        });
+        Ok(())
     }
 
     /// The DoIP address, if DoIP is served.

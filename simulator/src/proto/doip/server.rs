@@ -11,6 +11,10 @@ pub struct Config {
     pub entity: EntityInfo,
     /// Target address of the ECU behind this entity (physical addressing).
     pub ecu_address: u16,
+    /// Further physical target addresses the entity routes to other ECUs behind it (a
+    /// gateway); diagnostic messages to them are acknowledged and delivered like those to
+    /// [`Config::ecu_address`].
+    pub routed_addresses: Vec<u16>,
     /// Functional target addresses also delivered to the ECU.
     pub functional_addresses: Vec<u16>,
     /// Tester source addresses allowed to activate routing.
@@ -35,6 +39,7 @@ impl Default for Config {
         Config {
             entity: EntityInfo::default(),
             ecu_address: 0x0010,
+            routed_addresses: Vec::new(),
             functional_addresses: vec![0xE400],
             tester_addresses: 0x0E00..=0x0FFF,
             max_payload: DEFAULT_MAX_PAYLOAD,
@@ -368,25 +373,27 @@ impl Connection {
             );
             return self.close(DoipError::InvalidSourceAddress { address: source });
         }
-        let code =
-            if target != self.cfg.ecu_address && !self.cfg.functional_addresses.contains(&target) {
-                DiagnosticNackCode::UnknownTargetAddress
-            } else if data.len() > self.cfg.max_diagnostic_data {
-                DiagnosticNackCode::MessageTooLarge
-            } else {
-                let ack = Message::DiagnosticAck {
-                    source: target,
-                    target: source,
-                    code: 0x00,
-                    previous: Vec::new(),
-                };
-                self.send(self.version, &ack);
-                return self.events.push_back(Event::Diagnostic {
-                    source,
-                    target,
-                    data,
-                });
+        let code = if target != self.cfg.ecu_address
+            && !self.cfg.routed_addresses.contains(&target)
+            && !self.cfg.functional_addresses.contains(&target)
+        {
+            DiagnosticNackCode::UnknownTargetAddress
+        } else if data.len() > self.cfg.max_diagnostic_data {
+            DiagnosticNackCode::MessageTooLarge
+        } else {
+            let ack = Message::DiagnosticAck {
+                source: target,
+                target: source,
+                code: 0x00,
+                previous: Vec::new(),
             };
+            self.send(self.version, &ack);
+            return self.events.push_back(Event::Diagnostic {
+                source,
+                target,
+                data,
+            });
+        };
         self.send(self.version, &nack(code));
         self.events.push_back(Event::DiagnosticRefused {
             source,
@@ -398,6 +405,17 @@ impl Connection {
     /// Send the ECU's response `data` to the activated tester (diagnostic message from
     /// [`Config::ecu_address`]).
     pub fn send_diagnostic(&mut self, now: u64, data: &[u8]) -> Result<(), DoipError> {
+        self.send_diagnostic_from(now, self.cfg.ecu_address, data)
+    }
+
+    /// Send the response `data` of the ECU at logical address `source` (one of the addresses
+    /// the entity routes) to the activated tester.
+    pub fn send_diagnostic_from(
+        &mut self,
+        now: u64,
+        source: u16,
+        data: &[u8],
+    ) -> Result<(), DoipError> {
         if self.closed {
             return Err(DoipError::Closed);
         }
@@ -408,7 +426,7 @@ impl Connection {
             return Err(DoipError::EmptyDiagnostic);
         }
         let msg = Message::Diagnostic {
-            source: self.cfg.ecu_address,
+            source,
             target: tester,
             data: data.to_vec(),
         };
