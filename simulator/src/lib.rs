@@ -16,3 +16,4 @@ pub mod image;
 pub mod powercut;
 pub mod proto;
 pub mod serve;
+pub mod vehicle;

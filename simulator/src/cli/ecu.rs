@@ -1,6 +1,6 @@
 //! The options every verb shares: the flash file, its geometry, the boot mode and the keys.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -60,49 +60,70 @@ impl EcuArgs {
 
     /// The trusted keys: every `--key` file and `--dev-key` name ("oem" without either).
     pub fn keyring(&self) -> Result<Keyring> {
-        let mut keys = Keyring::new();
-        for path in &self.key {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            keys.add_pem(&pem)
-                .with_context(|| format!("key {}", path.display()))?;
-        }
-        let names = if self.key.is_empty() && self.dev_key.is_empty() {
-            vec!["oem".to_string()]
-        } else {
-            self.dev_key.clone()
-        };
-        for name in names {
-            keys.add(dev_key(&name).verifying_key());
-        }
-        Ok(keys)
-    }
-
-    /// The image decryption key of `--enc-key`.
-    pub fn enc_key(&self) -> Result<Option<EncKey>> {
-        let Some(path) = &self.enc_key else {
-            return Ok(None);
-        };
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let key = EncKey::from_file(&bytes)
-            .with_context(|| format!("decryption key {}", path.display()))?;
-        Ok(Some(key))
+        keyring(&self.key, &self.dev_key)
     }
 
     /// The ECU these options describe, with its geometry.
     pub fn config(&self) -> Result<(Geometry, EcuConfig)> {
-        let mode = self.mode;
         let geometry = self.geometry()?;
-        let layout = Layout::auto(&geometry, mode)?;
-        let config = EcuConfig::new(
-            layout,
-            BootConfig {
-                defect: None,
-                max_boot_attempts: self.max_boot_attempts,
-                keys: self.keyring()?,
-            },
-        )
-        .with_enc_key(self.enc_key()?);
+        let config = ecu_config(
+            &geometry,
+            self.mode,
+            self.keyring()?,
+            self.enc_key.as_deref(),
+            self.max_boot_attempts,
+        )?;
         Ok((geometry, config))
     }
+}
+
+/// The trusted keys: every key file and development key name ("oem" without either).
+pub fn keyring(files: &[PathBuf], dev_keys: &[String]) -> Result<Keyring> {
+    let mut keys = Keyring::new();
+    for path in files {
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.add_pem(&pem)
+            .with_context(|| format!("key {}", path.display()))?;
+    }
+    let names = if files.is_empty() && dev_keys.is_empty() {
+        vec!["oem".to_string()]
+    } else {
+        dev_keys.to_vec()
+    };
+    for name in names {
+        keys.add(dev_key(&name).verifying_key());
+    }
+    Ok(keys)
+}
+
+/// The image decryption key in the file at `path`.
+pub fn enc_key(path: Option<&Path>) -> Result<Option<EncKey>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let key =
+        EncKey::from_file(&bytes).with_context(|| format!("decryption key {}", path.display()))?;
+    Ok(Some(key))
+}
+
+/// An ECU on `geometry` booting in `mode` with these keys.
+pub fn ecu_config(
+    geometry: &Geometry,
+    mode: BootMode,
+    keys: Keyring,
+    enc: Option<&Path>,
+    max_boot_attempts: u8,
+) -> Result<EcuConfig> {
+    let layout = Layout::auto(geometry, mode)?;
+    Ok(EcuConfig::new(
+        layout,
+        BootConfig {
+            defect: None,
+            max_boot_attempts,
+            keys,
+        },
+    )
+    .with_enc_key(enc_key(enc)?))
 }

@@ -4,3 +4,4 @@
 pub mod ecu;
 pub mod offline;
 pub mod serve;
+pub mod vehicle;

@@ -1,16 +1,18 @@
 //! `ecu-sim serve`: the ECU of a state directory on its endpoints, in real time, until
 //! SIGINT/SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::ecu::EcuArgs;
 use crate::ecu::Ecu;
+use crate::ecu::EcuConfig;
 use crate::exit;
 use crate::factory;
 use crate::flash::FileFlash;
-use crate::host::{Host, Pace};
+use crate::flash::Geometry;
+use crate::host::{EcuHandle, Host, Pace};
 use crate::image::{Behaviour, ImageBuilder, Version, dev_key};
 use crate::proto::doip;
 use crate::proto::relay::{self, RelayBoard};
@@ -80,6 +82,15 @@ pub struct ServeArgs {
     /// Seed for security-access seeds (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Serve a vehicle instead of one ECU: a DoIP gateway on --doip routing by logical address
+    /// to the ECUs of this vehicle file, each with its state in STATE/NAME (the file's fields
+    /// replace the ECU options).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["slcan_pty", "socketcan", "relay_pty", "factory", "logical_address", "block_len", "seed"]
+    )]
+    vehicle: Option<PathBuf>,
 }
 
 /// Bytes written as hex on the command line, e.g. `"A0 01 01 A2"`.
@@ -101,20 +112,41 @@ fn parse_u16(s: &str) -> Result<u16, String> {
     r.map_err(|e| format!("{s:?}: {e}"))
 }
 
-/// The host of the state directory: its flash (the factory image installed into a new one),
+/// One ECU to host: where its state lives and what it is.
+pub(super) struct HostSpec<'a> {
+    pub state: &'a Path,
+    /// Installed into a new flash (default: the built-in v1.0.0 signed with "oem").
+    pub factory: Option<&'a Path>,
+    pub geometry: Geometry,
+    pub config: EcuConfig,
+    pub block_len: u32,
+    /// Security-access seeds (default: from the clock).
+    pub seed: Option<u64>,
+    /// The VIN at first start (default: the UDS server's).
+    pub vin: Option<[u8; 17]>,
+}
+
+/// The host of a state directory: its flash (the factory image installed into a new one),
 /// its NVM, powered on.
-fn host(args: &ServeArgs, ecu_args: &EcuArgs) -> Result<Host<FileFlash>> {
-    let (geometry, config) = ecu_args.config()?;
+pub(super) fn host(spec: HostSpec<'_>) -> Result<Host<FileFlash>> {
+    let HostSpec {
+        state,
+        factory,
+        geometry,
+        config,
+        block_len,
+        seed,
+        vin,
+    } = spec;
     if let Some(key) = &config.enc_key {
         tracing::info!("image decryption key: {}", key.family());
     }
-    std::fs::create_dir_all(&args.state)
-        .with_context(|| format!("creating {}", args.state.display()))?;
-    let flash_path = args.state.join("flash.bin");
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    let flash_path = state.join("flash.bin");
     // flash.bin appears only complete (crate::factory): a kill during the first start leaves
     // no flash.bin, and the next start provisions again.
     if !flash_path.exists() {
-        let image = match &args.factory {
+        let image = match factory {
             Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
             None => ImageBuilder::new(Version::new(1, 0, 0), vec![0x5A; 16 * 1024])
                 .behaviour(Behaviour::DEFAULT)
@@ -135,17 +167,19 @@ fn host(args: &ServeArgs, ecu_args: &EcuArgs) -> Result<Host<FileFlash>> {
         );
     }
     let flash = FileFlash::open(&flash_path, geometry, 0)?;
-    let seed = args.seed.unwrap_or_else(|| {
+    let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
+    let defaults = ServerConfig::default();
     let server = DiagServer::new(ServerConfig {
-        max_block_len: args.block_len,
+        max_block_len: block_len,
         rng_seed: seed,
-        ..ServerConfig::default()
+        vin: vin.unwrap_or(defaults.vin),
+        ..defaults
     });
-    let nvm_path = args.state.join("nvm.txt");
+    let nvm_path = state.join("nvm.txt");
     let mut host = Host {
         ecu: Ecu::new(config, flash),
         server,
@@ -180,7 +214,19 @@ pub fn run(args: &ServeArgs, ecu_args: &EcuArgs) -> Result<exit::Code> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let host = host(args, ecu_args)?;
+    if let Some(file) = &args.vehicle {
+        return super::vehicle::run(file, args.doip, &args.state, args.speed);
+    }
+    let (geometry, config) = ecu_args.config()?;
+    let host = host(HostSpec {
+        state: &args.state,
+        factory: args.factory.as_deref(),
+        geometry,
+        config,
+        block_len: args.block_len,
+        seed: args.seed,
+        vin: None,
+    })?;
     let mut entity = doip::EntityInfo {
         logical_address: args.logical_address,
         vin: host.server.vin(),
@@ -200,26 +246,57 @@ pub fn run(args: &ServeArgs, ecu_args: &EcuArgs) -> Result<exit::Code> {
         max_can_message: args.block_len as usize,
         can_flow_control: args.can_flow_control,
     };
+    serve_hosts(vec![host], args.speed, |mut handles| async move {
+        let handle = handles.pop().expect("one host");
+        let served = Served::start(&config, handle).await?;
+        let lines = served.endpoints.iter().map(ToString::to_string).collect();
+        Ok((served, lines))
+    })
+}
+
+/// Spawn `hosts`, start their endpoints with `start` (which also says what to print), serve
+/// until SIGINT/SIGTERM, then save every host's flash and NVM.
+pub(super) fn serve_hosts<S, F>(
+    hosts: Vec<Host<FileFlash>>,
+    speed: Pace,
+    start: S,
+) -> Result<exit::Code>
+where
+    S: FnOnce(Vec<EcuHandle>) -> F,
+    F: std::future::Future<Output = Result<(Served, Vec<String>)>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let served = runtime.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let (handle, host_task) = host.spawn(args.speed, stop_rx);
-        let served = Served::start(&config, handle).await?;
-        for e in &served.endpoints {
-            println!("ecu-sim: {e}");
+        let mut stops = Vec::new();
+        let mut tasks = Vec::new();
+        let mut handles = Vec::new();
+        for host in hosts {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            let (handle, task) = host.spawn(speed, stop_rx);
+            stops.push(stop_tx);
+            tasks.push(task);
+            handles.push(handle);
+        }
+        let (served, lines) = start(handles).await?;
+        for line in lines {
+            println!("ecu-sim: {line}");
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         served.stop();
-        let _ = stop_tx.send(());
-        let mut host = host_task.await?;
-        host.ecu.flash_mut().flush()?;
-        if let Some(path) = &host.nvm_path {
-            crate::host::write_atomically(path, host.nvm_text().as_bytes())?;
+        for stop in stops {
+            let _ = stop.send(());
+        }
+        for task in tasks {
+            let mut host = task.await?;
+            host.ecu.flash_mut().flush()?;
+            if let Some(path) = &host.nvm_path {
+                crate::host::write_atomically(path, host.nvm_text().as_bytes())?;
+            }
         }
         anyhow::Ok(())
     });

@@ -50,6 +50,8 @@ pub enum Endpoint {
     Doip {
         addr: SocketAddr,
         logical_address: u16,
+        /// The entity is a gateway in front of several ECUs.
+        gateway: bool,
     },
     Slcan {
         pty: String,
@@ -79,10 +81,14 @@ impl fmt::Display for Endpoint {
             Endpoint::Doip {
                 addr,
                 logical_address,
-            } => write!(
-                f,
-                "doip listening on {addr} (tcp and udp), ecu logical address 0x{logical_address:04x}"
-            ),
+                gateway,
+            } => {
+                let node = if *gateway { "gateway" } else { "ecu" };
+                write!(
+                    f,
+                    "doip listening on {addr} (tcp and udp), {node} logical address 0x{logical_address:04x}"
+                )
+            }
             Endpoint::Slcan { pty, ids: i } => {
                 write!(f, "slcan adapter on {pty} ")?;
                 ids(f, i)
@@ -257,6 +263,7 @@ impl Served {
         self.endpoints.push(Endpoint::Doip {
             addr,
             logical_address: d.entity.logical_address,
+            gateway: d.entity.node_type == doip::NodeType::Gateway,
         });
         Ok(())
     }
