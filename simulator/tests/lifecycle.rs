@@ -266,7 +266,7 @@ fn updater_refuses_illegal_calls() {
     );
     assert_eq!(
         e.with_updater(
-            |u| u.verify_staged(&Keyring::new().with_key(dev_key("oem").verifying_key()))
+            |u| u.verify_staged(&Keyring::new().with_key(dev_key("oem").verifying_key()), None)
         )
         .unwrap()
         .header
