@@ -63,9 +63,9 @@
 use crate::flash::{Flash, FlashError};
 
 use super::layout::{Layout, Region, Slot};
-use crate::image::AesKeySize;
 pub use super::layout::{record_size, records_needed};
 use super::trailer::SwapType;
+use crate::image::AesKeySize;
 
 const TAG_START: u8 = 0x51;
 const TAG_STEP: u8 = 0x52;

@@ -285,7 +285,14 @@ impl<'a> Bootloader<'a> {
         slot: Slot,
         min: u32,
     ) -> Result<Result<ImageInfo, ImageError>, FlashError> {
-        verify_slot(flash, self.layout, &self.config.keys, self.enc_key, min, slot)
+        verify_slot(
+            flash,
+            self.layout,
+            &self.config.keys,
+            self.enc_key,
+            min,
+            slot,
+        )
     }
 
     /// The keys of both images for a swap that starts now, or the slot whose key fails.
@@ -686,4 +693,3 @@ impl<'a> Bootloader<'a> {
         Ok(BootDecision::NoBootableImage { reasons })
     }
 }
-

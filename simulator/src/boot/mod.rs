@@ -10,7 +10,9 @@ mod trailer;
 mod updater;
 
 pub use crypt::{PayloadKey, SwapKeys, key_field, slot_key, verify_image};
-pub use journal::{KeyRecord, Record, Step, SwapState, read_counter, record_size, records_needed, swap_state};
+pub use journal::{
+    KeyRecord, Record, Step, SwapState, read_counter, record_size, records_needed, swap_state,
+};
 pub use layout::{
     BootMode, ENC_KEY_SIZE, Layout, LayoutError, LayoutSpec, Region, Slot, SlotArea, TrailerMap,
     UnknownBootMode, mcuboot_trailer_len,

@@ -233,7 +233,14 @@ impl<'a> Swap<'a> {
         };
         flash.erase(to.0, to.1)?;
         let len = from.1.min(to.1);
-        copy(flash, from.0, to.0, len, l.erased, key.map(|k| (k, image_offset)))?;
+        copy(
+            flash,
+            from.0,
+            to.0,
+            len,
+            l.erased,
+            key.map(|k| (k, image_offset)),
+        )?;
         Ok(())
     }
 
