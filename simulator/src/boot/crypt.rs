@@ -46,7 +46,8 @@ use crate::image::{self, AesKeySize, EncError, EncKey, ImageError, ImageKey};
 
 use super::journal::KeyRecord;
 use super::layout::{Layout, Slot};
-use super::loader::image_bytes;
+use super::loader::{image_base, image_bytes_at};
+use super::trailer::SwapType;
 
 /// An image's AES key and where its payload lies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,10 +143,11 @@ impl SwapKeys {
         flash: &F,
         layout: &Layout,
         enc_key: Option<&EncKey>,
+        kind: SwapType,
     ) -> Result<Result<SwapKeys, (Slot, ImageError)>, FlashError> {
         let mut keys = SwapKeys::default();
         for slot in [Slot::Primary, Slot::Secondary] {
-            match slot_key(flash, layout, enc_key, slot)? {
+            match slot_key(flash, layout, enc_key, slot, kind)? {
                 Ok(k) => keys.0[usize::from(slot.index())] = k,
                 Err(e) => return Ok(Err((slot, e))),
             }
@@ -169,15 +171,27 @@ impl SwapKeys {
     }
 }
 
-/// The key of the image in `slot` if its header says it is encrypted (`Ok(None)`: it is
-/// not, or no image parses there and there is nothing to decrypt).
+/// The key of the image in `slot` for swap `kind` if its header says it is encrypted
+/// (`Ok(None)`: it is not, or no image parses there and there is nothing to decrypt). The image
+/// a revert puts back from swap-offset's secondary slot is the one the upgrade moved to its
+/// spare sector (the staged image's first sector may still hold a stale header when the
+/// upgrade moved a single sector).
 pub fn slot_key<F: Flash>(
     flash: &F,
     layout: &Layout,
     enc_key: Option<&EncKey>,
     slot: Slot,
+    kind: SwapType,
 ) -> Result<Result<Option<PayloadKey>, ImageError>, FlashError> {
-    let bytes = image_bytes(flash, layout, slot)?;
+    let spare = layout
+        .slot(slot)
+        .spare
+        .filter(|&(o, _)| o < layout.slot(slot).image_offset());
+    let base = match spare {
+        Some((o, _)) if kind == SwapType::Revert => o,
+        _ => image_base(flash, layout, slot)?,
+    };
+    let bytes = image_bytes_at(flash, layout, slot, base)?;
     let Ok(parsed) = image::parse(&bytes) else {
         return Ok(Ok(None));
     };

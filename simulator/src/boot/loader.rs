@@ -199,17 +199,31 @@ pub fn image_bytes<F: Flash>(
     layout: &Layout,
     slot: Slot,
 ) -> Result<Vec<u8>, FlashError> {
+    image_bytes_at(flash, layout, slot, image_base(flash, layout, slot)?)
+}
+
+/// [`image_bytes`] of the image that starts at `base` in `slot`.
+pub fn image_bytes_at<F: Flash>(
+    flash: &F,
+    layout: &Layout,
+    slot: Slot,
+    base: u32,
+) -> Result<Vec<u8>, FlashError> {
     let area = layout.slot(slot);
     let cap = area.image_capacity() as usize;
-    let base = image_base(flash, layout, slot)?;
     let mut head = [0u8; image::Header::SIZE];
     flash.read(base, &mut head)?;
+    let whole = || -> Result<Vec<u8>, FlashError> {
+        let mut buf = vec![0; cap];
+        flash.read(base, &mut buf)?;
+        Ok(buf)
+    };
     let Ok(h) = image::Header::parse(&head) else {
-        return slot_bytes(flash, layout, slot);
+        return whole();
     };
     let unprot = usize::from(h.hdr_size) + h.img_size as usize + usize::from(h.protect_tlv_size);
     if unprot + 4 > cap {
-        return slot_bytes(flash, layout, slot);
+        return whole();
     }
     let mut info = [0u8; 4];
     flash.read(base + unprot as u32, &mut info)?;
@@ -299,8 +313,9 @@ impl<'a> Bootloader<'a> {
     fn swap_keys<F: Flash>(
         &self,
         flash: &F,
+        kind: SwapType,
     ) -> Result<Result<SwapKeys, (Slot, ImageError)>, FlashError> {
-        SwapKeys::load(flash, self.layout, self.enc_key)
+        SwapKeys::load(flash, self.layout, self.enc_key, kind)
     }
 
     /// The keys for swap `kind` starting (or restarting before its first step) now. A revert
@@ -308,15 +323,15 @@ impl<'a> Bootloader<'a> {
     /// it moves as it is; the image it puts back must decrypt.
     fn keys_for<F: Flash>(&self, flash: &F, kind: SwapType) -> Result<SwapKeys, BootError> {
         if kind == SwapType::Revert {
-            let secondary = crypt::slot_key(flash, self.layout, self.enc_key, Slot::Secondary)?
-                .map_err(|source| BootError::EncKeys {
-                    slot: Slot::Secondary,
-                    source,
-                })?;
-            let primary = crypt::slot_key(flash, self.layout, self.enc_key, Slot::Primary)?;
+            let key = |slot| crypt::slot_key(flash, self.layout, self.enc_key, slot, kind);
+            let secondary = key(Slot::Secondary)?.map_err(|source| BootError::EncKeys {
+                slot: Slot::Secondary,
+                source,
+            })?;
+            let primary = key(Slot::Primary)?;
             return Ok(SwapKeys([primary.ok().flatten(), secondary]));
         }
-        self.swap_keys(flash)?
+        self.swap_keys(flash, kind)?
             .map_err(|(slot, source)| BootError::EncKeys { slot, source })
     }
 
@@ -379,7 +394,7 @@ impl<'a> Bootloader<'a> {
                     let st = trailer::read(flash, self.layout, Slot::Secondary)?;
                     if let Some(kind) = st.request() {
                         let verdict = match self.verify(flash, Slot::Secondary, stored)? {
-                            Ok(_) => self.swap_keys(flash)?.map_err(|(slot, e)| {
+                            Ok(_) => self.swap_keys(flash, kind)?.map_err(|(slot, e)| {
                                 if slot == Slot::Primary {
                                     ImageError::Encryption(image::EncError::RunningImageKey {
                                         reason: e.to_string(),
@@ -538,8 +553,11 @@ impl<'a> Bootloader<'a> {
         let st = trailer::read(flash, self.layout, Slot::Secondary)?;
         if st.request().is_some() {
             let verdict = match self.verify(flash, Slot::Secondary, stored)? {
-                Ok(info) => crypt::slot_key(flash, self.layout, self.enc_key, Slot::Secondary)?
-                    .map(|key| (info, key)),
+                Ok(info) => {
+                    let (layout, key) = (self.layout, self.enc_key);
+                    crypt::slot_key(flash, layout, key, Slot::Secondary, SwapType::Perm)?
+                        .map(|key| (info, key))
+                }
                 Err(e) => Err(e),
             };
             match verdict {
