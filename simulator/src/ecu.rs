@@ -455,7 +455,9 @@ impl<F: Flash> Ecu<F> {
         let start_now = self.now_us;
         let mut sink = Sink::new(self.boot_count, std::mem::take(&mut self.event_cuts));
         self.flash.set_context(OpContext::Boot(self.boot_count));
-        let result = Bootloader::new(&config.layout, &config.boot).boot(&mut self.flash, &mut sink);
+        let result = Bootloader::new(&config.layout, &config.boot)
+            .with_enc_key(config.enc_key.as_ref())
+            .boot(&mut self.flash, &mut sink);
         self.flash.set_context(OpContext::Firmware);
         self.event_cuts = std::mem::take(&mut sink.cuts);
         self.dtcs.new_cycle();
@@ -686,7 +688,9 @@ impl<F: Flash> Ecu<F> {
         let slot = |slot| -> Result<SlotStatus, FlashError> {
             let bytes = boot::slot_bytes(&self.flash, layout, slot)?;
             let version = image::Header::parse(&bytes).ok().map(|h| h.version);
-            let invalid = image::verify(&bytes, &self.config.boot.keys, 0)
+            let keys = &self.config.boot.keys;
+            let enc_key = self.config.enc_key.as_ref();
+            let invalid = boot::verify_image(&bytes, layout, keys, enc_key, 0, slot)
                 .err()
                 .map(|e| e.to_string());
             Ok(SlotStatus {

@@ -31,7 +31,10 @@ use crate::boot::{self, BootConfig, BootDecision, BootMode, Layout, Slot, SwapSt
 use crate::ecu::{Ecu, EcuConfig, EcuError, provision};
 use crate::event::{Event, EventKind};
 use crate::flash::{CutVariant, Flash, Geometry, SimFlash};
-use crate::image::{Behaviour, ImageBuilder, Keyring, Version, dev_key};
+use crate::image::{
+    self, AesKeySize, Behaviour, EncKey, EncryptOptions, ImageBuilder, KeyKind, Keyring, Version,
+    dev_key, dev_private_key,
+};
 
 /// Simulated time the driver lets the firmware run before each power cycle.
 pub const SETTLE_US: u64 = 2_000_000;
@@ -90,8 +93,11 @@ pub struct Setup {
     pub mode: BootMode,
     pub flow: Flow,
     pub max_boot_attempts: u8,
+    /// The old and the new image as they run (plaintext).
     pub old: Vec<u8>,
     pub new: Vec<u8>,
+    /// What the update agent stages: `new`, or `new` encrypted ([`Setup::new_encrypted`]).
+    pub staged: Vec<u8>,
     pub old_version: Version,
     pub new_version: Version,
     /// Provisioned ECU, powered off, before the update.
@@ -109,21 +115,88 @@ impl Setup {
         image_size: usize,
         seed: u64,
     ) -> Result<Self, String> {
+        Self::build(
+            geometry,
+            mode,
+            flow,
+            max_boot_attempts,
+            image_size,
+            seed,
+            None,
+        )
+    }
+
+    /// [`Setup::new`] with encrypted images, for the ECU's decryption key [`Setup::enc_key`]
+    /// (X25519): the new image (AES-256) is staged encrypted; the old one (AES-128) runs as an
+    /// image installed from an encrypted update does (plaintext with its encryption flag and
+    /// ENC TLV), so a swap stores it encrypted in the secondary slot and a revert decrypts it.
+    pub fn new_encrypted(
+        geometry: Geometry,
+        mode: BootMode,
+        flow: Flow,
+        max_boot_attempts: u8,
+        image_size: usize,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let key = Self::enc_key();
+        Self::build(
+            geometry,
+            mode,
+            flow,
+            max_boot_attempts,
+            image_size,
+            seed,
+            Some(key),
+        )
+    }
+
+    /// The decryption key of [`Setup::new_encrypted`]: the X25519 dev key "oem-enc".
+    pub fn enc_key() -> EncKey {
+        EncKey::from_private(dev_private_key(KeyKind::X25519, "oem-enc"))
+            .expect("an x25519 key decrypts")
+    }
+
+    fn build(
+        geometry: Geometry,
+        mode: BootMode,
+        flow: Flow,
+        max_boot_attempts: u8,
+        image_size: usize,
+        seed: u64,
+        enc_key: Option<EncKey>,
+    ) -> Result<Self, String> {
         let key = dev_key("oem");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut payload = |n: usize| -> Vec<u8> { (0..n).map(|_| rng.r#gen()).collect() };
         let old_version = Version::new(1, 0, 0);
         let new_version = Version::new(2, 0, 0);
-        let old = ImageBuilder::new(old_version, payload(image_size * 9 / 10))
+        let mut old = ImageBuilder::new(old_version, payload(image_size * 9 / 10))
             .security_counter(1)
             .behaviour(Behaviour::Healthy {
                 confirm_after_ms: 300,
-            })
-            .sign(&key);
-        let new = ImageBuilder::new(new_version, payload(image_size))
+            });
+        let mut new = ImageBuilder::new(new_version, payload(image_size))
             .security_counter(2)
-            .behaviour(flow.behaviour())
-            .sign(&key);
+            .behaviour(flow.behaviour());
+        if enc_key.is_some() {
+            old = old.encrypted(AesKeySize::Aes128);
+            new = new.encrypted(AesKeySize::Aes256);
+        }
+        let (old, new) = (old.sign(&key), new.sign(&key));
+        let (old, new, staged) = match &enc_key {
+            None => (old, new.clone(), new),
+            Some(k) => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xE4C);
+                let mut encrypt = |image: &[u8]| {
+                    image::encrypt_image(image, &k.public(), EncryptOptions::default(), &mut rng)
+                        .map_err(|e| e.to_string())
+                };
+                let old = image::decrypt_image(&encrypt(&old)?, k).map_err(|e| e.to_string())?;
+                let staged = encrypt(&new)?;
+                let new = image::decrypt_image(&staged, k).map_err(|e| e.to_string())?;
+                (old, new, staged)
+            }
+        };
         let layout = Layout::auto(&geometry, mode).map_err(|e| e.to_string())?;
         let mut flash = SimFlash::new(geometry, seed);
         provision(&mut flash, &layout, &old).map_err(|e| e.to_string())?;
@@ -134,13 +207,15 @@ impl Setup {
                 max_boot_attempts,
                 keys: Keyring::new().with_key(key.verifying_key()),
             },
-        );
+        )
+        .with_enc_key(enc_key);
         Ok(Setup {
             mode,
             flow,
             max_boot_attempts,
             old,
             new,
+            staged,
             old_version,
             new_version,
             ecu: Ecu::new(config, flash),
@@ -273,7 +348,7 @@ pub fn run(setup: &Setup, mut cuts: CutPlan) -> Result<Report, Violation> {
                 applied = true;
                 continue;
             }
-            let r = ecu.stage_update(&setup.new, setup.flow == Flow::Permanent);
+            let r = ecu.stage_update(&setup.staged, setup.flow == Flow::Permanent);
             check_events(setup, &mut ecu, &mut events, &mut reverted)?;
             if lost(r)? {
                 continue;

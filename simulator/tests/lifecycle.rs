@@ -265,9 +265,10 @@ fn updater_refuses_illegal_calls() {
         "{err}"
     );
     assert_eq!(
-        e.with_updater(
-            |u| u.verify_staged(&Keyring::new().with_key(dev_key("oem").verifying_key()))
-        )
+        e.with_updater(|u| u.verify_staged(
+            &Keyring::new().with_key(dev_key("oem").verifying_key()),
+            None
+        ))
         .unwrap()
         .header
         .version,

@@ -78,6 +78,16 @@ fn geometries(align: usize, mode: BootMode) -> Vec<Geometry> {
 }
 
 fn sweep(mode: BootMode, align: usize) {
+    sweep_images(mode, align, false);
+}
+
+/// The same sweep with encrypted images ([`Setup::new_encrypted`]): the new image staged
+/// encrypted, the old one re-encrypted when a swap moves it into the secondary slot.
+fn sweep_encrypted(mode: BootMode, align: usize) {
+    sweep_images(mode, align, true);
+}
+
+fn sweep_images(mode: BootMode, align: usize, encrypted: bool) {
     let mut total_points = 0;
     let mut report = Vec::new();
     for geometry in geometries(align, mode) {
@@ -91,7 +101,12 @@ fn sweep(mode: BootMode, align: usize) {
             .map(|&f| (f, 1))
             .chain([(Flow::TestConfirm, 3)]);
         for (flow, attempts) in flows {
-            let setup = Setup::new(geometry.clone(), mode, flow, attempts, IMAGE_SIZE, 42).unwrap();
+            let build = if encrypted {
+                Setup::new_encrypted
+            } else {
+                Setup::new
+            };
+            let setup = build(geometry.clone(), mode, flow, attempts, IMAGE_SIZE, 42).unwrap();
             let s = powercut::sweep(&setup, TEAR_SEEDS)
                 .unwrap_or_else(|v| panic!("{mode} {name} {flow:?}: clean run: {v}"));
             assert!(
@@ -115,7 +130,10 @@ fn sweep(mode: BootMode, align: usize) {
             report.push(format!("{name} {flow:?}/{attempts}: {} ops", s.ops));
         }
     }
-    println!("{mode} align {align}: {total_points} cut points checked, all fired, 0 failures");
+    let images = if encrypted { "encrypted" } else { "plain" };
+    println!(
+        "{mode} align {align} {images}: {total_points} cut points checked, all fired, 0 failures"
+    );
     for line in report {
         println!("  {line}");
     }
@@ -169,6 +187,46 @@ fn every_flash_op_ab_align1() {
 #[test]
 fn every_flash_op_ab_align32() {
     sweep(BootMode::DirectXip, 32);
+}
+
+#[test]
+fn every_flash_op_swap_encrypted_align1() {
+    sweep_encrypted(BootMode::SwapScratch, 1);
+}
+
+#[test]
+fn every_flash_op_swap_encrypted_align32() {
+    sweep_encrypted(BootMode::SwapScratch, 32);
+}
+
+#[test]
+fn every_flash_op_swap_move_encrypted_align1() {
+    sweep_encrypted(BootMode::SwapMove, 1);
+}
+
+#[test]
+fn every_flash_op_swap_move_encrypted_align32() {
+    sweep_encrypted(BootMode::SwapMove, 32);
+}
+
+#[test]
+fn every_flash_op_swap_offset_encrypted_align1() {
+    sweep_encrypted(BootMode::SwapOffset, 1);
+}
+
+#[test]
+fn every_flash_op_swap_offset_encrypted_align32() {
+    sweep_encrypted(BootMode::SwapOffset, 32);
+}
+
+#[test]
+fn every_flash_op_overwrite_encrypted_align1() {
+    sweep_encrypted(BootMode::Overwrite, 1);
+}
+
+#[test]
+fn every_flash_op_overwrite_encrypted_align32() {
+    sweep_encrypted(BootMode::Overwrite, 32);
 }
 
 fn random_chains(mode: BootMode) {

@@ -8,6 +8,10 @@
 //! write, is checked against Python's `cryptography` (the venv's): its AES key unwrap and AES-CTR
 //! recover the plaintext of our image.
 //!
+//! And imgtool's encrypted images boot: staged in the secondary slot they are installed
+//! decrypting in swap-scratch, swap-move, swap-offset and overwrite, and a swap stores the
+//! image it moves out of the primary encrypted again — byte for byte imgtool's ciphertext.
+//!
 //! Without imgtool these tests fail (they never skip): run `ci/install.sh`.
 
 mod common;
@@ -95,6 +99,21 @@ fn imgtool_encrypt(
     data: &[u8],
     tag: &str,
 ) -> Vec<u8> {
+    imgtool_encrypt_version(dir, sign, enc_pub, aes, hmac_sha512, data, tag, "1.2.3")
+}
+
+/// [`imgtool_encrypt`] with `--version VERSION`.
+#[expect(clippy::too_many_arguments, reason = "imgtool's options, spelled out")]
+fn imgtool_encrypt_version(
+    dir: &Path,
+    sign: &Path,
+    enc_pub: &Path,
+    aes: AesKeySize,
+    hmac_sha512: bool,
+    data: &[u8],
+    tag: &str,
+    version: &str,
+) -> Vec<u8> {
     let input = dir.join(format!("in-{tag}.bin"));
     let output = dir.join(format!("out-{tag}.bin"));
     std::fs::write(&input, data).unwrap();
@@ -113,7 +132,7 @@ fn imgtool_encrypt(
         "--align",
         "8",
         "--version",
-        "1.2.3",
+        version,
         "--slot-size",
         "0x20000",
         "--security-counter",
@@ -561,5 +580,99 @@ fn aes_kw_images_decrypt_with_pythons_key_unwrap_and_aes_ctr() {
                 reason: UnwrapFailure::KwIntegrity
             }))
         );
+    }
+}
+
+#[test]
+fn imgtool_encrypted_images_boot_in_every_copying_strategy() {
+    use ecu_sim::boot::{self, BootConfig, BootMode, Slot};
+    use ecu_sim::ecu::Ecu;
+    use ecu_sim::flash::{Flash, Geometry};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let modes = [
+        BootMode::SwapScratch,
+        BootMode::SwapMove,
+        BootMode::SwapOffset,
+        BootMode::Overwrite,
+    ];
+    for (i, c) in CASES.iter().enumerate() {
+        let (sign, sign_pub) = keygen(d, c.sign, &format!("boot-sign{i}"));
+        let (enc, enc_pub) = keygen(d, c.enc, &format!("boot-enc{i}"));
+        let key = EncKey::from_file(&read(&enc)).unwrap();
+        // Cases alternate the AES key size; the old and the new image differ in it too.
+        let (old_aes, new_aes) = if i % 2 == 0 {
+            (AesKeySize::Aes128, AesKeySize::Aes256)
+        } else {
+            (AesKeySize::Aes256, AesKeySize::Aes128)
+        };
+        let enc_v1 = imgtool_encrypt_version(
+            d,
+            &sign,
+            &enc_pub,
+            old_aes,
+            c.hmac_sha512,
+            &payload(9_001, 1),
+            &format!("b{i}-1"),
+            "1.0.0",
+        );
+        let enc_v2 = imgtool_encrypt_version(
+            d,
+            &sign,
+            &enc_pub,
+            new_aes,
+            c.hmac_sha512,
+            &payload(11_003, 2),
+            &format!("b{i}-2"),
+            "2.0.0",
+        );
+        // The factory image runs as one installed from an encrypted update: decrypted.
+        let v1 = image::decrypt_image(&enc_v1, &key).unwrap();
+        let v2 = image::decrypt_image(&enc_v2, &key).unwrap();
+        for mode in modes {
+            let what = format!("{c:?} {mode}");
+            let (scratch, p, s) = mode.extra_sectors();
+            let g = Geometry::uniform(4096, 3 + 2 * 6 + scratch + p + s, 8).unwrap();
+            let boot = BootConfig {
+                defect: None,
+                max_boot_attempts: 1,
+                keys: keyring(&sign_pub),
+            };
+            let mut ecu =
+                Ecu::factory_with_enc_key(g, mode, &v1, boot, Some(key.clone()), 1).unwrap();
+            ecu.stage_update(&enc_v2, false).unwrap();
+            ecu.reset().unwrap();
+            let r = ecu.running().unwrap().clone();
+            assert_eq!(
+                (r.image.header.version, r.slot, r.test),
+                (Version::new(2, 0, 0), Slot::Primary, mode.can_revert()),
+                "{what}"
+            );
+            let layout = ecu.config().layout.clone();
+            let read_slot = |ecu: &Ecu, slot, len| {
+                let base = boot::image_base(ecu.flash(), &layout, slot).unwrap();
+                let mut bytes = vec![0; len];
+                ecu.flash().read(base, &mut bytes).unwrap();
+                bytes
+            };
+            assert!(
+                read_slot(&ecu, Slot::Primary, v2.len()) == v2,
+                "{what}: plaintext"
+            );
+            if mode.is_swap() {
+                assert!(
+                    read_slot(&ecu, Slot::Secondary, enc_v1.len()) == enc_v1,
+                    "{what}: the old image is imgtool's ciphertext again"
+                );
+            }
+            // imgtool images carry no behaviour TLV: the image confirms itself and stays.
+            ecu.advance(2_000_000).unwrap();
+            ecu.power_cycle().unwrap();
+            let r = ecu.running().unwrap();
+            assert_eq!(
+                (r.image.header.version, r.test),
+                (Version::new(2, 0, 0), false)
+            );
+        }
     }
 }

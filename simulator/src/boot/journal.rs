@@ -4,11 +4,11 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0 | tag: `0x51` swap start, `0x52` swap step done, `0x53` swap finished, `0x5c` security counter |
-//! | 1 | argument: swap type byte (start) or step (`1` A, `2` B, `3` C, `4` M) |
-//! | 2..4 | u16 LE: sector count (start) or sector index (step) |
-//! | 4..8 | u32 LE: swap sequence number (journal) or counter value (counter) |
-//! | 8..12 | zero |
+//! | 0 | tag: `0x51` swap start, `0x52` swap step done, `0x53` swap finished, `0x54` image key saved, `0x5c` security counter |
+//! | 1 | argument: swap type byte (start), step (`1` A, `2` B, `3` C, `4` M), or for a key: bit 0 the slot (0 primary, 1 secondary), bit 1 AES-256 |
+//! | 2..4 | u16 LE: sector count (start), sector index (step) or the image's header size (key) |
+//! | 4..8 | u32 LE: swap sequence number (journal), counter value (counter) or the image's payload size (key) |
+//! | 8..12 | zero; a key record: the swap sequence number |
 //! | 12..16 | CRC-32 (IEEE) of bytes 0..12 |
 //!
 //! A record whose CRC does not match (torn, or left over from a torn erase) is ignored; records
@@ -62,13 +62,15 @@
 
 use crate::flash::{Flash, FlashError};
 
-use super::layout::{Layout, Region};
+use super::layout::{Layout, Region, Slot};
 pub use super::layout::{record_size, records_needed};
 use super::trailer::SwapType;
+use crate::image::AesKeySize;
 
 const TAG_START: u8 = 0x51;
 const TAG_STEP: u8 = 0x52;
 const TAG_DONE: u8 = 0x53;
+const TAG_KEY: u8 = 0x54;
 const TAG_COUNTER: u8 = 0x5c;
 
 /// One step of moving a sector (see the module table).
@@ -101,6 +103,16 @@ impl Step {
     }
 }
 
+/// What a key record says: which slot's image, its AES key size, and where its payload is
+/// (the header size and the payload size from its header, which a swap may have moved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub slot: Slot,
+    pub aes: AesKeySize,
+    pub hdr_size: u16,
+    pub img_size: u32,
+}
+
 /// A decoded record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -116,6 +128,12 @@ pub enum Record {
     },
     Done {
         seq: u32,
+    },
+    /// The AES key of the image that was in `key.slot` when swap `seq` started is in the
+    /// primary trailer's key field for that slot (see [`super::crypt`]).
+    Key {
+        seq: u32,
+        key: KeyRecord,
     },
     Counter {
         value: u32,
@@ -139,18 +157,25 @@ fn crc32(data: &[u8]) -> u32 {
 
 impl Record {
     pub fn encode(&self, unit: u32, erased: u8) -> Vec<u8> {
-        let (tag, arg, half, word) = match *self {
-            Record::Start { seq, kind, sectors } => (TAG_START, kind.to_byte(), sectors, seq),
-            Record::Step { seq, step, sector } => (TAG_STEP, step.to_byte(), sector, seq),
-            Record::Done { seq } => (TAG_DONE, 0, 0, seq),
-            Record::Counter { value } => (TAG_COUNTER, 0, 0, value),
+        let (tag, arg, half, word, extra) = match *self {
+            Record::Start { seq, kind, sectors } => (TAG_START, kind.to_byte(), sectors, seq, 0),
+            Record::Step { seq, step, sector } => (TAG_STEP, step.to_byte(), sector, seq, 0),
+            Record::Done { seq } => (TAG_DONE, 0, 0, seq, 0),
+            Record::Key { seq, key } => (
+                TAG_KEY,
+                key.slot.index() | (u8::from(key.aes == AesKeySize::Aes256) << 1),
+                key.hdr_size,
+                key.img_size,
+                seq,
+            ),
+            Record::Counter { value } => (TAG_COUNTER, 0, 0, value, 0),
         };
         let mut out = vec![erased; record_size(unit) as usize];
         out[0] = tag;
         out[1] = arg;
         out[2..4].copy_from_slice(&half.to_le_bytes());
         out[4..8].copy_from_slice(&word.to_le_bytes());
-        out[8..12].fill(0);
+        out[8..12].copy_from_slice(&u32::to_le_bytes(extra));
         let crc = crc32(&out[..12]);
         out[12..16].copy_from_slice(&crc.to_le_bytes());
         out
@@ -161,12 +186,30 @@ impl Record {
             return None;
         }
         let crc = u32::from_le_bytes(bytes[12..16].try_into().ok()?);
-        if crc != crc32(&bytes[..12]) || bytes[8..12] != [0; 4] {
+        let extra = u32::from_le_bytes(bytes[8..12].try_into().ok()?);
+        if crc != crc32(&bytes[..12]) || (bytes[0] != TAG_KEY && extra != 0) {
             return None;
         }
         let half = u16::from_le_bytes([bytes[2], bytes[3]]);
         let word = u32::from_le_bytes(bytes[4..8].try_into().ok()?);
         match bytes[0] {
+            TAG_KEY if bytes[1] >> 2 == 0 => Some(Record::Key {
+                seq: extra,
+                key: KeyRecord {
+                    slot: if bytes[1] & 1 == 0 {
+                        Slot::Primary
+                    } else {
+                        Slot::Secondary
+                    },
+                    aes: if bytes[1] & 2 == 0 {
+                        AesKeySize::Aes128
+                    } else {
+                        AesKeySize::Aes256
+                    },
+                    hdr_size: half,
+                    img_size: word,
+                },
+            }),
             TAG_START => Some(Record::Start {
                 seq: word,
                 kind: SwapType::from_byte(bytes[1])?,
@@ -227,6 +270,8 @@ pub enum SwapState {
         /// Journal sector (0 or 1) and where its next record goes.
         journal: usize,
         next: Option<u32>,
+        /// The image keys saved for this swap, by slot (the last record of each wins).
+        keys: [Option<KeyRecord>; 2],
     },
 }
 
@@ -250,6 +295,7 @@ pub fn swap_state<F: Flash>(flash: &F, layout: &Layout) -> Result<SwapState, Fla
     };
     let mut kind = None;
     let mut last = None;
+    let mut keys = [None; 2];
     for r in &log.records {
         match *r {
             Record::Start {
@@ -262,6 +308,9 @@ pub fn swap_state<F: Flash>(flash: &F, layout: &Layout) -> Result<SwapState, Fla
                 step,
                 sector,
             } if s == seq => last = Some((step, sector)),
+            Record::Key { seq: s, key } if s == seq => {
+                keys[usize::from(key.slot.index())] = Some(key);
+            }
             Record::Done { seq: s } if s == seq => return Ok(SwapState::Idle { last_seq: seq }),
             _ => {}
         }
@@ -276,6 +325,7 @@ pub fn swap_state<F: Flash>(flash: &F, layout: &Layout) -> Result<SwapState, Fla
         last,
         journal,
         next: log.next,
+        keys,
     })
 }
 

@@ -637,9 +637,10 @@ pub fn record_size(unit: u32) -> u32 {
     16u32.div_ceil(unit) * unit
 }
 
-/// Records a swap of `sectors` image sectors needs, plus room for records lost to torn writes.
+/// Records a swap of `sectors` image sectors needs (start, a step record per step, two image
+/// key records, finished), plus room for records lost to torn writes.
 pub fn records_needed(sectors: usize) -> usize {
-    3 * sectors + 2 + 16
+    3 * sectors + 4 + 16
 }
 
 #[cfg(test)]

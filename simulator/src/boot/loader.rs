@@ -37,13 +37,18 @@
 //!
 //! In every mode the stored security counter only rises when a *confirmed* image boots,
 //! never at a test boot, so a rejected test image cannot lock out the image it replaced.
+//!
+//! Encrypted images (verified decrypted, installed decrypting, re-encrypted when a swap moves
+//! them out of the primary, refused in direct-xip): see [`super::crypt`].
 
 use crate::event::{EventKind, RevertReason};
 use crate::flash::{EventCut, Flash, FlashError};
-use crate::image::{self, ImageError, ImageInfo, Keyring};
+use crate::image::{self, EncKey, ImageError, ImageInfo, Keyring};
 
-use super::journal::{self, Record, Step, SwapState};
+use super::crypt::{self, SwapKeys};
+use super::journal::{self, Record, SwapState};
 use super::layout::{BootMode, Layout, Slot};
+use super::swap::{Swap, copy};
 use super::trailer::{self, Complete, Field, MAX_ATTEMPTS, SwapType};
 
 /// Bootloader settings.
@@ -100,6 +105,12 @@ pub enum BootError {
     BadAttempts(u8),
     #[error("the journal records a swap-scratch step but this layout has no scratch sector")]
     NoScratch,
+    #[error("the {slot} slot's encrypted image cannot be swapped: {source}")]
+    EncKeys {
+        slot: Slot,
+        #[source]
+        source: ImageError,
+    },
 }
 
 /// Where a boot reports: its events with the flash busy time and operation count at which
@@ -148,6 +159,8 @@ impl Sink {
 pub struct Bootloader<'a> {
     layout: &'a Layout,
     config: &'a BootConfig,
+    /// The image decryption key (`None`: every encrypted image is refused).
+    enc_key: Option<&'a EncKey>,
 }
 
 /// Where the image in `slot` starts: the image sectors' start, except in swap-offset's
@@ -186,17 +199,31 @@ pub fn image_bytes<F: Flash>(
     layout: &Layout,
     slot: Slot,
 ) -> Result<Vec<u8>, FlashError> {
+    image_bytes_at(flash, layout, slot, image_base(flash, layout, slot)?)
+}
+
+/// [`image_bytes`] of the image that starts at `base` in `slot`.
+pub fn image_bytes_at<F: Flash>(
+    flash: &F,
+    layout: &Layout,
+    slot: Slot,
+    base: u32,
+) -> Result<Vec<u8>, FlashError> {
     let area = layout.slot(slot);
     let cap = area.image_capacity() as usize;
-    let base = image_base(flash, layout, slot)?;
     let mut head = [0u8; image::Header::SIZE];
     flash.read(base, &mut head)?;
+    let whole = || -> Result<Vec<u8>, FlashError> {
+        let mut buf = vec![0; cap];
+        flash.read(base, &mut buf)?;
+        Ok(buf)
+    };
     let Ok(h) = image::Header::parse(&head) else {
-        return slot_bytes(flash, layout, slot);
+        return whole();
     };
     let unprot = usize::from(h.hdr_size) + h.img_size as usize + usize::from(h.protect_tlv_size);
     if unprot + 4 > cap {
-        return slot_bytes(flash, layout, slot);
+        return whole();
     }
     let mut info = [0u8; 4];
     flash.read(base + unprot as u32, &mut info)?;
@@ -206,21 +233,41 @@ pub fn image_bytes<F: Flash>(
     Ok(buf)
 }
 
-/// Verify the image in `slot`.
+/// Verify the image in `slot` (an encrypted one as [`crypt::verify_image`] says: decrypted
+/// with `enc_key` in the secondary slot).
 pub fn verify_slot<F: Flash>(
     flash: &F,
     layout: &Layout,
     keys: &Keyring,
+    enc_key: Option<&EncKey>,
     min_counter: u32,
     slot: Slot,
 ) -> Result<Result<ImageInfo, ImageError>, FlashError> {
     let bytes = image_bytes(flash, layout, slot)?;
-    Ok(image::verify(&bytes, keys, min_counter))
+    Ok(crypt::verify_image(
+        &bytes,
+        layout,
+        keys,
+        enc_key,
+        min_counter,
+        slot,
+    ))
 }
 
 impl<'a> Bootloader<'a> {
     pub fn new(layout: &'a Layout, config: &'a BootConfig) -> Self {
-        Bootloader { layout, config }
+        Bootloader {
+            layout,
+            config,
+            enc_key: None,
+        }
+    }
+
+    /// The same bootloader with the image decryption key `key` (MCUboot's
+    /// `bootutil_enc_key`).
+    pub fn with_enc_key(mut self, key: Option<&'a EncKey>) -> Self {
+        self.enc_key = key;
+        self
     }
 
     /// Run the bootloader once, after a reset.
@@ -252,7 +299,40 @@ impl<'a> Bootloader<'a> {
         slot: Slot,
         min: u32,
     ) -> Result<Result<ImageInfo, ImageError>, FlashError> {
-        verify_slot(flash, self.layout, &self.config.keys, min, slot)
+        verify_slot(
+            flash,
+            self.layout,
+            &self.config.keys,
+            self.enc_key,
+            min,
+            slot,
+        )
+    }
+
+    /// The keys of both images for a swap that starts now, or the slot whose key fails.
+    fn swap_keys<F: Flash>(
+        &self,
+        flash: &F,
+        kind: SwapType,
+    ) -> Result<Result<SwapKeys, (Slot, ImageError)>, FlashError> {
+        SwapKeys::load(flash, self.layout, self.enc_key, kind)
+    }
+
+    /// The keys for swap `kind` starting (or restarting before its first step) now. A revert
+    /// throws the primary's image out: when its key does not unwrap (a damaged test image)
+    /// it moves as it is; the image it puts back must decrypt.
+    fn keys_for<F: Flash>(&self, flash: &F, kind: SwapType) -> Result<SwapKeys, BootError> {
+        if kind == SwapType::Revert {
+            let key = |slot| crypt::slot_key(flash, self.layout, self.enc_key, slot, kind);
+            let secondary = key(Slot::Secondary)?.map_err(|source| BootError::EncKeys {
+                slot: Slot::Secondary,
+                source,
+            })?;
+            let primary = key(Slot::Primary)?;
+            return Ok(SwapKeys([primary.ok().flatten(), secondary]));
+        }
+        self.swap_keys(flash, kind)?
+            .map_err(|(slot, source)| BootError::EncKeys { slot, source })
     }
 
     fn boot_swap<F: Flash>(
@@ -269,7 +349,14 @@ impl<'a> Bootloader<'a> {
                 last,
                 journal,
                 next,
+                keys,
             } => {
+                // Before the first step both images are where they were: take the keys
+                // from their headers and save them (again); after it, from the trailer.
+                let keys = match last {
+                    Some(_) => SwapKeys::restore(flash, self.layout, &keys)?,
+                    None => self.keys_for(flash, kind)?,
+                };
                 let mut swap = Swap {
                     layout: self.layout,
                     defect: self.config.defect,
@@ -278,7 +365,11 @@ impl<'a> Bootloader<'a> {
                     sectors,
                     journal,
                     next,
+                    keys,
                 };
+                if last.is_none() {
+                    swap.save_keys(flash)?;
+                }
                 let first = swap.next_step(last);
                 sink.emit(
                     flash,
@@ -302,13 +393,26 @@ impl<'a> Bootloader<'a> {
                 } else {
                     let st = trailer::read(flash, self.layout, Slot::Secondary)?;
                     if let Some(kind) = st.request() {
-                        match self.verify(flash, Slot::Secondary, stored)? {
-                            Ok(_) => Swap::start(
+                        let verdict = match self.verify(flash, Slot::Secondary, stored)? {
+                            Ok(_) => self.swap_keys(flash, kind)?.map_err(|(slot, e)| {
+                                if slot == Slot::Primary {
+                                    ImageError::Encryption(image::EncError::RunningImageKey {
+                                        reason: e.to_string(),
+                                    })
+                                } else {
+                                    e
+                                }
+                            }),
+                            Err(e) => Err(e),
+                        };
+                        match verdict {
+                            Ok(keys) => Swap::start(
                                 self.layout,
                                 self.config.defect,
                                 flash,
                                 last_seq + 1,
                                 kind,
+                                keys,
                                 sink,
                             )?,
                             Err(e) => {
@@ -400,12 +504,14 @@ impl<'a> Bootloader<'a> {
                 reason,
             },
         );
+        let keys = self.keys_for(flash, SwapType::Revert)?;
         Swap::start(
             self.layout,
             self.config.defect,
             flash,
             seq,
             SwapType::Revert,
+            keys,
             sink,
         )
     }
@@ -446,8 +552,16 @@ impl<'a> Bootloader<'a> {
         let (stored, _) = journal::read_counter(flash, self.layout)?;
         let st = trailer::read(flash, self.layout, Slot::Secondary)?;
         if st.request().is_some() {
-            match self.verify(flash, Slot::Secondary, stored)? {
-                Ok(info) => self.overwrite(flash, info.total_size as u32, sink)?,
+            let verdict = match self.verify(flash, Slot::Secondary, stored)? {
+                Ok(info) => {
+                    let (layout, key) = (self.layout, self.enc_key);
+                    crypt::slot_key(flash, layout, key, Slot::Secondary, SwapType::Perm)?
+                        .map(|key| (info, key))
+                }
+                Err(e) => Err(e),
+            };
+            match verdict {
+                Ok((info, key)) => self.overwrite(flash, info.total_size as u32, key, sink)?,
                 Err(e) => {
                     Self::reject(flash, sink, Slot::Secondary, &e);
                     trailer::erase(flash, self.layout, Slot::Secondary)?;
@@ -465,12 +579,14 @@ impl<'a> Bootloader<'a> {
         }
     }
 
-    /// Overwrite-only's install: erase what the new image needs in the primary, copy it,
-    /// mark it installed for good, then take the request away (header sector and trailer).
+    /// Overwrite-only's install: erase what the new image needs in the primary, copy it
+    /// (decrypting it with `key` when it is encrypted), mark it installed for good, then take
+    /// the request away (header sector and trailer).
     fn overwrite<F: Flash>(
         &self,
         flash: &mut F,
         len: u32,
+        key: Option<crypt::PayloadKey>,
         sink: &mut Sink,
     ) -> Result<(), BootError> {
         let l = self.layout;
@@ -483,11 +599,14 @@ impl<'a> Bootloader<'a> {
                 sectors,
             },
         );
+        let mut image_offset = 0;
         for i in 0..usize::from(sectors) {
             let (p, size) = l.primary.image_sectors[i];
             let (s, _) = l.secondary.image_sectors[i];
             flash.erase(p, size)?;
-            copy(flash, s, p, size, l.erased)?;
+            let crypt = key.as_ref().map(|k| (k, image_offset));
+            copy(flash, s, p, size, l.erased, crypt)?;
+            image_offset += size;
             sink.emit(
                 flash,
                 EventKind::SwapProgress {
@@ -591,223 +710,4 @@ impl<'a> Bootloader<'a> {
         reasons.sort_by_key(|(slot, _)| *slot);
         Ok(BootDecision::NoBootableImage { reasons })
     }
-}
-
-/// A swap in progress.
-struct Swap<'a> {
-    layout: &'a Layout,
-    defect: Option<Defect>,
-    seq: u32,
-    kind: SwapType,
-    sectors: u16,
-    journal: usize,
-    next: Option<u32>,
-}
-
-/// Copy granule: one write operation per chunk.
-const COPY_CHUNK: u32 = 1024;
-
-/// Every step of a swap of `k` sectors, in order (the journal's tables).
-fn plan(mode: BootMode, kind: SwapType, k: u16) -> Vec<(Step, u16)> {
-    let up = 0..k;
-    match (mode, kind) {
-        (BootMode::SwapMove, _) => up
-            .clone()
-            .rev()
-            .map(|i| (Step::M, i))
-            .chain(up.flat_map(|i| [(Step::A, i), (Step::B, i)]))
-            .collect(),
-        (BootMode::SwapOffset, SwapType::Revert) => up
-            .rev()
-            .flat_map(|i| [(Step::A, i), (Step::B, i)])
-            .collect(),
-        (BootMode::SwapOffset, _) => up.flat_map(|i| [(Step::A, i), (Step::B, i)]).collect(),
-        _ => up
-            .flat_map(|i| [(Step::A, i), (Step::B, i), (Step::C, i)])
-            .collect(),
-    }
-}
-
-impl<'a> Swap<'a> {
-    /// Start swap `seq`: erase its journal sector, record the start, run every step.
-    fn start<F: Flash>(
-        layout: &'a Layout,
-        defect: Option<Defect>,
-        flash: &mut F,
-        seq: u32,
-        kind: SwapType,
-        sink: &mut Sink,
-    ) -> Result<(), BootError> {
-        let image_len = |slot| -> Result<u32, FlashError> {
-            let bytes = image_bytes(flash, layout, slot)?;
-            Ok(image::parse(&bytes).map_or(0, |p| p.total_size as u32))
-        };
-        let len = image_len(Slot::Primary)?.max(image_len(Slot::Secondary)?);
-        let sectors = layout.primary.sectors_for(len) as u16;
-        let journal = (seq % 2) as usize;
-        let region = &layout.journal[journal];
-        flash.erase(region.offset, region.size)?;
-        flash.write(
-            region.offset,
-            &Record::Start { seq, kind, sectors }.encode(layout.unit, layout.erased),
-        )?;
-        let mut swap = Swap {
-            layout,
-            defect,
-            seq,
-            kind,
-            sectors,
-            journal,
-            next: Some(region.offset + journal::record_size(layout.unit)),
-        };
-        sink.emit(flash, EventKind::SwapStarted { kind, seq, sectors });
-        let first = swap.next_step(None);
-        swap.run(flash, first, sink)
-    }
-
-    /// The step after `last` (`None`: the first), or `None` when the trailers come next.
-    fn next_step(&self, last: Option<(Step, u16)>) -> Option<(Step, u16)> {
-        let plan = plan(self.layout.mode, self.kind, self.sectors);
-        match last {
-            None => plan.first().copied(),
-            Some(done) => {
-                let at = plan.iter().position(|&s| s == done)?;
-                plan.get(at + 1).copied()
-            }
-        }
-    }
-
-    /// The step that ends the move of sector `i` (reported as progress).
-    fn last_of_sector(&self, step: Step) -> bool {
-        match self.layout.mode {
-            BootMode::SwapMove | BootMode::SwapOffset => step == Step::B,
-            _ => step == Step::C,
-        }
-    }
-
-    fn run<F: Flash>(
-        &mut self,
-        flash: &mut F,
-        first: Option<(Step, u16)>,
-        sink: &mut Sink,
-    ) -> Result<(), BootError> {
-        let mut step = first;
-        while let Some((s, i)) = step {
-            let record = Record::Step {
-                seq: self.seq,
-                step: s,
-                sector: i,
-            };
-            if self.defect == Some(Defect::JournalBeforeCopy) {
-                self.append(flash, record)?;
-                self.do_step(flash, s, i)?;
-            } else if self.defect == Some(Defect::NoStepRecords) {
-                self.do_step(flash, s, i)?;
-            } else {
-                self.do_step(flash, s, i)?;
-                self.append(flash, record)?;
-            }
-            if self.last_of_sector(s) {
-                sink.emit(
-                    flash,
-                    EventKind::SwapProgress {
-                        kind: self.kind,
-                        sector: i,
-                        of: self.sectors,
-                    },
-                );
-            }
-            step = self.next_step(Some((s, i)));
-        }
-        // Rebuild both trailers, then close the swap.
-        let layout = self.layout;
-        trailer::erase(flash, layout, Slot::Primary)?;
-        trailer::write_complete(
-            flash,
-            layout,
-            Slot::Primary,
-            Complete {
-                swap_type: self.kind,
-                // The journal's start record holds what the swap moves.
-                swap_size: None,
-                image_ok: self.kind != SwapType::Test,
-                copy_done: true,
-            },
-        )?;
-        trailer::erase(flash, layout, Slot::Secondary)?;
-        self.append(flash, Record::Done { seq: self.seq })?;
-        sink.emit(
-            flash,
-            EventKind::SwapFinished {
-                kind: self.kind,
-                seq: self.seq,
-            },
-        );
-        Ok(())
-    }
-
-    /// Erase the step's destination, copy its source there (the journal's tables).
-    fn do_step<F: Flash>(&self, flash: &mut F, step: Step, i: u16) -> Result<(), BootError> {
-        let l = self.layout;
-        let i = usize::from(i);
-        let (p, s) = (l.primary.data_sectors(), l.secondary.data_sectors());
-        let (from, to) = match (l.mode, step) {
-            (BootMode::SwapMove, Step::M) => (p[i], p[i + 1]),
-            (BootMode::SwapMove, Step::A) => (s[i], p[i]),
-            (BootMode::SwapMove, Step::B) => (p[i + 1], s[i]),
-            (BootMode::SwapOffset, Step::A) if self.kind == SwapType::Revert => (p[i], s[i + 1]),
-            (BootMode::SwapOffset, Step::B) if self.kind == SwapType::Revert => (s[i], p[i]),
-            (BootMode::SwapOffset, Step::A) => (p[i], s[i]),
-            (BootMode::SwapOffset, Step::B) => (s[i + 1], p[i]),
-            (_, step) => {
-                let scratch = l.scratch.as_ref().ok_or(BootError::NoScratch)?;
-                let scratch = (scratch.offset, scratch.size);
-                match step {
-                    Step::A => (s[i], scratch),
-                    Step::B => (p[i], s[i]),
-                    Step::C => (scratch, p[i]),
-                    Step::M => return Err(BootError::NoScratch),
-                }
-            }
-        };
-        flash.erase(to.0, to.1)?;
-        copy(flash, from.0, to.0, from.1.min(to.1), l.erased)?;
-        Ok(())
-    }
-
-    fn append<F: Flash>(&mut self, flash: &mut F, record: Record) -> Result<(), BootError> {
-        let region = &self.layout.journal[self.journal];
-        let size = journal::record_size(self.layout.unit);
-        let addr = self
-            .next
-            .filter(|a| a + size <= region.offset + region.size)
-            .ok_or(BootError::JournalFull {
-                journal: self.journal,
-            })?;
-        self.next = Some(addr + size);
-        flash.write(addr, &record.encode(self.layout.unit, self.layout.erased))?;
-        Ok(())
-    }
-}
-
-/// Copy `len` bytes, one write per chunk, skipping chunks that are all erased (the destination
-/// was just erased, so they already hold exactly that).
-fn copy<F: Flash>(
-    flash: &mut F,
-    from: u32,
-    to: u32,
-    len: u32,
-    erased: u8,
-) -> Result<(), FlashError> {
-    let mut buf = vec![0; COPY_CHUNK.min(len) as usize];
-    let mut off = 0;
-    while off < len {
-        let n = COPY_CHUNK.min(len - off) as usize;
-        flash.read(from + off, &mut buf[..n])?;
-        if buf[..n].iter().any(|&b| b != erased) {
-            flash.write(to + off, &buf[..n])?;
-        }
-        off += n as u32;
-    }
-    Ok(())
 }

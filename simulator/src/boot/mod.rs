@@ -1,13 +1,18 @@
 //! MCUboot-style bootloader: slot layout, trailer, swap journal, boot decisions, and the
 //! firmware-side updater.
 
+mod crypt;
 mod journal;
 mod layout;
 mod loader;
+mod swap;
 mod trailer;
 mod updater;
 
-pub use journal::{Record, Step, SwapState, read_counter, record_size, records_needed, swap_state};
+pub use crypt::{PayloadKey, SwapKeys, key_field, slot_key, verify_image};
+pub use journal::{
+    KeyRecord, Record, Step, SwapState, read_counter, record_size, records_needed, swap_state,
+};
 pub use layout::{
     BootMode, ENC_KEY_SIZE, Layout, LayoutError, LayoutSpec, Region, Slot, SlotArea, TrailerMap,
     UnknownBootMode, mcuboot_trailer_len,

@@ -193,13 +193,19 @@ impl<'a, F: Flash> Updater<'a, F> {
         Ok(())
     }
 
-    /// Verify the staged image as the bootloader will (hash, signature, stored counter).
-    pub fn verify_staged(&self, keys: &Keyring) -> Result<ImageInfo, UpdateError> {
+    /// Verify the staged image as the bootloader will (hash, signature, stored counter; an
+    /// encrypted image decrypted with `enc_key`).
+    pub fn verify_staged(
+        &self,
+        keys: &Keyring,
+        enc_key: Option<&crate::image::EncKey>,
+    ) -> Result<ImageInfo, UpdateError> {
         let (stored, _) = journal::read_counter(self.flash, self.layout)?;
         Ok(verify_slot(
             self.flash,
             self.layout,
             keys,
+            enc_key,
             stored,
             self.staging_slot(),
         )??)

@@ -347,6 +347,18 @@ pub enum EncError {
     AlreadyEncrypted { tlv: EncTlvKind },
     #[error("the unprotected tlv area would exceed 64 KiB")]
     AreaTooLarge,
+    #[error(
+        "the image is encrypted ({aes}) and the ecu has no decryption key (ecu-sim --enc-key, scenario ecu.enc_key)"
+    )]
+    NoDecryptionKey { aes: AesKeySize },
+    #[error(
+        "an encrypted image cannot run in place (direct-xip): mcuboot decrypts an image only while copying it into the primary slot (swap, overwrite) or into ram (ram-load)"
+    )]
+    RunsInPlace,
+    #[error(
+        "the running image is encrypted and its key cannot be unwrapped ({reason}): a swap could not store it encrypted in the secondary slot for a revert"
+    )]
+    RunningImageKey { reason: String },
 }
 
 fn tlv_list(tlvs: &[EncTlvKind]) -> String {

@@ -108,9 +108,10 @@ impl DiagServer {
             return Err(Nrc::RequestSequenceError);
         };
         let keys = ecu.config().boot.keys.clone();
+        let enc_key = ecu.config().enc_key.clone();
         let work = u64::from(done.size) * 1_000_000 / self.config.hash_bytes_per_sec.max(1)
             + self.config.signature_check_us;
-        let verdict = ecu.with_updater(|u| match u.verify_staged(&keys) {
+        let verdict = ecu.with_updater(|u| match u.verify_staged(&keys, enc_key.as_ref()) {
             Ok(info) => u.mark_pending(permanent).map(|()| Ok(info)),
             Err(UpdateError::Image(e)) => Ok(Err(e)),
             Err(e) => Err(e),
