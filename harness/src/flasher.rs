@@ -303,6 +303,7 @@ pub fn check_name(code: u8) -> &'static str {
         0x03 => "signature",
         0x04 => "unknown key",
         0x05 => "downgrade",
+        0x06 => "decryption",
         _ => "unknown check",
     }
 }

@@ -13,8 +13,9 @@
 //!
 //! In a block, `cargo run --release -p hil --` is this build's `hil` (the same program, without
 //! a release build in the middle of the tests), commands ending in `&` are stopped with the
-//! block's process group when it ends, and the scratch directory holds `scenarios/` (a link to
-//! the library) and whatever earlier blocks wrote. Each block is bounded in time.
+//! block's process group when it ends, the project's `.venv/bin` is on `PATH` after them (as
+//! after `. .venv/bin/activate`), and the scratch directory holds `scenarios/` and `tests/`
+//! (links into the repository) and whatever earlier blocks wrote. Each block is bounded in time.
 
 mod common;
 
@@ -102,11 +103,15 @@ impl Scratch {
         let dir = tempfile::tempdir().unwrap();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         std::os::unix::fs::symlink(repo.join("scenarios"), dir.path().join("scenarios")).unwrap();
+        std::os::unix::fs::symlink(repo.join("tests"), dir.path().join("tests")).unwrap();
         let hil = PathBuf::from(env!("CARGO_BIN_EXE_hil"));
         let ecu_sim = common::workspace_bin("ecu-sim");
         let mut path = vec![
             hil.parent().unwrap().to_path_buf(),
             ecu_sim.parent().unwrap().to_path_buf(),
+            // The virtualenv `ci/install.sh` makes (imgtool, python with udsoncan), as after
+            // `. .venv/bin/activate`.
+            repo.join(".venv/bin"),
         ];
         path.extend(std::env::split_paths(
             &std::env::var_os("PATH").unwrap_or_default(),

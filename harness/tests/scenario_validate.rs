@@ -19,7 +19,7 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             // unknown-field
             "description: x\nupdate: {version: 2.0.0, sise: 4}\nexpect: {outcome: committed}\n",
             &[
-                "s.yaml:2:26: update: unknown field `sise`, expected one of `version`, `size`, `behaviour`, `signing`, `security_counter`, `tampered` (did you mean `size`?)",
+                "s.yaml:2:26: update: unknown field `sise`, expected one of `version`, `size`, `behaviour`, `signing`, `security_counter`, `tampered`, `encrypt` (did you mean `size`?)",
             ],
         ),
         (
@@ -243,7 +243,7 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
             // journal-too-small for the swap
             "description: x\necu: {sector_size: 512, slot_sectors: 1024}\nupdate: {version: 2.0.0}\nexpect: {outcome: committed}\n",
             &[
-                "s.yaml:2:20: ecu.sector_size: this ECU's layout does not resolve: journal sector (512 bytes) holds 32 records, a swap needs 3087: the swap journal is one sector; use `sector_size: 65536` or fewer slot_sectors",
+                "s.yaml:2:20: ecu.sector_size: this ECU's layout does not resolve: journal sector (512 bytes) holds 32 records, a swap needs 3089: the swap journal is one sector; use `sector_size: 65536` or fewer slot_sectors",
             ],
         ),
         (
@@ -500,4 +500,46 @@ fn enc_key_is_read_relative_to_the_scenario_file() {
         let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
         assert_eq!(got, vec![wanted]);
     }
+}
+
+/// `update.encrypt` needs the ECU's key and a key size MCUboot has; the installed image is
+/// never encrypted; each problem located at its field.
+#[test]
+fn encryption_problems_are_located() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/keys");
+    let x25519 = keys.join("enc-x25519.pem");
+    let ec256 = keys.join("enc-ec256.pem");
+    let table = [
+        (
+            "description: x\nupdate: {version: 2.0.0, encrypt: {}}\nexpect: {outcome: committed}\n".to_string(),
+            vec!["s.yaml:2:35: update.encrypt: no key to encrypt for: set ecu.enc_key".to_string()],
+        ),
+        (
+            format!("description: x\necu: {{enc_key: {}}}\ninstalled: {{version: 1.0.0, encrypt: {{}}}}\nupdate: {{version: 2.0.0}}\nexpect: {{outcome: committed}}\n", x25519.display()),
+            vec!["s.yaml:3:38: installed.encrypt: the installed image lies decrypted in the primary slot, as the bootloader leaves it: only the update is encrypted".to_string()],
+        ),
+        (
+            format!("description: x\necu: {{enc_key: {}}}\nupdate: {{version: 2.0.0, encrypt: {{aes: 192}}}}\nexpect: {{outcome: committed}}\n", x25519.display()),
+            vec!["s.yaml:3:35: update.encrypt: AES-192 is not an AES key size MCUboot has (128 or 256)".to_string()],
+        ),
+        (
+            format!("description: x\necu: {{enc_key: {}}}\nupdate: {{version: 2.0.0, encrypt: {{hmac_sha512: true}}}}\nexpect: {{outcome: committed}}\n", ec256.display()),
+            vec!["s.yaml:3:35: update.encrypt: encrypted image: HMAC-SHA512 (ENC_X25519_SHA512) needs an X25519 key, not an EC P-256 key".to_string()],
+        ),
+        (
+            "description: x\nupdate: {version: 2.0.0, encrypt: {aes: 128, mode: ctr}}\nexpect: {outcome: committed}\n".to_string(),
+            vec!["s.yaml:2:46: update.encrypt: unknown field `mode`, expected `aes` or `hmac_sha512`".to_string()],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (text, expected) in &table {
+        let got: Vec<String> = match validate::parse(text, "s.yaml") {
+            Ok(_) => vec!["(valid)".into()],
+            Err(problems) => problems.0.iter().map(|p| p.to_string()).collect(),
+        };
+        if got != *expected {
+            wrong.push(format!("for:\n{text}got:\n{}\n", got.join("\n")));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

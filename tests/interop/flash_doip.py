@@ -145,6 +145,7 @@ def main():
     ap.add_argument("--block", type=int, default=0, help="bytes per TransferData (0: ECU max)")
     ap.add_argument("--without-security", action="store_true")
     ap.add_argument("--boot-wait", type=float, default=3.0)
+    ap.add_argument("--expect-version", help="exit 1 unless this version runs confirmed at the end")
     ap.add_argument("--slcan", help="an slcan adapter's serial device instead of DoIP")
     ap.add_argument("--bitrate", type=int, default=500000)
     ap.add_argument("--socketcan", help="a SocketCAN interface (the kernel's ISO-TP) instead of DoIP")
@@ -185,6 +186,12 @@ def main():
             "outcome": status[15],
         }
     print(json.dumps(report))
+    if args.expect_version:
+        running = (report["version"], report["boot_status"]["confirmed"])
+        if running != (args.expect_version, True):
+            print(f"expected {args.expect_version} running confirmed, found {running[0]} "
+                  f"{'confirmed' if running[1] else 'not confirmed'}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -607,11 +607,15 @@ async fn execute(
     }
 
     // The update, served from loopback.
+    let enc_key = s
+        .ecu
+        .load_enc_key(s.dir.as_deref())
+        .map_err(RunError::EncKey)?;
     let update = match bench.images.get(&s.update.version) {
-        None => build_image(&s.update, s.seed, "update")?,
+        None => build_image(&s.update, s.seed, "update", enc_key.as_ref())?,
         Some(path) => bench_image(path, &s.update.version)?,
     };
-    let swapped = swaps(&s.update, s.seed)?;
+    let swapped = swaps(&s.update, s.seed, enc_key.as_ref())?;
     let artifacts = dir.join("artifacts");
     let io = |path: &Path| {
         let path = path.to_path_buf();

@@ -28,6 +28,11 @@ pub enum RunError {
         what: &'static str,
         source: image::ImageError,
     },
+    #[error("encrypting the {what} image: {problem}")]
+    Encrypt {
+        what: &'static str,
+        problem: EncryptProblem,
+    },
     #[error("bench image {path}: {problem}")]
     BenchImage {
         path: PathBuf,
@@ -73,6 +78,17 @@ pub enum RunError {
     Panicked,
     #[error("no end after {0} s of simulated time")]
     Stuck(u64),
+}
+
+/// Why an image with `encrypt` cannot be encrypted.
+#[derive(Debug, thiserror::Error)]
+pub enum EncryptProblem {
+    #[error("no key to encrypt for: set ecu.enc_key")]
+    NoKey,
+    #[error("AES-{0} is not an AES key size MCUboot has (128 or 256)")]
+    AesBits(u16),
+    #[error(transparent)]
+    Image(image::ImageError),
 }
 
 /// What is wrong with a bench's own image file.

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use ecu_sim::boot::{BootConfig, Defect};
 use ecu_sim::ecu::Ecu;
-use ecu_sim::image::{self, Behaviour, ImageBuilder, Keyring, Version, dev_key};
+use ecu_sim::image::{self, Behaviour, EncKey, ImageBuilder, Keyring, Version, dev_key};
 use ecu_sim::proto::uds::server::{DiagServer, ServerConfig};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use super::outcome::RunError;
+use super::outcome::{EncryptProblem, RunError};
 use super::schema::{
     ArtifactSwap, BehaviourSpec, Client, DefectSpec, ImageSpec, ManagerSpec, Scenario, Signing,
 };
@@ -71,8 +71,14 @@ pub(super) fn behaviour(b: BehaviourSpec) -> Behaviour {
 }
 
 /// Build an image: the payload is seeded by the scenario's seed and the version, so the same
-/// file gives the same bytes.
-pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Vec<u8>, RunError> {
+/// file gives the same bytes. An image with `encrypt` is encrypted for `enc_key` (the
+/// scenario's `ecu.enc_key`) with an AES key drawn from the same seed.
+pub fn build_image(
+    spec: &ImageSpec,
+    seed: u64,
+    what: &'static str,
+    enc_key: Option<&EncKey>,
+) -> Result<Vec<u8>, RunError> {
     let version: Version = spec.version.parse().map_err(|source| RunError::Version {
         what,
         version: spec.version.clone(),
@@ -83,13 +89,40 @@ pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Ve
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ u64::from_le_bytes(h));
     let mut payload = vec![0u8; spec.size];
     rng.fill_bytes(&mut payload);
-    let builder = ImageBuilder::new(version, payload)
+    let mut builder = ImageBuilder::new(version, payload)
         .security_counter(spec.security_counter.unwrap_or(u32::from(version.major)))
         .behaviour(behaviour(spec.behaviour));
+    let encrypt = match spec.encrypt {
+        None => None,
+        Some(e) => {
+            let key = enc_key.ok_or(RunError::Encrypt {
+                what,
+                problem: EncryptProblem::NoKey,
+            })?;
+            let aes = e.aes_key_size().ok_or(RunError::Encrypt {
+                what,
+                problem: EncryptProblem::AesBits(e.aes),
+            })?;
+            builder = builder.encrypted(aes);
+            Some((key, e))
+        }
+    };
     let mut bytes = match &spec.signing {
         Signing::Key(name) => builder.sign(&dev_key(name)),
         Signing::Unsigned => builder.build_unsigned(),
     };
+    if let Some((key, e)) = encrypt {
+        let options = image::EncryptOptions {
+            hmac_sha512: e.hmac_sha512,
+        };
+        bytes =
+            image::encrypt_image(&bytes, &key.public(), options, &mut rng).map_err(|source| {
+                RunError::Encrypt {
+                    what,
+                    problem: EncryptProblem::Image(source),
+                }
+            })?;
+    }
     if spec.tampered {
         let header = image::parse(&bytes)
             .map_err(|source| RunError::Image { what, source })?
@@ -104,7 +137,11 @@ pub fn build_image(spec: &ImageSpec, seed: u64, what: &'static str) -> Result<Ve
 }
 
 /// The images a `swap_artifact` action can serve instead of the update.
-pub fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>)>, RunError> {
+pub fn swaps(
+    update: &ImageSpec,
+    seed: u64,
+    enc_key: Option<&EncKey>,
+) -> Result<Vec<(ArtifactSwap, Vec<u8>)>, RunError> {
     let tampered = ImageSpec {
         tampered: true,
         ..update.clone()
@@ -126,15 +163,15 @@ pub fn swaps(update: &ImageSpec, seed: u64) -> Result<Vec<(ArtifactSwap, Vec<u8>
     Ok(vec![
         (
             ArtifactSwap::Tampered,
-            build_image(&tampered, seed, "tampered")?,
+            build_image(&tampered, seed, "tampered", enc_key)?,
         ),
         (
             ArtifactSwap::Unsigned,
-            build_image(&unsigned, seed, "unsigned")?,
+            build_image(&unsigned, seed, "unsigned", enc_key)?,
         ),
         (
             ArtifactSwap::Downgraded,
-            build_image(&older, seed, "downgraded")?,
+            build_image(&older, seed, "downgraded", enc_key)?,
         ),
     ])
 }
@@ -163,13 +200,25 @@ pub struct Prepared {
 /// Build the images, the ECU (provisioned and booted) and the world of `scenario`.
 pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
     let s = scenario;
-    let installed = build_image(&s.installed, s.seed, "installed")?;
-    let update = build_image(&s.update, s.seed, "update")?;
+    let enc_key = s
+        .ecu
+        .load_enc_key(s.dir.as_deref())
+        .map_err(RunError::EncKey)?;
+    let installed = build_image(&s.installed, s.seed, "installed", None)?;
+    let update = build_image(&s.update, s.seed, "update", enc_key.as_ref())?;
     let mut keys = Keyring::new();
     for k in &s.ecu.keys {
         keys = keys.with_key(dev_key(k).verifying_key());
     }
     let verifies = |b: &[u8]| image::verify(b, &keys, 0).is_ok();
+    // What boots is what the bootloader installs: an encrypted update decrypted (a tampered
+    // one decrypts to bytes that do not verify; one that does not decrypt is never installed).
+    let installs = match (&s.update.encrypt, &enc_key) {
+        (Some(_), Some(key)) => {
+            image::decrypt_image(&update, key).unwrap_or_else(|_| update.clone())
+        }
+        _ => update.clone(),
+    };
     let images = vec![
         KnownImage {
             name: "installed",
@@ -179,9 +228,9 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         },
         KnownImage {
             name: "update",
-            verifies: verifies(&update),
-            sha256: Sha256::digest(&update).into(),
-            bytes: update.clone(),
+            verifies: verifies(&installs),
+            sha256: Sha256::digest(&installs).into(),
+            bytes: installs,
         },
     ];
     let mode = s.ecu.mode();
@@ -194,10 +243,7 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         max_boot_attempts: s.ecu.max_boot_attempts,
         keys,
     };
-    let enc_key = s
-        .ecu
-        .load_enc_key(s.dir.as_deref())
-        .map_err(RunError::EncKey)?;
+    let swapped = swaps(&s.update, s.seed, enc_key.as_ref())?;
     let ecu = Ecu::factory_with_enc_key(geometry, mode, &installed, boot, enc_key, s.seed)
         .map_err(RunError::Provision)?;
     let layout = ecu.config().layout.clone();
@@ -207,7 +253,7 @@ pub fn prepare(scenario: &Arc<Scenario>) -> Result<Prepared, RunError> {
         ..ServerConfig::default()
     });
     let mut world = World::new(Arc::clone(scenario), images, layout);
-    world.swaps = Arc::new(swaps(&s.update, s.seed)?);
+    world.swaps = Arc::new(swapped);
     let mut sim = SimEcu { ecu, server };
     world.arm_flash_faults(&mut sim);
     world.observe(&mut sim, 0);

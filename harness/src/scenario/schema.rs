@@ -294,6 +294,36 @@ pub struct ImageSpec {
     /// Flip one payload byte after signing (the hash no longer matches).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tampered: bool,
+    /// Encrypt the image for the ECU's key (`ecu.enc_key`) as `imgtool sign --encrypt` does:
+    /// the update only (the installed image lies decrypted in the primary slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<EncryptSpec>,
+}
+
+/// How an image is encrypted ([`ImageSpec::encrypt`]); the key encryption (ENC_X25519,
+/// ENC_EC256, ENC_RSA2048, ENC_KW) follows from the kind of `ecu.enc_key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptSpec {
+    /// AES key bits: 128 (the default) or 256 (imgtool `--encrypt-keylen 256`).
+    #[serde(default = "EncryptSpec::default_aes")]
+    pub aes: u16,
+    /// HKDF and HMAC with SHA-512 (ENC_X25519_SHA512, imgtool `--hmac-sha 512`; X25519 keys).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hmac_sha512: bool,
+}
+
+impl EncryptSpec {
+    fn default_aes() -> u16 {
+        128
+    }
+
+    /// The AES key size, `None` for bits that are neither 128 nor 256.
+    pub fn aes_key_size(&self) -> Option<ecu_sim::image::AesKeySize> {
+        ecu_sim::image::AesKeySize::ALL
+            .into_iter()
+            .find(|a| a.bits() == self.aes)
+    }
 }
 
 impl ImageSpec {
@@ -308,6 +338,7 @@ impl ImageSpec {
             signing: Signing::default(),
             security_counter: None,
             tampered: false,
+            encrypt: None,
         }
     }
 }

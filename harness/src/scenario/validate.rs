@@ -263,6 +263,12 @@ fn check(s: &Scenario) -> Found {
     if let Err(problem) = e.load_enc_key(s.dir.as_deref()) {
         found.push((path(&["ecu", "enc_key"]), problem.to_string()));
     }
+    if s.installed.encrypt.is_some() {
+        found.push((
+            path(&["installed", "encrypt"]),
+            "the installed image lies decrypted in the primary slot, as the bootloader leaves it: only the update is encrypted".into(),
+        ));
+    }
     if matches!(e.transport, TransportSpec::Can | TransportSpec::Canfd) && e.bitrate == 0
         || e.transport == TransportSpec::Canfd && e.data_bitrate == 0
     {
@@ -585,17 +591,24 @@ fn check_layout(e: &super::schema::EcuSpec, found: &mut Found) -> Option<Layout>
 /// runner would allocate it before finding out (`size: 18446744073709551615`).
 fn check_image_sizes(s: &Scenario, l: &Layout, found: &mut Found) {
     let capacity = l.primary.image_capacity();
+    let enc_key = s.ecu.load_enc_key(s.dir.as_deref()).ok().flatten();
     for (what, spec) in [("installed", &s.installed), ("update", &s.update)] {
         // The image's size without payload, built as the runner builds it.
         let empty = super::schema::ImageSpec {
             size: 0,
+            // an encrypted installed image is reported on its own
+            encrypt: spec.encrypt.filter(|_| what == "update"),
             ..spec.clone()
         };
-        let Ok(overhead) =
-            super::prepare::build_image(&empty, s.seed, "an empty image").map(|b| b.len() as u64)
-        else {
-            continue; // a bad version: reported on its own
-        };
+        let overhead =
+            match super::prepare::build_image(&empty, s.seed, "an empty image", enc_key.as_ref()) {
+                Ok(b) => b.len() as u64,
+                Err(super::outcome::RunError::Encrypt { problem, .. }) => {
+                    found.push((path(&[what, "encrypt"]), problem.to_string()));
+                    continue;
+                }
+                Err(_) => continue, // a bad version: reported on its own
+            };
         let room = u64::from(capacity).saturating_sub(overhead);
         if spec.size as u64 > room {
             found.push((

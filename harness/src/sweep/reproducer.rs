@@ -11,6 +11,14 @@ use crate::scenario::schema::Scenario;
 pub fn reproducer(scenario: &Scenario, name: &str, point: &Point, unfired: &[usize]) -> Scenario {
     let mut s = scenario.clone();
     s.description = format!("Sweep reproducer: {name} with a power cut {}", point.what);
+    // The reproducer is written elsewhere (`--out`): a key file named relative to the
+    // scenario's directory is named from the working directory instead.
+    if let (Some(dir), Some(key)) = (&scenario.dir, &mut s.ecu.enc_key)
+        && key.is_relative()
+    {
+        let joined = dir.join(&*key);
+        *key = std::fs::canonicalize(&joined).unwrap_or(joined);
+    }
     for &i in unfired {
         if let Some(f) = s.faults.get_mut(i) {
             f.optional = true;

@@ -312,6 +312,7 @@ fn update_nrc(e: EcuError) -> Result<(), Nrc> {
 /// | 0x03 | signature missing, bad, undecodable, of the wrong length, of another type than its key, or with a hash its type does not pair with |
 /// | 0x04 | signed with an unknown key (KEYHASH) or an untrusted one (PUBKEY) |
 /// | 0x05 | security counter lower than the stored one (downgrade) |
+/// | 0x06 | an encrypted image the bootloader cannot decrypt: no decryption key, a key of another type or not the one it was encrypted for, a malformed ENC TLV, or a strategy that runs images in place (direct-xip) |
 pub fn image_error_code(e: &ImageError) -> u8 {
     match e {
         ImageError::MissingHash | ImageError::HashMismatch => 0x02,
@@ -324,6 +325,7 @@ pub fn image_error_code(e: &ImageError) -> u8 {
         | ImageError::HashNotForSignature { .. } => 0x03,
         ImageError::UnknownKey { .. } | ImageError::UntrustedPubkey { .. } => 0x04,
         ImageError::CounterTooLow { .. } => 0x05,
+        ImageError::Encryption(_) => 0x06,
         _ => 0x01,
     }
 }
