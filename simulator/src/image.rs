@@ -228,6 +228,20 @@ impl fmt::Display for Version {
     }
 }
 
+/// As its string (`"1.2.3"`, `"1.2.3+4"`): how job documents and wire messages carry it.
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A version string that is not `major.minor.revision` or `major.minor.revision+build`.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[error(

@@ -54,7 +54,8 @@ impl Default for Limits {
 }
 
 /// What the driver must do next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Command {
     Download,
     Verify,
@@ -71,7 +72,8 @@ pub enum Command {
 }
 
 /// What the ECU's boot status says, read after a restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Observation {
     Committed,
     OnProbation,
@@ -114,7 +116,8 @@ impl std::fmt::Display for Observation {
 }
 
 /// What a worker reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WorkerEvent {
     DownloadProgress {
         bytes: u64,

@@ -9,3 +9,4 @@ pub mod manager;
 pub mod manifest;
 pub mod sim;
 pub mod store;
+pub mod wire;
