@@ -5,7 +5,8 @@
 #     (MCUboot's imgtool, used by tests/tests/imgtool_interop.rs)
 #   - Debian packages for the Linux CAN guest (ci/linux-can-vm.sh, harness/tests/linux_can.rs):
 #     qemu-system-x86, linux-image-amd64, busybox-static, can-utils, iproute2; curl, the
-#     independent TLS client of harness/tests/https.rs
+#     independent TLS client of harness/tests/https.rs; mosquitto and mosquitto-clients, the MQTT
+#     broker of the service tests (harness/tests/mqtt_wire.rs)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -16,13 +17,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The Linux CAN guest: installed once (dpkg says what is there), as root or through sudo.
-debs=(qemu-system-x86 linux-image-amd64 busybox-static can-utils iproute2 cpio curl)
+debs=(qemu-system-x86 linux-image-amd64 busybox-static can-utils iproute2 cpio curl mosquitto mosquitto-clients)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install.sh: installing ${missing[*]} (the Linux CAN guest, curl)"
+    echo "install.sh: installing ${missing[*]} (the Linux CAN guest, curl, mosquitto)"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||

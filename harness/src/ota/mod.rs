@@ -7,6 +7,7 @@ pub mod job;
 pub mod live;
 pub mod manager;
 pub mod manifest;
+pub mod mqtt;
 pub mod sim;
 pub mod store;
 pub mod wire;
