@@ -300,15 +300,20 @@ fn bad_scenarios_get_exact_file_line_col_messages() {
     ];
     let mut wrong = Vec::new();
     for (text, expected) in table {
-        let got: Vec<String> = match validate::parse(text, "s.yaml") {
-            Ok(_) => vec!["(valid)".into()],
-            Err(problems) => problems.0.iter().map(|p| p.to_string()).collect(),
-        };
+        let got = messages(text);
         if got != *expected {
             wrong.push(format!("for:\n{text}got:\n{}\n", got.join("\n")));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// What `hil validate` says of `text` as `s.yaml`: each problem, or `(valid)`.
+fn messages(text: &str) -> Vec<String> {
+    match validate::parse(text, "s.yaml") {
+        Ok(_) => vec!["(valid)".into()],
+        Err(problems) => problems.0.iter().map(|p| p.to_string()).collect(),
+    }
 }
 
 #[test]
@@ -533,10 +538,7 @@ fn encryption_problems_are_located() {
     ];
     let mut wrong = Vec::new();
     for (text, expected) in &table {
-        let got: Vec<String> = match validate::parse(text, "s.yaml") {
-            Ok(_) => vec!["(valid)".into()],
-            Err(problems) => problems.0.iter().map(|p| p.to_string()).collect(),
-        };
+        let got = messages(text);
         if got != *expected {
             wrong.push(format!("for:\n{text}got:\n{}\n", got.join("\n")));
         }

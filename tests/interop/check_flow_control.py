@@ -5,9 +5,10 @@ from the sender's side (the tester on TX, the receiver's flow control on RX):
 - after a flow control `CTS` with block size BS > 0 it sends at most BS consecutive frames, then
   waits for the next flow control;
 - consecutive frames are at least STmin apart. The kernel stamps frames when its receive path
-  runs, which in an emulated guest batches now and then (one gap in a few hundred shows up a
-  fraction of STmin short, though the sender waited): at least 95 % of the gaps must reach
-  STmin. A sender that ignores STmin sends back to back, far below it, and fails.
+  runs, which in an emulated guest batches now and then — on a loaded host (TCG, other builds
+  on the two cores) up to one gap in twelve shows up short, the next one as much longer,
+  though the sender waited: the gaps must average at least STmin and at least 85 % of them
+  reach it. A sender that ignores STmin sends back to back, far below it, and fails both.
 
     check_flow_control.py CAPTURE TX_ID RX_ID
 
@@ -84,7 +85,7 @@ def main() -> int:
     if not (firsts and fcs and cfs and gaps):
         print(f"violation: nothing to check ({summary})")
         return 1
-    if len(short) > len(gaps) * 0.05:
+    if len(short) > len(gaps) * 0.15 or mean < sum(st for _, st in gaps) / len(gaps):
         print(f"violation: STmin not kept ({summary})")
         return 1
     print(f"flow control respected: {summary}")
