@@ -21,7 +21,9 @@ use super::manager::{Command, Manager, Observation, WorkerEvent};
 use super::manifest::{Manifest, Target};
 use super::store::Store;
 use crate::download::{self, DownloadConfig, DownloadError, DownloadEvent};
-use crate::flasher::{FlashEvent, Flasher, FlasherConfig, FlasherError, Outcome, Phase};
+use crate::flasher::{
+    FlashEvent, Flasher, FlasherConfig, FlasherError, InstallGate, Outcome, Phase,
+};
 use crate::target::AnyTransport;
 use crate::transport::Transport;
 use crate::uds_client::{UdsClient, UdsConfig};
@@ -39,6 +41,9 @@ pub struct LiveConfig {
     pub manager: Manager,
     pub download: DownloadConfig,
     pub flasher: FlasherConfig,
+    /// Asked before the ECU is asked to install the image; a refusal ends [`drive`] with
+    /// [`OtaError::Stopped`] (`hil ota serve`'s cancel).
+    pub install_gate: Option<InstallGate>,
 }
 
 /// A download that did not complete.
@@ -162,6 +167,9 @@ pub enum Progress {
     DownloadFailed { reason: String, corrupt: bool },
     /// A worker's note in words (the transfer's retries, what the ECU said after a restart).
     Note(String),
+    /// The ECU's boot status (DID 0xFD00) while the apply waits for the outcome, each time it
+    /// changes.
+    BootStatus(BootStatusRecord),
 }
 
 /// The driver: a store, a job, the manager, the workers.
@@ -455,7 +463,8 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
     let flasher = Flasher::new(FlasherConfig {
         permanent: d.job.manifest.permanent,
         ..d.config.flasher.clone()
-    });
+    })
+    .with_install_gate(d.config.install_gate.clone());
     // The flasher calls back synchronously before each request: persist there.
     let mut failure = None;
     let result = {
@@ -487,6 +496,7 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
     }
     match result {
         Ok(_) => d.event(WorkerEvent::Transferred),
+        Err(FlasherError::Withheld { reason }) => Err(OtaError::Stopped { reason }),
         Err(e) => {
             let retryable = retryable(&e);
             d.note(format!("transfer: {e}"));
@@ -518,6 +528,9 @@ async fn apply<W: Workers, P: FnMut(&Progress) + Send>(
         let mut on = |e: &FlashEvent| {
             if failure.is_some() {
                 return;
+            }
+            if let FlashEvent::BootStatus(s) = e {
+                (d.progress)(&Progress::BootStatus(s.clone()));
             }
             if let Some(step) = apply_step(e)
                 && let Err(err) = d.event(WorkerEvent::ApplyStep(step))
