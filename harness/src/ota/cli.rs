@@ -115,6 +115,8 @@ pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
                 Progress::Download(e) => format!("{id}:   download: {e}"),
                 Progress::DownloadFailed { reason, .. } => format!("{id}:   download: {reason}"),
                 Progress::Note(n) => format!("{id}:   {n}"),
+                // The persisted steps are the job's state lines.
+                Progress::Bytes(_) => return,
                 Progress::BootStatus(s) => {
                     format!(
                         "{id}:   {}",

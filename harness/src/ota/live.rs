@@ -167,6 +167,9 @@ pub enum Progress {
     DownloadFailed { reason: String, corrupt: bool },
     /// A worker's note in words (the transfer's retries, what the ECU said after a restart).
     Note(String),
+    /// Bytes on disk between the persisted progress steps (at most one report per 50 ms);
+    /// for live views, not a state change.
+    Bytes(u64),
     /// The ECU's boot status (DID 0xFD00) while the apply waits for the outcome, each time it
     /// changes.
     BootStatus(BootStatusRecord),
@@ -315,15 +318,20 @@ fn drain<W: Workers, P: FnMut(&Progress) + Send>(
     last_saved: &mut u64,
     size: u64,
 ) -> Result<(), OtaError> {
+    let mut unsaved = None;
     while let Ok(item) = rx.try_recv() {
         match item {
             Downloading::Bytes(bytes) if bytes >= *last_saved + 256 * 1024 || bytes == size => {
                 *last_saved = bytes;
+                unsaved = None;
                 d.event(WorkerEvent::DownloadProgress { bytes })?;
             }
-            Downloading::Bytes(_) => {}
+            Downloading::Bytes(bytes) => unsaved = Some(bytes),
             Downloading::Event(e) => (d.progress)(&Progress::Download(e)),
         }
+    }
+    if let Some(bytes) = unsaved {
+        (d.progress)(&Progress::Bytes(bytes));
     }
     Ok(())
 }

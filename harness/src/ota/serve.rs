@@ -359,6 +359,8 @@ struct Inner {
     /// One job at a time per target.
     turns: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
     boot: BTreeMap<String, BootView>,
+    /// Bytes on disk of downloading jobs, between the persisted steps.
+    bytes: BTreeMap<String, u64>,
 }
 
 /// The service: a store, the manager's settings, the jobs it drives, the event stream.
@@ -545,6 +547,9 @@ impl Service {
     fn on_progress(&self, id: &str, p: &Progress) {
         match p {
             Progress::State(s) => {
+                if !matches!(s, State::Downloading { .. }) {
+                    lock(&self.inner).bytes.remove(id);
+                }
                 if !matches!(
                     s,
                     State::Downloading { .. }
@@ -557,6 +562,12 @@ impl Service {
                 self.trace(id, state_event(s), Some(s.clone()), None);
             }
             Progress::Note(n) => self.trace_other(id, Source::Ota, "note", n.clone()),
+            // Between the persisted steps: a progress-only `downloading` of the trace.
+            Progress::Bytes(bytes) => {
+                lock(&self.inner).bytes.insert(id.to_string(), *bytes);
+                let s = State::Downloading { bytes: *bytes };
+                self.trace(id, state_event(&s), Some(s), None);
+            }
             Progress::BootStatus(s) => {
                 let view = BootView::from(s);
                 lock(&self.inner).boot.insert(id.to_string(), view.clone());
@@ -595,10 +606,14 @@ impl Service {
     }
 
     fn view_locked(&self, inner: &Inner, job: Job) -> JobView {
+        let mut progress = ProgressView::of(&job);
+        if let (State::Downloading { .. }, Some(live)) = (&job.state, inner.bytes.get(&job.id)) {
+            progress.bytes = progress.bytes.max(*live).min(progress.size);
+        }
         JobView {
             phase: job.state.phase().name(),
             target: job.manifest.target.describe(),
-            progress: ProgressView::of(&job),
+            progress,
             running: inner.live.contains_key(&job.id),
             boot: inner.boot.get(&job.id).cloned(),
             job,

@@ -180,7 +180,7 @@ async fn execute(
                 // The simulated download told the world itself, as it happened.
                 Progress::Download(_) | Progress::DownloadFailed { .. } => {}
                 // The virtual ECU's own events say more (boots, swaps, confirms).
-                Progress::BootStatus(_) => {}
+                Progress::BootStatus(_) | Progress::Bytes(_) => {}
             }
         }
     };
