@@ -924,6 +924,15 @@ fn the_portal_in_chromium() {
         dom.contains("ECU: </b>v2.0.0 in slot 0, confirmed"),
         "{dom}"
     );
+    // The events of the job the service kept: the download and the ECU's boot status.
+    assert!(
+        dom.contains("download: requesting the whole artifact"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("ecu: boot status: v2.0.0 in slot 0, confirmed"),
+        "{dom}"
+    );
     let shot = artifact_dir().join("ota-serve-portal.png");
     let _ = std::fs::remove_file(&shot);
     let o = chromium()

@@ -312,6 +312,8 @@ pub struct JobView {
     /// Whether the service drives the job now.
     pub running: bool,
     pub boot: Option<BootView>,
+    /// The job's last events besides its states, oldest first (since the service started).
+    pub recent: Vec<Arc<ServiceEvent>>,
 }
 
 /// One event of the stream: a [`TraceEvent`] of job `job`, numbered.
@@ -361,7 +363,13 @@ struct Inner {
     boot: BTreeMap<String, BootView>,
     /// Bytes on disk of downloading jobs, between the persisted steps.
     bytes: BTreeMap<String, u64>,
+    /// The last [`RECENT`] events of each job besides its states (notes, retries, the
+    /// download, the ECU), for views that open later.
+    recent: BTreeMap<String, std::collections::VecDeque<Arc<ServiceEvent>>>,
 }
+
+/// Events besides states kept per job for [`JobView::recent`].
+pub const RECENT: usize = 30;
 
 /// The service: a store, the manager's settings, the jobs it drives, the event stream.
 #[derive(Debug)]
@@ -601,8 +609,17 @@ impl Service {
             state,
             boot,
         };
+        let e = Arc::new(e);
+        if e.state.is_none() {
+            let mut inner = lock(&self.inner);
+            let recent = inner.recent.entry(id.to_string()).or_default();
+            recent.push_back(Arc::clone(&e));
+            if recent.len() > RECENT {
+                recent.pop_front();
+            }
+        }
         // No subscriber is fine.
-        let _ = self.events.send(Published::Trace(Arc::new(e)));
+        let _ = self.events.send(Published::Trace(e));
     }
 
     fn view_locked(&self, inner: &Inner, job: Job) -> JobView {
@@ -616,6 +633,11 @@ impl Service {
             progress,
             running: inner.live.contains_key(&job.id),
             boot: inner.boot.get(&job.id).cloned(),
+            recent: inner
+                .recent
+                .get(&job.id)
+                .map(|r| r.iter().cloned().collect())
+                .unwrap_or_default(),
             job,
         }
     }
