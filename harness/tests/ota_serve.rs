@@ -513,6 +513,57 @@ fn the_api_end_to_end() {
     });
 }
 
+/// A download cut by the server resumes, and the stream and the job's recent events say so
+/// as it happens (the portal's retry lines).
+#[test]
+fn retries_are_on_the_stream() {
+    let b = Bench::start("max", &["--close-after", "30000", "--once"]);
+    let v2 = b.publish(
+        2,
+        Behaviour::Healthy {
+            confirm_after_ms: 200,
+        },
+        80_000,
+    );
+    let s = Serve::start(&b.store(), &[]);
+    runtime().block_on(async {
+        let c = client();
+        let events = Events::open(&c, &s).await;
+        let (status, _) = post(
+            &c,
+            &s.url("/jobs"),
+            Some("application/json"),
+            json_manifest(&v2),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let seen = events
+            .until("state:committed", |n, v| {
+                n == "trace" && v["event"] == "state:committed"
+            })
+            .await;
+        let resumed = seen
+            .iter()
+            .find(|(_, v)| v["event"] == "download_resumed")
+            .unwrap_or_else(|| panic!("no download_resumed in {seen:?}"));
+        assert_eq!(resumed.1["source"], "download");
+        assert_eq!(resumed.1["text"], "resuming at byte 30000");
+        let job = wait_job(&c, &s, "job-0001", "stopped running", |j| {
+            j["running"] == false
+        })
+        .await;
+        assert_eq!(phase(&job), "committed");
+        let recent: Vec<&str> = job["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert!(recent.contains(&"download_resumed"), "{recent:?}");
+        assert!(recent.contains(&"ecu_read"), "{recent:?}");
+    });
+}
+
 /// Cancel in each state a live job can be caught in: queued (`submitted`), downloading,
 /// transferring (before the check routine: the ECU keeps running v1 and installs nothing),
 /// applying (refused: the ECU was told to install), finished (refused).

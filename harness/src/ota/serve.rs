@@ -507,15 +507,7 @@ impl Service {
     ) {
         let _turn = turn.lock_owned().await;
         let mut config = self.config.clone();
-        let g = Arc::clone(&gate);
-        config.install_gate = Some(InstallGate(Arc::new(move || {
-            let mut g = lock(&g);
-            if g.cancel {
-                return Err("the job is being cancelled".to_string());
-            }
-            g.install_requested = true;
-            Ok(())
-        })));
+        config.install_gate = Some(install_gate(Arc::clone(&gate)));
         let workers = LiveWorkers {
             download: config.download.clone(),
             ..LiveWorkers::default()
@@ -722,6 +714,19 @@ impl Service {
     }
 }
 
+/// The flasher's gate for a job: refused once a cancel is under way; once it lets the
+/// request through, cancels are refused (the two take the same lock).
+fn install_gate(gate: Arc<Mutex<Gate>>) -> InstallGate {
+    InstallGate(Arc::new(move || {
+        let mut g = lock(&gate);
+        if g.cancel {
+            return Err("the job is being cancelled".to_string());
+        }
+        g.install_requested = true;
+        Ok(())
+    }))
+}
+
 /// Whether the job's own document says it is past cancelling.
 fn too_late(job: &Job) -> Result<(), ServeError> {
     if job.state.is_terminal() {
@@ -879,6 +884,22 @@ mod tests {
                 j.go(State::Cancelled, 1).unwrap();
             }
         }
+    }
+
+    /// The gate and a cancel decide under one lock: whichever comes first wins.
+    #[test]
+    fn the_gate_and_a_cancel_exclude_each_other() {
+        let gate = Arc::new(Mutex::new(Gate::default()));
+        let g = install_gate(Arc::clone(&gate));
+        assert_eq!((g.0)(), Ok(()));
+        assert!(lock(&gate).install_requested, "a cancel now is refused");
+        let gate = Arc::new(Mutex::new(Gate {
+            cancel: true,
+            install_requested: false,
+        }));
+        let g = install_gate(Arc::clone(&gate));
+        assert_eq!((g.0)(), Err("the job is being cancelled".to_string()));
+        assert!(!lock(&gate).install_requested);
     }
 
     #[test]
