@@ -821,6 +821,18 @@ fn a_restarted_service_resumes_its_job() {
         "{}",
         common::text(&o)
     );
+    // SIGTERM ends the service with 0, also with an event stream open.
+    let stream = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    (&stream)
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut s = s;
+    let pid = nix::unistd::Pid::from_raw(s.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", s.output());
+    drop(stream);
 }
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -857,7 +869,8 @@ fn artifact_dir() -> PathBuf {
 /// `target/test-artifacts/ota-serve-portal.png`.
 #[test]
 fn the_portal_in_chromium() {
-    let b = Bench::start("5", &["--throttle", "60000"]);
+    // Long enough (a 6 s download) for chromium to start while the job runs.
+    let b = Bench::start("5", &["--throttle", "20000"]);
     let v2 = b.publish(
         2,
         Behaviour::Healthy {

@@ -254,10 +254,13 @@ pub fn serve(store: &Path, http: &str, workers: WorkersKind, config: LiveConfig)
             println!("{}: resuming ({})", job.id, job.state);
         }
         let _ = std::io::stdout().flush();
-        axum::serve(listener, crate::ota::api::router(service))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| format!("serving on {addr}: {e}"))
+        // Not a graceful shutdown: an open event stream (a portal) would hold it forever.
+        tokio::select! {
+            r = axum::serve(listener, crate::ota::api::router(service)) => {
+                r.map_err(|e| format!("serving on {addr}: {e}"))
+            }
+            () = shutdown_signal() => Ok(()),
+        }
     });
     // Jobs still running stop here, as if killed; the next start resumes them.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
