@@ -458,16 +458,17 @@ impl Service {
             });
         }
         let job = self.store.submit(m, live::now_us())?;
-        self.spawn(&mut inner, &job);
-        let view = self.view_locked(&inner, job.clone());
-        drop(inner);
+        // Published before the task starts: the stream has the job before its first step.
         self.trace(
             &job.id,
             state_event(&job.state),
             Some(job.state.clone()),
             None,
         );
+        let mut view = self.view_locked(&inner, job.clone());
+        view.running = true;
         let _ = self.events.send(Published::Job(Arc::new(view.clone())));
+        self.spawn(&mut inner, &job);
         Ok(view)
     }
 
