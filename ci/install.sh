@@ -6,7 +6,8 @@
 #   - Debian packages for the Linux CAN guest (ci/linux-can-vm.sh, harness/tests/linux_can.rs):
 #     qemu-system-x86, linux-image-amd64, busybox-static, can-utils, iproute2; curl, the
 #     independent TLS client of harness/tests/https.rs; mosquitto and mosquitto-clients, the MQTT
-#     broker of the service tests (harness/tests/mqtt_wire.rs)
+#     broker of the service tests (harness/tests/mqtt_wire.rs); chromium, the browser that loads
+#     `hil ota serve`'s portal in harness/tests/ota_serve.rs
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -17,13 +18,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # The Linux CAN guest: installed once (dpkg says what is there), as root or through sudo.
-debs=(qemu-system-x86 linux-image-amd64 busybox-static can-utils iproute2 cpio curl mosquitto mosquitto-clients)
+debs=(qemu-system-x86 linux-image-amd64 busybox-static can-utils iproute2 cpio curl mosquitto mosquitto-clients chromium)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install.sh: installing ${missing[*]} (the Linux CAN guest, curl, mosquitto)"
+    echo "install.sh: installing ${missing[*]} (the Linux CAN guest, curl, mosquitto, chromium)"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||

@@ -363,6 +363,9 @@ pub enum FlasherError {
     },
     #[error("v{version} is still on probation after {waited:?}")]
     Unconfirmed { version: Version, waited: Duration },
+    /// The [`InstallGate`] said no: the ECU was not asked to install the image.
+    #[error("check programming dependencies: not sent: {reason}")]
+    Withheld { reason: String },
 }
 
 impl FlasherError {
@@ -393,6 +396,22 @@ impl FlasherError {
 #[derive(Clone, Debug, Default)]
 pub struct Flasher {
     pub config: FlasherConfig,
+    /// Asked right before the request that lets the ECU install the image.
+    pub install_gate: Option<InstallGate>,
+}
+
+/// Decides, right before check programming dependencies (the request after which the ECU may
+/// install the image at any boot), whether it is sent: `Err(reason)` ends the sequence with
+/// [`FlasherError::Withheld`] and the ECU keeps an unrequested download in its staging slot,
+/// which no boot installs. The gate is called synchronously, once per sequence, so a caller
+/// can decide atomically with its own state (`hil ota serve`'s cancel).
+#[derive(Clone)]
+pub struct InstallGate(pub std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl fmt::Debug for InstallGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InstallGate")
+    }
 }
 
 fn uds(phase: &Phase) -> impl FnOnce(ClientError) -> FlasherError {
@@ -402,7 +421,16 @@ fn uds(phase: &Phase) -> impl FnOnce(ClientError) -> FlasherError {
 
 impl Flasher {
     pub fn new(config: FlasherConfig) -> Self {
-        Flasher { config }
+        Flasher {
+            config,
+            install_gate: None,
+        }
+    }
+
+    /// The same flasher asking `gate` before the ECU is asked to install the image.
+    pub fn with_install_gate(mut self, gate: Option<InstallGate>) -> Self {
+        self.install_gate = gate;
+        self
     }
 
     /// Program `image`, reset, and wait for the outcome.
@@ -544,6 +572,9 @@ impl Flasher {
         // From the next request on, the ECU may install the image at any boot: note where its
         // boot counter stands (an update agent that restarts tells its own rollback by it).
         let boot_count = self.boot_count(client).await;
+        if let Some(gate) = &self.install_gate {
+            (gate.0)().map_err(|reason| FlasherError::Withheld { reason })?;
+        }
         on(&FlashEvent::Requesting { boot_count });
         let record: &[u8] = if self.config.permanent { &[0x01] } else { &[] };
         let status = client

@@ -209,3 +209,80 @@ fn the_simulated_download_ends_a_chunk_where_the_hooks_act() {
         "the resumed request starts at 30 000"
     );
 }
+
+/// The install gate (`hil ota serve`'s cancel) saying no: the programming sequence stops right
+/// before check programming dependencies — the ECU is never asked to install — and the driver
+/// ends with `Stopped`; the job is not requested, and a later run without the gate commits it.
+#[test]
+fn an_install_gate_that_says_no_stops_before_the_ecu_is_asked() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use hil::flasher::InstallGate;
+    use hil::ota::error::OtaError;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let keys = Keyring::new().with_key(dev_key("oem").verifying_key());
+        let boot = BootConfig {
+            defect: None,
+            max_boot_attempts: 1,
+            keys,
+        };
+        let geometry = Geometry::uniform(4096, 3 + 2 * 32 + 1, 8).unwrap();
+        let v1 = image(1, Behaviour::DEFAULT);
+        let ecu = Ecu::factory(geometry, BootMode::SwapScratch, &v1, boot, 1).unwrap();
+        let server = DiagServer::new(ServerConfig::default());
+        let mut workers = SimWorkers::new(SimEcu { ecu, server }, 1_000_000);
+        let img = image(
+            2,
+            Behaviour::Healthy {
+                confirm_after_ms: 300,
+            },
+        );
+        let url = "http://artifacts.sim/v.bin";
+        workers.artifacts.insert(url.into(), img.clone());
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.submit(manifest(url, &img, 2), 0).unwrap().id;
+        let asked = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&asked);
+        let mut config = LiveConfig {
+            flasher: FlasherConfig {
+                confirm_timeout: Duration::from_secs(5),
+                ..FlasherConfig::default()
+            },
+            install_gate: Some(InstallGate(Arc::new(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Err("the job is being cancelled".into())
+            }))),
+            ..LiveConfig::default()
+        };
+        let e = drive(&store, &id, &config, &workers, |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(e, OtaError::Stopped { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "stopped before the ecu was asked to install the image: the job is being cancelled"
+        );
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        let job = store.load(&id).unwrap();
+        assert_eq!(job.state.to_string(), "transferring: check");
+        assert_eq!(
+            job.requested_at_boot, None,
+            "the request was never recorded"
+        );
+        assert!(!job.applied);
+        // Without the gate, the job resumes: the ECU says nothing is requested, so it
+        // programs again and commits.
+        config.install_gate = None;
+        let job = drive(&store, &id, &config, &workers, |_| {}).await.unwrap();
+        assert_eq!(job.state, State::Committed);
+        assert_eq!(job.attempts["transfer"], 2);
+    });
+}

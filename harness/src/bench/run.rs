@@ -312,6 +312,8 @@ impl BenchPlace {
             }
             Progress::Note(n) => self.push(Source::Ota, "note", n.clone()),
             Progress::State(state) => self.on_state(state),
+            // What the real ECU runs is read once at the end (`ecu_read`).
+            Progress::BootStatus(_) | Progress::Bytes(_) => {}
         }
     }
 

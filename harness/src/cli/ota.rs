@@ -11,6 +11,7 @@ use crate::flasher::FlasherConfig;
 use crate::ota::cli;
 use crate::ota::live::LiveConfig;
 use crate::ota::manager::{Limits, Manager};
+use crate::ota::serve::WorkersKind;
 
 #[derive(Subcommand, Debug)]
 pub enum OtaCommand {
@@ -26,6 +27,11 @@ pub enum OtaCommand {
     Run(OtaRunArgs),
     /// The same as run: continue unfinished jobs from where the store says they are.
     Resume(OtaRunArgs),
+    /// The manager as a long-running service: a REST API to submit, list, get and cancel
+    /// jobs, a server-sent event stream and a web portal on --http; unfinished jobs of the
+    /// store resume at start. Prints `hil ota serve: http://ADDR/ …` first; runs until
+    /// SIGINT/SIGTERM (exit 0); exit 2 if it cannot start (store in use, address taken).
+    Serve(OtaServeArgs),
     /// Show every job (`--json`: the job documents).
     Status {
         #[arg(long)]
@@ -42,6 +48,29 @@ pub struct OtaRunArgs {
     store: PathBuf,
     /// Only this job.
     job: Option<String>,
+    #[command(flatten)]
+    manager: ManagerArgs,
+}
+
+/// `hil ota serve`: the manager as a service (REST API, event stream, portal).
+#[derive(clap::Args, Debug)]
+pub struct OtaServeArgs {
+    /// The job store directory (held with the runner lock while the service runs).
+    #[arg(long)]
+    store: PathBuf,
+    /// Address of the API and the portal; port 0 picks a free port (printed at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8480")]
+    http: String,
+    /// Who executes the jobs' commands.
+    #[arg(long, value_enum, default_value = "local")]
+    workers: WorkersKind,
+    #[command(flatten)]
+    manager: ManagerArgs,
+}
+
+/// The manager's settings, shared by `run`, `resume` and `serve`.
+#[derive(clap::Args, Debug)]
+pub struct ManagerArgs {
     /// Seconds the new image may stay on probation before a reset makes the bootloader revert it.
     #[arg(long, default_value_t = 10.0)]
     confirm_timeout: f64,
@@ -69,7 +98,7 @@ pub struct OtaRunArgs {
     ca_file: Option<PathBuf>,
 }
 
-impl OtaRunArgs {
+impl ManagerArgs {
     fn config(&self) -> LiveConfig {
         LiveConfig {
             flasher: FlasherConfig {
@@ -90,6 +119,7 @@ impl OtaRunArgs {
                 ca_file: self.ca_file.clone(),
                 ..DownloadConfig::default()
             },
+            install_gate: None,
         }
     }
 }
@@ -98,8 +128,9 @@ pub fn run(command: &OtaCommand) -> ExitCode {
     match command {
         OtaCommand::Submit { manifest, store } => cli::submit(manifest, store),
         OtaCommand::Run(a) | OtaCommand::Resume(a) => {
-            cli::run(&a.store, a.job.as_deref(), &a.config())
+            cli::run(&a.store, a.job.as_deref(), &a.manager.config())
         }
+        OtaCommand::Serve(a) => cli::serve(&a.store, &a.http, a.workers, a.manager.config()),
         OtaCommand::Status { store, json } => cli::status(store, *json),
     }
 }

@@ -14,6 +14,7 @@ use super::error::OtaError;
 use super::job::{Job, Phase, State, TransferStep};
 use super::live::{self, LiveConfig, Progress};
 use super::manifest::Manifest;
+use super::serve::{Service, WorkersKind};
 use super::store::{Store, StoreError};
 use crate::exit;
 
@@ -27,6 +28,7 @@ fn code_of(e: &OtaError) -> exit::Code {
         OtaError::Store(StoreError::Io { .. } | StoreError::Lock { .. })
         | OtaError::IllegalTransition(_) => exit::BROKEN,
         OtaError::Store(_) | OtaError::Finished { .. } => exit::INVALID,
+        OtaError::Stopped { .. } => exit::FAILED,
     }
 }
 
@@ -113,6 +115,14 @@ pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
                 Progress::Download(e) => format!("{id}:   download: {e}"),
                 Progress::DownloadFailed { reason, .. } => format!("{id}:   download: {reason}"),
                 Progress::Note(n) => format!("{id}:   {n}"),
+                // The persisted steps are the job's state lines.
+                Progress::Bytes(_) => return,
+                Progress::BootStatus(s) => {
+                    format!(
+                        "{id}:   {}",
+                        crate::flasher::FlashEvent::BootStatus(s.clone())
+                    )
+                }
             };
             let _ = writeln!(out, "{line}");
         };
@@ -196,4 +206,81 @@ pub fn status(store: &Path, json: bool) -> ExitCode {
         }
     }
     code
+}
+
+/// `hil ota serve --store DIR --http ADDR`: see [`crate::ota::serve`] and [`crate::ota::api`].
+pub fn serve(store: &Path, http: &str, workers: WorkersKind, config: LiveConfig) -> ExitCode {
+    let store = match Store::open(store) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    // Held while the service runs: no `hil ota run` drives its jobs meanwhile.
+    let _runner = match store.lock_runner() {
+        Ok(lock) => lock,
+        Err(e) => return fail(e),
+    };
+    let base = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => return fail(format_args!("the working directory: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return exit::error(exit::BROKEN, format_args!("starting the runtime: {e}")),
+    };
+    let served = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(http)
+            .await
+            .map_err(|e| format!("listening on {http}: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("listening on {http}: {e}"))?;
+        let root = store.root().display().to_string();
+        let service = Service::new(store, config, workers, base);
+        println!(
+            "hil ota serve: http://{addr}/ (store {root}, workers {})",
+            match workers {
+                WorkersKind::Local => "local",
+            }
+        );
+        let (resumed, broken) = service.resume_all().map_err(|e| e.to_string())?;
+        for e in &broken {
+            eprintln!("error: {e}");
+        }
+        for job in &resumed {
+            println!("{}: resuming ({})", job.id, job.state);
+        }
+        let _ = std::io::stdout().flush();
+        // Not a graceful shutdown: an open event stream (a portal) would hold it forever.
+        tokio::select! {
+            r = axum::serve(listener, crate::ota::api::router(service)) => {
+                r.map_err(|e| format!("serving on {addr}: {e}"))
+            }
+            () = shutdown_signal() => Ok(()),
+        }
+    });
+    // Jobs still running stop here, as if killed; the next start resumes them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match served {
+        Ok(()) => exit::OK.into(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -12,4 +12,8 @@ pub enum OtaError {
     Finished { id: String, state: String },
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The install gate ([`crate::flasher::InstallGate`]) held the job back before the ECU was
+    /// asked to install the image (a cancel of `hil ota serve`).
+    #[error("stopped before the ecu was asked to install the image: {reason}")]
+    Stopped { reason: String },
 }

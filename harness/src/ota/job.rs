@@ -4,15 +4,16 @@
 //!
 //! | state | meaning | may go to |
 //! |---|---|---|
-//! | `submitted` | accepted, nothing done | `downloading`, `failed` |
-//! | `downloading {bytes}` | artifact bytes on disk so far | `downloading`, `downloaded`, `failed` |
-//! | `downloaded` | size and SHA-256 verified | `verifying`, `failed` |
-//! | `verifying` | the image is checked against the manifest (header, version, key) | `transferring`, `downloading` (artifact gone or changed), `failed` |
-//! | `transferring {step}` | the programming sequence over UDS: `session`, `security`, `erase`, `request_download`, `block {n, of}`, `exit`, `check` | `transferring`, `applying`, `rolled_back` (the ECU took and reverted the image before the apply: a cut right after the check routine), `failed` |
+//! | `submitted` | accepted, nothing done | `downloading`, `failed`, `cancelled` |
+//! | `downloading {bytes}` | artifact bytes on disk so far | `downloading`, `downloaded`, `failed`, `cancelled` |
+//! | `downloaded` | size and SHA-256 verified | `verifying`, `failed`, `cancelled` |
+//! | `verifying` | the image is checked against the manifest (header, version, key) | `transferring`, `downloading` (artifact gone or changed), `failed`, `cancelled` |
+//! | `transferring {step}` | the programming sequence over UDS: `session`, `security`, `erase`, `request_download`, `block {n, of}`, `exit`, `check` | `transferring`, `applying`, `rolled_back` (the ECU took and reverted the image before the apply: a cut right after the check routine), `failed`, `cancelled` (only before the ECU is asked to install: see [`crate::ota::serve`]) |
 //! | `applying {step}` | `reset`, `await_boot`, `await_confirm` | `applying`, `transferring` (the ECU lost the staged image), `committed`, `rolled_back`, `failed` |
 //! | `committed` | the new version runs, confirmed | — |
 //! | `rolled_back {reason}` | the ECU reverted to the old image; `reason` is the ECU's | — |
 //! | `failed {reason}` | the update was abandoned | — |
+//! | `cancelled` | cancelled through `hil ota serve`'s API before the ECU was asked to install the image | — |
 //!
 //! Every transition is recorded with its time (virtual or wall-clock microseconds). Anything
 //! not in the table is refused with [`IllegalTransition`]. The JSON form (one document
@@ -77,6 +78,9 @@ pub enum State {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         refused: bool,
     },
+    /// Cancelled before the ECU was asked to install the image (`hil ota serve`'s
+    /// `POST /jobs/{id}/cancel`); the history says where it stood.
+    Cancelled,
 }
 
 /// The phase of a state (the state without its data).
@@ -91,6 +95,7 @@ pub enum Phase {
     Committed,
     RolledBack,
     Failed,
+    Cancelled,
 }
 
 impl State {
@@ -105,6 +110,7 @@ impl State {
             State::Committed => Phase::Committed,
             State::RolledBack { .. } => Phase::RolledBack,
             State::Failed { .. } => Phase::Failed,
+            State::Cancelled => Phase::Cancelled,
         }
     }
 
@@ -112,7 +118,7 @@ impl State {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self.phase(),
-            Phase::Committed | Phase::RolledBack | Phase::Failed
+            Phase::Committed | Phase::RolledBack | Phase::Failed | Phase::Cancelled
         )
     }
 }
@@ -122,18 +128,21 @@ impl Phase {
     pub fn may_go_to(self, to: Phase) -> bool {
         use Phase::*;
         match self {
-            Submitted => matches!(to, Downloading | Failed),
-            Downloading => matches!(to, Downloading | Downloaded | Failed),
-            Downloaded => matches!(to, Verifying | Failed),
-            Verifying => matches!(to, Transferring | Downloading | Failed),
+            Submitted => matches!(to, Downloading | Failed | Cancelled),
+            Downloading => matches!(to, Downloading | Downloaded | Failed | Cancelled),
+            Downloaded => matches!(to, Verifying | Failed | Cancelled),
+            Verifying => matches!(to, Transferring | Downloading | Failed | Cancelled),
             // rolled_back: the ECU installed and reverted the image before the manager got to
             // apply it (a power cut right after the check routine).
-            Transferring => matches!(to, Transferring | Applying | RolledBack | Failed),
+            Transferring => matches!(
+                to,
+                Transferring | Applying | RolledBack | Failed | Cancelled
+            ),
             Applying => matches!(
                 to,
                 Applying | Transferring | Committed | RolledBack | Failed
             ),
-            Committed | RolledBack | Failed => false,
+            Committed | RolledBack | Failed | Cancelled => false,
         }
     }
 
@@ -148,6 +157,7 @@ impl Phase {
             Phase::Committed => "committed",
             Phase::RolledBack => "rolled_back",
             Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
         }
     }
 }
@@ -400,6 +410,7 @@ mod tests {
                 reason: "r".into(),
                 refused: true,
             },
+            State::Cancelled,
         ]
     }
 
@@ -407,16 +418,17 @@ mod tests {
     fn every_transition_is_allowed_or_refused_as_the_table_says() {
         // (from, to) pairs allowed, by phase index in all_states().
         let allowed: &[(usize, &[usize])] = &[
-            (0, &[1, 8, 9]),
-            (1, &[1, 2, 8, 9]),
-            (2, &[3, 8, 9]),
-            (3, &[1, 4, 8, 9]),
-            (4, &[4, 5, 7, 8, 9]),
+            (0, &[1, 8, 9, 10]),
+            (1, &[1, 2, 8, 9, 10]),
+            (2, &[3, 8, 9, 10]),
+            (3, &[1, 4, 8, 9, 10]),
+            (4, &[4, 5, 7, 8, 9, 10]),
             (5, &[4, 5, 6, 7, 8, 9]),
             (6, &[]),
             (7, &[]),
             (8, &[]),
             (9, &[]),
+            (10, &[]),
         ];
         let states = all_states();
         for &(from, tos) in allowed {

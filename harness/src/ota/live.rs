@@ -21,7 +21,9 @@ use super::manager::{Command, Manager, Observation, WorkerEvent};
 use super::manifest::{Manifest, Target};
 use super::store::Store;
 use crate::download::{self, DownloadConfig, DownloadError, DownloadEvent};
-use crate::flasher::{FlashEvent, Flasher, FlasherConfig, FlasherError, Outcome, Phase};
+use crate::flasher::{
+    FlashEvent, Flasher, FlasherConfig, FlasherError, InstallGate, Outcome, Phase,
+};
 use crate::target::AnyTransport;
 use crate::transport::Transport;
 use crate::uds_client::{UdsClient, UdsConfig};
@@ -39,6 +41,9 @@ pub struct LiveConfig {
     pub manager: Manager,
     pub download: DownloadConfig,
     pub flasher: FlasherConfig,
+    /// Asked before the ECU is asked to install the image; a refusal ends [`drive`] with
+    /// [`OtaError::Stopped`] (`hil ota serve`'s cancel).
+    pub install_gate: Option<InstallGate>,
 }
 
 /// A download that did not complete.
@@ -162,6 +167,12 @@ pub enum Progress {
     DownloadFailed { reason: String, corrupt: bool },
     /// A worker's note in words (the transfer's retries, what the ECU said after a restart).
     Note(String),
+    /// Bytes on disk between the persisted progress steps (at most one report per 50 ms);
+    /// for live views, not a state change.
+    Bytes(u64),
+    /// The ECU's boot status (DID 0xFD00) while the apply waits for the outcome, each time it
+    /// changes.
+    BootStatus(BootStatusRecord),
 }
 
 /// The driver: a store, a job, the manager, the workers.
@@ -307,15 +318,20 @@ fn drain<W: Workers, P: FnMut(&Progress) + Send>(
     last_saved: &mut u64,
     size: u64,
 ) -> Result<(), OtaError> {
+    let mut unsaved = None;
     while let Ok(item) = rx.try_recv() {
         match item {
             Downloading::Bytes(bytes) if bytes >= *last_saved + 256 * 1024 || bytes == size => {
                 *last_saved = bytes;
+                unsaved = None;
                 d.event(WorkerEvent::DownloadProgress { bytes })?;
             }
-            Downloading::Bytes(_) => {}
+            Downloading::Bytes(bytes) => unsaved = Some(bytes),
             Downloading::Event(e) => (d.progress)(&Progress::Download(e)),
         }
+    }
+    if let Some(bytes) = unsaved {
+        (d.progress)(&Progress::Bytes(bytes));
     }
     Ok(())
 }
@@ -455,7 +471,8 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
     let flasher = Flasher::new(FlasherConfig {
         permanent: d.job.manifest.permanent,
         ..d.config.flasher.clone()
-    });
+    })
+    .with_install_gate(d.config.install_gate.clone());
     // The flasher calls back synchronously before each request: persist there.
     let mut failure = None;
     let result = {
@@ -487,6 +504,7 @@ async fn transfer<W: Workers, P: FnMut(&Progress) + Send>(
     }
     match result {
         Ok(_) => d.event(WorkerEvent::Transferred),
+        Err(FlasherError::Withheld { reason }) => Err(OtaError::Stopped { reason }),
         Err(e) => {
             let retryable = retryable(&e);
             d.note(format!("transfer: {e}"));
@@ -518,6 +536,9 @@ async fn apply<W: Workers, P: FnMut(&Progress) + Send>(
         let mut on = |e: &FlashEvent| {
             if failure.is_some() {
                 return;
+            }
+            if let FlashEvent::BootStatus(s) = e {
+                (d.progress)(&Progress::BootStatus(s.clone()));
             }
             if let Some(step) = apply_step(e)
                 && let Err(err) = d.event(WorkerEvent::ApplyStep(step))

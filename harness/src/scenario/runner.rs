@@ -179,6 +179,8 @@ async fn execute(
                 Progress::Note(n) => hooks.on_note(now(), n),
                 // The simulated download told the world itself, as it happened.
                 Progress::Download(_) | Progress::DownloadFailed { .. } => {}
+                // The virtual ECU's own events say more (boots, swaps, confirms).
+                Progress::BootStatus(_) | Progress::Bytes(_) => {}
             }
         }
     };

@@ -321,7 +321,9 @@ pub fn download_event(what: &Progress) -> Option<(&'static str, String)> {
             },
             reason.clone(),
         )),
-        Progress::State(_) | Progress::Note(_) => None,
+        Progress::State(_) | Progress::Note(_) | Progress::BootStatus(_) | Progress::Bytes(_) => {
+            None
+        }
     }
 }
 
