@@ -358,8 +358,9 @@ struct Live {
 #[derive(Debug, Default)]
 struct Inner {
     live: BTreeMap<String, Live>,
-    /// One job at a time per target.
-    turns: BTreeMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// One job at a time per target, in the order they were spawned (id order on resume,
+    /// then submit order): the job at the front drives, the others wait.
+    queues: BTreeMap<String, std::collections::VecDeque<String>>,
     boot: BTreeMap<String, BootView>,
     /// Bytes on disk of downloading jobs, between the persisted steps.
     bytes: BTreeMap<String, u64>,
@@ -382,6 +383,8 @@ pub struct Service {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Published>,
     seq: AtomicU64,
+    /// A job left the front of a target's queue.
+    turn_changed: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -409,6 +412,7 @@ impl Service {
             inner: Mutex::new(Inner::default()),
             events,
             seq: AtomicU64::new(0),
+            turn_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -480,7 +484,12 @@ impl Service {
             cancel: false,
             install_requested: job.requested_at_boot.is_some() || job.applied,
         }));
-        let turn = Arc::clone(inner.turns.entry(target.clone()).or_default());
+        inner
+            .queues
+            .entry(target.clone())
+            .or_default()
+            .push_back(job.id.clone());
+        let turn = target.clone();
         let svc = Arc::clone(self);
         let id = job.id.clone();
         let task_gate = Arc::clone(&gate);
@@ -500,13 +509,8 @@ impl Service {
     }
 
     /// Drive job `id` with the local workers until it ends (or its task is aborted).
-    async fn run_local(
-        self: Arc<Self>,
-        id: String,
-        turn: Arc<tokio::sync::Mutex<()>>,
-        gate: Arc<Mutex<Gate>>,
-    ) {
-        let _turn = turn.lock_owned().await;
+    async fn run_local(self: Arc<Self>, id: String, turn: String, gate: Arc<Mutex<Gate>>) {
+        let _turn = self.wait_turn(turn, &id).await;
         let mut config = self.config.clone();
         config.install_gate = Some(install_gate(Arc::clone(&gate)));
         let workers = LiveWorkers {
@@ -666,6 +670,29 @@ impl Service {
         })
     }
 
+    /// Wait until `id` is at the front of `target`'s queue; the returned turn takes it out of
+    /// the queue when dropped — at the end of the job's task, or when a cancel aborts it,
+    /// waiting or not.
+    async fn wait_turn(self: &Arc<Self>, target: String, id: &str) -> Turn {
+        let turn = Turn {
+            svc: Arc::clone(self),
+            target,
+            id: id.to_string(),
+        };
+        loop {
+            // Registered before the check: a turn handed over in between is not missed.
+            let changed = self.turn_changed.notified();
+            let front = lock(&self.inner)
+                .queues
+                .get(&turn.target)
+                .and_then(|q| q.front().cloned());
+            if front.as_deref() == Some(id) {
+                return turn;
+            }
+            changed.await;
+        }
+    }
+
     /// Cancel job `id` (the module doc's table); returns the cancelled job.
     pub async fn cancel(&self, id: &str) -> Result<JobView, ServeError> {
         let job = self.load(id)?;
@@ -712,6 +739,28 @@ impl Service {
         println!("{id}: cancelled");
         self.trace(id, state_event(&job.state), Some(job.state.clone()), None);
         Ok(())
+    }
+}
+
+/// A job's place in its target's queue ([`Service::wait_turn`]).
+#[derive(Debug)]
+struct Turn {
+    svc: Arc<Service>,
+    target: String,
+    id: String,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut inner = lock(&self.svc.inner);
+        if let Some(q) = inner.queues.get_mut(&self.target) {
+            q.retain(|j| *j != self.id);
+            if q.is_empty() {
+                inner.queues.remove(&self.target);
+            }
+        }
+        drop(inner);
+        self.svc.turn_changed.notify_waiters();
     }
 }
 
