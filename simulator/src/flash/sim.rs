@@ -237,6 +237,30 @@ impl SimFlash {
         h.finalize().into()
     }
 
+    /// Write the state that decides this flash's future into `f`: the cells
+    /// ([`SimFlash::contents_fingerprint`]), power and whose operations it counts. Left out:
+    /// the operation counters and statistics (only armed cuts read the counters; the ECU
+    /// reads busy time as differences, which it writes itself) and the tear randomness (only
+    /// a cut uses it, reseeded from the operation's index). So a flash with a cut armed, a
+    /// rule waiting or a fired cut not yet taken has no fingerprint.
+    pub fn fingerprint(
+        &self,
+        f: &mut crate::fingerprint::Fingerprint,
+    ) -> Result<(), crate::fingerprint::Unfingerprintable> {
+        use crate::fingerprint::Unfingerprintable;
+        if self.armed.is_some() || self.fired.is_some() {
+            return Err(Unfingerprintable("a cut is armed in the flash"));
+        }
+        if !self.rules.is_empty() {
+            return Err(Unfingerprintable("a cut rule waits in the flash"));
+        }
+        f.tag("flash");
+        f.bytes(&self.contents_fingerprint());
+        f.bool(self.powered);
+        f.debug(&self.context);
+        Ok(())
+    }
+
     /// Whole contents (for file persistence and debugging).
     pub fn contents(&self) -> Vec<u8> {
         self.sectors
