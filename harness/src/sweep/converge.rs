@@ -4,7 +4,7 @@
 //! **Checkpoints.** Only where the OTA manager holds nothing in memory (its whole state is
 //! the job document): after the point's cut, at each power-on while the manager is down,
 //! and at each start of the manager (it then reads the job from its store). At a checkpoint
-//! the fork's state is fingerprinted (SHA-256, [`ecu_sim::fingerprint`]):
+//! (and once more after that power-on's boot), the fork's state is fingerprinted (SHA-256, [`ecu_sim::fingerprint`]):
 //!
 //! | part | in the fingerprint |
 //! |---|---|
@@ -52,6 +52,9 @@ use crate::scenario::world::{Evidence, ImageEvent, Violation, World};
 pub enum Checkpoint {
     /// Power comes back (the ECU about to boot) while the manager is down.
     PowerOn,
+    /// The ECU booted (its events observed, every invariant checked) after power came
+    /// back, the manager still down.
+    Booted,
     /// The manager starts (it reads its job from the store).
     ManagerStart,
 }
@@ -191,7 +194,7 @@ impl Watch {
         f.u64(now.wrapping_sub(self.start_us) % 1000);
         world.fingerprint(&mut f, now)?;
         sim.ecu.fingerprint(&mut f, now)?;
-        sim.server.fingerprint(&mut f, now, !sim.ecu.is_powered());
+        sim.server.fingerprint(&mut f, now, &sim.ecu);
         let text = std::fs::read_to_string(&self.job_path)
             .map_err(|_| Unfingerprintable("the job document cannot be read"))?;
         let job = crate::ota::store::parse_job(&text, &self.job_path)

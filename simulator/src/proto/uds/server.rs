@@ -346,16 +346,18 @@ impl DiagServer {
     /// Write the state that decides this server's future into `f`, its times relative to
     /// `now_us` (see [`crate::fingerprint`]): the seed generator's position, VIN, failed
     /// keys, the lockout's time left, the responses not sent yet (their times relative) and,
-    /// unless `boot_first` (the ECU boots before the server handles another request, and
-    /// the server then resets all of it, [`DiagServer::handle`]), the boot it last saw, when
-    /// it answers again and every tester's session, security, S3 time left, erased range,
-    /// download and routine results. Left out: the configuration.
+    /// unless a boot comes before the server handles another request (`ecu` is off, or
+    /// booted since the server last saw it: [`DiagServer::handle`] then resets all of it),
+    /// the boot it last saw, when it answers again and every tester's session, security, S3
+    /// time left, erased range, download and routine results. Left out: the configuration.
     pub fn fingerprint(
         &self,
         f: &mut crate::fingerprint::Fingerprint,
         now_us: u64,
-        boot_first: bool,
+        ecu: &Ecu<crate::flash::SimFlash>,
     ) {
+        // Off: a request is dropped until the ECU runs again, which takes a boot.
+        let boot_first = !ecu.is_powered() || ecu.boot_count() != self.boot_seen;
         f.tag("server");
         f.bytes(&self.rng.get_seed());
         f.u64(self.rng.get_stream());
