@@ -4,7 +4,7 @@
 //! **Checkpoints.** Only where the OTA manager holds nothing in memory (its whole state is
 //! the job document): after the point's cut, at each power-on while the manager is down,
 //! and at each start of the manager (it then reads the job from its store). At a checkpoint
-//! (and once more after that power-on's boot), the fork's state is fingerprinted (SHA-256, [`ecu_sim::fingerprint`]):
+//! the fork's state is fingerprinted (SHA-256, [`ecu_sim::fingerprint`]):
 //!
 //! | part | in the fingerprint |
 //! |---|---|
@@ -52,9 +52,6 @@ use crate::scenario::world::{Evidence, ImageEvent, Violation, World};
 pub enum Checkpoint {
     /// Power comes back (the ECU about to boot) while the manager is down.
     PowerOn,
-    /// The ECU booted (its events observed, every invariant checked) after power came
-    /// back, the manager still down.
-    Booted,
     /// The manager starts (it reads its job from the store).
     ManagerStart,
 }

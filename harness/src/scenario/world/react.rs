@@ -393,13 +393,6 @@ impl World {
                     );
                 }
                 self.observe(sim, now);
-                if !self.manager_running
-                    && !self.kill_pending
-                    && let Some(watch) = self.checkpoint.clone()
-                    && watch.check(self, sim, now, crate::sweep::converge::Checkpoint::Booted)
-                {
-                    return;
-                }
             }
         }
         let actions = self.fire(now, Observation::Tick { now_us: now });
