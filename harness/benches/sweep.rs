@@ -1,7 +1,7 @@
 //! Power-cut sweep cost against the image size: 256 KiB, 1 MiB and 4 MiB updates in swap mode
 //! (16 KiB sectors), every flash operation (before, torn, after) and every UDS boundary, with
-//! convergence on ([`Options::converge`]): points, wall time, the ratio to the size before
-//! (4× the image each), the share of forks that converged and in which class, and the peak
+//! convergence on ([`Options::converge`]): points, wall and CPU time, the CPU ratio to the
+//! size before (4× the image each; CPU time, as the machine may be shared), the share of forks that converged and in which class, and the peak
 //! resident memory of each sweep (VmHWM, reset before each through `/proc/self/clear_refs`).
 //!
 //! `cargo bench -p hil --bench sweep` (release). Prints a Markdown table.
@@ -43,6 +43,17 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// CPU time of this process so far, user + system, seconds (`/proc/self/stat`, 100 Hz ticks):
+/// what a sweep costs, unlike its wall time, whatever else runs on the machine.
+fn cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: field 3 is the state; utime and stime are 14, 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -62,7 +73,7 @@ fn main() {
         load()
     );
     println!(
-        "| image | flash ops | requests | points | wall | points/s | × time for 4× image | converged | converged by class | peak RSS | load after |"
+        "| image | flash ops | requests | points | wall | CPU | × CPU for 4× image | converged | converged by class | peak RSS | load after |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut last: Option<f64> = None;
@@ -74,8 +85,10 @@ fn main() {
             ..Options::default()
         };
         reset_peak_rss();
+        let cpu0 = cpu_s();
         let summary = sweep::sweep(&s, "bench", &o, &|_, _, _| {}).expect("sweep runs");
         let rss = peak_rss_kib();
+        let cpu = cpu_s().zip(cpu0).map_or(f64::NAN, |(a, b)| a - b);
         assert_eq!(summary.failed, 0, "{:#?}", summary.failures);
         assert_eq!(summary.fired, summary.points);
         let ratio = last.map_or_else(
@@ -92,7 +105,7 @@ fn main() {
             })
             .collect();
         println!(
-            "| {} | {} | {} | {} | {:.1} s | {:.0} | {ratio} | {:.1} % | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} s | {cpu:.1} s | {ratio} | {:.1} % | {} | {} | {} |",
             if kib >= 1024 {
                 format!("{} MiB", kib / 1024)
             } else {
@@ -102,7 +115,6 @@ fn main() {
             summary.clean.requests,
             summary.points,
             summary.wall_s,
-            summary.points as f64 / summary.wall_s,
             100.0 * summary.converged as f64 / summary.points.max(1) as f64,
             if by_class.is_empty() {
                 "—".to_string()
