@@ -251,6 +251,52 @@ impl Ecu<SimFlash> {
     }
 }
 
+impl Ecu<SimFlash> {
+    /// Write the state that decides this ECU's future into `f`, its times relative to
+    /// `now_us` (see [`crate::fingerprint`]): the flash ([`SimFlash::fingerprint`]), power,
+    /// its clock and the flash busy time it has not accounted yet, the running firmware
+    /// (its boot time relative), boot counter, last decision and outcome, the boots' bytes and
+    /// the events not drained yet (their times relative, their operation index relative to
+    /// the flash's count), DTC memory. Left out: the configuration (the same for the states a
+    /// caller compares). An event cut waiting has no fingerprint.
+    pub fn fingerprint(
+        &self,
+        f: &mut crate::fingerprint::Fingerprint,
+        now_us: u64,
+    ) -> Result<(), crate::fingerprint::Unfingerprintable> {
+        if !self.event_cuts.is_empty() {
+            return Err(crate::fingerprint::Unfingerprintable(
+                "an event cut waits in the ecu",
+            ));
+        }
+        self.flash.fingerprint(f)?;
+        f.tag("ecu");
+        f.rel(self.now_us, now_us);
+        f.u64(self.flash.busy_us().wrapping_sub(self.busy_seen));
+        f.bool(self.powered);
+        match &self.running {
+            None => f.tag("off"),
+            Some(r) => {
+                f.debug(&(r.slot, &r.image, r.test, r.attempt, r.confirmed));
+                f.rel(r.booted_at_us, now_us);
+            }
+        }
+        f.u64(self.boot_count);
+        f.debug(&self.last_decision);
+        f.debug(&self.last_boot);
+        f.debug(&self.booted);
+        f.debug(&self.dtcs);
+        f.u64(self.events.len() as u64);
+        let ops = self.flash.ops();
+        for e in &self.events {
+            f.debug(&e.kind);
+            f.rel(e.at_us, now_us);
+            f.u64(ops.wrapping_sub(e.flash_ops));
+        }
+        Ok(())
+    }
+}
+
 impl<F: Flash> Ecu<F> {
     /// An ECU, powered off, around `flash` (provisioned or not).
     pub fn new(config: EcuConfig, flash: F) -> Self {

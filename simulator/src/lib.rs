@@ -9,6 +9,7 @@ pub mod ecu;
 pub mod event;
 pub mod exit;
 pub mod factory;
+pub mod fingerprint;
 pub mod firmware;
 pub mod flash;
 pub mod host;

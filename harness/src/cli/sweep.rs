@@ -32,6 +32,10 @@ pub struct SweepArgs {
     /// Power (and the OTA manager) come back after this long.
     #[arg(long, default_value_t = 500)]
     restore_ms: u64,
+    /// Stop a fork at a state already known to lead to a verified end and take that end
+    /// (exact: the verdicts are the same; off by default).
+    #[arg(long)]
+    converge: bool,
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     jobs: usize,
@@ -101,6 +105,7 @@ pub fn run(a: SweepArgs) -> ExitCode {
                 out: Some(a.out),
                 stop: None,
                 partition,
+                converge: a.converge,
             },
             json: a.json,
             random: a.random,

@@ -13,6 +13,7 @@ use super::world::{Recorder, Step, Tap};
 use crate::ota::live::Progress;
 use crate::ota::sim::{Hooks, RequestFate, SimWorkers, SimWorld};
 use crate::ota::store::Store;
+use crate::sweep::converge::Checkpoint;
 
 use super::client::{ManagerSeat, Never, run_manager};
 pub use super::outcome::{EndState, RunError, RunResult};
@@ -24,7 +25,7 @@ use super::prepare::{
 /// Simulated time the ECU runs after the job ended, before the end state is read.
 const SETTLE_US: u64 = 5_000_000;
 /// A job that has not ended after this much simulated time is stuck.
-const LIMIT_US: u64 = 3_600_000_000;
+pub const LIMIT_US: u64 = 3_600_000_000;
 
 /// Run `scenario`; `seed` overrides the file's.
 pub fn run(scenario: &Scenario, seed: Option<u64>) -> Result<RunResult, RunError> {
@@ -171,6 +172,18 @@ async fn execute(
     };
     let progress = || {
         let shared = Arc::clone(&shared);
+        {
+            // A manager starts: it holds nothing but what it reads from the store.
+            let mut w = lock(&shared);
+            let SimWorld { sim, hooks } = &mut *w;
+            if let Some(watch) = hooks.checkpoint.clone() {
+                let now = now();
+                if !hooks.kill_pending && hooks.manager_down_until <= now {
+                    watch.check(hooks, sim, now, Checkpoint::ManagerStart);
+                }
+            }
+            hooks.manager_running = true;
+        }
         move |p: &Progress| {
             let mut w = lock(&shared);
             let SimWorld { sim, hooks } = &mut *w;
@@ -185,7 +198,8 @@ async fn execute(
         }
     };
     let limit = epoch + Duration::from_micros(LIMIT_US);
-    let job = run_manager(
+    let watch = lock(&shared).hooks.checkpoint.clone();
+    let manager = run_manager(
         &store,
         &id,
         &config,
@@ -194,8 +208,21 @@ async fn execute(
         &mut seat,
         progress,
         Some((limit, LIMIT_US / 1_000_000)),
-    )
-    .await;
+    );
+    let job = match &watch {
+        None => manager.await,
+        Some(watch) => tokio::select! {
+            biased;
+            () = watch.wake.notified() => {
+                // A sweep's fork reached a state known to lead to an end: it takes that end.
+                ticker.abort();
+                return watch.converged().ok_or(RunError::Unsupported(
+                    "a fork was woken to converge without an end to take",
+                ));
+            }
+            job = manager => job,
+        },
+    };
     let job = match job {
         Ok(job) => job,
         Err(e) => {
@@ -253,6 +280,8 @@ impl ManagerSeat for SimSeat {
     fn killed(&mut self) {
         let now = us(self.epoch.elapsed());
         let mut w = lock(&self.world);
+        w.hooks.manager_running = false;
+        w.hooks.kill_pending = false;
         let state = w.hooks.job_state.clone();
         // At the fault that killed it (its cut may lie ahead of the runtime's clock).
         let at = now.max(w.hooks.killed_at);

@@ -288,6 +288,19 @@ pub fn table(s: &Summary) -> String {
             .collect();
         t.push_str(&format!("failed: {}\n", kinds.join(", ")));
     }
+    if s.converged > 0 {
+        let kinds: Vec<String> = s
+            .converged_by_kind
+            .iter()
+            .filter(|(k, _)| !k.contains('/'))
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        t.push_str(&format!(
+            "converged: {} points stopped at a state known to lead to an end ({})\n",
+            s.converged,
+            kinds.join(", ")
+        ));
+    }
     if s.faults_not_required > 0 {
         t.push_str(&format!(
             "{} points: some of the scenario's faults did not fire after the cut (not required)\n",

@@ -35,11 +35,13 @@
 //! | [`points`] | the cut points of a clean pass and the fault of each |
 //! | [`run`] | the clean pass, the forks, the tally; random chains |
 //! | [`verdict`] | how each point's run is classified |
+//! | [`converge`] | forks that stop at a state known to lead to an end |
 //! | [`reproducer`] | the YAML that replays a failing point |
 //! | [`shard`] | `--partition K/N` shards and `hil sweep merge` |
 //! | [`cli`] | `hil sweep`: options, output, the dashboard |
 
 pub mod cli;
+pub mod converge;
 pub mod points;
 pub mod reproducer;
 pub mod run;
@@ -49,6 +51,6 @@ pub mod verdict;
 pub use points::{Class, Point};
 pub use reproducer::{reproducer, to_yaml};
 pub use run::{
-    CleanPass, Failure, Identity, Options, Partition, PointRecord, Summary, Tally, random_chains,
-    sweep,
+    CleanPass, Failure, Identity, Options, Partition, PointEnd, PointRecord, Summary, Tally,
+    random_chains, sweep,
 };

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::converge::{Known, Watch};
 use super::points::{Class, Point, points_of};
 use super::reproducer::write_reproducers;
 use super::verdict;
@@ -18,7 +19,7 @@ use super::verdict::{FailureKind, Outcome, Verdict};
 use crate::scenario::outcome::RunError;
 use crate::scenario::prepare::{self, Prepared};
 use crate::scenario::runner::{self, ForkStart};
-use crate::scenario::schema::{CutVariantSpec, Scenario, Trigger};
+use crate::scenario::schema::{Action, CutVariantSpec, Scenario, Trigger};
 use crate::scenario::world::{Recorder, Step, StepRecord};
 
 /// Settings of a sweep.
@@ -38,6 +39,9 @@ pub struct Options {
     pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `--partition K/N`: run only this shard's points.
     pub partition: Option<Partition>,
+    /// Stop a fork at a state already known to lead to a verified end and take that end
+    /// ([`super::converge`]); off: every fork runs to its end.
+    pub converge: bool,
 }
 
 /// Shard `k` of `n` (`k` from 1): the points whose id is `k - 1` modulo `n`. Neighbouring
@@ -130,6 +134,22 @@ pub struct PointRecord {
     pub faults_not_required: bool,
     /// Where its reproducer was written (failing points).
     pub reproducer: Option<PathBuf>,
+    /// It stopped at a state known to lead to an end and took that end.
+    #[serde(default)]
+    pub converged: bool,
+    /// Where it ended (not in shard files).
+    #[serde(skip)]
+    pub end: Option<PointEnd>,
+}
+
+/// Where a point's run ended: the end state and the job's history, times included (a fork
+/// that converged must end exactly where it would have run to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointEnd {
+    pub end: crate::scenario::outcome::EndState,
+    pub history: Vec<crate::ota::job::Transition>,
+    /// Times each fault fired.
+    pub fired: Vec<u32>,
 }
 
 impl Default for Options {
@@ -147,6 +167,7 @@ impl Default for Options {
             out: None,
             stop: None,
             partition: None,
+            converge: false,
         }
     }
 }
@@ -229,6 +250,10 @@ pub struct Summary {
     pub partition: Option<Partition>,
     /// The points of the whole sweep, all shards together.
     pub points_total: usize,
+    /// Points that stopped at a state known to lead to an end (`--converge`), in all and
+    /// by "class" or "class/variant".
+    pub converged: usize,
+    pub converged_by_kind: BTreeMap<String, usize>,
     /// Every point this sweep ran, by id (in shard files, for `hil sweep merge`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<PointRecord>,
@@ -250,8 +275,12 @@ impl Summary {
             ));
         }
         for k in keys {
+            if r.converged {
+                *self.converged_by_kind.entry(k.clone()).or_default() += 1;
+            }
             self.by_kind.entry(k).or_default().add(&r.verdict);
         }
+        self.converged += usize::from(r.converged);
         self.all.add(&r.verdict);
         self.faults_not_required += usize::from(r.faults_not_required);
         if let Some(kind) = r.verdict.first_kind() {
@@ -280,6 +309,9 @@ struct PointResult {
     fired: bool,
     /// The scenario's faults that did not fire.
     unfired: Vec<usize>,
+    /// It converged ([`super::converge`]).
+    converged: bool,
+    end: Option<PointEnd>,
 }
 
 /// A step's copy and its points, on their way to a worker.
@@ -327,6 +359,7 @@ pub fn sweep(
     let failed_n = AtomicUsize::new(0);
     let skipped = AtomicUsize::new(0);
     let results: Mutex<Vec<PointResult>> = Mutex::new(Vec::new());
+    let known_ends = o.converge.then(|| Arc::new(Known::default()));
 
     let clean = std::thread::scope(|scope| {
         for _ in 0..jobs {
@@ -334,6 +367,7 @@ pub fn sweep(
             let (base, update, config) = (Arc::clone(&base), &update, &config);
             let (results, done, failed_n, known, skipped) =
                 (&results, &done, &failed_n, Arc::clone(&known), &skipped);
+            let ends = known_ends.clone();
             scope.spawn(move || {
                 // One job store per worker, emptied before each point.
                 let Ok(store) = prepare::scratch_dir() else {
@@ -355,7 +389,15 @@ pub fn sweep(
                         for f in ["jobs/job-0001.json", "jobs/job-0001.json.tmp"] {
                             let _ = std::fs::remove_file(store.path().join(f));
                         }
-                        let result = run_point(&base, &work, point, update, config, store.path());
+                        let result = run_point(
+                            &base,
+                            &work,
+                            point,
+                            update,
+                            config,
+                            store.path(),
+                            ends.as_ref(),
+                        );
                         if !result.verdict.passed() {
                             failed_n.fetch_add(1, Ordering::SeqCst);
                         }
@@ -453,6 +495,8 @@ pub fn sweep(
         verdict,
         fired,
         unfired,
+        converged,
+        end,
     } in results
     {
         let record = PointRecord {
@@ -464,6 +508,8 @@ pub fn sweep(
             fired,
             faults_not_required: !unfired.is_empty(),
             reproducer: None,
+            converged,
+            end,
         };
         summary.count(&record);
         records.push(record);
@@ -499,7 +545,8 @@ pub fn sweep(
     Ok(summary)
 }
 
-/// Run one point as a fork and classify it.
+/// Run one point as a fork and classify it; with `known`, the fork stops at a state known
+/// to lead to a verified end, and records its own end if it runs to one.
 fn run_point(
     base: &Arc<Scenario>,
     work: &Work,
@@ -507,6 +554,7 @@ fn run_point(
     update: &[u8],
     config: &crate::ota::live::LiveConfig,
     dir: &Path,
+    known: Option<&Arc<Known>>,
 ) -> PointResult {
     let mut scenario = (**base).clone();
     scenario.faults.push(point.fork_fault.clone());
@@ -517,6 +565,24 @@ fn run_point(
     if matches!(point.fork_fault.when, Trigger::FlashOp(_)) {
         world.arm_flash_fault(&mut sim, index, &point.fork_fault);
     }
+    let watch = known.map(|known| {
+        Arc::new(Watch {
+            known: Arc::clone(known),
+            job_path: dir.join("jobs").join("job-0001.json"),
+            artifact_path: dir.join("artifacts").join("job-0001.bin"),
+            hash_artifact: base
+                .faults
+                .iter()
+                .any(|f| matches!(f.action, Action::Download(_) | Action::SwapArtifact(_))),
+            cut: index,
+            start_us: work.record.at_us,
+            limit_us: runner::LIMIT_US,
+            seen: Mutex::new(Vec::new()),
+            stopped: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        })
+    });
+    world.checkpoint.clone_from(&watch);
     let prepared = Prepared {
         sim,
         world,
@@ -532,11 +598,32 @@ fn run_point(
     match runner::run_fork(prepared, fork, dir) {
         Ok(r) => {
             let fired = r.evidence.as_ref().map_or(&[][..], |e| &e.fired[..]);
+            let verdict = verdict::classify(base, &r);
+            let converged = watch.as_ref().is_some_and(|w| w.has_stopped());
+            if let Some(w) = &watch
+                && !converged
+                && verdict.passed()
+                && let (Some(evidence), Some(job)) = (&r.evidence, &r.job)
+                && let Some(end) = job.history.last()
+            {
+                w.known
+                    .record(w.take_seen(), evidence, job, &r.end, end.at_us);
+            }
             PointResult {
                 point: point.clone(),
-                verdict: verdict::classify(base, &r),
                 fired: fired.get(index).is_some_and(|n| *n > 0),
                 unfired: unfired(base, fired),
+                verdict,
+                converged,
+                end: Some(PointEnd {
+                    end: r.end.clone(),
+                    history: r
+                        .job
+                        .as_ref()
+                        .map(|j| j.history.clone())
+                        .unwrap_or_default(),
+                    fired: fired.to_vec(),
+                }),
             }
         }
         Err(e) => PointResult {
@@ -544,6 +631,8 @@ fn run_point(
             verdict: Verdict::engine(e.to_string()),
             fired: false,
             unfired: Vec::new(),
+            converged: false,
+            end: None,
         },
     }
 }

@@ -3,7 +3,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::*;
 
@@ -50,7 +49,7 @@ impl FileFlash {
             file.read_to_end(&mut data).map_err(io)?;
             let erased = inner.geometry.erased;
             for (s, sector) in inner.geometry.sectors.clone().iter().enumerate() {
-                let cells = Arc::make_mut(&mut inner.sectors[s]);
+                let cells = super::sim::cells_mut(&mut inner.sectors, s);
                 let src = &data[sector.offset as usize..sector.end() as usize];
                 cells.bytes.copy_from_slice(src);
                 for (i, &b) in src.iter().enumerate() {

@@ -12,6 +12,11 @@ pub(super) struct SectorCells {
     pub(super) bytes: Vec<u8>,
     /// One bit per byte: programmed since the last erase.
     pub(super) programmed: Vec<u64>,
+    /// SHA-256 of `bytes` and `programmed`, computed when first asked for and forgotten by
+    /// every change ([`SimFlash::cells_mut`]). It lives in the shared sector, so the copies
+    /// of a copy-on-write flash share it: a fingerprint rehashes only the sectors changed
+    /// since (see [`SimFlash::sector_hash`]).
+    pub(super) hash: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl SectorCells {
@@ -19,7 +24,19 @@ impl SectorCells {
         SectorCells {
             bytes: vec![value; size],
             programmed: vec![0; size.div_ceil(64)],
+            hash: std::sync::OnceLock::new(),
         }
+    }
+    fn hash(&self) -> [u8; 32] {
+        *self.hash.get_or_init(|| {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(&self.bytes);
+            for w in &self.programmed {
+                h.update(w.to_le_bytes());
+            }
+            h.finalize().into()
+        })
     }
     pub(super) fn is_programmed(&self, i: usize) -> bool {
         self.programmed[i / 64] & (1 << (i % 64)) != 0
@@ -59,6 +76,14 @@ impl SectorCells {
             self.programmed[w] |= Self::word_mask(w, start, end);
         }
     }
+}
+
+/// Sector `s` to change: its own copy if it is shared (copy-on-write), its hash forgotten.
+/// Every change to the cells goes through here.
+pub(super) fn cells_mut(sectors: &mut [Arc<SectorCells>], s: usize) -> &mut SectorCells {
+    let cells = Arc::make_mut(&mut sectors[s]);
+    cells.hash = std::sync::OnceLock::new();
+    cells
 }
 
 /// In-memory NOR flash with operation counting, armed power cuts and bit-rot injection.
@@ -109,8 +134,8 @@ impl SimFlash {
     /// anything that forgets to erase fails.
     pub fn new_random(geometry: Geometry, seed: u64) -> Self {
         let mut flash = Self::new(geometry, seed);
-        for cells in &mut flash.sectors {
-            let cells = Arc::make_mut(cells);
+        for s in 0..flash.sectors.len() {
+            let cells = cells_mut(&mut flash.sectors, s);
             flash.rng.fill(&mut cells.bytes[..]);
             cells.programmed.fill(u64::MAX);
         }
@@ -168,7 +193,7 @@ impl SimFlash {
     /// Flip the bits of `mask` at `addr` (bit rot / radiation): not an operation, not counted.
     pub fn flip_bits(&mut self, addr: u32, mask: u8) -> Result<(), FlashError> {
         let (s, i) = self.locate(addr, 1)?;
-        Arc::make_mut(&mut self.sectors[s]).bytes[i] ^= mask;
+        cells_mut(&mut self.sectors, s).bytes[i] ^= mask;
         Ok(())
     }
 
@@ -185,6 +210,55 @@ impl SimFlash {
             a += 1;
         }
         Ok(true)
+    }
+
+    /// SHA-256 of sector `s`'s cells: its bytes and which of them are programmed (both decide
+    /// what the flash does next: a read, a write refused as not erased). Kept with the
+    /// sector and shared by the copies of this flash; only a sector changed since the last
+    /// call is hashed again. `None` past the last sector.
+    pub fn sector_hash(&self, s: usize) -> Option<[u8; 32]> {
+        self.sectors.get(s).map(|c| c.hash())
+    }
+
+    /// SHA-256 of the whole device's cells, from the sectors' hashes ([`SimFlash::sector_hash`]):
+    /// two flashes of the same geometry have the same fingerprint exactly when every byte and
+    /// every programmed bit are the same (up to SHA-256 collisions). Not in it: the counters
+    /// (operations, statistics), power, armed cuts, the tear randomness — the caller decides
+    /// which of those matter.
+    pub fn contents_fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.geometry.erased.to_le_bytes());
+        for (cells, sector) in self.sectors.iter().zip(&self.geometry.sectors) {
+            h.update(sector.offset.to_le_bytes());
+            h.update(sector.size.to_le_bytes());
+            h.update(cells.hash());
+        }
+        h.finalize().into()
+    }
+
+    /// Write the state that decides this flash's future into `f`: the cells
+    /// ([`SimFlash::contents_fingerprint`]), power and whose operations it counts. Left out:
+    /// the operation counters and statistics (only armed cuts read the counters; the ECU
+    /// reads busy time as differences, which it writes itself) and the tear randomness (only
+    /// a cut uses it, reseeded from the operation's index). So a flash with a cut armed, a
+    /// rule waiting or a fired cut not yet taken has no fingerprint.
+    pub fn fingerprint(
+        &self,
+        f: &mut crate::fingerprint::Fingerprint,
+    ) -> Result<(), crate::fingerprint::Unfingerprintable> {
+        use crate::fingerprint::Unfingerprintable;
+        if self.armed.is_some() || self.fired.is_some() {
+            return Err(Unfingerprintable("a cut is armed in the flash"));
+        }
+        if !self.rules.is_empty() {
+            return Err(Unfingerprintable("a cut rule waits in the flash"));
+        }
+        f.tag("flash");
+        f.bytes(&self.contents_fingerprint());
+        f.bool(self.powered);
+        f.debug(&self.context);
+        Ok(())
     }
 
     /// Whole contents (for file persistence and debugging).
@@ -279,7 +353,7 @@ impl SimFlash {
         let kib = u64::from(sector.size).div_ceil(1024);
         self.stats.busy_us += kib * u64::from(self.geometry.timing.erase_us_per_kib);
         let erased = self.geometry.erased;
-        let cells = Arc::make_mut(&mut self.sectors[s]);
+        let cells = cells_mut(&mut self.sectors, s);
         if cut == Some(CutVariant::Torn) {
             // Some cells reached the erased state, others did not: the sector is neither
             // erased nor intact, and must be erased again before any write. Interrupted early,
@@ -327,7 +401,7 @@ impl SimFlash {
     fn program(&mut self, addr: u32, data: &[u8], mark_all: bool) -> Result<(), FlashError> {
         let erased = self.geometry.erased;
         for (s, i, range) in self.spans(addr, data.len())? {
-            let cells = Arc::make_mut(&mut self.sectors[s]);
+            let cells = cells_mut(&mut self.sectors, s);
             let src = &data[range];
             if mark_all {
                 // The common case, a word at a time (the compiler vectorizes the byte loop).

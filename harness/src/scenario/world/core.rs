@@ -135,6 +135,14 @@ pub struct World {
     /// The virtual CAN bus between the tester and the ECU (`transport: can|canfd` with the
     /// project's manager; an external client's frames travel on a real slcan pty instead).
     pub(super) can: Option<canlink::CanLink>,
+    /// An OTA manager is running (the runner sets it when one starts and clears it when one
+    /// is killed): while none runs, the job document is the manager's whole state.
+    pub manager_running: bool,
+    /// A kill was notified that the runner has not acted on yet.
+    pub kill_pending: bool,
+    /// A sweep's fork stops where its state is one known to lead to an end (`None`: runs to
+    /// its end).
+    pub checkpoint: Option<Arc<crate::sweep::converge::Watch>>,
 }
 
 impl World {
@@ -184,6 +192,9 @@ impl World {
             swaps: Arc::new(Vec::new()),
             swapped: None,
             can,
+            manager_running: false,
+            kill_pending: false,
+            checkpoint: None,
         }
     }
 
@@ -225,6 +236,9 @@ impl World {
         w.tap = None;
         w.pending_step = None;
         w.trace = Trace::default();
+        w.manager_running = false;
+        w.kill_pending = false;
+        w.checkpoint = None;
         w
     }
 

@@ -18,6 +18,7 @@
 //! | `links.rs`, `canlink.rs` | what faults do to UDS, download and CAN traffic |
 //! | `arm.rs` | arming the faults that act inside the ECU |
 //! | `facts.rs` | the typed record verdicts read |
+//! | `fingerprint.rs` | the world's part of a sweep fork's fingerprint |
 //! | `names.rs` | names of job states and ECU events |
 
 mod arm;
@@ -25,6 +26,7 @@ mod canlink;
 mod core;
 mod end;
 mod facts;
+mod fingerprint;
 mod links;
 mod names;
 mod react;

@@ -53,6 +53,7 @@ impl World {
             self.manager_down_until = at_us + restore_us;
             self.killed_at = at_us;
             self.kill.notify_one();
+            self.kill_pending = true;
         }
     }
 
@@ -101,6 +102,8 @@ impl World {
                 Action::KillManager => {
                     self.killed_at = now;
                     self.kill.notify_one();
+                    self.kill_pending = true;
+                    self.kill_pending = true;
                 }
                 Action::SwapArtifact(kind) => {
                     self.swapped = self
@@ -368,6 +371,15 @@ impl World {
             .collect();
         if !due.is_empty() {
             self.restore_at.retain(|&t| t > now);
+            if !sim.ecu.is_powered()
+                && !self.manager_running
+                && !self.kill_pending
+                && let Some(watch) = self.checkpoint.clone()
+                && watch.check(self, sim, now, crate::sweep::converge::Checkpoint::PowerOn)
+            {
+                // A sweep's fork converged: it ends here, with a known end.
+                return;
+            }
             if !sim.ecu.is_powered() {
                 // (A cut inside the boot is its own `power_lost` event.)
                 if let Err(e) = sim.ecu.power_on()

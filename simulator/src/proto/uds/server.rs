@@ -343,6 +343,71 @@ impl DiagServer {
         }
     }
 
+    /// Write the state that decides this server's future into `f`, its times relative to
+    /// `now_us` (see [`crate::fingerprint`]): the seed generator's position, VIN, failed
+    /// keys, the lockout's time left, the responses not sent yet (their times relative) and,
+    /// unless a boot comes before the server handles another request (`ecu` is off, or
+    /// booted since the server last saw it: [`DiagServer::handle`] then resets all of it),
+    /// the boot it last saw, when it answers again and every tester's session, security, S3
+    /// time left, erased range, download and routine results. Left out: the configuration.
+    pub fn fingerprint(
+        &self,
+        f: &mut crate::fingerprint::Fingerprint,
+        now_us: u64,
+        ecu: &Ecu<crate::flash::SimFlash>,
+    ) {
+        // Off: a request is dropped until the ECU runs again, which takes a boot.
+        let boot_first = !ecu.is_powered() || ecu.boot_count() != self.boot_seen;
+        f.tag("server");
+        f.bytes(&self.rng.get_seed());
+        f.u64(self.rng.get_stream());
+        f.bytes(&self.rng.get_word_pos().to_le_bytes());
+        f.bytes(&self.vin);
+        f.u64(u64::from(self.failed_keys));
+        f.deadline(self.locked_until_us, now_us);
+        f.u64(self.outbox.len() as u64);
+        for r in &self.outbox {
+            f.rel(r.at_us, now_us);
+            f.bytes(&r.bytes);
+        }
+        f.bool(boot_first);
+        if boot_first {
+            return;
+        }
+        f.u64(self.boot_seen);
+        if self.available_from_us == u64::MAX {
+            f.tag("unavailable");
+        } else {
+            f.deadline(self.available_from_us, now_us);
+        }
+        let s3 = self.config.s3_us;
+        let tester = |f: &mut crate::fingerprint::Fingerprint, t: &Tester| {
+            f.debug(&t.session);
+            if t.session != Session::Default {
+                // Expired (`now > from + s3`) for every later request once it is: −1.
+                let left = i128::from(t.s3_from_us + s3) - i128::from(now_us);
+                f.bytes(&left.max(-1).to_le_bytes());
+            }
+            f.debug(&(
+                t.unlocked,
+                t.seed,
+                t.comm_control,
+                t.dtc_off,
+                &t.erased,
+                &t.download,
+                &t.downloaded,
+                &t.results,
+            ));
+        };
+        f.debug(&self.current);
+        tester(f, &self.t);
+        f.u64(self.others.len() as u64);
+        for (id, t) in &self.others {
+            f.debug(id);
+            tester(f, t);
+        }
+    }
+
     /// Make `tester`'s state the current one.
     fn select(&mut self, tester: TesterId) {
         if tester != self.current {
