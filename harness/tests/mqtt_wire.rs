@@ -7,11 +7,12 @@
 //!
 //! Without mosquitto or the virtualenv these tests fail (they never skip): run `ci/install.sh`.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use hil::ota::job::TransferStep;
 use hil::ota::manager::{Command as OtaCommand, WorkerEvent};
@@ -19,71 +20,7 @@ use hil::ota::manifest::Manifest;
 use hil::ota::mqtt::{BrokerUrl, Incoming, Mqtt};
 use hil::ota::wire::{self, Admit, Dropped, Gate, JobEventMsg, Ledger, WorkerKind, topic};
 
-/// A mosquitto on 127.0.0.1:`port`, killed when dropped.
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start(port: u16) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto runs: run ci/install.sh");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn url(&self) -> BrokerUrl {
-        format!("mqtt://127.0.0.1:{}", self.port).parse().unwrap()
-    }
-
-    /// Kill it (SIGKILL: nothing saved) and start a new one on the same port.
-    fn restart(mut self) -> Broker {
-        let port = self.port;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Broker::start(port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Broker;
 
 fn manifest() -> Manifest {
     Manifest::parse(
@@ -333,7 +270,8 @@ for g in got:
         v: wire::VERSION,
         job: "job-7".into(),
         seq: i as u64 + 1,
-        state: state.to_string(),
+        event: format!("state:{state}"),
+        state: Some(state.to_string()),
         text: format!("{state} at {at_ms} ms"),
         at_ms: *at_ms,
     })

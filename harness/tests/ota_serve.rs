@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Bench, submit};
+use common::{Bench, Broker, submit};
 use ecu_sim::image::{Behaviour, Version};
 use serde_json::Value;
 
@@ -861,6 +861,91 @@ fn artifact_dir() -> PathBuf {
         .join("test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `hil ota serve --mqtt URL` publishes every job event on `ota/<job>/events`: paho-mqtt (a
+/// client nobody here wrote) subscribed to `ota/+/events` on a real mosquitto sees the job's
+/// states in order up to `committed`, each message a valid `JobEventMsg`.
+#[test]
+fn job_events_reach_an_outside_mqtt_subscriber() {
+    let broker = Broker::start(Broker::free_port());
+    let b = Bench::start("max", &[]);
+    let v2 = b.publish(
+        2,
+        Behaviour::Healthy {
+            confirm_after_ms: 200,
+        },
+        60_000,
+    );
+    let script = r#"
+import json, sys
+import paho.mqtt.client as mqtt
+def on_connect(c, userdata, flags, reason, props):
+    c.subscribe("ota/+/events", qos=1)
+def on_subscribe(c, userdata, mid, reasons, props):
+    print("subscribed", flush=True)
+def on_message(c, userdata, msg):
+    print(json.dumps({"topic": msg.topic, "payload": json.loads(msg.payload)}), flush=True)
+    if json.loads(msg.payload).get("state") == "committed":
+        c.disconnect()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="outside")
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_forever()
+"#;
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let mut paho = Command::new(&python)
+        .args(["-c", script, &broker.port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} ({e}): run ci/install.sh", python.display()));
+    let mut out = BufReader::new(paho.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    assert_eq!(submit(&b, &v2), "job-0001");
+    let url = broker.url().to_string();
+    let _s = Serve::start(&b.store(), &["--mqtt", &url]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while paho.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no committed state on MQTT within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut states = Vec::new();
+    let mut last_seq = 0;
+    for line in out.lines() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_eq!(v["topic"], "ota/job-0001/events");
+        let m: hil::ota::wire::JobEventMsg = serde_json::from_value(v["payload"].clone()).unwrap();
+        assert_eq!((m.v, m.job.as_str()), (1, "job-0001"));
+        assert!(m.seq > last_seq, "seq rises: {} after {last_seq}", m.seq);
+        last_seq = m.seq;
+        if let Some(state) = m.state {
+            assert_eq!(m.event, format!("state:{state}"));
+            states.push(state);
+        }
+    }
+    let top: Vec<&str> = states
+        .iter()
+        .map(|s| s.split(':').next().unwrap())
+        .collect();
+    let mut phases = top.clone();
+    phases.dedup();
+    assert_eq!(
+        phases,
+        [
+            "downloading",
+            "downloaded",
+            "verifying",
+            "transferring",
+            "applying",
+            "committed"
+        ],
+        "{states:?}"
+    );
 }
 
 /// The portal in a real browser: chromium opens it while the job runs and the page follows

@@ -64,6 +64,10 @@ pub struct OtaServeArgs {
     /// Who executes the jobs' commands.
     #[arg(long, value_enum, default_value = "local")]
     workers: WorkersKind,
+    /// An MQTT broker (`mqtt://HOST:PORT`) to publish every job's events on, topic
+    /// `ota/<job>/events` (QoS 1), for subscribers outside.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
     #[command(flatten)]
     manager: ManagerArgs,
 }
@@ -130,7 +134,13 @@ pub fn run(command: &OtaCommand) -> ExitCode {
         OtaCommand::Run(a) | OtaCommand::Resume(a) => {
             cli::run(&a.store, a.job.as_deref(), &a.manager.config())
         }
-        OtaCommand::Serve(a) => cli::serve(&a.store, &a.http, a.workers, a.manager.config()),
+        OtaCommand::Serve(a) => cli::serve(
+            &a.store,
+            &a.http,
+            a.workers,
+            a.mqtt.as_deref(),
+            a.manager.config(),
+        ),
         OtaCommand::Status { store, json } => cli::status(store, *json),
     }
 }

@@ -209,7 +209,20 @@ pub fn status(store: &Path, json: bool) -> ExitCode {
 }
 
 /// `hil ota serve --store DIR --http ADDR`: see [`crate::ota::serve`] and [`crate::ota::api`].
-pub fn serve(store: &Path, http: &str, workers: WorkersKind, config: LiveConfig) -> ExitCode {
+pub fn serve(
+    store: &Path,
+    http: &str,
+    workers: WorkersKind,
+    mqtt: Option<&str>,
+    config: LiveConfig,
+) -> ExitCode {
+    let broker = match mqtt
+        .map(str::parse::<crate::ota::mqtt::BrokerUrl>)
+        .transpose()
+    {
+        Ok(b) => b,
+        Err(e) => return exit::error(exit::INVALID, e),
+    };
     let store = match Store::open(store) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -240,6 +253,18 @@ pub fn serve(store: &Path, http: &str, workers: WorkersKind, config: LiveConfig)
             .map_err(|e| format!("listening on {http}: {e}"))?;
         let root = store.root().display().to_string();
         let service = Service::new(store, config, workers, base);
+        if let Some(broker) = &broker {
+            let client_id = format!("hil-ota-serve-{}", std::process::id());
+            let mqtt = crate::ota::mqtt::Mqtt::connect(
+                broker,
+                &client_id,
+                &[],
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tokio::spawn(publish_job_events(mqtt, service.subscribe()));
+        }
         println!(
             "hil ota serve: http://{addr}/ (store {root}, workers {})",
             match workers {
@@ -267,6 +292,39 @@ pub fn serve(store: &Path, http: &str, workers: WorkersKind, config: LiveConfig)
     match served {
         Ok(()) => exit::OK.into(),
         Err(e) => fail(e),
+    }
+}
+
+/// Every trace event of the service's jobs on `ota/<job>/events` ([`wire::JobEventMsg`]).
+async fn publish_job_events(
+    mqtt: crate::ota::mqtt::Mqtt,
+    mut events: tokio::sync::broadcast::Receiver<crate::ota::serve::Published>,
+) {
+    use crate::ota::serve::Published;
+    use crate::ota::wire;
+    loop {
+        let e = match events.recv().await {
+            Ok(Published::Trace(e)) => e,
+            Ok(Published::Job(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                eprintln!("hil ota serve: {n} job event(s) not published on MQTT (lagging)");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let msg = wire::JobEventMsg {
+            v: wire::VERSION,
+            job: e.job.clone(),
+            seq: e.seq,
+            event: e.trace.event.to_string(),
+            state: e.trace.event.strip_prefix("state:").map(str::to_string),
+            text: e.trace.text.to_string(),
+            at_ms: e.trace.at_us / 1000,
+        };
+        if let Err(err) = mqtt.publish(&wire::topic::job_events(&e.job), &msg).await {
+            eprintln!("hil ota serve: publishing on MQTT: {err}");
+            return;
+        }
     }
 }
 

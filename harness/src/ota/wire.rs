@@ -166,19 +166,23 @@ pub struct Heartbeat {
     pub holding: Option<(String, u64)>,
 }
 
-/// A job's progress for outside subscribers: its state after each transition.
+/// A job's event for outside subscribers: each event of its trace (states, notes, retries,
+/// the ECU's boot status).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobEventMsg {
     pub v: u32,
     pub job: String,
-    /// Rises by one per message of the job.
+    /// Rises by one per message of the service (gaps: events of other jobs).
     pub seq: u64,
-    /// The job's state name (`downloading`, `transferring:block`, `committed`, …).
-    pub state: String,
+    /// The trace event's name (`state:transferring:erase`, `note`, `ecu_read`, …).
+    pub event: String,
+    /// The job's state after a `state:` event (`downloading`, `committed`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     /// What happened, as the trace says it.
     pub text: String,
-    /// Manager time, milliseconds since the job was submitted.
+    /// Wall-clock milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
 

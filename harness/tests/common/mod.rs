@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use ecu_sim::image::{Behaviour, ImageBuilder, Version, dev_key};
 use ecu_sim::proto::uds::codec::{BootStatusRecord, SlotRecord, did};
@@ -244,5 +246,71 @@ impl Bench {
             std::thread::sleep(std::time::Duration::from_millis(250));
         }
         panic!("the ecu did not answer for 20 s: {last}");
+    }
+}
+
+/// A mosquitto on 127.0.0.1:`port`, killed when dropped.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start(port: u16) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto runs: run ci/install.sh");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub fn url(&self) -> hil::ota::mqtt::BrokerUrl {
+        format!("mqtt://127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    /// Kill it (SIGKILL: nothing saved) and start a new one on the same port.
+    pub fn restart(mut self) -> Broker {
+        let port = self.port;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Broker::start(port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
