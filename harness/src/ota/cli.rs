@@ -60,16 +60,19 @@ pub fn submit(manifest: &Path, store: &Path) -> ExitCode {
     }
 }
 
+/// The store at `dir` with its runner lock, or the exit code that says why not.
+fn open_locked(dir: &Path) -> Result<(Store, super::store::RunnerLock), ExitCode> {
+    let store = Store::open(dir).map_err(fail)?;
+    let lock = store.lock_runner().map_err(fail)?;
+    Ok((store, lock))
+}
+
 /// `hil ota run|resume --store DIR [JOB]`: drive every unfinished job (or `JOB`) to its end.
 pub fn run(store: &Path, only: Option<&str>, config: &LiveConfig) -> ExitCode {
-    let store = match Store::open(store) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
     // Held until this function returns: no other runner drives these jobs meanwhile.
-    let _runner = match store.lock_runner() {
-        Ok(lock) => lock,
-        Err(e) => return fail(e),
+    let (store, _runner) = match open_locked(store) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let (ids, broken) = match only {
         Some(id) => (vec![id.to_string()], Vec::new()),
@@ -223,14 +226,10 @@ pub fn serve(
         Ok(b) => b,
         Err(e) => return exit::error(exit::INVALID, e),
     };
-    let store = match Store::open(store) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
     // Held while the service runs: no `hil ota run` drives its jobs meanwhile.
-    let _runner = match store.lock_runner() {
-        Ok(lock) => lock,
-        Err(e) => return fail(e),
+    let (store, _runner) = match open_locked(store) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let base = match std::env::current_dir() {
         Ok(d) => d,

@@ -323,13 +323,15 @@ pub fn parse_job(text: &str, path: &Path) -> Result<Job, StoreError> {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
-        message: e
-            .to_string()
-            .split(" at line ")
-            .next()
-            .unwrap_or("")
-            .to_string(),
+        message: json_message(&e),
     })
+}
+
+/// A serde_json error's message without its " at line L column C" (callers locate it
+/// themselves, from `line()` and `column()`).
+pub fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.split(" at line ").next().unwrap_or("").to_string()
 }
 
 #[cfg(test)]
